@@ -68,6 +68,7 @@ impl MpubBody {
 }
 
 /// Iterator over the bodies of a validated MPUB.
+#[derive(Clone)]
 pub struct MpubIter<'a> {
     rest: &'a [u8],
 }

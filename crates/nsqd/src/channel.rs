@@ -1,0 +1,215 @@
+//! The async shell around one [`ChannelState`]: its lock, its consumers, and the one timer
+//! task that requeues timed-out and due deferred messages.
+//!
+//! The state is behind a `parking_lot::Mutex` that is held only for short, non-awaiting
+//! sections (a pop of up to a few hundred messages, a FIN, a put). Consumers pull: each
+//! subscribed connection takes messages when it has RDY credit, and waits on
+//! [`Channel::notify`] when there is nothing for it. That gives Go's load balancing between
+//! consumers of a channel without a per-message hand-off between tasks.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::ClientInfo;
+use crate::clock::Clock;
+use crate::state::channel::ChannelState;
+
+/// Why a consumer could not be added.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    /// `--max-channel-consumers` reached.
+    #[error("consumers for {topic}:{channel} exceeds limit of {limit}")]
+    TooManyConsumers {
+        /// Topic name.
+        topic: String,
+        /// Channel name.
+        channel: String,
+        /// The limit.
+        limit: i64,
+    },
+    /// The channel is being deleted.
+    #[error("channel is exiting")]
+    Exiting,
+}
+
+/// One channel of a topic.
+pub struct Channel {
+    /// Topic name.
+    pub topic_name: String,
+    /// Channel name.
+    pub name: String,
+    /// Whether the name ends in `#ephemeral`.
+    pub ephemeral: bool,
+    /// The queue state. Never hold across an `.await`.
+    pub state: Mutex<ChannelState>,
+    /// Woken (all waiters) when messages become ready or the channel is unpaused.
+    pub notify: Notify,
+    timer_notify: Notify,
+    timer_at: AtomicU64,
+    clients: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
+    /// Cancelled when the channel is deleted: its consumers disconnect.
+    pub exit: CancellationToken,
+    exiting: AtomicBool,
+    clock: Clock,
+}
+
+impl Channel {
+    /// Creates a channel and starts its timer task.
+    pub(crate) fn new(
+        topic_name: &str,
+        name: &str,
+        mem_queue_size: i64,
+        clock: Clock,
+        paused: bool,
+    ) -> Arc<Channel> {
+        let ephemeral = nsq_protocol::names::is_ephemeral(name);
+        let mut state = ChannelState::new();
+        state.paused = paused;
+        if ephemeral && mem_queue_size > 0 {
+            state.drop_beyond = Some(mem_queue_size as u64);
+        }
+        let ch = Arc::new(Channel {
+            topic_name: topic_name.to_string(),
+            name: name.to_string(),
+            ephemeral,
+            state: Mutex::new(state),
+            notify: Notify::new(),
+            timer_notify: Notify::new(),
+            timer_at: AtomicU64::new(u64::MAX),
+            clients: Mutex::new(BTreeMap::new()),
+            exit: CancellationToken::new(),
+            exiting: AtomicBool::new(false),
+            clock,
+        });
+        tokio::spawn(timer_loop(ch.clone()));
+        ch
+    }
+
+    /// The clock shared with the daemon.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Whether the channel is being deleted.
+    pub fn is_exiting(&self) -> bool {
+        self.exiting.load(Ordering::Acquire)
+    }
+
+    /// Adds a consumer connection.
+    pub fn add_client(
+        &self,
+        client: Arc<ClientInfo>,
+        max_consumers: i64,
+    ) -> Result<(), SubscribeError> {
+        if self.is_exiting() {
+            return Err(SubscribeError::Exiting);
+        }
+        let mut clients = self.clients.lock();
+        if max_consumers > 0 && clients.len() as i64 >= max_consumers {
+            return Err(SubscribeError::TooManyConsumers {
+                topic: self.topic_name.clone(),
+                channel: self.name.clone(),
+                limit: max_consumers,
+            });
+        }
+        self.state.lock().add_consumer(client.id);
+        clients.insert(client.id, client);
+        Ok(())
+    }
+
+    /// Removes a consumer; returns how many remain.
+    pub fn remove_client(&self, id: u64) -> usize {
+        let mut clients = self.clients.lock();
+        clients.remove(&id);
+        self.state.lock().remove_consumer(id);
+        clients.len()
+    }
+
+    /// Snapshot of the consumers.
+    pub fn clients(&self) -> Vec<Arc<ClientInfo>> {
+        self.clients.lock().values().cloned().collect()
+    }
+
+    /// Number of consumers.
+    pub fn client_count(&self) -> usize {
+        self.clients.lock().len()
+    }
+
+    /// Tells the timer task about a deadline; wakes it only if it is earlier than planned.
+    pub fn schedule(&self, deadline: u64) {
+        if deadline < self.timer_at.load(Ordering::Relaxed) {
+            self.timer_at.store(deadline, Ordering::Relaxed);
+            self.timer_notify.notify_one();
+        }
+    }
+
+    /// Wakes consumers waiting for messages.
+    pub fn wake_consumers(&self) {
+        self.notify.notify_waiters();
+    }
+
+    /// Pauses or unpauses delivery.
+    pub fn set_paused(&self, paused: bool) {
+        self.state.lock().paused = paused;
+        if !paused {
+            self.wake_consumers();
+        }
+    }
+
+    /// Whether delivery is paused.
+    pub fn is_paused(&self) -> bool {
+        self.state.lock().paused
+    }
+
+    /// Drops every queued, in-flight and deferred message.
+    pub fn empty(&self) {
+        self.state.lock().empty();
+        // Consumers whose in-flight count dropped to zero may take new messages.
+        self.wake_consumers();
+    }
+
+    /// Marks the channel deleted and disconnects its consumers.
+    pub(crate) fn close(&self) {
+        self.exiting.store(true, Ordering::Release);
+        self.exit.cancel();
+        self.state.lock().empty();
+    }
+}
+
+/// Requeues timed-out in-flight messages and releases deferred ones when due.
+async fn timer_loop(ch: Arc<Channel>) {
+    loop {
+        // Publish the planned wake-up while holding the state lock: whoever adds an earlier
+        // deadline does so under the same lock and calls schedule() afterwards, so it either
+        // sees this value and notifies, or its deadline is already included in `next`.
+        // A notification that arrives before we wait is kept as a Notify permit.
+        let next = {
+            let st = ch.state.lock();
+            let next = st.next_deadline();
+            ch.timer_at.store(next.unwrap_or(u64::MAX), Ordering::Relaxed);
+            next
+        };
+        let sleep = async {
+            match next {
+                Some(t) => tokio::time::sleep_until(ch.clock.instant(t)).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = ch.exit.cancelled() => return,
+            _ = ch.timer_notify.notified() => continue,
+            _ = sleep => {
+                let now = ch.clock.now();
+                let n = ch.state.lock().process_timeouts(now);
+                if n > 0 {
+                    ch.wake_consumers();
+                }
+            }
+        }
+    }
+}

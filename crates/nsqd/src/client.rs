@@ -1,0 +1,103 @@
+//! What the rest of the daemon (stats, channels) knows about a TCP client connection.
+//! The connection task owns the socket; this struct holds the fields others read, as
+//! atomics or behind short locks.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+/// Client states, numbered as Go's (they appear as `state` in `/stats`).
+pub mod client_state {
+    /// Connected, not subscribed.
+    pub const INIT: u8 = 0;
+    /// Subscribed to a channel.
+    pub const SUBSCRIBED: u8 = 3;
+    /// Sent CLS.
+    pub const CLOSING: u8 = 4;
+}
+
+/// Fields set by IDENTIFY.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    /// `client_id` (defaults to the remote IP).
+    pub client_id: String,
+    /// `hostname` (defaults to the remote IP).
+    pub hostname: String,
+    /// `user_agent`.
+    pub user_agent: String,
+    /// `sample_rate`.
+    pub sample_rate: i64,
+    /// Topology experiment fields.
+    pub topology_region: String,
+    /// Topology experiment fields.
+    pub topology_zone: String,
+}
+
+/// Shared view of one client connection.
+pub struct ClientInfo {
+    /// Daemon-unique id.
+    pub id: u64,
+    /// Peer address.
+    pub remote_addr: SocketAddr,
+    /// Connect time, Unix seconds.
+    pub connect_ts: i64,
+    /// IDENTIFY data.
+    pub identity: Mutex<Identity>,
+    /// One of [`client_state`].
+    pub state: AtomicU8,
+    /// Current RDY.
+    pub ready_count: AtomicU64,
+    /// Messages delivered to this client.
+    pub message_count: AtomicU64,
+    /// FINs.
+    pub finish_count: AtomicU64,
+    /// REQs.
+    pub requeue_count: AtomicU64,
+    /// Messages published by this client, per topic (for `/stats` producers).
+    pub pub_counts: Mutex<Vec<(String, u64)>>,
+    /// Last time (clock ns) the client published.
+    pub last_pub: AtomicI64,
+    /// Wakes the connection task (RDY change from elsewhere, close).
+    pub wake: Notify,
+}
+
+impl ClientInfo {
+    /// A new client in state INIT.
+    pub fn new(id: u64, remote_addr: SocketAddr, connect_ts: i64) -> ClientInfo {
+        let ip = remote_addr.ip().to_string();
+        ClientInfo {
+            id,
+            remote_addr,
+            connect_ts,
+            identity: Mutex::new(Identity {
+                client_id: ip.clone(),
+                hostname: ip,
+                ..Identity::default()
+            }),
+            state: AtomicU8::new(client_state::INIT),
+            ready_count: AtomicU64::new(0),
+            message_count: AtomicU64::new(0),
+            finish_count: AtomicU64::new(0),
+            requeue_count: AtomicU64::new(0),
+            pub_counts: Mutex::new(Vec::new()),
+            last_pub: AtomicI64::new(0),
+            wake: Notify::new(),
+        }
+    }
+
+    /// Current state.
+    pub fn state(&self) -> u8 {
+        self.state.load(Ordering::Relaxed)
+    }
+
+    /// Records `n` messages published to `topic`.
+    pub fn record_pub(&self, topic: &str, n: u64) {
+        let mut counts = self.pub_counts.lock();
+        match counts.iter_mut().find(|(t, _)| t == topic) {
+            Some((_, c)) => *c += n,
+            None => counts.push((topic.to_string(), n)),
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! The `nsqd` binary: flags and config file, logging, signals. Everything else is in the
+//! library (`nsqd::start`).
+
+use anyhow::Context;
+use nsqd::config::{ConfigError, Options};
+
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+fn main() -> anyhow::Result<()> {
+    let opts = match Options::parse_from_env() {
+        Ok(o) => o,
+        Err(ConfigError::Clap(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("[nsqd] FATAL: {e}");
+            std::process::exit(1);
+        }
+    };
+    if opts.version {
+        println!("nsqd v{} (nsq-rs {})", nsq_protocol::NSQ_VERSION, env!("CARGO_PKG_VERSION"));
+        return Ok(());
+    }
+    init_logging(&opts);
+    if let Err(e) = opts.validate() {
+        tracing::error!("{e}");
+        std::process::exit(1);
+    }
+    for note in opts.unsupported_in_use() {
+        tracing::warn!("{note}");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    rt.block_on(async move {
+        let handle = match nsqd::start(opts).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!("{e}");
+                std::process::exit(1);
+            }
+        };
+        wait_for_signal().await;
+        handle.shutdown().await;
+    });
+    Ok(())
+}
+
+fn init_logging(opts: &Options) {
+    let level = opts.log_level.as_tracing_filter();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NSQ_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(false)
+        .init();
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("received SIGINT, shutting down"),
+        _ = term.recv() => tracing::info!("received SIGTERM, shutting down"),
+    }
+}

@@ -1,0 +1,462 @@
+//! One NSQ channel's queue state machine.
+//!
+//! Inputs: [`ChannelState::put`] (new messages from the topic), [`ChannelState::put_deferred`],
+//! [`ChannelState::pop`] (a consumer with RDY credit takes messages; they become in flight),
+//! [`ChannelState::fin`], [`ChannelState::req`], [`ChannelState::touch`],
+//! [`ChannelState::process_timeouts`] and [`ChannelState::empty`].
+//! Output for the driver: [`ChannelState::next_deadline`], the earliest in-flight or
+//! deferred deadline, so one timer per channel replaces Go's probabilistic `queueScanLoop`.
+//!
+//! Semantics follow Go nsqd's `channel.go`:
+//! - RDY is a window: a consumer receives while its in-flight count is below its RDY.
+//! - A timed-out message goes back to the tail of the ready queue with its attempts kept,
+//!   and counts in `timeout_count`; an explicit REQ counts in `requeue_count`.
+//! - `REQ id 0` requeues at once, `REQ id N` defers for N ms.
+//! - FIN/REQ/TOUCH of a message owned by another consumer fail.
+//! - A consumer that disconnects leaves its messages in flight until they time out.
+//!
+//! In-flight deadlines live in a binary heap with lazy deletion: FIN removes the map entry
+//! only, and the heap is compacted when stale entries outnumber live ones, so each message
+//! costs O(log n) amortised and memory stays proportional to what is in flight.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use super::batch::Batch;
+
+/// A reference to one message of a batch, with its delivery count.
+#[derive(Debug, Clone)]
+pub struct MsgRef {
+    /// The batch holding the message.
+    pub batch: Arc<Batch>,
+    /// Index within the batch.
+    pub idx: u32,
+    /// Deliveries so far (after [`ChannelState::pop`]: including this one).
+    pub attempts: u16,
+}
+
+impl MsgRef {
+    /// The numeric id (in-flight key).
+    pub fn key(&self) -> u64 {
+        self.batch.id_u64(self.idx)
+    }
+}
+
+/// A contiguous run of ready messages from one batch.
+#[derive(Debug)]
+struct Run {
+    batch: Arc<Batch>,
+    next: u32,
+    end: u32,
+    /// `None`: take each message's attempts from the batch (fresh messages).
+    attempts: Option<u16>,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    msg: MsgRef,
+    client: u64,
+    deadline: u64,
+    delivered_at: u64,
+}
+
+#[derive(Debug)]
+struct Deferred {
+    due: u64,
+    seq: u64,
+    msg: MsgRef,
+}
+
+impl PartialEq for Deferred {
+    fn eq(&self, o: &Self) -> bool {
+        (self.due, self.seq) == (o.due, o.seq)
+    }
+}
+impl Eq for Deferred {}
+impl PartialOrd for Deferred {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Deferred {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        // Reversed: BinaryHeap is a max-heap and we want the earliest first.
+        (o.due, o.seq).cmp(&(self.due, self.seq))
+    }
+}
+
+/// Why FIN/REQ/TOUCH failed (Go's error texts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InFlightError {
+    /// No such message in flight.
+    #[error("ID not in flight")]
+    NotInFlight,
+    /// In flight, but delivered to another consumer.
+    #[error("client does not own message")]
+    NotOwner,
+}
+
+/// Counters exposed in `/stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChannelCounters {
+    /// Messages the channel received from its topic.
+    pub message_count: u64,
+    /// Explicit requeues (REQ).
+    pub requeue_count: u64,
+    /// In-flight timeouts.
+    pub timeout_count: u64,
+}
+
+/// The queue state of one channel.
+#[derive(Debug, Default)]
+pub struct ChannelState {
+    ready: VecDeque<Run>,
+    ready_len: u64,
+    in_flight: FxHashMap<u64, InFlight>,
+    timeouts: BinaryHeap<Reverse<(u64, u64)>>,
+    deferred: BinaryHeap<Deferred>,
+    deferred_seq: u64,
+    consumers: FxHashMap<u64, u32>,
+    /// Paused channels deliver nothing.
+    pub paused: bool,
+    /// When set, `put` drops messages beyond this ready depth (ephemeral channels, which have
+    /// no disk queue to overflow into, as in Go).
+    pub drop_beyond: Option<u64>,
+    /// Counters for `/stats`.
+    pub counters: ChannelCounters,
+}
+
+impl ChannelState {
+    /// An empty channel.
+    pub fn new() -> ChannelState {
+        ChannelState::default()
+    }
+
+    /// Messages waiting to be delivered (Go's `depth` minus the disk part).
+    pub fn depth(&self) -> u64 {
+        self.ready_len
+    }
+
+    /// Messages in flight.
+    pub fn in_flight_count(&self) -> u64 {
+        self.in_flight.len() as u64
+    }
+
+    /// Messages deferred.
+    pub fn deferred_count(&self) -> u64 {
+        self.deferred.len() as u64
+    }
+
+    /// In-flight count of one consumer.
+    pub fn consumer_in_flight(&self, client: u64) -> u32 {
+        self.consumers.get(&client).copied().unwrap_or(0)
+    }
+
+    /// Number of subscribed consumers.
+    pub fn consumer_count(&self) -> usize {
+        self.consumers.len()
+    }
+
+    /// Registers a consumer.
+    pub fn add_consumer(&mut self, client: u64) {
+        self.consumers.entry(client).or_insert(0);
+    }
+
+    /// Unregisters a consumer. Its in-flight messages stay until they time out (Go behaviour).
+    pub fn remove_consumer(&mut self, client: u64) {
+        self.consumers.remove(&client);
+    }
+
+    /// Appends messages `start..end` of a fresh batch. Returns how many were dropped
+    /// because of [`ChannelState::drop_beyond`].
+    pub fn put(&mut self, batch: Arc<Batch>, start: u32, end: u32) -> u32 {
+        let mut end = end;
+        let mut dropped = 0;
+        if let Some(limit) = self.drop_beyond {
+            let room = limit.saturating_sub(self.ready_len);
+            let n = (end - start) as u64;
+            if n > room {
+                dropped = (n - room) as u32;
+                end -= dropped;
+            }
+        }
+        let n = end - start;
+        self.counters.message_count += n as u64;
+        if n > 0 {
+            self.ready_len += n as u64;
+            self.ready.push_back(Run {
+                batch,
+                next: start,
+                end,
+                attempts: None,
+            });
+        }
+        dropped
+    }
+
+    /// Adds a message that becomes ready at `due` (DPUB).
+    pub fn put_deferred(&mut self, msg: MsgRef, due: u64) {
+        self.counters.message_count += 1;
+        self.push_deferred(msg, due);
+    }
+
+    fn push_deferred(&mut self, msg: MsgRef, due: u64) {
+        self.deferred_seq += 1;
+        self.deferred.push(Deferred {
+            due,
+            seq: self.deferred_seq,
+            msg,
+        });
+    }
+
+    fn requeue_ready(&mut self, msg: MsgRef) {
+        self.ready_len += 1;
+        self.ready.push_back(Run {
+            end: msg.idx + 1,
+            next: msg.idx,
+            batch: msg.batch,
+            attempts: Some(msg.attempts),
+        });
+    }
+
+    /// How many messages `client` may take now with the given RDY.
+    pub fn credit(&self, client: u64, rdy: u64) -> u64 {
+        if self.paused {
+            return 0;
+        }
+        rdy.saturating_sub(self.consumer_in_flight(client) as u64)
+    }
+
+    /// Moves up to `max` ready messages (bounded by RDY credit) in flight for `client`,
+    /// appending them to `out` with attempts already incremented. A non-zero `sample_rate`
+    /// (1..=99) discards messages the sampler rejects, as Go does.
+    #[allow(clippy::too_many_arguments)]
+    pub fn pop(
+        &mut self,
+        client: u64,
+        rdy: u64,
+        max: usize,
+        msg_timeout: u64,
+        now: u64,
+        sample: Option<(u8, &mut u64)>,
+        out: &mut Vec<MsgRef>,
+    ) -> usize {
+        let credit = self.credit(client, rdy).min(max as u64) as usize;
+        if credit == 0 || self.ready_len == 0 || !self.consumers.contains_key(&client) {
+            return 0;
+        }
+        let mut sample = sample;
+        let deadline = now + msg_timeout;
+        let mut taken = 0;
+        while taken < credit {
+            let Some(run) = self.ready.front_mut() else {
+                break;
+            };
+            let idx = run.next;
+            run.next += 1;
+            let attempts = run
+                .attempts
+                .unwrap_or_else(|| run.batch.initial_attempts(idx));
+            let batch = if run.next >= run.end {
+                let run = self.ready.pop_front().expect("front exists");
+                run.batch
+            } else {
+                run.batch.clone()
+            };
+            self.ready_len -= 1;
+            if let Some((rate, rng)) = sample.as_mut() {
+                if xorshift(rng) % 100 > *rate as u64 {
+                    continue;
+                }
+            }
+            let msg = MsgRef {
+                batch,
+                idx,
+                attempts: attempts.wrapping_add(1),
+            };
+            let key = msg.key();
+            self.timeouts.push(Reverse((deadline, key)));
+            out.push(msg.clone());
+            self.in_flight.insert(
+                key,
+                InFlight {
+                    msg,
+                    client,
+                    deadline,
+                    delivered_at: now,
+                },
+            );
+            taken += 1;
+        }
+        *self.consumers.get_mut(&client).expect("checked above") += taken as u32;
+        taken
+    }
+
+    fn take_in_flight(&mut self, client: u64, key: u64) -> Result<InFlight, InFlightError> {
+        match self.in_flight.get(&key) {
+            None => return Err(InFlightError::NotInFlight),
+            Some(f) if f.client != client => return Err(InFlightError::NotOwner),
+            Some(_) => {}
+        }
+        let f = self.in_flight.remove(&key).expect("checked above");
+        if let Some(c) = self.consumers.get_mut(&client) {
+            *c = c.saturating_sub(1);
+        }
+        self.maybe_compact();
+        Ok(f)
+    }
+
+    /// FIN: the consumer is done with the message.
+    pub fn fin(&mut self, client: u64, key: u64) -> Result<(), InFlightError> {
+        self.take_in_flight(client, key).map(|_| ())
+    }
+
+    /// REQ: put the message back now (`delay == 0`) or after `delay` ns.
+    pub fn req(&mut self, client: u64, key: u64, delay: u64, now: u64) -> Result<(), InFlightError> {
+        let f = self.take_in_flight(client, key)?;
+        self.counters.requeue_count += 1;
+        if delay == 0 {
+            self.requeue_ready(f.msg);
+        } else {
+            self.push_deferred(f.msg, now + delay);
+        }
+        Ok(())
+    }
+
+    /// TOUCH: extend the deadline to `now + timeout`, but never beyond
+    /// `delivery + max_timeout` (Go: `TouchMessage`).
+    pub fn touch(
+        &mut self,
+        client: u64,
+        key: u64,
+        timeout: u64,
+        max_timeout: u64,
+        now: u64,
+    ) -> Result<(), InFlightError> {
+        let f = match self.in_flight.get_mut(&key) {
+            None => return Err(InFlightError::NotInFlight),
+            Some(f) if f.client != client => return Err(InFlightError::NotOwner),
+            Some(f) => f,
+        };
+        let mut deadline = now + timeout;
+        if deadline - f.delivered_at >= max_timeout {
+            deadline = f.delivered_at + max_timeout;
+        }
+        f.deadline = deadline;
+        self.timeouts.push(Reverse((deadline, key)));
+        Ok(())
+    }
+
+    /// Requeues timed-out in-flight messages and releases due deferred ones.
+    /// Returns how many messages became ready.
+    pub fn process_timeouts(&mut self, now: u64) -> usize {
+        let mut n = 0;
+        while let Some(&Reverse((deadline, key))) = self.timeouts.peek() {
+            if deadline > now {
+                break;
+            }
+            self.timeouts.pop();
+            let live = matches!(self.in_flight.get(&key), Some(f) if f.deadline == deadline);
+            if !live {
+                continue;
+            }
+            let f = self.in_flight.remove(&key).expect("checked above");
+            if let Some(c) = self.consumers.get_mut(&f.client) {
+                *c = c.saturating_sub(1);
+            }
+            self.counters.timeout_count += 1;
+            self.requeue_ready(f.msg);
+            n += 1;
+        }
+        while let Some(d) = self.deferred.peek() {
+            if d.due > now {
+                break;
+            }
+            let d = self.deferred.pop().expect("peeked");
+            self.requeue_ready(d.msg);
+            n += 1;
+        }
+        n
+    }
+
+    /// The earliest time [`ChannelState::process_timeouts`] has work to do.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let a = self.timeouts.peek().map(|r| r.0 .0);
+        let b = self.deferred.peek().map(|d| d.due);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Drops every ready, in-flight and deferred message (HTTP `/channel/empty`).
+    /// Consumers' in-flight counts go to zero, as Go's `client.Empty()` does.
+    pub fn empty(&mut self) {
+        self.ready.clear();
+        self.ready_len = 0;
+        self.in_flight.clear();
+        self.timeouts.clear();
+        self.deferred.clear();
+        for c in self.consumers.values_mut() {
+            *c = 0;
+        }
+    }
+
+    /// Takes every message out (ready, then in flight, then deferred), for flushing to disk
+    /// at shutdown. Deferral and in-flight status are lost, as in Go's `Channel.flush`.
+    pub fn drain_all(&mut self) -> Vec<MsgRef> {
+        let mut out = Vec::with_capacity((self.ready_len as usize) + self.in_flight.len());
+        for run in self.ready.drain(..) {
+            for idx in run.next..run.end {
+                let attempts = run.attempts.unwrap_or_else(|| run.batch.initial_attempts(idx));
+                out.push(MsgRef {
+                    batch: run.batch.clone(),
+                    idx,
+                    attempts,
+                });
+            }
+        }
+        self.ready_len = 0;
+        out.extend(self.in_flight.drain().map(|(_, f)| f.msg));
+        self.timeouts.clear();
+        out.extend(self.deferred.drain().map(|d| d.msg));
+        for c in self.consumers.values_mut() {
+            *c = 0;
+        }
+        out
+    }
+
+    /// Rebuilds the deadline heap when stale entries (FINed or touched messages) dominate,
+    /// keeping memory proportional to the in-flight set.
+    fn maybe_compact(&mut self) {
+        if self.timeouts.len() <= 2 * self.in_flight.len() + 1024 {
+            return;
+        }
+        let live: Vec<Reverse<(u64, u64)>> = self
+            .in_flight
+            .iter()
+            .map(|(&k, f)| Reverse((f.deadline, k)))
+            .collect();
+        self.timeouts = BinaryHeap::from(live);
+    }
+
+    /// Size of the deadline heap (for tests of compaction).
+    pub fn timeout_heap_len(&self) -> usize {
+        self.timeouts.len()
+    }
+}
+
+fn xorshift(s: &mut u64) -> u64 {
+    let mut x = *s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *s = x;
+    x
+}
+
+#[cfg(test)]
+mod tests;

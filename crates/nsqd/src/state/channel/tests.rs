@@ -1,0 +1,178 @@
+//! Channel state tests, driven with explicit times (ns).
+
+use super::*;
+use crate::state::batch::Batch;
+
+const SEC: u64 = 1_000_000_000;
+
+fn batch(n: u32, first: u64) -> Arc<Batch> {
+    let bodies: Vec<Vec<u8>> = (0..n).map(|i| format!("m{i}").into_bytes()).collect();
+    Arc::new(Batch::generated(
+        bodies.iter().map(|b| b.as_slice()),
+        first,
+        1,
+        0,
+    ))
+}
+
+/// A channel with consumers 1 and 2 and `n` fresh messages.
+fn setup(n: u32) -> ChannelState {
+    let mut ch = ChannelState::new();
+    ch.add_consumer(1);
+    ch.add_consumer(2);
+    ch.put(batch(n, 0), 0, n);
+    ch
+}
+
+fn pop(ch: &mut ChannelState, client: u64, rdy: u64, now: u64) -> Vec<MsgRef> {
+    let mut out = Vec::new();
+    ch.pop(client, rdy, usize::MAX, 60 * SEC, now, None, &mut out);
+    out
+}
+
+fn bodies(msgs: &[MsgRef]) -> Vec<String> {
+    msgs.iter()
+        .map(|m| String::from_utf8(m.batch.body(m.idx).to_vec()).unwrap())
+        .collect()
+}
+
+#[test]
+fn rdy_is_a_window() {
+    let mut ch = setup(5);
+    assert!(pop(&mut ch, 1, 0, 0).is_empty(), "RDY 0 delivers nothing");
+    let got = pop(&mut ch, 1, 2, 0);
+    assert_eq!(bodies(&got), ["m0", "m1"]);
+    assert!(pop(&mut ch, 1, 2, 0).is_empty(), "window full");
+    ch.fin(1, got[0].key()).unwrap();
+    assert_eq!(bodies(&pop(&mut ch, 1, 2, 0)), ["m2"]);
+    assert_eq!(bodies(&pop(&mut ch, 2, 10, 0)), ["m3", "m4"]);
+    assert_eq!(ch.depth(), 0);
+    assert_eq!(ch.in_flight_count(), 4);
+    assert_eq!(ch.counters.message_count, 5);
+}
+
+#[test]
+fn fin_errors() {
+    let mut ch = setup(1);
+    let m = pop(&mut ch, 1, 1, 0).remove(0);
+    assert_eq!(ch.fin(2, m.key()), Err(InFlightError::NotOwner));
+    assert_eq!(ch.fin(1, m.key() + 1), Err(InFlightError::NotInFlight));
+    ch.fin(1, m.key()).unwrap();
+    assert_eq!(ch.fin(1, m.key()), Err(InFlightError::NotInFlight));
+    assert_eq!(ch.consumer_in_flight(1), 0);
+}
+
+#[test]
+fn timeout_redelivers_with_attempts_plus_one() {
+    let mut ch = setup(1);
+    let m = pop(&mut ch, 1, 1, 0).remove(0);
+    assert_eq!(m.attempts, 1);
+    assert_eq!(ch.next_deadline(), Some(60 * SEC));
+    assert_eq!(ch.process_timeouts(60 * SEC - 1), 0);
+    assert_eq!(ch.process_timeouts(60 * SEC), 1);
+    assert_eq!(ch.counters.timeout_count, 1);
+    assert_eq!(ch.counters.requeue_count, 0);
+    assert_eq!(ch.consumer_in_flight(1), 0);
+    let again = pop(&mut ch, 2, 1, 61 * SEC).remove(0);
+    assert_eq!(again.key(), m.key());
+    assert_eq!(again.attempts, 2);
+    // The stale FIN from the first consumer now fails: another consumer owns it.
+    assert_eq!(ch.fin(1, m.key()), Err(InFlightError::NotOwner));
+}
+
+#[test]
+fn req_now_and_deferred() {
+    let mut ch = setup(2);
+    let got = pop(&mut ch, 1, 2, 0);
+    ch.req(1, got[0].key(), 0, 0).unwrap();
+    ch.req(1, got[1].key(), 5 * SEC, 0).unwrap();
+    assert_eq!(ch.counters.requeue_count, 2);
+    assert_eq!(ch.depth(), 1);
+    assert_eq!(ch.deferred_count(), 1);
+    assert_eq!(ch.next_deadline(), Some(5 * SEC), "the stale in-flight entries are skipped");
+    let m = pop(&mut ch, 1, 5, 1);
+    assert_eq!(bodies(&m), ["m0"]);
+    assert_eq!(m[0].attempts, 2);
+    assert_eq!(ch.process_timeouts(5 * SEC), 1);
+    let m = pop(&mut ch, 1, 5, 5 * SEC);
+    assert_eq!(bodies(&m), ["m1"]);
+    assert_eq!(m[0].attempts, 2);
+}
+
+#[test]
+fn touch_extends_up_to_max() {
+    let mut ch = setup(1);
+    let m = pop(&mut ch, 1, 1, 0).remove(0);
+    ch.touch(1, m.key(), 60 * SEC, 90 * SEC, 50 * SEC).unwrap();
+    assert_eq!(ch.process_timeouts(60 * SEC), 0, "touched: old deadline is stale");
+    assert_eq!(ch.process_timeouts(89 * SEC), 0);
+    assert_eq!(ch.process_timeouts(90 * SEC), 1, "capped at delivery + max");
+    assert_eq!(ch.touch(2, m.key(), 1, 1, 0), Err(InFlightError::NotInFlight));
+}
+
+#[test]
+fn pause_and_empty() {
+    let mut ch = setup(3);
+    let got = pop(&mut ch, 1, 1, 0);
+    ch.paused = true;
+    assert!(pop(&mut ch, 2, 10, 0).is_empty());
+    ch.paused = false;
+    ch.empty();
+    assert_eq!((ch.depth(), ch.in_flight_count(), ch.deferred_count()), (0, 0, 0));
+    assert_eq!(ch.consumer_in_flight(1), 0);
+    assert_eq!(ch.fin(1, got[0].key()), Err(InFlightError::NotInFlight));
+}
+
+#[test]
+fn disconnected_consumer_messages_wait_for_timeout() {
+    let mut ch = setup(1);
+    let m = pop(&mut ch, 1, 1, 0).remove(0);
+    ch.remove_consumer(1);
+    assert_eq!(ch.in_flight_count(), 1);
+    assert!(pop(&mut ch, 1, 1, 0).is_empty(), "removed consumers receive nothing");
+    ch.process_timeouts(60 * SEC);
+    assert_eq!(pop(&mut ch, 2, 1, 60 * SEC)[0].key(), m.key());
+}
+
+#[test]
+fn ephemeral_drop_beyond_limit() {
+    let mut ch = ChannelState::new();
+    ch.drop_beyond = Some(3);
+    assert_eq!(ch.put(batch(2, 0), 0, 2), 0);
+    assert_eq!(ch.put(batch(2, 10), 0, 2), 1);
+    assert_eq!(ch.depth(), 3);
+}
+
+#[test]
+fn deadline_heap_stays_bounded() {
+    let mut ch = ChannelState::new();
+    ch.add_consumer(1);
+    for round in 0..100u64 {
+        ch.put(batch(100, round * 1000), 0, 100);
+        for m in pop(&mut ch, 1, 1000, round) {
+            ch.fin(1, m.key()).unwrap();
+        }
+    }
+    assert!(ch.timeout_heap_len() <= 1024 + 100, "{}", ch.timeout_heap_len());
+    assert_eq!(ch.in_flight_count(), 0);
+}
+
+#[test]
+fn sampling_discards() {
+    let mut ch = setup(1000);
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut out = Vec::new();
+    ch.pop(1, 1000, usize::MAX, SEC, 0, Some((50, &mut rng)), &mut out);
+    assert!(out.len() > 400 && out.len() < 600, "{}", out.len());
+    assert_eq!(ch.depth(), 0, "sampled-out messages are gone, not left for others");
+}
+
+#[test]
+fn drain_all_returns_everything() {
+    let mut ch = setup(4);
+    let got = pop(&mut ch, 1, 2, 0);
+    ch.req(1, got[0].key(), SEC, 0).unwrap();
+    let all = ch.drain_all();
+    assert_eq!(all.len(), 4);
+    assert_eq!((ch.depth(), ch.in_flight_count(), ch.deferred_count()), (0, 0, 0));
+}

@@ -1,0 +1,16 @@
+//! Sans-I/O queue state: no tokio, no sockets, no clock.
+//!
+//! Everything here is plain data plus methods that take the current time (`now`, nanoseconds
+//! on a monotonic clock chosen by the caller) as a parameter. The async shells in
+//! [`crate::topic`] and [`crate::channel`] own these values behind short, never-awaited
+//! locks; tests drive them directly with explicit times.
+//!
+//! - [`batch`]: how message bodies are stored: one shared allocation per published batch,
+//!   referenced (never copied) by every channel that holds a message of it.
+//! - [`channel`]: one NSQ channel's ready queue, in-flight set with deadlines, deferred set,
+//!   per-consumer in-flight counts and counters.
+//! - [`guid`]: Go-compatible message ids.
+
+pub mod batch;
+pub mod channel;
+pub mod guid;

@@ -1,0 +1,727 @@
+//! TCP protocol V2: the accept loop and one task per connection.
+//!
+//! A connection task owns both halves of its socket and loops over:
+//! 1. decode every complete command in the read buffer and handle it, appending responses
+//!    to the write buffer (consecutive FINs are applied under one channel lock);
+//! 2. if subscribed with RDY credit, pull ready messages from the channel and append their
+//!    frames, up to the client's output buffer size;
+//! 3. wait for whichever comes first: more bytes to read, the socket accepting our pending
+//!    bytes, new messages on the channel, a heartbeat tick, the read deadline, or shutdown.
+//!
+//! Responses and messages leave as soon as nothing more is ready, so a lone message is not
+//! held back for `output_buffer_timeout` (Go waits for its flush ticker); under load the
+//! write buffer fills up to `output_buffer_size` and each syscall carries many frames.
+//! Reading stops while more than [`WRITE_HIGH_WATER`] bytes wait to be written, so a client
+//! that publishes without reading its responses cannot grow our memory without bound.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use nsq_protocol::command::{Command, Decoder, Limits};
+use nsq_protocol::error::ErrorCode;
+use nsq_protocol::frame::{put_frame, put_message_frame, FrameType};
+use nsq_protocol::identify::{IdentifyRequest, IdentifyResponse};
+use nsq_protocol::{CLOSE_WAIT, HEARTBEAT, MAGIC_V2, NSQ_VERSION, OK};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::channel::{Channel, SubscribeError};
+use crate::client::{client_state, ClientInfo};
+use crate::clock::unix_secs;
+use crate::state::batch::id_key;
+use crate::state::channel::{InFlightError, MsgRef};
+use crate::topic::Topic;
+use crate::Nsqd;
+
+/// Stop reading commands while this many bytes wait to be written.
+const WRITE_HIGH_WATER: usize = 1 << 20;
+/// Most messages taken from a channel per pull.
+const MAX_PULL: usize = 512;
+/// How long a new connection has to send the protocol magic.
+const MAGIC_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Accepts connections until shutdown.
+pub async fn serve(nsqd: Arc<Nsqd>, listener: TcpListener) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            _ = nsqd.shutdown.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, addr)) => {
+                backoff = Duration::from_millis(5);
+                let _ = stream.set_nodelay(true);
+                nsqd.tracker.spawn(handle(nsqd.clone(), stream, addr));
+            }
+            Err(e) => {
+                // EMFILE and friends: log, back off, keep serving.
+                tracing::error!("TCP: accept error: {e}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+    tracing::info!("TCP: closing {}", listener.local_addr().map(|a| a.to_string()).unwrap_or_default());
+}
+
+async fn handle(nsqd: Arc<Nsqd>, mut stream: TcpStream, addr: SocketAddr) {
+    tracing::info!("TCP: new client({addr})");
+    let mut magic = [0u8; 4];
+    let read = tokio::select! {
+        _ = nsqd.shutdown.cancelled() => return,
+        r = tokio::time::timeout(MAGIC_TIMEOUT, stream.read_exact(&mut magic)) => r,
+    };
+    match read {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::info!("client({addr}): failed to read protocol version - {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::info!("client({addr}): timed out waiting for protocol version");
+            return;
+        }
+    }
+    if &magic != MAGIC_V2 {
+        tracing::error!(
+            "client({addr}): bad protocol magic '{}'",
+            String::from_utf8_lossy(&magic)
+        );
+        let mut out = BytesMut::new();
+        put_frame(&mut out, FrameType::Error, b"E_BAD_PROTOCOL");
+        let _ = stream.write_all(&out).await;
+        return;
+    }
+    tracing::info!("client({addr}): desired protocol magic '  V2'");
+    let client = Arc::new(ClientInfo::new(nsqd.next_client_id(), addr, unix_secs()));
+    let mut conn = Conn::new(nsqd.clone(), client.clone(), stream);
+    let reason = conn.run().await;
+    match &reason {
+        Ok(()) => tracing::info!("PROTOCOL(V2): [{addr}] exiting ioloop"),
+        Err(e) => tracing::info!("PROTOCOL(V2): [{addr}] exiting ioloop: {e}"),
+    }
+    if let Some(ch) = conn.channel.take() {
+        nsqd.consumer_left(&ch, client.id);
+    }
+    nsqd.remove_producer(client.id);
+}
+
+/// An error to send to the client: `E_*` code plus description.
+#[derive(Debug)]
+struct ClientError {
+    code: ErrorCode,
+    desc: String,
+}
+
+impl ClientError {
+    fn new(code: ErrorCode, desc: impl Into<String>) -> ClientError {
+        ClientError {
+            code,
+            desc: desc.into(),
+        }
+    }
+    fn invalid(desc: impl Into<String>) -> ClientError {
+        ClientError::new(ErrorCode::Invalid, desc)
+    }
+}
+
+/// Per-connection settings negotiated by IDENTIFY.
+struct Settings {
+    heartbeat: Option<Duration>,
+    output_buffer_size: usize,
+    msg_timeout: Duration,
+    sample_rate: u8,
+}
+
+struct Conn {
+    nsqd: Arc<Nsqd>,
+    client: Arc<ClientInfo>,
+    stream: TcpStream,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    decoder: Decoder,
+    settings: Settings,
+    identified: bool,
+    channel: Option<Arc<Channel>>,
+    /// Last topic published to, so the registry lock stays off the per-message path.
+    topic_cache: Option<Arc<Topic>>,
+    pending_fins: Vec<nsq_protocol::MessageId>,
+    scratch: Vec<MsgRef>,
+    rng: u64,
+    heartbeat_changed: bool,
+    closing: bool,
+}
+
+impl Conn {
+    fn new(nsqd: Arc<Nsqd>, client: Arc<ClientInfo>, stream: TcpStream) -> Conn {
+        let o = &nsqd.opts;
+        let limits = Limits {
+            max_msg_size: o.max_msg_size as u64,
+            max_body_size: o.max_body_size as u64,
+            ..Limits::default()
+        };
+        let settings = Settings {
+            // Go: ClientTimeout (60 s) / 2.
+            heartbeat: Some(Duration::from_secs(30)),
+            output_buffer_size: 16 * 1024,
+            msg_timeout: o.msg_timeout,
+            sample_rate: 0,
+        };
+        let rng = 0x9e37_79b9_7f4a_7c15u64 ^ client.id.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        Conn {
+            nsqd,
+            client,
+            stream,
+            rbuf: BytesMut::with_capacity(16 * 1024),
+            wbuf: BytesMut::with_capacity(16 * 1024),
+            decoder: Decoder::new(limits),
+            settings,
+            identified: false,
+            channel: None,
+            topic_cache: None,
+            pending_fins: Vec::new(),
+            scratch: Vec::new(),
+            rng: rng | 1,
+            heartbeat_changed: false,
+            closing: false,
+        }
+    }
+
+    async fn run(&mut self) -> Result<(), String> {
+        let mut heartbeat = new_heartbeat(self.settings.heartbeat);
+        let mut last_read = tokio::time::Instant::now();
+        let read_deadline = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(read_deadline);
+        let mut deadline_armed = false;
+        let shutdown = self.nsqd.shutdown.clone();
+        loop {
+            // 1. Handle every complete command.
+            let fatal = self.process_commands();
+            if self.heartbeat_changed {
+                self.heartbeat_changed = false;
+                heartbeat = new_heartbeat(self.settings.heartbeat);
+                deadline_armed = false;
+            }
+            if fatal || self.closing {
+                self.flush_all().await;
+                return Err("fatal client error".into());
+            }
+            // 2. Pull messages. Take the wake-up future first so a publish that lands
+            //    between the pull and the wait still wakes us.
+            let chan = self.channel.clone();
+            let ch_notified = chan.as_ref().map(|c| c.notify.notified());
+            self.pull();
+            let can_receive = self.can_receive(chan.as_deref());
+            let ch_exit = chan.as_ref().map(|c| c.exit.clone());
+
+            if !deadline_armed {
+                if let Some(hb) = self.settings.heartbeat {
+                    read_deadline.as_mut().reset(last_read + hb * 2);
+                    deadline_armed = true;
+                }
+            }
+            let want_read = self.wbuf.len() < WRITE_HIGH_WATER;
+            let want_write = !self.wbuf.is_empty();
+            let (rd, mut wr) = self.stream.split();
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    return Ok(());
+                }
+                _ = async { match &ch_exit { Some(t) => t.cancelled().await, None => std::future::pending().await } } => {
+                    // The channel was deleted: Go closes its consumers' connections.
+                    let _ = wr.write_all(&self.wbuf).await;
+                    return Err("channel deleted".into());
+                }
+                r = wr.write(&self.wbuf), if want_write => {
+                    match r {
+                        Ok(0) => return Err("write returned 0".into()),
+                        Ok(n) => self.wbuf.advance(n),
+                        Err(e) => return Err(format!("write error: {e}")),
+                    }
+                }
+                r = read_some(rd, &mut self.rbuf), if want_read => {
+                    match r {
+                        Ok(0) => return Ok(()),
+                        Ok(_) => last_read = tokio::time::Instant::now(),
+                        Err(e) => return Err(format!("read error: {e}")),
+                    }
+                }
+                _ = async { match ch_notified { Some(n) => n.await, None => std::future::pending().await } }, if can_receive => {}
+                _ = self.client.wake.notified() => {}
+                _ = async { match heartbeat.as_mut() { Some(h) => { h.tick().await; } None => std::future::pending().await } } => {
+                    put_frame(&mut self.wbuf, FrameType::Response, HEARTBEAT);
+                }
+                _ = &mut read_deadline, if deadline_armed => {
+                    let hb = self.settings.heartbeat.unwrap_or(Duration::from_secs(30));
+                    if last_read.elapsed() >= hb * 2 {
+                        return Err(format!("no data received for {:?} (2 heartbeat intervals)", hb * 2));
+                    }
+                    deadline_armed = false;
+                }
+            }
+        }
+    }
+
+    fn can_receive(&self, chan: Option<&Channel>) -> bool {
+        chan.is_some()
+            && self.client.state() == client_state::SUBSCRIBED
+            && self.client.ready_count.load(Ordering::Relaxed) > 0
+            && self.wbuf.len() < self.settings.output_buffer_size
+    }
+
+    async fn flush_all(&mut self) {
+        if !self.wbuf.is_empty() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.write_all(&self.wbuf))
+                .await;
+            self.wbuf.clear();
+        }
+    }
+
+    /// Decodes and handles buffered commands; returns true after a fatal error.
+    fn process_commands(&mut self) -> bool {
+        while self.wbuf.len() < WRITE_HIGH_WATER {
+            match self.decoder.decode(&mut self.rbuf) {
+                Ok(Some(Command::Fin { id })) => {
+                    if self.check_subscribed("FIN").is_err() {
+                        self.apply_fins();
+                        self.send_error(&ClientError::invalid("cannot FIN in current state"));
+                        return true;
+                    }
+                    self.pending_fins.push(id);
+                }
+                Ok(Some(cmd)) => {
+                    self.apply_fins();
+                    if let Err(e) = self.exec(cmd) {
+                        self.send_error(&e);
+                        if e.code.is_fatal() {
+                            return true;
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.apply_fins();
+                    self.send_error(&ClientError::new(e.code, e.desc.into_owned()));
+                    return true;
+                }
+            }
+        }
+        self.apply_fins();
+        false
+    }
+
+    fn send_error(&mut self, e: &ClientError) {
+        tracing::info!("[{}] - {} {}", self.client.remote_addr, e.code, e.desc);
+        let text = format!("{} {}", e.code, e.desc);
+        put_frame(&mut self.wbuf, FrameType::Error, text.as_bytes());
+    }
+
+    /// Applies queued FINs under one channel lock.
+    fn apply_fins(&mut self) {
+        if self.pending_fins.is_empty() {
+            return;
+        }
+        let Some(ch) = self.channel.clone() else {
+            self.pending_fins.clear();
+            return;
+        };
+        let mut failed = Vec::new();
+        {
+            let mut st = ch.state.lock();
+            for id in &self.pending_fins {
+                if let Err(e) = st.fin(self.client.id, id_key(id)) {
+                    failed.push((*id, e));
+                }
+            }
+        }
+        let ok = self.pending_fins.len() - failed.len();
+        self.client
+            .finish_count
+            .fetch_add(ok as u64, Ordering::Relaxed);
+        self.pending_fins.clear();
+        for (id, e) in failed {
+            self.send_error(&ClientError::new(
+                ErrorCode::FinFailed,
+                format!("FIN {id} failed {e}"),
+            ));
+        }
+    }
+
+    fn check_subscribed(&self, cmd: &str) -> Result<(), ClientError> {
+        let s = self.client.state();
+        if s != client_state::SUBSCRIBED && s != client_state::CLOSING {
+            return Err(ClientError::invalid(format!("cannot {cmd} in current state")));
+        }
+        Ok(())
+    }
+
+    fn exec(&mut self, cmd: Command) -> Result<(), ClientError> {
+        match cmd {
+            Command::Nop => Ok(()),
+            Command::Identify { body } => self.identify(&body),
+            Command::Auth { .. } => {
+                if self.client.state() != client_state::INIT {
+                    return Err(ClientError::invalid("cannot AUTH in current state"));
+                }
+                Err(ClientError::new(ErrorCode::AuthDisabled, "AUTH Disabled"))
+            }
+            Command::Sub { topic, channel } => self.sub(&topic, &channel),
+            Command::Rdy { count } => self.rdy(count),
+            Command::Fin { .. } => unreachable!("FIN is batched in process_commands"),
+            Command::Req { id, timeout_ms } => self.req(id, timeout_ms),
+            Command::Touch { id } => self.touch(id),
+            Command::Cls => {
+                if self.client.state() != client_state::SUBSCRIBED {
+                    return Err(ClientError::invalid("cannot CLS in current state"));
+                }
+                self.client.ready_count.store(0, Ordering::Relaxed);
+                self.client
+                    .state
+                    .store(client_state::CLOSING, Ordering::Relaxed);
+                put_frame(&mut self.wbuf, FrameType::Response, CLOSE_WAIT);
+                Ok(())
+            }
+            Command::Pub { topic, body } => {
+                self.publish(&topic, std::iter::once(&body[..]), 1, None, ErrorCode::PubFailed, "PUB")
+            }
+            Command::Mpub { topic, batch } => {
+                let n = batch.count;
+                self.publish(&topic, batch.iter(), n, None, ErrorCode::MpubFailed, "MPUB")
+            }
+            Command::Dpub {
+                topic,
+                defer_ms,
+                body,
+            } => {
+                let max = self.nsqd.opts.max_req_timeout.as_millis() as u64;
+                if defer_ms > max {
+                    return Err(ClientError::invalid(format!(
+                        "DPUB timeout {defer_ms} out of range 0-{max}"
+                    )));
+                }
+                self.publish(
+                    &topic,
+                    std::iter::once(&body[..]),
+                    1,
+                    Some(defer_ms * 1_000_000),
+                    ErrorCode::DpubFailed,
+                    "DPUB",
+                )
+            }
+        }
+    }
+
+    fn publish<'a>(
+        &mut self,
+        topic: &str,
+        bodies: impl Iterator<Item = &'a [u8]> + Clone,
+        n: u32,
+        defer_ns: Option<u64>,
+        code: ErrorCode,
+        what: &str,
+    ) -> Result<(), ClientError> {
+        for attempt in 0..2 {
+            let t = match &self.topic_cache {
+                Some(t) if t.name == topic && !(attempt == 0 && t.is_deleted()) => t.clone(),
+                _ => {
+                    let t = self.nsqd.get_or_create_topic(topic);
+                    self.topic_cache = Some(t.clone());
+                    t
+                }
+            };
+            match t.publish(bodies.clone(), n, defer_ns) {
+                Ok(()) => {
+                    if self.client.pub_counts.lock().is_empty() {
+                        self.nsqd.add_producer(&self.client);
+                    }
+                    self.client.record_pub(topic, n as u64);
+                    put_frame(&mut self.wbuf, FrameType::Response, OK);
+                    return Ok(());
+                }
+                Err(_) => {
+                    // The cached topic was deleted; look it up (re-creating it) once.
+                    self.topic_cache = None;
+                }
+            }
+        }
+        Err(ClientError::new(code, format!("{what} failed exiting")))
+    }
+
+    fn identify(&mut self, body: &[u8]) -> Result<(), ClientError> {
+        if self.client.state() != client_state::INIT || self.identified {
+            return Err(ClientError::invalid("cannot IDENTIFY in current state"));
+        }
+        let req: IdentifyRequest = serde_json::from_slice(body).map_err(|_| {
+            ClientError::new(ErrorCode::BadBody, "IDENTIFY failed to decode JSON body")
+        })?;
+        let o = &self.nsqd.opts;
+        let bad = |s: String| ClientError::new(ErrorCode::BadBody, format!("IDENTIFY {s}"));
+
+        let hb = req.heartbeat_interval.unwrap_or(0);
+        let heartbeat = match hb {
+            -1 => None,
+            0 => Some(Duration::from_secs(30)),
+            ms if ms >= 1000 && (ms as u128) <= o.max_heartbeat_interval.as_millis() => {
+                Some(Duration::from_millis(ms as u64))
+            }
+            ms => return Err(bad(format!("heartbeat interval ({ms}) is invalid"))),
+        };
+        let obs = req.output_buffer_size.unwrap_or(0);
+        let output_buffer_size = match obs {
+            -1 => 1,
+            0 => 16 * 1024,
+            n if n >= 64 && n <= o.max_output_buffer_size => n as usize,
+            n => return Err(bad(format!("output buffer size ({n}) is invalid"))),
+        };
+        let obt = req.output_buffer_timeout.unwrap_or(0);
+        let output_buffer_timeout = match obt {
+            -1 => Duration::ZERO,
+            0 => o.output_buffer_timeout,
+            ms if ms >= 0
+                && (ms as u128) >= o.min_output_buffer_timeout.as_millis()
+                && (ms as u128) <= o.max_output_buffer_timeout.as_millis() =>
+            {
+                Duration::from_millis(ms as u64)
+            }
+            ms => return Err(bad(format!("output buffer timeout ({ms}) is invalid"))),
+        };
+        let sample_rate = req.sample_rate.unwrap_or(0);
+        if !(0..=99).contains(&sample_rate) {
+            return Err(bad(format!("sample rate ({sample_rate}) is invalid")));
+        }
+        let mt = req.msg_timeout.unwrap_or(0);
+        let msg_timeout = match mt {
+            0 => o.msg_timeout,
+            ms if ms >= 1000 && (ms as u128) <= o.max_msg_timeout.as_millis() => {
+                Duration::from_millis(ms as u64)
+            }
+            ms => return Err(bad(format!("msg timeout ({ms}) is invalid"))),
+        };
+
+        {
+            let mut id = self.client.identity.lock();
+            if let Some(v) = req.client_id {
+                id.client_id = v;
+            }
+            if let Some(v) = req.hostname {
+                id.hostname = v;
+            }
+            id.user_agent = req.user_agent.unwrap_or_default();
+            id.sample_rate = sample_rate;
+            id.topology_region = req.topology_region.unwrap_or_default();
+            id.topology_zone = req.topology_zone.unwrap_or_default();
+        }
+        self.settings = Settings {
+            heartbeat,
+            output_buffer_size,
+            msg_timeout,
+            sample_rate: sample_rate as u8,
+        };
+        self.heartbeat_changed = true;
+        self.identified = true;
+
+        if !req.feature_negotiation.unwrap_or(false) {
+            put_frame(&mut self.wbuf, FrameType::Response, OK);
+            return Ok(());
+        }
+        // TLS, snappy, deflate and AUTH are not implemented yet: we say so truthfully and
+        // clients carry on without them.
+        let resp = IdentifyResponse {
+            max_rdy_count: o.max_rdy_count,
+            version: NSQ_VERSION.to_string(),
+            max_msg_timeout: o.max_msg_timeout.as_millis() as i64,
+            msg_timeout: msg_timeout.as_millis() as i64,
+            tls_v1: false,
+            deflate: false,
+            deflate_level: 0,
+            max_deflate_level: o.max_deflate_level,
+            snappy: false,
+            sample_rate,
+            auth_required: false,
+            output_buffer_size: output_buffer_size as i64,
+            output_buffer_timeout: output_buffer_timeout.as_millis() as i64,
+            topology_region: o.topology_region.clone(),
+            topology_zone: o.topology_zone.clone(),
+        };
+        let json = serde_json::to_vec(&resp).map_err(|e| {
+            ClientError::new(ErrorCode::IdentifyFailed, format!("IDENTIFY failed {e}"))
+        })?;
+        put_frame(&mut self.wbuf, FrameType::Response, &json);
+        Ok(())
+    }
+
+    fn sub(&mut self, topic: &str, channel: &str) -> Result<(), ClientError> {
+        if self.client.state() != client_state::INIT {
+            return Err(ClientError::invalid("cannot SUB in current state"));
+        }
+        if self.settings.heartbeat.is_none() {
+            return Err(ClientError::invalid("cannot SUB with heartbeats disabled"));
+        }
+        // An ephemeral channel (or topic) may be going away as we join it; Go retries once.
+        let mut joined = None;
+        for _ in 0..2 {
+            let t = self.nsqd.get_or_create_topic(topic);
+            let ch = match t.get_or_create_channel(channel) {
+                Ok((ch, _)) => ch,
+                Err(_) => continue,
+            };
+            match ch.add_client(self.client.clone(), self.nsqd.opts.max_channel_consumers) {
+                Ok(()) => {
+                    joined = Some(ch);
+                    break;
+                }
+                Err(SubscribeError::Exiting) => continue,
+                Err(e) => {
+                    return Err(ClientError::new(ErrorCode::SubFailed, format!("SUB failed {e}")))
+                }
+            }
+        }
+        let Some(ch) = joined else {
+            return Err(ClientError::new(
+                ErrorCode::SubFailed,
+                "SUB failed to deleted topic/channel",
+            ));
+        };
+        self.client
+            .state
+            .store(client_state::SUBSCRIBED, Ordering::Relaxed);
+        self.channel = Some(ch);
+        put_frame(&mut self.wbuf, FrameType::Response, OK);
+        Ok(())
+    }
+
+    fn rdy(&mut self, count: u64) -> Result<(), ClientError> {
+        match self.client.state() {
+            client_state::CLOSING => return Ok(()),
+            client_state::SUBSCRIBED => {}
+            _ => return Err(ClientError::invalid("cannot RDY in current state")),
+        }
+        let max = self.nsqd.opts.max_rdy_count.max(0) as u64;
+        if count > max {
+            return Err(ClientError::invalid(format!(
+                "RDY count {count} out of range 0-{max}"
+            )));
+        }
+        self.client.ready_count.store(count, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn req(&mut self, id: nsq_protocol::MessageId, timeout_ms: u64) -> Result<(), ClientError> {
+        self.check_subscribed("REQ")?;
+        let max = self.nsqd.opts.max_req_timeout;
+        let mut delay = Duration::from_millis(timeout_ms);
+        if delay > max {
+            tracing::info!(
+                "[{}] REQ timeout {timeout_ms}ms out of range 0-{}ms; clamping",
+                self.client.remote_addr,
+                max.as_millis()
+            );
+            delay = max;
+        }
+        let ch = self.channel.clone().expect("subscribed clients have a channel");
+        let now = ch.clock().now();
+        let r = ch
+            .state
+            .lock()
+            .req(self.client.id, id_key(&id), delay.as_nanos() as u64, now);
+        match r {
+            Ok(()) => {
+                self.client.requeue_count.fetch_add(1, Ordering::Relaxed);
+                if delay.is_zero() {
+                    ch.wake_consumers();
+                } else {
+                    ch.schedule(now + delay.as_nanos() as u64);
+                }
+                Ok(())
+            }
+            Err(e) => Err(in_flight_error(ErrorCode::ReqFailed, "REQ", &id, e)),
+        }
+    }
+
+    fn touch(&mut self, id: nsq_protocol::MessageId) -> Result<(), ClientError> {
+        self.check_subscribed("TOUCH")?;
+        let ch = self.channel.clone().expect("subscribed clients have a channel");
+        let now = ch.clock().now();
+        let r = ch.state.lock().touch(
+            self.client.id,
+            id_key(&id),
+            self.settings.msg_timeout.as_nanos() as u64,
+            self.nsqd.opts.max_msg_timeout.as_nanos() as u64,
+            now,
+        );
+        r.map_err(|e| in_flight_error(ErrorCode::TouchFailed, "TOUCH", &id, e))
+    }
+
+    /// Takes messages from the channel while the client has RDY credit and room in its
+    /// output buffer, and encodes their frames.
+    fn pull(&mut self) {
+        let Some(ch) = self.channel.as_ref() else {
+            return;
+        };
+        if self.client.state() != client_state::SUBSCRIBED {
+            return;
+        }
+        let rdy = self.client.ready_count.load(Ordering::Relaxed);
+        if rdy == 0 || self.wbuf.len() >= self.settings.output_buffer_size {
+            return;
+        }
+        let timeout = self.settings.msg_timeout.as_nanos() as u64;
+        let now = ch.clock().now();
+        let mut msgs = std::mem::take(&mut self.scratch);
+        let sample = (self.settings.sample_rate > 0).then_some((self.settings.sample_rate, &mut self.rng));
+        let n = ch
+            .state
+            .lock()
+            .pop(self.client.id, rdy, MAX_PULL, timeout, now, sample, &mut msgs);
+        if n > 0 {
+            ch.schedule(now + timeout);
+            self.client
+                .message_count
+                .fetch_add(n as u64, Ordering::Relaxed);
+            for m in msgs.drain(..) {
+                let b = &m.batch;
+                put_message_frame(
+                    &mut self.wbuf,
+                    b.timestamp(m.idx),
+                    m.attempts,
+                    &b.id(m.idx),
+                    b.body(m.idx),
+                );
+            }
+        }
+        self.scratch = msgs;
+    }
+}
+
+fn in_flight_error(
+    code: ErrorCode,
+    what: &str,
+    id: &nsq_protocol::MessageId,
+    e: InFlightError,
+) -> ClientError {
+    ClientError::new(code, format!("{what} {id} failed {e}"))
+}
+
+fn new_heartbeat(hb: Option<Duration>) -> Option<tokio::time::Interval> {
+    hb.map(|d| {
+        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + d, d);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    })
+}
+
+/// Reads what is available into `buf`, growing it when full.
+async fn read_some(
+    mut rd: tokio::net::tcp::ReadHalf<'_>,
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(64 * 1024);
+    }
+    rd.read_buf(buf).await
+}
