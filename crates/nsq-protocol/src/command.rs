@@ -328,7 +328,17 @@ impl Decoder {
             line = l;
         }
         let line_len = nl + 1;
-        let params: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+        // Split without allocating: no command takes more than 3 parameters, and Go ignores
+        // extra ones, so keep the first 4 fields and count the rest.
+        let mut fields: [&[u8]; 4] = [&[]; 4];
+        let mut nfields = 0;
+        for f in line.split(|&b| b == b' ') {
+            if nfields < fields.len() {
+                fields[nfields] = f;
+            }
+            nfields += 1;
+        }
+        let params = &fields[..nfields.min(fields.len())];
         let name = params[0];
         let lim = self.limits;
 
@@ -399,7 +409,7 @@ impl Decoder {
         let kind = match name {
             b"IDENTIFY" => Kind::Identify,
             b"AUTH" => {
-                if params.len() != 1 {
+                if nfields != 1 {
                     return Err(invalid("AUTH invalid number of parameters"));
                 }
                 Kind::Auth
