@@ -19,7 +19,6 @@
 pub mod channel;
 pub mod client;
 pub mod clock;
-#[path = "config_tmp.rs"]
 pub mod config;
 pub mod http;
 pub mod state;

@@ -17,13 +17,16 @@ fn main() -> anyhow::Result<()> {
         }
     };
     if opts.version {
-        println!("nsqd v{} (nsq-rs {})", nsq_protocol::NSQ_VERSION, env!("CARGO_PKG_VERSION"));
+        println!("{}", Options::version_string());
         return Ok(());
     }
     init_logging(&opts);
     if let Err(e) = opts.validate() {
         tracing::error!("{e}");
         std::process::exit(1);
+    }
+    for w in &opts.config_warnings {
+        tracing::warn!("{w}");
     }
     for note in opts.unsupported_in_use() {
         tracing::warn!("{note}");
