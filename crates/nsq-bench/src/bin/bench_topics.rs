@@ -1,0 +1,133 @@
+//! The "many idle topics" bar.
+//!
+//! 1. Creates `--num` topics, each with one channel, over HTTP (`POST /topic/create`, then
+//!    `POST /channel/create`), spread over `--concurrency` keep-alive connections; prints the
+//!    total time and the rate.
+//! 2. Waits one second, then sleeps `--idle` and measures nsqd's CPU time over that window
+//!    from `/proc/<pid>/stat` (`utime + stime`, all threads), printed as a percentage of one
+//!    core, and its RSS. Idle topics should cost (almost) nothing: Go nsqd spends CPU here
+//!    on per-topic/per-channel goroutines and timers.
+//! 3. Times `GET /stats?format=json` five times and prints min/median/max.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use nsq_bench::args::{parse_go_duration, parse_go_style};
+use nsq_bench::http::{self, create_channel, create_topic};
+use nsq_bench::procfs::{clock_ticks_per_sec, cpu_ticks, rss_bytes};
+use nsq_bench::report::human_bytes;
+
+/// Idle-topics benchmark: creation time, idle CPU, RSS and /stats latency.
+#[derive(Parser, Debug)]
+#[command(name = "bench_topics")]
+struct Args {
+    /// <addr>:<port> of nsqd's HTTP API
+    #[arg(long, default_value = "127.0.0.1:4151")]
+    nsqd_http_address: String,
+    /// nsqd's process id (to read /proc/<pid>/stat and /proc/<pid>/status)
+    #[arg(long)]
+    pid: u32,
+    /// number of topics (each gets one channel)
+    #[arg(long, default_value_t = 10_000)]
+    num: usize,
+    /// length of the idle window over which CPU use is measured
+    #[arg(long, default_value = "10s", value_parser = parse_go_duration)]
+    idle: Duration,
+    /// concurrent keep-alive HTTP connections used for creation
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// topic name prefix (topics are <prefix><i>)
+    #[arg(long, default_value = "idle_topic_")]
+    prefix: String,
+    /// channel created on every topic
+    #[arg(long, default_value = "ch")]
+    channel: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Args = parse_go_style();
+    let conc = args.concurrency.max(1);
+    let rss0 = rss_bytes(args.pid)?;
+
+    // 1. Creation.
+    let shared = Arc::new((
+        args.nsqd_http_address.clone(),
+        args.prefix.clone(),
+        args.channel.clone(),
+    ));
+    let t0 = Instant::now();
+    let mut handles = Vec::new();
+    for w in 0..conc {
+        let shared = Arc::clone(&shared);
+        let num = args.num;
+        handles.push(std::thread::spawn(move || -> anyhow::Result<()> {
+            let (addr, prefix, channel) = &*shared;
+            let mut c = http::Client::new(addr);
+            for i in (w..num).step_by(conc) {
+                let topic = format!("{prefix}{i}");
+                create_topic(&mut c, &topic)?;
+                create_channel(&mut c, &topic, channel)?;
+            }
+            Ok(())
+        }));
+    }
+    for h in handles {
+        h.join().expect("creator panicked")?;
+    }
+    let created = t0.elapsed();
+    println!(
+        "[bench_topics] created {} topics + {} channels in {:.3}s ({:.0} topic+channel pairs/s, {} connections)",
+        args.num,
+        args.num,
+        created.as_secs_f64(),
+        args.num as f64 / created.as_secs_f64(),
+        conc
+    );
+
+    // 2. Idle window.
+    std::thread::sleep(Duration::from_secs(1));
+    let hz = clock_ticks_per_sec();
+    let c0 = cpu_ticks(args.pid)?;
+    let w0 = Instant::now();
+    std::thread::sleep(args.idle);
+    let c1 = cpu_ticks(args.pid)?;
+    let wall = w0.elapsed().as_secs_f64();
+    let cpu_secs = (c1 - c0) as f64 / hz as f64;
+    let rss1 = rss_bytes(args.pid)?;
+    println!(
+        "[bench_topics] idle {:.1}s with {} topics: nsqd CPU {:.3}s = {:.2}% of one core (tick {} ms)",
+        wall,
+        args.num,
+        cpu_secs,
+        cpu_secs / wall * 100.0,
+        1000 / hz.max(1)
+    );
+    println!(
+        "[bench_topics] RSS {} before creation, {} after ({:.0} B per topic+channel)",
+        human_bytes(rss0 as f64),
+        human_bytes(rss1 as f64),
+        (rss1 as f64 - rss0 as f64) / args.num.max(1) as f64
+    );
+
+    // 3. /stats latency.
+    let mut c = http::Client::new(&args.nsqd_http_address);
+    let mut times = Vec::new();
+    let mut size = 0;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let r = c.expect_ok("GET", "/stats?format=json")?;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        size = r.body.len();
+        serde_json::from_slice::<serde_json::Value>(&r.body)?;
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "[bench_topics] GET /stats?format=json x5 ({}): min {:.1} ms, median {:.1} ms, max {:.1} ms",
+        human_bytes(size as f64),
+        times[0],
+        times[2],
+        times[4]
+    );
+    Ok(())
+}
