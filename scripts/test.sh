@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: the README's "run all tests" command, also used by CI (.ci/run).
+#
+#   bash scripts/test.sh            # from anywhere inside the repository
+#
+# Steps (each bounded in time and announced; setup/build failures stop at once, test-suite
+# failures are collected so every suite runs, and the script then exits non-zero):
+#   1. interop deps: .venv-interop/ with interop/python/requirements.txt (pynsq) and
+#      `npm ci` in interop/node (nsqjs); both are skipped when already up to date;
+#   2. cargo build --workspace --all-targets;
+#   3. cargo nextest run --workspace (+ cargo test --doc --workspace), or cargo test --workspace
+#      when cargo-nextest is not installed.
+# Extra arguments are passed to the test runner (e.g. a test name filter).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT="$PWD"
+
+log() { printf '==> [scripts/test.sh] %s\n' "$*" >&2; }
+die() { printf '==> [scripts/test.sh] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# run SECONDS DESCRIPTION CMD... : runs CMD with a time limit and a loud failure message.
+run() {
+  local secs="$1" what="$2"; shift 2
+  local start=$SECONDS rc=0
+  log "$what: $*"
+  timeout -k 30 "$secs" "$@" || rc=$?
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+    die "$what: timed out after ${secs}s"
+  elif [ "$rc" -ne 0 ]; then
+    die "$what: failed with exit code $rc"
+  fi
+  log "$what: done in $((SECONDS - start))s"
+}
+
+# run_test SECONDS DESCRIPTION CMD... : like run, but a failure is recorded and the script
+# carries on (so one run reports every failing suite), exiting non-zero at the end.
+FAILED=()
+run_test() {
+  local secs="$1" what="$2"; shift 2
+  local start=$SECONDS rc=0
+  log "$what: $*"
+  timeout -k 30 "$secs" "$@" || rc=$?
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+    log "FAILED: $what: timed out after ${secs}s"; FAILED+=("$what (timeout)")
+  elif [ "$rc" -ne 0 ]; then
+    log "FAILED: $what: exit code $rc"; FAILED+=("$what")
+  else
+    log "$what: passed in $((SECONDS - start))s"
+  fi
+}
+
+hash_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
+
+# ------------------------------------------------------------------------------------------
+# 1a. Python interop dependencies (pynsq) in .venv-interop
+# ------------------------------------------------------------------------------------------
+VENV="$ROOT/.venv-interop"
+REQS="$ROOT/interop/python/requirements.txt"
+command -v python3 >/dev/null || die "python3 not found (needed for the pynsq interop test)"
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys' 2>/dev/null; then
+  rm -rf "$VENV"
+  run 300 "create Python venv $VENV" python3 -m venv "$VENV"
+fi
+PY_STAMP="$VENV/.nsq-rs-requirements.sha256"
+PY_WANT="$(hash_of "$REQS")-$("$VENV/bin/python" -c 'import sys; print(sys.version)' | tr -d ' \n')"
+if [ -f "$PY_STAMP" ] && [ "$(cat "$PY_STAMP")" = "$PY_WANT" ] \
+    && "$VENV/bin/python" -c 'import nsq, tornado' 2>/dev/null; then
+  log "Python interop deps already installed ($VENV)"
+else
+  run 900 "pip install interop/python/requirements.txt" \
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$REQS"
+  "$VENV/bin/python" -c 'import nsq, tornado; print("pynsq", nsq.__version__, "tornado", tornado.version)' \
+    || die "pynsq does not import after installation"
+  printf '%s' "$PY_WANT" > "$PY_STAMP"
+fi
+
+# ------------------------------------------------------------------------------------------
+# 1b. Node interop dependencies (nsqjs) via npm ci
+# ------------------------------------------------------------------------------------------
+NODE_DIR="$ROOT/interop/node"
+command -v node >/dev/null || die "node not found (needed for the nsqjs interop test)"
+command -v npm >/dev/null || die "npm not found (needed for the nsqjs interop test)"
+NODE_STAMP="$NODE_DIR/node_modules/.nsq-rs-lock.sha256"
+NODE_WANT="$(hash_of "$NODE_DIR/package.json" "$NODE_DIR/package-lock.json")-$(node --version)"
+if [ -f "$NODE_STAMP" ] && [ "$(cat "$NODE_STAMP")" = "$NODE_WANT" ] \
+    && [ -f "$NODE_DIR/node_modules/nsqjs/package.json" ]; then
+  log "Node interop deps already installed ($NODE_DIR/node_modules)"
+else
+  run 900 "npm ci in interop/node" \
+    npm --prefix "$NODE_DIR" ci --no-audit --no-fund --loglevel=error
+  (cd "$NODE_DIR" && node -e 'require("nsqjs"); console.log("nsqjs", require("nsqjs/package.json").version)') \
+    || die "nsqjs does not load after npm ci"
+  printf '%s' "$NODE_WANT" > "$NODE_STAMP"
+fi
+
+# ------------------------------------------------------------------------------------------
+# 2. Build everything (so the test phase's time is spent testing)
+# ------------------------------------------------------------------------------------------
+command -v cargo >/dev/null || die "cargo not found"
+run 3600 "cargo build" cargo build --workspace --all-targets
+
+# ------------------------------------------------------------------------------------------
+# 3. Tests
+# ------------------------------------------------------------------------------------------
+if cargo nextest --version >/dev/null 2>&1; then
+  run_test 2700 "cargo nextest run" cargo nextest run --workspace --no-fail-fast "$@"
+  run_test 1200 "doc tests" cargo test --doc --workspace --no-fail-fast
+else
+  log "cargo-nextest not installed; using cargo test"
+  run_test 2700 "cargo test" cargo test --workspace --no-fail-fast "$@"
+fi
+
+if [ "${#FAILED[@]}" -gt 0 ]; then
+  die "test failures in: ${FAILED[*]}"
+fi
+log "all tests passed"
