@@ -100,10 +100,12 @@
 mod error;
 mod meta;
 mod queue;
+mod scan;
 
 pub use error::DiskQueueError;
 pub use meta::Metadata;
 pub use queue::{DiskQueue, DiskQueueOptions, RECORD_HEADER_LEN};
+pub use scan::{scan, Scan};
 
 #[cfg(test)]
 mod tests;

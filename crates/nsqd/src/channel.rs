@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::ClientInfo;
 use crate::clock::Clock;
+use crate::persist::DataDir;
 use crate::state::channel::ChannelState;
 
 /// Why a consumer could not be added.
@@ -56,6 +57,8 @@ pub struct Channel {
     pub exit: CancellationToken,
     exiting: AtomicBool,
     clock: Clock,
+    /// Where this channel's queue files live (`None` for ephemeral channels or no data dir).
+    data: Option<Arc<DataDir>>,
 }
 
 impl Channel {
@@ -66,8 +69,10 @@ impl Channel {
         mem_queue_size: i64,
         clock: Clock,
         paused: bool,
+        data: Option<Arc<DataDir>>,
     ) -> Arc<Channel> {
         let ephemeral = nsq_protocol::names::is_ephemeral(name);
+        let data = if ephemeral { None } else { data };
         let mut state = ChannelState::new();
         state.paused = paused;
         if ephemeral && mem_queue_size > 0 {
@@ -85,6 +90,7 @@ impl Channel {
             exit: CancellationToken::new(),
             exiting: AtomicBool::new(false),
             clock,
+            data,
         });
         tokio::spawn(timer_loop(ch.clone()));
         ch
@@ -159,6 +165,22 @@ impl Channel {
         if !paused {
             self.wake_consumers();
         }
+        if let Some(d) = &self.data {
+            d.mark_dirty();
+        }
+    }
+
+    /// The disk queue name (`topic:channel`).
+    pub fn queue_name(&self) -> String {
+        format!("{}:{}", self.topic_name, self.name)
+    }
+
+    /// Removes this channel's queue files (after empty or delete), so a restart cannot bring
+    /// the messages back. Blocking file I/O: only called from rare admin operations.
+    fn remove_disk_queue(&self) {
+        if let Some(d) = &self.data {
+            d.remove_queue(&self.queue_name());
+        }
     }
 
     /// Whether delivery is paused.
@@ -169,6 +191,7 @@ impl Channel {
     /// Drops every queued, in-flight and deferred message.
     pub fn empty(&self) {
         self.state.lock().empty();
+        self.remove_disk_queue();
         // Consumers whose in-flight count dropped to zero may take new messages.
         self.wake_consumers();
     }
@@ -178,6 +201,15 @@ impl Channel {
         self.exiting.store(true, Ordering::Release);
         self.exit.cancel();
         self.state.lock().empty();
+    }
+
+    /// Deletes the channel for good: closes it and removes its queue files.
+    pub(crate) fn delete(&self) {
+        self.close();
+        self.remove_disk_queue();
+        if let Some(d) = &self.data {
+            d.mark_dirty();
+        }
     }
 }
 
@@ -191,7 +223,8 @@ async fn timer_loop(ch: Arc<Channel>) {
         let next = {
             let st = ch.state.lock();
             let next = st.next_deadline();
-            ch.timer_at.store(next.unwrap_or(u64::MAX), Ordering::Relaxed);
+            ch.timer_at
+                .store(next.unwrap_or(u64::MAX), Ordering::Relaxed);
             next
         };
         let sleep = async {

@@ -944,7 +944,6 @@ impl Options {
 
         let mut disk = Vec::new();
         for (flag, set) in [
-            ("--data-path", !self.data_path.is_empty()),
             (
                 "--max-bytes-per-file",
                 self.max_bytes_per_file != d.max_bytes_per_file,
@@ -958,8 +957,8 @@ impl Options {
         }
         if !disk.is_empty() {
             notes.push(format!(
-                "{}: the disk queue is not yet wired in; messages beyond --mem-queue-size are \
-                 not persisted",
+                "{}: applied when queues are written at shutdown; while running, messages \
+                 beyond --mem-queue-size are not yet spilled to disk",
                 disk.join(", ")
             ));
         }
@@ -1571,7 +1570,7 @@ mod tests {
             "--topology-zone",
             "--queue-scan-worker-pool-max",
             "no effect",
-            "--data-path, --sync-every",
+            "--sync-every: applied when queues are written at shutdown",
         ] {
             assert!(all.contains(needle), "{needle} missing from:\n{all}");
         }

@@ -21,6 +21,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod persist;
 pub mod state;
 pub mod stats;
 pub mod tcp;
@@ -58,6 +59,9 @@ pub enum StartError {
     /// Invalid options.
     #[error("{0}")]
     Config(String),
+    /// The data directory cannot be used.
+    #[error(transparent)]
+    Data(#[from] persist::PersistError),
 }
 
 /// Deleting a topic or channel failed.
@@ -90,11 +94,18 @@ pub struct Nsqd {
     pub tcp_addr: Mutex<Option<SocketAddr>>,
     /// Bound HTTP address.
     pub http_addr: Mutex<Option<SocketAddr>>,
+    /// The locked data directory (`None` only in unit tests).
+    pub data: Option<Arc<persist::DataDir>>,
 }
 
 impl Nsqd {
     /// Shared state for the given options (no listeners).
     pub fn new(opts: Options) -> Arc<Nsqd> {
+        Nsqd::with_data(opts, None)
+    }
+
+    /// Shared state using a locked data directory.
+    pub fn with_data(opts: Options, data: Option<Arc<persist::DataDir>>) -> Arc<Nsqd> {
         Arc::new(Nsqd {
             opts,
             clock: Clock::new(),
@@ -106,6 +117,7 @@ impl Nsqd {
             tracker: TaskTracker::new(),
             tcp_addr: Mutex::new(None),
             http_addr: Mutex::new(None),
+            data,
         })
     }
 
@@ -133,8 +145,12 @@ impl Nsqd {
             self.opts.node_id as u16,
             self.opts.mem_queue_size,
             self.clock,
+            self.data.clone(),
         ));
         topics.insert(name.to_string(), t.clone());
+        if let (Some(d), false) = (&self.data, t.ephemeral) {
+            d.mark_dirty();
+        }
         tracing::info!("TOPIC({}): created", name);
         t
     }
@@ -158,7 +174,7 @@ impl Nsqd {
             .write()
             .remove(name)
             .ok_or(DeleteError::TopicNotFound)?;
-        t.close();
+        t.delete();
         tracing::info!("TOPIC({}): deleting", name);
         Ok(())
     }
@@ -175,7 +191,7 @@ impl Nsqd {
                 if Arc::ptr_eq(cur, &t) && t.channel_count() == 0 {
                     topics.remove(topic);
                     drop(topics);
-                    t.close();
+                    t.delete();
                     tracing::info!("TOPIC({}): deleting (last channel gone)", topic);
                 }
             }
@@ -233,8 +249,16 @@ impl NsqdHandle {
         tracing::info!("NSQ: closing");
         self.nsqd.shutdown.cancel();
         self.nsqd.tracker.close();
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.nsqd.tracker.wait())
-            .await;
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(5), self.nsqd.tracker.wait()).await;
+        if let Some(d) = self.nsqd.data.clone() {
+            let nsqd = self.nsqd.clone();
+            match tokio::task::spawn_blocking(move || persist::flush(&nsqd, &d)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!("failed to persist everything at shutdown: {e}"),
+                Err(e) => tracing::error!("shutdown flush task failed: {e}"),
+            }
+        }
         for t in self.nsqd.topics() {
             t.close();
         }
@@ -244,7 +268,21 @@ impl NsqdHandle {
 
 /// Binds the listeners and starts serving.
 pub async fn start(opts: Options) -> Result<NsqdHandle, StartError> {
-    let nsqd = Nsqd::new(opts);
+    let data_path = if opts.data_path.is_empty() {
+        std::path::PathBuf::from(".")
+    } else {
+        std::path::PathBuf::from(&opts.data_path)
+    };
+    let data = persist::DataDir::open(&data_path, &opts)?;
+    let nsqd = Nsqd::with_data(opts, Some(data.clone()));
+    {
+        let (n, d) = (nsqd.clone(), data.clone());
+        tokio::task::spawn_blocking(move || persist::restore(&n, &d))
+            .await
+            .map_err(|e| StartError::Config(format!("restore task failed: {e}")))??;
+    }
+    nsqd.tracker
+        .spawn(persist::metadata_loop(nsqd.clone(), data.clone()));
     let tcp_listener = tokio::net::TcpListener::bind(&nsqd.opts.tcp_address)
         .await
         .map_err(|source| StartError::Listen {
@@ -252,11 +290,13 @@ pub async fn start(opts: Options) -> Result<NsqdHandle, StartError> {
             addr: nsqd.opts.tcp_address.clone(),
             source,
         })?;
-    let tcp_addr = tcp_listener.local_addr().map_err(|source| StartError::Listen {
-        what: "TCP",
-        addr: nsqd.opts.tcp_address.clone(),
-        source,
-    })?;
+    let tcp_addr = tcp_listener
+        .local_addr()
+        .map_err(|source| StartError::Listen {
+            what: "TCP",
+            addr: nsqd.opts.tcp_address.clone(),
+            source,
+        })?;
     *nsqd.tcp_addr.lock() = Some(tcp_addr);
     tracing::info!("TCP: listening on {}", tcp_addr);
 

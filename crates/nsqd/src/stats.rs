@@ -1,1 +1,673 @@
-//! Placeholder until `/stats` lands.
+//! `/stats`: a snapshot of every topic, channel and client, rendered as Go nsqd 1.3 renders
+//! it, in JSON (`format=json`) or text (the default).
+//!
+//! nsqadmin, `nsq_stat`, monitoring scripts and client libraries parse this output, so the
+//! shape follows Go's `nsqd/stats.go` field for field and in Go's order (serde writes fields
+//! in declaration order), including its quirks:
+//! - topics and channels are sorted by name;
+//! - a `topic` filter naming no topic gives `"topics": null` *and* `"producers": null`
+//!   (Go's `GetStats` returns early); a `channel` filter skips topics without that channel,
+//!   and applies to every topic when no `topic` is given;
+//! - `include_clients=false` gives `"clients": null` and `"producers": null`; with clients
+//!   but no producers, `"producers"` is `null` too (a nil Go slice), while `"clients"` is `[]`;
+//! - `depth` is memory + disk (`backend_depth`, 0 until the disk queue exists); a channel's
+//!   depth does not count in-flight or deferred messages;
+//! - `e2e_processing_latency` is `{"count":0,"percentiles":null}` (percentiles are not
+//!   implemented, as in Go when `--e2e-processing-latency-percentile` is unset);
+//! - `memory` (Go runtime stats) is omitted when `include_mem=false`; see [`MemStats`] for
+//!   what we put in its Go-named fields.
+//!
+//! Collecting takes each topic's and channel's lock briefly, one at a time, and never two
+//! at once, so `/stats` never stalls publishing for long; 10,000 topics take a few
+//! milliseconds. The snapshot holds `Arc`s of the topics and channels rather than copies of
+//! their names.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use serde::{Serialize, Serializer};
+
+use crate::channel::Channel;
+use crate::client::ClientInfo;
+use crate::topic::Topic;
+use crate::Nsqd;
+
+/// What `/stats` was asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct StatsFilter<'a> {
+    /// Only this topic (empty: all).
+    pub topic: &'a str,
+    /// Only this channel, in every selected topic (empty: all).
+    pub channel: &'a str,
+    /// List consumers per channel, and producers.
+    pub include_clients: bool,
+    /// Include the `memory` block.
+    pub include_mem: bool,
+}
+
+impl Default for StatsFilter<'_> {
+    fn default() -> Self {
+        StatsFilter {
+            topic: "",
+            channel: "",
+            include_clients: true,
+            include_mem: true,
+        }
+    }
+}
+
+/// The whole `/stats` document.
+#[derive(Serialize)]
+pub struct Stats {
+    /// Always NSQ's version ([`nsq_protocol::NSQ_VERSION`]).
+    pub version: &'static str,
+    /// `OK` (nsq-rs has no unhealthy state yet; Go's is "last disk write failed").
+    pub health: String,
+    /// Daemon start, Unix seconds.
+    pub start_time: i64,
+    /// `None` when a `topic` filter matched nothing.
+    pub topics: Option<Vec<TopicStats>>,
+    /// `None` when `include_mem=false` (then omitted, Go's `omitempty`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemStats>,
+    /// Connections that have published; `None` (JSON `null`) when there are none.
+    pub producers: Option<Vec<ClientStats>>,
+    /// Nanoseconds since start (text format only).
+    #[serde(skip)]
+    pub uptime_ns: u64,
+}
+
+/// One topic.
+#[derive(Serialize)]
+pub struct TopicStats {
+    /// The topic (serialized as its name).
+    #[serde(rename = "topic_name", serialize_with = "ser_topic_name")]
+    pub topic: Arc<Topic>,
+    /// Its (selected) channels, sorted by name.
+    pub channels: Vec<ChannelStats>,
+    /// Messages held by the topic itself (memory + disk).
+    pub depth: u64,
+    /// The disk part of `depth`.
+    pub backend_depth: u64,
+    /// Messages published.
+    pub message_count: u64,
+    /// Body bytes published.
+    pub message_bytes: u64,
+    /// Whether paused.
+    pub paused: bool,
+    /// Always empty: percentiles are not implemented.
+    pub e2e_processing_latency: E2eLatency,
+}
+
+/// One channel.
+#[derive(Serialize)]
+pub struct ChannelStats {
+    /// The channel (serialized as its name).
+    #[serde(rename = "channel_name", serialize_with = "ser_channel_name")]
+    pub channel: Arc<Channel>,
+    /// Ready messages (memory + disk); excludes in-flight and deferred ones.
+    pub depth: u64,
+    /// The disk part of `depth`.
+    pub backend_depth: u64,
+    /// Messages in flight.
+    pub in_flight_count: u64,
+    /// Messages deferred.
+    pub deferred_count: u64,
+    /// Messages received from the topic.
+    pub message_count: u64,
+    /// Explicit requeues.
+    pub requeue_count: u64,
+    /// In-flight timeouts.
+    pub timeout_count: u64,
+    /// Consumers.
+    pub client_count: usize,
+    /// The consumers; `None` when `include_clients=false`.
+    pub clients: Option<Vec<ClientStats>>,
+    /// Whether paused.
+    pub paused: bool,
+    /// Always empty: percentiles are not implemented.
+    pub e2e_processing_latency: E2eLatency,
+}
+
+/// Go's `quantile.Result`.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct E2eLatency {
+    /// Samples in the window.
+    pub count: u64,
+    /// Always `None` (JSON `null`).
+    pub percentiles: Option<[f64; 0]>,
+}
+
+/// Messages a producer published to one topic.
+#[derive(Debug, Clone, Serialize)]
+pub struct PubCount {
+    /// Topic name.
+    pub topic: String,
+    /// Messages.
+    pub count: u64,
+}
+
+/// One client connection (Go's `ClientV2Stats`).
+#[derive(Debug, Serialize)]
+pub struct ClientStats {
+    /// IDENTIFY `client_id`.
+    pub client_id: String,
+    /// IDENTIFY `hostname`.
+    pub hostname: String,
+    /// Protocol: always `V2`.
+    pub version: &'static str,
+    /// `ip:port` of the peer.
+    #[serde(serialize_with = "ser_display")]
+    pub remote_address: SocketAddr,
+    /// Go's client state number.
+    pub state: u8,
+    /// Current RDY.
+    pub ready_count: u64,
+    /// Messages in flight to this client (in the channel being listed).
+    pub in_flight_count: u64,
+    /// Messages delivered.
+    pub message_count: u64,
+    /// FINs.
+    pub finish_count: u64,
+    /// REQs.
+    pub requeue_count: u64,
+    /// Connect time, Unix seconds.
+    pub connect_ts: i64,
+    /// IDENTIFY `sample_rate`.
+    pub sample_rate: i64,
+    /// Deflate negotiated (not supported yet: always false).
+    pub deflate: bool,
+    /// Snappy negotiated (not supported yet: always false).
+    pub snappy: bool,
+    /// IDENTIFY `user_agent`.
+    pub user_agent: String,
+    /// Authenticated (auth not supported yet; omitted when false, Go's `omitempty`).
+    #[serde(skip_serializing_if = "is_false")]
+    pub authed: bool,
+    /// Auth identity (omitted when empty).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub auth_identity: String,
+    /// Auth identity URL (omitted when empty).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub auth_identity_url: String,
+    /// IDENTIFY `topology_zone`.
+    pub topology_zone: String,
+    /// IDENTIFY `topology_region`.
+    pub topology_region: String,
+    /// Per-topic publish counts (omitted when empty).
+    ///
+    /// Go 1.3 lists only the first topic of a producer's map because of a stray `break` in
+    /// `clientV2.Stats` (nsqio/nsq PR #1497); we list every topic, sorted by first publish.
+    /// With a `topic` filter, only that topic's count is listed, as in Go.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pub_counts: Vec<PubCount>,
+    /// TLS negotiated (not supported yet: always false).
+    pub tls: bool,
+    /// TLS details (empty without TLS).
+    pub tls_cipher_suite: &'static str,
+    /// TLS details (empty without TLS).
+    pub tls_version: &'static str,
+    /// TLS details (empty without TLS).
+    pub tls_negotiated_protocol: &'static str,
+    /// TLS details (false without TLS).
+    pub tls_negotiated_protocol_is_mutual: bool,
+}
+
+/// The `memory` block. Go fills it from `runtime.ReadMemStats`; a Rust process has no
+/// garbage collector and its allocator's internals are not exposed here, so we report the
+/// one figure we can measure honestly and zeros for the rest:
+/// - `heap_in_use_bytes`: the resident set size (`VmRSS` in `/proc/self/status`), the
+///   closest equivalent of Go's "heap in use" for watching a daemon's memory;
+/// - every other field (`heap_objects`, `heap_idle_bytes`, `heap_released_bytes`,
+///   `next_gc_bytes`, the GC pause percentiles, `gc_total_runs`): 0. Mapped-but-not-resident
+///   memory is not "idle heap" (thread stack reservations dominate it), so it is not
+///   reported as such.
+///
+/// On systems without `/proc` every field is 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct MemStats {
+    /// Always 0.
+    pub heap_objects: u64,
+    /// Always 0.
+    pub heap_idle_bytes: u64,
+    /// `VmRSS`.
+    pub heap_in_use_bytes: u64,
+    /// Always 0.
+    pub heap_released_bytes: u64,
+    /// Always 0 (no GC).
+    pub gc_pause_usec_100: u64,
+    /// Always 0 (no GC).
+    pub gc_pause_usec_99: u64,
+    /// Always 0 (no GC).
+    pub gc_pause_usec_95: u64,
+    /// Always 0 (no GC).
+    pub next_gc_bytes: u64,
+    /// Always 0 (no GC).
+    pub gc_total_runs: u32,
+}
+
+impl MemStats {
+    /// Reads this process's memory figures.
+    pub fn read() -> MemStats {
+        std::fs::read_to_string("/proc/self/status")
+            .map(|s| MemStats::from_proc_status(&s))
+            .unwrap_or_default()
+    }
+
+    fn from_proc_status(status: &str) -> MemStats {
+        let kb = |key: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+                .map_or(0, |v| v * 1024)
+        };
+        MemStats {
+            heap_in_use_bytes: kb("VmRSS:"),
+            ..MemStats::default()
+        }
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn ser_topic_name<S: Serializer>(t: &Arc<Topic>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.name)
+}
+
+fn ser_channel_name<S: Serializer>(c: &Arc<Channel>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&c.name)
+}
+
+fn ser_display<S: Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+impl ClientStats {
+    /// Stats of `c`; `in_flight` comes from the channel it consumes from; `topic_filter`
+    /// (when not empty) restricts `pub_counts` to that topic.
+    pub fn new(c: &ClientInfo, in_flight: u64, topic_filter: &str) -> ClientStats {
+        let pub_counts = c
+            .pub_counts
+            .lock()
+            .iter()
+            .filter(|(t, _)| topic_filter.is_empty() || t == topic_filter)
+            .map(|(t, n)| PubCount {
+                topic: t.clone(),
+                count: *n,
+            })
+            .collect();
+        let id = c.identity.lock().clone();
+        ClientStats {
+            client_id: id.client_id,
+            hostname: id.hostname,
+            version: "V2",
+            remote_address: c.remote_addr,
+            state: c.state(),
+            ready_count: c.ready_count.load(Ordering::Relaxed),
+            in_flight_count: in_flight,
+            message_count: c.message_count.load(Ordering::Relaxed),
+            finish_count: c.finish_count.load(Ordering::Relaxed),
+            requeue_count: c.requeue_count.load(Ordering::Relaxed),
+            connect_ts: c.connect_ts,
+            sample_rate: id.sample_rate,
+            deflate: false,
+            snappy: false,
+            user_agent: id.user_agent,
+            authed: false,
+            auth_identity: String::new(),
+            auth_identity_url: String::new(),
+            topology_zone: id.topology_zone,
+            topology_region: id.topology_region,
+            pub_counts,
+            tls: false,
+            tls_cipher_suite: "",
+            tls_version: "",
+            tls_negotiated_protocol: "",
+            tls_negotiated_protocol_is_mutual: false,
+        }
+    }
+
+    /// Go's `ClientV2Stats.String()`: the producer form when the client has published.
+    fn write_text(&self, out: &mut String, now_secs: i64) {
+        let connected = go_duration((now_secs - self.connect_ts).max(0) as u64 * 1_000_000_000);
+        let id = format!(
+            "{}:{} {}",
+            self.hostname,
+            self.remote_address.port(),
+            self.user_agent
+        );
+        if !self.pub_counts.is_empty() {
+            let total: u64 = self.pub_counts.iter().map(|p| p.count).sum();
+            let topics: Vec<String> = self
+                .pub_counts
+                .iter()
+                .map(|p| format!("{}={}", p.topic, p.count))
+                .collect();
+            let _ = write!(
+                out,
+                "[{} {:<21}] msgs: {:<8} topics: {} connected: {}",
+                self.version,
+                id,
+                total,
+                topics.join(","),
+                connected
+            );
+        } else {
+            let _ = write!(
+                out,
+                "[{} {:<21}] state: {} inflt: {:<4} rdy: {:<4} fin: {:<8} re-q: {:<8} msgs: {:<8} connected: {}",
+                self.version,
+                id,
+                self.state,
+                self.in_flight_count,
+                self.ready_count,
+                self.finish_count,
+                self.requeue_count,
+                self.message_count,
+                connected
+            );
+        }
+    }
+}
+
+fn channel_stats(ch: Arc<Channel>, f: &StatsFilter<'_>) -> ChannelStats {
+    // Clients first (their own lock), then the queue state: never both locks at once.
+    let clients = ch.clients();
+    let mut in_flight: Vec<u32> = Vec::new();
+    let (depth, in_flight_count, deferred_count, counters, paused) = {
+        let st = ch.state.lock();
+        if f.include_clients {
+            in_flight.extend(clients.iter().map(|c| st.consumer_in_flight(c.id)));
+        }
+        (
+            st.depth(),
+            st.in_flight_count(),
+            st.deferred_count(),
+            st.counters,
+            st.paused,
+        )
+    };
+    let client_stats = f.include_clients.then(|| {
+        clients
+            .iter()
+            .zip(&in_flight)
+            .map(|(c, &n)| ClientStats::new(c, n as u64, f.topic))
+            .collect()
+    });
+    ChannelStats {
+        channel: ch,
+        depth,
+        backend_depth: 0,
+        in_flight_count,
+        deferred_count,
+        message_count: counters.message_count,
+        requeue_count: counters.requeue_count,
+        timeout_count: counters.timeout_count,
+        client_count: clients.len(),
+        clients: client_stats,
+        paused,
+        e2e_processing_latency: E2eLatency::default(),
+    }
+}
+
+/// Takes a snapshot (Go: `NSQD.GetStats` plus the handler's memory and producer parts).
+pub fn collect(nsqd: &Nsqd, f: &StatsFilter<'_>) -> Stats {
+    let mut stats = Stats {
+        version: nsq_protocol::NSQ_VERSION,
+        health: "OK".to_string(),
+        start_time: nsqd.start_time,
+        topics: None,
+        memory: f.include_mem.then(MemStats::read),
+        producers: None,
+        uptime_ns: nsqd.clock.now(),
+    };
+    let topics = if f.topic.is_empty() {
+        nsqd.topics()
+    } else {
+        match nsqd.topic(f.topic) {
+            Some(t) => vec![t],
+            // Go returns here: no topics and no producers.
+            None => return stats,
+        }
+    };
+    let mut out = Vec::with_capacity(topics.len());
+    for t in topics {
+        let channels = if f.channel.is_empty() {
+            t.channels()
+        } else {
+            match t.channel(f.channel) {
+                Some(c) => vec![c],
+                None => continue,
+            }
+        };
+        let channels = channels.into_iter().map(|c| channel_stats(c, f)).collect();
+        out.push(TopicStats {
+            depth: t.depth(),
+            backend_depth: 0,
+            message_count: t.message_count(),
+            message_bytes: t.message_bytes(),
+            paused: t.is_paused(),
+            channels,
+            topic: t,
+            e2e_processing_latency: E2eLatency::default(),
+        });
+    }
+    stats.topics = Some(out);
+    if f.include_clients {
+        let producers = nsqd.producers();
+        if !producers.is_empty() {
+            stats.producers = Some(
+                producers
+                    .iter()
+                    .map(|c| ClientStats::new(c, 0, f.topic))
+                    .collect(),
+            );
+        }
+    }
+    stats
+}
+
+impl Stats {
+    /// The `format=json` body, with Go's string escaping.
+    pub fn to_json(&self) -> Vec<u8> {
+        // A topic with one channel and no clients is about 400 bytes of JSON.
+        let n = self.topics.as_ref().map_or(0, |t| t.len());
+        let mut out = Vec::with_capacity(512 + n * 448);
+        crate::http::json::to_writer(&mut out, self);
+        out
+    }
+
+    /// The text body (Go's `printStats`). `now_secs` is the current Unix time, for the
+    /// clients' "connected" durations.
+    ///
+    /// Go prints `start_time` in the server's local time zone; we print UTC (`Z`).
+    pub fn to_text(&self, now_secs: i64) -> String {
+        let mut w = String::with_capacity(1024);
+        let _ = writeln!(w, "nsqd v{} (nsq-rs)", self.version);
+        let _ = writeln!(w, "start_time {}", rfc3339_utc(self.start_time));
+        let _ = writeln!(w, "uptime {}", go_duration(self.uptime_ns));
+        let _ = writeln!(w, "\nHealth: {}", self.health);
+        if let Some(m) = &self.memory {
+            w.push_str("\nMemory:\n");
+            for (k, v) in [
+                ("heap_objects", m.heap_objects),
+                ("heap_idle_bytes", m.heap_idle_bytes),
+                ("heap_in_use_bytes", m.heap_in_use_bytes),
+                ("heap_released_bytes", m.heap_released_bytes),
+                ("gc_pause_usec_100", m.gc_pause_usec_100),
+                ("gc_pause_usec_99", m.gc_pause_usec_99),
+                ("gc_pause_usec_95", m.gc_pause_usec_95),
+                ("next_gc_bytes", m.next_gc_bytes),
+                ("gc_total_runs", m.gc_total_runs as u64),
+            ] {
+                let _ = writeln!(w, "   {k:<25}\t{v}");
+            }
+        }
+        let topics = self.topics.as_deref().unwrap_or_default();
+        if topics.is_empty() {
+            w.push_str("\nTopics: None\n");
+        } else {
+            w.push_str("\nTopics:");
+        }
+        for t in topics {
+            // `e2e%: ` is followed by the percentiles, of which there are none.
+            let _ = writeln!(
+                w,
+                "\n{}[{:<15}] depth: {:<5} be-depth: {:<5} msgs: {:<8} e2e%: ",
+                if t.paused { "*P " } else { "   " },
+                t.topic.name,
+                t.depth,
+                t.backend_depth,
+                t.message_count
+            );
+            for c in &t.channels {
+                let _ = writeln!(
+                    w,
+                    "{}[{:<25}] depth: {:<5} be-depth: {:<5} inflt: {:<4} def: {:<4} re-q: {:<5} timeout: {:<5} msgs: {:<8} e2e%: ",
+                    if c.paused { "   *P " } else { "      " },
+                    c.channel.name,
+                    c.depth,
+                    c.backend_depth,
+                    c.in_flight_count,
+                    c.deferred_count,
+                    c.requeue_count,
+                    c.timeout_count,
+                    c.message_count
+                );
+                for client in c.clients.as_deref().unwrap_or_default() {
+                    w.push_str("        ");
+                    client.write_text(&mut w, now_secs);
+                    w.push('\n');
+                }
+            }
+        }
+        match self.producers.as_deref() {
+            None | Some([]) => w.push_str("\nProducers: None\n"),
+            Some(producers) => {
+                w.push_str("\nProducers:\n");
+                for p in producers {
+                    w.push_str("   ");
+                    p.write_text(&mut w, now_secs);
+                    w.push('\n');
+                }
+            }
+        }
+        w
+    }
+}
+
+/// Go's `time.Duration.String()` for a non-negative duration in nanoseconds.
+pub fn go_duration(ns: u64) -> String {
+    // Fixed-point `v / 10^prec` with trailing zeros (and a bare '.') removed.
+    fn frac(v: u64, prec: u32) -> String {
+        let p = 10u64.pow(prec);
+        let (int, rem) = (v / p, v % p);
+        if rem == 0 {
+            return int.to_string();
+        }
+        let digits = format!("{rem:0width$}", width = prec as usize);
+        format!("{int}.{}", digits.trim_end_matches('0'))
+    }
+    const SEC: u64 = 1_000_000_000;
+    if ns == 0 {
+        return "0s".to_string();
+    }
+    if ns < SEC {
+        return if ns < 1_000 {
+            format!("{ns}ns")
+        } else if ns < 1_000_000 {
+            format!("{}µs", frac(ns, 3))
+        } else {
+            format!("{}ms", frac(ns, 6))
+        };
+    }
+    let total_secs = ns / SEC;
+    let secs = frac((total_secs % 60) * SEC + ns % SEC, 9);
+    let (h, m) = (total_secs / 3600, (total_secs / 60) % 60);
+    if h > 0 {
+        format!("{h}h{m}m{secs}s")
+    } else if m > 0 {
+        format!("{m}m{secs}s")
+    } else {
+        format!("{secs}s")
+    }
+}
+
+/// `time.Unix(secs, 0).UTC().Format(time.RFC3339)`.
+pub fn rfc3339_utc(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        sod / 3600,
+        (sod / 60) % 60,
+        sod % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_like_go() {
+        for (ns, s) in [
+            (0, "0s"),
+            (1, "1ns"),
+            (1_500, "1.5µs"),
+            (1_000_000, "1ms"),
+            (1_234_567, "1.234567ms"),
+            (1_000_000_000, "1s"),
+            (61_000_000_000, "1m1s"),
+            (3_600_000_000_000, "1h0m0s"),
+            (3_723_450_000_000, "1h2m3.45s"),
+            (59_999_999_999, "59.999999999s"),
+        ] {
+            assert_eq!(go_duration(ns), s, "{ns}");
+        }
+    }
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_utc(1_795_627_515), "2026-11-25T17:25:15Z");
+        assert_eq!(rfc3339_utc(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn proc_status() {
+        let m = MemStats::from_proc_status("Name:\tx\nVmSize:\t  1000 kB\nVmRSS:\t   300 kB\n");
+        assert_eq!(m.heap_in_use_bytes, 300 * 1024);
+        assert_eq!(m.heap_idle_bytes, 0);
+        assert_eq!(MemStats::from_proc_status(""), MemStats::default());
+    }
+
+    #[test]
+    fn e2e_shape() {
+        assert_eq!(
+            crate::http::json::to_vec(&E2eLatency::default()),
+            br#"{"count":0,"percentiles":null}"#
+        );
+    }
+}

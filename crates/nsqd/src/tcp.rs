@@ -11,7 +11,7 @@
 //! Responses and messages leave as soon as nothing more is ready, so a lone message is not
 //! held back for `output_buffer_timeout` (Go waits for its flush ticker); under load the
 //! write buffer fills up to `output_buffer_size` and each syscall carries many frames.
-//! Reading stops while more than [`WRITE_HIGH_WATER`] bytes wait to be written, so a client
+//! Reading stops while more than `WRITE_HIGH_WATER` bytes wait to be written, so a client
 //! that publishes without reading its responses cannot grow our memory without bound.
 
 use std::net::SocketAddr;
@@ -65,7 +65,13 @@ pub async fn serve(nsqd: Arc<Nsqd>, listener: TcpListener) {
             }
         }
     }
-    tracing::info!("TCP: closing {}", listener.local_addr().map(|a| a.to_string()).unwrap_or_default());
+    tracing::info!(
+        "TCP: closing {}",
+        listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    );
 }
 
 async fn handle(nsqd: Arc<Nsqd>, mut stream: TcpStream, addr: SocketAddr) {
@@ -355,7 +361,9 @@ impl Conn {
     fn check_subscribed(&self, cmd: &str) -> Result<(), ClientError> {
         let s = self.client.state();
         if s != client_state::SUBSCRIBED && s != client_state::CLOSING {
-            return Err(ClientError::invalid(format!("cannot {cmd} in current state")));
+            return Err(ClientError::invalid(format!(
+                "cannot {cmd} in current state"
+            )));
         }
         Ok(())
     }
@@ -386,9 +394,14 @@ impl Conn {
                 put_frame(&mut self.wbuf, FrameType::Response, CLOSE_WAIT);
                 Ok(())
             }
-            Command::Pub { topic, body } => {
-                self.publish(&topic, std::iter::once(&body[..]), 1, None, ErrorCode::PubFailed, "PUB")
-            }
+            Command::Pub { topic, body } => self.publish(
+                &topic,
+                std::iter::once(&body[..]),
+                1,
+                None,
+                ErrorCode::PubFailed,
+                "PUB",
+            ),
             Command::Mpub { topic, batch } => {
                 let n = batch.count;
                 self.publish(&topic, batch.iter(), n, None, ErrorCode::MpubFailed, "MPUB")
@@ -577,7 +590,10 @@ impl Conn {
                 }
                 Err(SubscribeError::Exiting) => continue,
                 Err(e) => {
-                    return Err(ClientError::new(ErrorCode::SubFailed, format!("SUB failed {e}")))
+                    return Err(ClientError::new(
+                        ErrorCode::SubFailed,
+                        format!("SUB failed {e}"),
+                    ))
                 }
             }
         }
@@ -623,7 +639,10 @@ impl Conn {
             );
             delay = max;
         }
-        let ch = self.channel.clone().expect("subscribed clients have a channel");
+        let ch = self
+            .channel
+            .clone()
+            .expect("subscribed clients have a channel");
         let now = ch.clock().now();
         let r = ch
             .state
@@ -645,7 +664,10 @@ impl Conn {
 
     fn touch(&mut self, id: nsq_protocol::MessageId) -> Result<(), ClientError> {
         self.check_subscribed("TOUCH")?;
-        let ch = self.channel.clone().expect("subscribed clients have a channel");
+        let ch = self
+            .channel
+            .clone()
+            .expect("subscribed clients have a channel");
         let now = ch.clock().now();
         let r = ch.state.lock().touch(
             self.client.id,
@@ -673,11 +695,17 @@ impl Conn {
         let timeout = self.settings.msg_timeout.as_nanos() as u64;
         let now = ch.clock().now();
         let mut msgs = std::mem::take(&mut self.scratch);
-        let sample = (self.settings.sample_rate > 0).then_some((self.settings.sample_rate, &mut self.rng));
-        let n = ch
-            .state
-            .lock()
-            .pop(self.client.id, rdy, MAX_PULL, timeout, now, sample, &mut msgs);
+        let sample =
+            (self.settings.sample_rate > 0).then_some((self.settings.sample_rate, &mut self.rng));
+        let n = ch.state.lock().pop(
+            self.client.id,
+            rdy,
+            MAX_PULL,
+            timeout,
+            now,
+            sample,
+            &mut msgs,
+        );
         if n > 0 {
             ch.schedule(now + timeout);
             self.client

@@ -8,13 +8,14 @@
 //! Lock order: topic `inner`, then a channel's `state`. Nothing is awaited under either.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use crate::channel::Channel;
 use crate::clock::{unix_nanos, Clock};
+use crate::persist::DataDir;
 use crate::state::batch::Batch;
 use crate::state::channel::MsgRef;
 use crate::state::guid::GuidGen;
@@ -56,17 +57,27 @@ pub struct Topic {
     pub ephemeral: bool,
     inner: Mutex<TopicInner>,
     guid: Mutex<GuidGen>,
+    /// Mirrors `inner.deleted` so connections can check their cached handle without a lock.
+    deleted: AtomicBool,
     message_count: AtomicU64,
     message_bytes: AtomicU64,
     mem_queue_size: i64,
     clock: Clock,
+    data: Option<Arc<DataDir>>,
 }
 
 impl Topic {
-    pub(crate) fn new(name: &str, node_id: u16, mem_queue_size: i64, clock: Clock) -> Topic {
+    pub(crate) fn new(
+        name: &str,
+        node_id: u16,
+        mem_queue_size: i64,
+        clock: Clock,
+        data: Option<Arc<DataDir>>,
+    ) -> Topic {
+        let ephemeral = nsq_protocol::names::is_ephemeral(name);
         Topic {
             name: name.to_string(),
-            ephemeral: nsq_protocol::names::is_ephemeral(name),
+            ephemeral,
             inner: Mutex::new(TopicInner {
                 channels: BTreeMap::new(),
                 paused: false,
@@ -75,10 +86,12 @@ impl Topic {
                 held_count: 0,
             }),
             guid: Mutex::new(GuidGen::new(node_id)),
+            deleted: AtomicBool::new(false),
             message_count: AtomicU64::new(0),
             message_bytes: AtomicU64::new(0),
             mem_queue_size,
             clock,
+            data: if ephemeral { None } else { data },
         }
     }
 
@@ -104,7 +117,8 @@ impl Topic {
         if inner.deleted {
             return Err(PublishError::Exiting);
         }
-        self.message_count.fetch_add(count as u64, Ordering::Relaxed);
+        self.message_count
+            .fetch_add(count as u64, Ordering::Relaxed);
         self.message_bytes.fetch_add(bytes, Ordering::Relaxed);
         let held = match defer_ns {
             Some(d) if d > 0 => Held::Deferred(batch, d),
@@ -138,8 +152,18 @@ impl Topic {
         if let Some(ch) = inner.channels.get(name) {
             return Ok((ch.clone(), false));
         }
-        let ch = Channel::new(&self.name, name, self.mem_queue_size, self.clock, false);
+        let ch = Channel::new(
+            &self.name,
+            name,
+            self.mem_queue_size,
+            self.clock,
+            false,
+            self.data.clone(),
+        );
         inner.channels.insert(name.to_string(), ch.clone());
+        if let (Some(d), false) = (&self.data, ch.ephemeral) {
+            d.mark_dirty();
+        }
         if inner.channels.len() == 1 && !inner.paused {
             Self::flush_held(&mut inner, self.clock.now());
         }
@@ -177,7 +201,7 @@ impl Topic {
         let ch = self.inner.lock().channels.remove(name);
         match ch {
             Some(ch) => {
-                ch.close();
+                ch.delete();
                 tracing::info!("TOPIC({}): deleting channel {}", self.name, name);
                 true
             }
@@ -192,6 +216,43 @@ impl Topic {
         if !paused && !inner.channels.is_empty() {
             Self::flush_held(&mut inner, self.clock.now());
         }
+        if let Some(d) = &self.data {
+            d.mark_dirty();
+        }
+    }
+
+    /// Adds a batch restored from disk: held if the topic has no channels or is paused,
+    /// otherwise handed to the channels (Go's topic pump does the same after a restart).
+    pub(crate) fn restore_held(&self, batch: Arc<Batch>) {
+        let mut inner = self.inner.lock();
+        let held = Held::Ready(batch);
+        if inner.channels.is_empty() || inner.paused {
+            inner.held_count += held.len();
+            inner.held.push_back(held);
+        } else {
+            let now = self.clock.now();
+            for ch in inner.channels.values() {
+                deliver(ch, &held, now);
+            }
+        }
+    }
+
+    /// Takes the messages the topic holds (for flushing to disk at shutdown).
+    pub(crate) fn drain_held(&self) -> Vec<MsgRef> {
+        let mut inner = self.inner.lock();
+        inner.held_count = 0;
+        let mut out = Vec::new();
+        for h in std::mem::take(&mut inner.held) {
+            let (Held::Ready(b) | Held::Deferred(b, _)) = h;
+            for idx in 0..b.len() {
+                out.push(MsgRef {
+                    batch: b.clone(),
+                    idx,
+                    attempts: b.initial_attempts(idx),
+                });
+            }
+        }
+        out
     }
 
     /// Whether the topic is paused.
@@ -202,9 +263,14 @@ impl Topic {
     /// Drops the messages held by the topic itself (not its channels'), as Go's
     /// `/topic/empty` does.
     pub fn empty(&self) {
-        let mut inner = self.inner.lock();
-        inner.held.clear();
-        inner.held_count = 0;
+        {
+            let mut inner = self.inner.lock();
+            inner.held.clear();
+            inner.held_count = 0;
+        }
+        if let Some(d) = &self.data {
+            d.remove_queue(&self.name);
+        }
     }
 
     /// Messages held by the topic (in memory).
@@ -226,6 +292,7 @@ impl Topic {
     pub(crate) fn close(&self) {
         let mut inner = self.inner.lock();
         inner.deleted = true;
+        self.deleted.store(true, Ordering::Release);
         inner.held.clear();
         inner.held_count = 0;
         for ch in std::mem::take(&mut inner.channels).into_values() {
@@ -233,9 +300,22 @@ impl Topic {
         }
     }
 
+    /// Deletes the topic for good: closes it and removes its and its channels' queue files.
+    pub(crate) fn delete(&self) {
+        let channels = self.channels();
+        self.close();
+        for ch in channels {
+            ch.delete();
+        }
+        if let Some(d) = &self.data {
+            d.remove_queue(&self.name);
+            d.mark_dirty();
+        }
+    }
+
     /// Whether the topic has been deleted.
     pub fn is_deleted(&self) -> bool {
-        self.inner.lock().deleted
+        self.deleted.load(Ordering::Acquire)
     }
 }
 

@@ -108,6 +108,8 @@ pub struct ChannelCounters {
     pub requeue_count: u64,
     /// In-flight timeouts.
     pub timeout_count: u64,
+    /// Messages dropped because a message with the same id was already in flight.
+    pub duplicates_dropped: u64,
 }
 
 /// The queue state of one channel.
@@ -197,6 +199,21 @@ impl ChannelState {
         dropped
     }
 
+    /// Appends the first `n` messages of a batch restored from disk. Unlike
+    /// [`ChannelState::put`] this does not count them as new (`message_count` restarts at 0
+    /// after a restart, as in Go).
+    pub fn restore(&mut self, batch: Arc<Batch>, n: u32) {
+        if n > 0 {
+            self.ready_len += n as u64;
+            self.ready.push_back(Run {
+                batch,
+                next: 0,
+                end: n,
+                attempts: None,
+            });
+        }
+    }
+
     /// Adds a message that becomes ready at `due` (DPUB).
     pub fn put_deferred(&mut self, msg: MsgRef, due: u64) {
         self.counters.message_count += 1;
@@ -278,6 +295,13 @@ impl ChannelState {
                 attempts: attempts.wrapping_add(1),
             };
             let key = msg.key();
+            if self.in_flight.contains_key(&key) {
+                // The same message twice (a Go data directory can hold a record in both the
+                // topic's and the channel's queue after a crash). Go would send both and fail
+                // the second FIN; delivering it once is enough and keeps RDY accounting right.
+                self.counters.duplicates_dropped += 1;
+                continue;
+            }
             self.timeouts.push(Reverse((deadline, key)));
             out.push(msg.clone());
             self.in_flight.insert(
@@ -315,7 +339,13 @@ impl ChannelState {
     }
 
     /// REQ: put the message back now (`delay == 0`) or after `delay` ns.
-    pub fn req(&mut self, client: u64, key: u64, delay: u64, now: u64) -> Result<(), InFlightError> {
+    pub fn req(
+        &mut self,
+        client: u64,
+        key: u64,
+        delay: u64,
+        now: u64,
+    ) -> Result<(), InFlightError> {
         let f = self.take_in_flight(client, key)?;
         self.counters.requeue_count += 1;
         if delay == 0 {
@@ -411,7 +441,9 @@ impl ChannelState {
         let mut out = Vec::with_capacity((self.ready_len as usize) + self.in_flight.len());
         for run in self.ready.drain(..) {
             for idx in run.next..run.end {
-                let attempts = run.attempts.unwrap_or_else(|| run.batch.initial_attempts(idx));
+                let attempts = run
+                    .attempts
+                    .unwrap_or_else(|| run.batch.initial_attempts(idx));
                 out.push(MsgRef {
                     batch: run.batch.clone(),
                     idx,

@@ -50,21 +50,54 @@ fn malformed_commands_get_go_errors() {
         (b"HELLO\n", "E_INVALID invalid command HELLO"),
         (b"pub t\n", "E_INVALID invalid command pub"),
         (b"PUB\n", "E_INVALID PUB insufficient number of parameters"),
-        (b"SUB onlytopic\n", "E_INVALID SUB insufficient number of parameters"),
-        (b"PUB bad/topic\n", "E_BAD_TOPIC PUB topic name \"bad/topic\" is not valid"),
-        (b"MPUB bad*topic\n", "E_BAD_TOPIC E_BAD_TOPIC MPUB topic name \"bad*topic\" is not valid"),
-        (b"DPUB t abc\n", "E_INVALID DPUB could not parse timeout abc"),
-        (b"DPUB t 3600001\n\x00\x00\x00\x01x", "E_INVALID DPUB timeout 3600001 out of range 0-3600000"),
-        (b"SUB t bad!chan\n", "E_BAD_CHANNEL SUB channel name \"bad!chan\" is not valid"),
-        (b"SUB t c\nRDY 2501\n", "E_INVALID RDY count 2501 out of range 0-2500"),
+        (
+            b"SUB onlytopic\n",
+            "E_INVALID SUB insufficient number of parameters",
+        ),
+        (
+            b"PUB bad/topic\n",
+            "E_BAD_TOPIC PUB topic name \"bad/topic\" is not valid",
+        ),
+        (
+            b"MPUB bad*topic\n",
+            "E_BAD_TOPIC E_BAD_TOPIC MPUB topic name \"bad*topic\" is not valid",
+        ),
+        (
+            b"DPUB t abc\n",
+            "E_INVALID DPUB could not parse timeout abc",
+        ),
+        (
+            b"DPUB t 3600001\n\x00\x00\x00\x01x",
+            "E_INVALID DPUB timeout 3600001 out of range 0-3600000",
+        ),
+        (
+            b"SUB t bad!chan\n",
+            "E_BAD_CHANNEL SUB channel name \"bad!chan\" is not valid",
+        ),
+        (
+            b"SUB t c\nRDY 2501\n",
+            "E_INVALID RDY count 2501 out of range 0-2500",
+        ),
         (b"RDY 1\n", "E_INVALID cannot RDY in current state"),
-        (b"FIN 0123456789abcdef\n", "E_INVALID cannot FIN in current state"),
-        (b"REQ 0123456789abcdef 0\n", "E_INVALID cannot REQ in current state"),
-        (b"TOUCH 0123456789abcdef\n", "E_INVALID cannot TOUCH in current state"),
+        (
+            b"FIN 0123456789abcdef\n",
+            "E_INVALID cannot FIN in current state",
+        ),
+        (
+            b"REQ 0123456789abcdef 0\n",
+            "E_INVALID cannot REQ in current state",
+        ),
+        (
+            b"TOUCH 0123456789abcdef\n",
+            "E_INVALID cannot TOUCH in current state",
+        ),
         (b"CLS\n", "E_INVALID cannot CLS in current state"),
         (b"SUB t c\nFIN short\n", "E_INVALID Invalid Message ID"),
         (b"AUTH\n\x00\x00\x00\x01x", "E_AUTH_DISABLED AUTH Disabled"),
-        (b"PUB t\n\x00\x00\x00\x00", "E_BAD_MESSAGE PUB invalid message body size 0"),
+        (
+            b"PUB t\n\x00\x00\x00\x00",
+            "E_BAD_MESSAGE PUB invalid message body size 0",
+        ),
     ];
     for (input, error) in cases {
         let mut c = nsqd.client();
@@ -84,10 +117,26 @@ fn oversized_bodies_rejected_before_they_arrive() {
     let nsqd = TestNsqd::start(&["--max-msg-size=1024", "--max-body-size=4096"]);
     let mut w = Witness::new(&nsqd);
     // Only the 4-byte size is sent: the error must come without the body.
-    fatal(&nsqd, b"PUB t\n\x00\x00\x04\x01", "E_BAD_MESSAGE PUB message too big 1025 > 1024");
-    fatal(&nsqd, b"DPUB t 1\n\x7f\xff\xff\xff", "E_BAD_MESSAGE DPUB message too big 2147483647 > 1024");
-    fatal(&nsqd, b"MPUB t\n\x00\x00\x10\x01", "E_BAD_BODY MPUB body too big 4097 > 4096");
-    fatal(&nsqd, b"IDENTIFY\n\x00\x00\x10\x01", "E_BAD_BODY IDENTIFY body too big 4097 > 4096");
+    fatal(
+        &nsqd,
+        b"PUB t\n\x00\x00\x04\x01",
+        "E_BAD_MESSAGE PUB message too big 1025 > 1024",
+    );
+    fatal(
+        &nsqd,
+        b"DPUB t 1\n\x7f\xff\xff\xff",
+        "E_BAD_MESSAGE DPUB message too big 2147483647 > 1024",
+    );
+    fatal(
+        &nsqd,
+        b"MPUB t\n\x00\x00\x10\x01",
+        "E_BAD_BODY MPUB body too big 4097 > 4096",
+    );
+    fatal(
+        &nsqd,
+        b"IDENTIFY\n\x00\x00\x10\x01",
+        "E_BAD_BODY IDENTIFY body too big 4097 > 4096",
+    );
     // An MPUB whose inner message is too big.
     let mut body = Vec::new();
     body.extend_from_slice(&1u32.to_be_bytes());
@@ -96,7 +145,11 @@ fn oversized_bodies_rejected_before_they_arrive() {
     let mut input = b"MPUB t\n".to_vec();
     input.extend_from_slice(&(body.len() as u32).to_be_bytes());
     input.extend_from_slice(&body);
-    fatal(&nsqd, &input, "E_BAD_MESSAGE MPUB message too big 1025 > 1024");
+    fatal(
+        &nsqd,
+        &input,
+        "E_BAD_MESSAGE MPUB message too big 1025 > 1024",
+    );
     w.check();
     // A message exactly at the limit is fine.
     let mut p = nsqd.client();
@@ -172,7 +225,10 @@ fn fin_of_someone_elses_message_is_not_fatal() {
     b.fin(&m.id);
     assert_eq!(
         b.expect_error("E_FIN_FAILED"),
-        format!("E_FIN_FAILED FIN {} failed client does not own message", m.id)
+        format!(
+            "E_FIN_FAILED FIN {} failed client does not own message",
+            m.id
+        )
     );
     b.req(&m.id, 0);
     b.expect_error("E_REQ_FAILED");

@@ -1,6 +1,8 @@
 //! The single integration-test binary (one link step for all integration tests).
 
-mod harness;
-mod interop;
 mod bad_input;
+mod harness;
+mod http_api;
+mod interop;
+mod persistence;
 mod protocol;

@@ -23,8 +23,14 @@ fn pub_mpub_and_fan_out_to_every_channel() {
     p.mpub("fan", &[b"m1".as_slice(), b"m2", b"m3"]);
     p.expect_ok();
     for c in [&mut a, &mut b] {
-        let got: Vec<String> = (0..4).map(|_| body(&c.read_message(READ_TIMEOUT))).collect();
-        assert_eq!(got, ["m0", "m1", "m2", "m3"], "every channel gets every message, in order");
+        let got: Vec<String> = (0..4)
+            .map(|_| body(&c.read_message(READ_TIMEOUT)))
+            .collect();
+        assert_eq!(
+            got,
+            ["m0", "m1", "m2", "m3"],
+            "every channel gets every message, in order"
+        );
     }
 }
 
@@ -46,7 +52,10 @@ fn message_frame_layout_and_unique_ids() {
         let m = c.read_message(READ_TIMEOUT);
         assert_eq!(body(&m), i.to_string());
         assert_eq!(m.attempts, 1);
-        assert!((before - m.timestamp).abs() < 60_000_000_000, "timestamp is ns since epoch");
+        assert!(
+            (before - m.timestamp).abs() < 60_000_000_000,
+            "timestamp is ns since epoch"
+        );
         let n = m.id.to_u64().expect("ids are 16 lowercase hex digits");
         assert_eq!((n >> 12) & 0x3ff, 77, "node id is stamped into the id");
         assert!(ids.insert(m.id));
@@ -97,12 +106,18 @@ fn req_defers_and_counts_attempts() {
     let m3 = c.read_message(READ_TIMEOUT);
     assert_eq!(m3.attempts, 3);
     let waited = t.elapsed();
-    assert!(waited >= Duration::from_millis(290), "deferred for {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(290),
+        "deferred for {waited:?}"
+    );
     assert!(waited < Duration::from_secs(2), "deferred for {waited:?}");
     c.fin(&m3.id);
     c.fin(&m3.id);
     let e = c.expect_error("E_FIN_FAILED");
-    assert_eq!(e, format!("E_FIN_FAILED FIN {} failed ID not in flight", m3.id));
+    assert_eq!(
+        e,
+        format!("E_FIN_FAILED FIN {} failed ID not in flight", m3.id)
+    );
     // Non-fatal: the connection still works.
     p.pub_ok("req", b"y");
     assert_eq!(body(&c.read_message(READ_TIMEOUT)), "y");
@@ -142,7 +157,10 @@ fn timeout_redelivers_and_touch_extends() {
     let m2 = c.read_message(Duration::from_secs(5));
     let elapsed = t.elapsed();
     assert_eq!((m2.id, m2.attempts), (m.id, 2));
-    assert!(elapsed >= Duration::from_millis(2300), "redelivered after {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(2300),
+        "redelivered after {elapsed:?}"
+    );
     // A FIN for the first delivery's id now refers to the redelivery: still ours, so it works.
     c.fin(&m2.id);
     c.expect_no_frame(Duration::from_millis(1300));
@@ -282,11 +300,31 @@ fn identify_validates_and_negotiates() {
     c.pub_ok("ident", b"plain");
 
     for (field, value, text) in [
-        ("heartbeat_interval", 999, "E_BAD_BODY IDENTIFY heartbeat interval (999) is invalid"),
-        ("output_buffer_size", 70000, "E_BAD_BODY IDENTIFY output buffer size (70000) is invalid"),
-        ("output_buffer_timeout", 10, "E_BAD_BODY IDENTIFY output buffer timeout (10) is invalid"),
-        ("sample_rate", 100, "E_BAD_BODY IDENTIFY sample rate (100) is invalid"),
-        ("msg_timeout", 999, "E_BAD_BODY IDENTIFY msg timeout (999) is invalid"),
+        (
+            "heartbeat_interval",
+            999,
+            "E_BAD_BODY IDENTIFY heartbeat interval (999) is invalid",
+        ),
+        (
+            "output_buffer_size",
+            70000,
+            "E_BAD_BODY IDENTIFY output buffer size (70000) is invalid",
+        ),
+        (
+            "output_buffer_timeout",
+            10,
+            "E_BAD_BODY IDENTIFY output buffer timeout (10) is invalid",
+        ),
+        (
+            "sample_rate",
+            100,
+            "E_BAD_BODY IDENTIFY sample rate (100) is invalid",
+        ),
+        (
+            "msg_timeout",
+            999,
+            "E_BAD_BODY IDENTIFY msg timeout (999) is invalid",
+        ),
     ] {
         let mut c = nsqd.client();
         c.identify(&json!({ field: value }));

@@ -89,7 +89,11 @@ fn req_now_and_deferred() {
     assert_eq!(ch.counters.requeue_count, 2);
     assert_eq!(ch.depth(), 1);
     assert_eq!(ch.deferred_count(), 1);
-    assert_eq!(ch.next_deadline(), Some(5 * SEC), "the stale in-flight entries are skipped");
+    assert_eq!(
+        ch.next_deadline(),
+        Some(5 * SEC),
+        "the stale in-flight entries are skipped"
+    );
     let m = pop(&mut ch, 1, 5, 1);
     assert_eq!(bodies(&m), ["m0"]);
     assert_eq!(m[0].attempts, 2);
@@ -104,10 +108,17 @@ fn touch_extends_up_to_max() {
     let mut ch = setup(1);
     let m = pop(&mut ch, 1, 1, 0).remove(0);
     ch.touch(1, m.key(), 60 * SEC, 90 * SEC, 50 * SEC).unwrap();
-    assert_eq!(ch.process_timeouts(60 * SEC), 0, "touched: old deadline is stale");
+    assert_eq!(
+        ch.process_timeouts(60 * SEC),
+        0,
+        "touched: old deadline is stale"
+    );
     assert_eq!(ch.process_timeouts(89 * SEC), 0);
     assert_eq!(ch.process_timeouts(90 * SEC), 1, "capped at delivery + max");
-    assert_eq!(ch.touch(2, m.key(), 1, 1, 0), Err(InFlightError::NotInFlight));
+    assert_eq!(
+        ch.touch(2, m.key(), 1, 1, 0),
+        Err(InFlightError::NotInFlight)
+    );
 }
 
 #[test]
@@ -118,7 +129,10 @@ fn pause_and_empty() {
     assert!(pop(&mut ch, 2, 10, 0).is_empty());
     ch.paused = false;
     ch.empty();
-    assert_eq!((ch.depth(), ch.in_flight_count(), ch.deferred_count()), (0, 0, 0));
+    assert_eq!(
+        (ch.depth(), ch.in_flight_count(), ch.deferred_count()),
+        (0, 0, 0)
+    );
     assert_eq!(ch.consumer_in_flight(1), 0);
     assert_eq!(ch.fin(1, got[0].key()), Err(InFlightError::NotInFlight));
 }
@@ -129,7 +143,10 @@ fn disconnected_consumer_messages_wait_for_timeout() {
     let m = pop(&mut ch, 1, 1, 0).remove(0);
     ch.remove_consumer(1);
     assert_eq!(ch.in_flight_count(), 1);
-    assert!(pop(&mut ch, 1, 1, 0).is_empty(), "removed consumers receive nothing");
+    assert!(
+        pop(&mut ch, 1, 1, 0).is_empty(),
+        "removed consumers receive nothing"
+    );
     ch.process_timeouts(60 * SEC);
     assert_eq!(pop(&mut ch, 2, 1, 60 * SEC)[0].key(), m.key());
 }
@@ -153,7 +170,11 @@ fn deadline_heap_stays_bounded() {
             ch.fin(1, m.key()).unwrap();
         }
     }
-    assert!(ch.timeout_heap_len() <= 1024 + 100, "{}", ch.timeout_heap_len());
+    assert!(
+        ch.timeout_heap_len() <= 1024 + 100,
+        "{}",
+        ch.timeout_heap_len()
+    );
     assert_eq!(ch.in_flight_count(), 0);
 }
 
@@ -164,7 +185,11 @@ fn sampling_discards() {
     let mut out = Vec::new();
     ch.pop(1, 1000, usize::MAX, SEC, 0, Some((50, &mut rng)), &mut out);
     assert!(out.len() > 400 && out.len() < 600, "{}", out.len());
-    assert_eq!(ch.depth(), 0, "sampled-out messages are gone, not left for others");
+    assert_eq!(
+        ch.depth(),
+        0,
+        "sampled-out messages are gone, not left for others"
+    );
 }
 
 #[test]
@@ -174,5 +199,28 @@ fn drain_all_returns_everything() {
     ch.req(1, got[0].key(), SEC, 0).unwrap();
     let all = ch.drain_all();
     assert_eq!(all.len(), 4);
-    assert_eq!((ch.depth(), ch.in_flight_count(), ch.deferred_count()), (0, 0, 0));
+    assert_eq!(
+        (ch.depth(), ch.in_flight_count(), ch.deferred_count()),
+        (0, 0, 0)
+    );
+}
+
+#[test]
+fn same_id_twice_is_delivered_once() {
+    let mut ch = ChannelState::new();
+    ch.add_consumer(1);
+    let m = nsq_protocol::Message {
+        timestamp: 1,
+        attempts: 0,
+        id: nsq_protocol::MessageId::from_u64(7),
+        body: bytes::Bytes::from_static(b"dup"),
+    };
+    let b = Arc::new(Batch::explicit(&[m.clone(), m]));
+    ch.restore(b, 2);
+    let got = pop(&mut ch, 1, 10, 0);
+    assert_eq!(got.len(), 1);
+    assert_eq!(ch.consumer_in_flight(1), 1);
+    ch.fin(1, got[0].key()).unwrap();
+    assert_eq!(ch.consumer_in_flight(1), 0);
+    assert_eq!(ch.counters.duplicates_dropped, 1);
 }

@@ -1,0 +1,679 @@
+//! nsqd's HTTP API, compatible with Go nsqd 1.3 (`nsqd/http.go`, `internal/http_api`).
+//!
+//! Existing clients (go-nsq, pynsq, nsqjs), nsqadmin, `nsq_stat` and operators' scripts talk
+//! to this API, so what they can observe follows Go byte for byte where it matters:
+//! - Routes and methods are Go's: `/pub`, `/mpub` and the `/topic/*`, `/channel/*` actions
+//!   are POST only; `/ping`, `/info`, `/stats` GET; `/config/{opt}` GET and PUT. An unknown
+//!   path is 404 `{"message":"NOT_FOUND"}`, a wrong method 405
+//!   `{"message":"METHOD_NOT_ALLOWED"}`. Pre-1.0 routes (`/put`, `/create_topic`, ...) and
+//!   Go's `/debug/pprof` are absent (404), as the 1.0 removals and the interface doc allow.
+//! - Every response carries `X-NSQ-Content-Type: nsq; version=1.0`: go-nsq decides by that
+//!   header whether a body is in the 1.0 format or the old `{"status_code":..,"data":..}`
+//!   envelope.
+//! - Results are written as Go's `RespondV1` writes them: JSON bodies with
+//!   `Content-Type: application/json; charset=utf-8` (and Go's string escaping, see
+//!   [`json`]); string results such as `OK` raw (`text/plain`, which Go's content sniffing
+//!   picks); "no result" as an empty 200 body without a content type; errors as the status
+//!   and `{"message":"<CODE>"}`.
+//! - Parameters come from the URL query string only, parsed like Go's `url.ParseQuery`
+//!   ([`query`]); a malformed query is 400 `INVALID_REQUEST`. Checks run in Go's order, so a
+//!   request with several problems gets Go's error (e.g. `/pub` checks the body before the
+//!   topic, and creates the topic before it looks at `defer`).
+//! - Request bodies are read with a limit (`--max-msg-size` for `/pub` and `PUT /config`,
+//!   `--max-body-size` for `/mpub`): a declared `Content-Length` above it is refused before
+//!   reading anything, and a chunked body is read only up to the limit plus one byte, so a
+//!   huge body is never buffered.
+//! - Bytes that are not HTTP (a client probing with the TCP magic `"  V2"`) get hyper's
+//!   `400 Bad Request` before the connection closes, like Go's net/http.
+//!
+//! Handlers are plain functions of the shared [`Nsqd`]; [`router`] builds the routing table
+//! (testable in-process, see `tests.rs`) and [`serve`] runs it until shutdown.
+
+pub mod json;
+pub mod query;
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use axum::Router;
+use futures::StreamExt;
+use nsq_protocol::names::{is_valid_channel_name, is_valid_topic_name};
+use serde::Serialize;
+
+use crate::clock::unix_secs;
+use crate::stats::StatsFilter;
+use crate::topic::Topic;
+use crate::{DeleteError, Nsqd};
+
+use self::query::{go_bool, Query};
+
+/// The header go-nsq and nsqjs look for to recognise 1.0-format bodies.
+pub const NSQ_CONTENT_TYPE_HEADER: &str = "x-nsq-content-type";
+/// Its value.
+pub const NSQ_CONTENT_TYPE_VALUE: &str = "nsq; version=1.0";
+const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
+const TEXT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+
+/// An API error: the status and the `message` code Go answers with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// The `message` field, e.g. `MISSING_ARG_TOPIC`.
+    pub message: Cow<'static, str>,
+}
+
+impl ApiError {
+    /// An error with a fixed code.
+    pub const fn new(status: StatusCode, message: &'static str) -> ApiError {
+        ApiError {
+            status,
+            message: Cow::Borrowed(message),
+        }
+    }
+}
+
+const fn bad_request(message: &'static str) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, message)
+}
+const fn too_large(message: &'static str) -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, message)
+}
+const fn not_found(message: &'static str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, message)
+}
+
+const INVALID_REQUEST: ApiError = bad_request("INVALID_REQUEST");
+const MISSING_ARG_TOPIC: ApiError = bad_request("MISSING_ARG_TOPIC");
+const INVALID_TOPIC: ApiError = bad_request("INVALID_TOPIC");
+const TOPIC_NOT_FOUND: ApiError = not_found("TOPIC_NOT_FOUND");
+const CHANNEL_NOT_FOUND: ApiError = not_found("CHANNEL_NOT_FOUND");
+const INVALID_OPTION: ApiError = bad_request("INVALID_OPTION");
+const MSG_TOO_BIG: ApiError = too_large("MSG_TOO_BIG");
+const BODY_TOO_BIG: ApiError = too_large("BODY_TOO_BIG");
+const BAD_BODY: ApiError = too_large("BAD_BODY");
+const BAD_MESSAGE: ApiError = too_large("BAD_MESSAGE");
+const EXITING: ApiError = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "EXITING");
+const INTERNAL_ERROR: ApiError = ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR");
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        #[derive(Serialize)]
+        struct Message<'a> {
+            message: &'a str,
+        }
+        let body = json::to_vec(&Message {
+            message: &self.message,
+        });
+        with_content_type(self.status, JSON_CONTENT_TYPE, body)
+    }
+}
+
+/// A successful result, written as Go's `RespondV1` writes it.
+#[derive(Debug)]
+pub enum Reply {
+    /// A string result (`OK`, text stats): written raw.
+    Text(Cow<'static, str>),
+    /// A value: JSON bytes.
+    Json(Vec<u8>),
+    /// No result: an empty body.
+    Empty,
+}
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        match self {
+            Reply::Text(s) => with_content_type(StatusCode::OK, TEXT_CONTENT_TYPE, s.into_owned()),
+            Reply::Json(b) => with_content_type(StatusCode::OK, JSON_CONTENT_TYPE, b),
+            // Go's net/http sets no Content-Type when nothing is written.
+            Reply::Empty => Response::new(Body::empty()),
+        }
+    }
+}
+
+fn with_content_type(status: StatusCode, ct: &'static str, body: impl Into<Body>) -> Response {
+    let mut res = Response::new(body.into());
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    res
+}
+
+type ApiResult = Result<Reply, ApiError>;
+type Shared = State<Arc<Nsqd>>;
+
+/// The routing table. Every response, fallbacks included, gets the `X-NSQ-Content-Type`
+/// header from the outermost layer.
+pub fn router(nsqd: Arc<Nsqd>) -> Router {
+    Router::new()
+        .route("/ping", get(ping))
+        .route("/info", get(info))
+        .route("/stats", get(stats))
+        .route("/pub", post(do_pub))
+        .route("/mpub", post(do_mpub))
+        .route("/topic/create", post(topic_create))
+        .route("/topic/delete", post(topic_delete))
+        .route("/topic/empty", post(topic_empty))
+        .route("/topic/pause", post(topic_pause))
+        .route("/topic/unpause", post(topic_unpause))
+        .route("/channel/create", post(channel_create))
+        .route("/channel/delete", post(channel_delete))
+        .route("/channel/empty", post(channel_empty))
+        .route("/channel/pause", post(channel_pause))
+        .route("/channel/unpause", post(channel_unpause))
+        .route("/config/{opt}", get(config_get).put(config_put))
+        .fallback(|| async { not_found("NOT_FOUND") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
+        })
+        .layer(middleware::from_fn(decorate))
+        .with_state(nsqd)
+}
+
+/// Serves HTTP on `listener` until `nsqd.shutdown` is cancelled, then lets requests in
+/// progress finish (idle keep-alive connections are closed).
+pub async fn serve(nsqd: Arc<Nsqd>, listener: tokio::net::TcpListener) {
+    let addr = listener.local_addr().ok();
+    let listener = listener.tap_io(|tcp| {
+        // Responses are small and written whole: don't let Nagle delay them.
+        let _ = tcp.set_nodelay(true);
+    });
+    let app = router(nsqd.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let shutdown = nsqd.shutdown.clone();
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(e) = result {
+        tracing::error!("HTTP: serve() failed - {e}");
+    }
+    match addr {
+        Some(a) => tracing::info!("HTTP: closing {a}"),
+        None => tracing::info!("HTTP: closing"),
+    }
+}
+
+/// Adds the V1 header and logs the request as Go's `http_api.Log` does:
+/// `<status> <method> <uri> (<peer>) <elapsed>`. Go does not log `/pub` and `/mpub`
+/// (they are hot paths); we log them at debug level.
+async fn decorate(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_default();
+    let mut res = next.run(req).await;
+    res.headers_mut().insert(
+        NSQ_CONTENT_TYPE_HEADER,
+        HeaderValue::from_static(NSQ_CONTENT_TYPE_VALUE),
+    );
+    let status = res.status().as_u16();
+    let elapsed = start.elapsed();
+    if matches!(uri.path(), "/pub" | "/mpub") {
+        tracing::debug!("{status} {method} {uri} ({peer}) {elapsed:?}");
+    } else {
+        tracing::info!("{status} {method} {uri} ({peer}) {elapsed:?}");
+    }
+    res
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers shared by handlers
+// ---------------------------------------------------------------------------------------------
+
+fn query(uri: &Uri) -> Result<Query, ApiError> {
+    Query::parse_strict(uri.query()).map_err(|e| {
+        tracing::error!("failed to parse request params - {e}");
+        INVALID_REQUEST
+    })
+}
+
+/// The declared body length, if any (Go's `req.ContentLength`, -1 when unknown).
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Reads at most `limit + 1` bytes of `body` (Go: `io.LimitReader(body, max+1)`), so the
+/// caller can tell "exactly at the limit" from "over it" without buffering the rest.
+async fn read_limited(body: Body, limit: u64, size_hint: Option<u64>) -> Result<Vec<u8>, ApiError> {
+    let cap = limit.saturating_add(1);
+    let mut out = Vec::with_capacity(size_hint.unwrap_or(0).min(cap) as usize);
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            tracing::debug!("HTTP: failed to read request body - {e}");
+            INTERNAL_ERROR
+        })?;
+        let room = cap - out.len() as u64;
+        if chunk.len() as u64 >= room {
+            out.extend_from_slice(&chunk[..room as usize]);
+            break;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// A non-negative size option as u64 (a negative limit admits nothing).
+fn limit(v: i64) -> u64 {
+    v.max(0) as u64
+}
+
+/// Go's `getTopicFromQuery`: the topic named by `topic`, created if needed.
+fn topic_from_query(nsqd: &Nsqd, q: &Query) -> Result<Arc<Topic>, ApiError> {
+    let name = q.get("topic").ok_or(MISSING_ARG_TOPIC)?;
+    if !is_valid_topic_name(name.as_bytes()) {
+        return Err(INVALID_TOPIC);
+    }
+    Ok(nsqd.get_or_create_topic(name))
+}
+
+/// Go's `http_api.GetTopicChannelArgs` (note `INVALID_ARG_TOPIC`, unlike `/pub`'s
+/// `INVALID_TOPIC`).
+fn topic_channel_args(q: &Query) -> Result<(&str, &str), ApiError> {
+    let topic = q.get("topic").ok_or(MISSING_ARG_TOPIC)?;
+    if !is_valid_topic_name(topic.as_bytes()) {
+        return Err(bad_request("INVALID_ARG_TOPIC"));
+    }
+    let channel = q.get("channel").ok_or(bad_request("MISSING_ARG_CHANNEL"))?;
+    if !is_valid_channel_name(channel.as_bytes()) {
+        return Err(bad_request("INVALID_ARG_CHANNEL"));
+    }
+    Ok((topic, channel))
+}
+
+/// Go's `getExistingTopicFromQuery`: valid topic and channel names, and the topic exists.
+fn existing_topic_and_channel(nsqd: &Nsqd, uri: &Uri) -> Result<(Arc<Topic>, String), ApiError> {
+    let q = query(uri)?;
+    let (topic, channel) = topic_channel_args(&q)?;
+    let t = nsqd.topic(topic).ok_or(TOPIC_NOT_FOUND)?;
+    Ok((t, channel.to_string()))
+}
+
+/// Publishes one batch atomically (one `Topic::publish` call).
+fn publish<'a>(
+    nsqd: &Nsqd,
+    topic: &Arc<Topic>,
+    bodies: impl Iterator<Item = &'a [u8]> + Clone,
+    count: u32,
+    defer_ns: Option<u64>,
+) -> Result<(), ApiError> {
+    if nsqd.shutdown.is_cancelled() {
+        return Err(EXITING);
+    }
+    if topic.publish(bodies.clone(), count, defer_ns).is_ok() {
+        return Ok(());
+    }
+    // The topic was deleted after we looked it up. Go would answer 503 EXITING here; like
+    // our TCP PUB, we publish to the topic as it exists now (re-created), which is what the
+    // client would get by retrying.
+    nsqd.get_or_create_topic(&topic.name)
+        .publish(bodies, count, defer_ns)
+        .map_err(|_| EXITING)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers
+// ---------------------------------------------------------------------------------------------
+
+/// `GET /ping`: `OK` (Go answers 500 `NOK - <reason>` when unhealthy, i.e. after a failed
+/// disk write; nsq-rs has no such state yet).
+async fn ping() -> Reply {
+    Reply::Text(Cow::Borrowed("OK"))
+}
+
+/// `GET /info`.
+async fn info(State(nsqd): Shared) -> ApiResult {
+    #[derive(Serialize)]
+    struct Info<'a> {
+        version: &'static str,
+        broadcast_address: &'a str,
+        hostname: String,
+        http_port: i64,
+        tcp_port: i64,
+        start_time: i64,
+        max_heartbeat_interval: i64,
+        max_output_buffer_size: i64,
+        max_output_buffer_timeout: i64,
+        max_deflate_level: i64,
+        topology_zone: &'a str,
+        topology_region: &'a str,
+    }
+    let o = &nsqd.opts;
+    let port = |a: Option<SocketAddr>| a.map_or(0, |a| i64::from(a.port()));
+    let nanos = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+    let body = json::to_vec(&Info {
+        version: nsq_protocol::NSQ_VERSION,
+        broadcast_address: &o.broadcast_address,
+        hostname: crate::config::hostname(),
+        http_port: port(*nsqd.http_addr.lock()),
+        tcp_port: port(*nsqd.tcp_addr.lock()),
+        start_time: nsqd.start_time,
+        max_heartbeat_interval: nanos(o.max_heartbeat_interval),
+        max_output_buffer_size: o.max_output_buffer_size,
+        max_output_buffer_timeout: nanos(o.max_output_buffer_timeout),
+        max_deflate_level: o.max_deflate_level,
+        topology_zone: &o.topology_zone,
+        topology_region: &o.topology_region,
+    });
+    Ok(Reply::Json(body))
+}
+
+/// `GET /stats?format=json|text&topic=&channel=&include_clients=&include_mem=`.
+///
+/// As in Go, `include_clients` / `include_mem` values other than `true`/`1`/`false`/`0`
+/// (or absent) mean true; only a malformed query string is 400 `INVALID_REQUEST`.
+async fn stats(State(nsqd): Shared, uri: Uri) -> ApiResult {
+    let q = query(&uri)?;
+    let flag = |k: &str| q.get(k).and_then(go_bool).unwrap_or(true);
+    let filter = StatsFilter {
+        topic: q.get("topic").unwrap_or(""),
+        channel: q.get("channel").unwrap_or(""),
+        include_clients: flag("include_clients"),
+        include_mem: flag("include_mem"),
+    };
+    let s = crate::stats::collect(&nsqd, &filter);
+    if q.get("format") == Some("json") {
+        Ok(Reply::Json(s.to_json()))
+    } else {
+        Ok(Reply::Text(Cow::Owned(s.to_text(unix_secs()))))
+    }
+}
+
+/// `POST /pub?topic=<t>[&defer=<ms>]`, body = one message.
+async fn do_pub(State(nsqd): Shared, req: Request) -> ApiResult {
+    let max = limit(nsqd.opts.max_msg_size);
+    let declared = content_length(req.headers());
+    if declared.is_some_and(|n| n > max) {
+        return Err(MSG_TOO_BIG);
+    }
+    let (parts, body) = req.into_parts();
+    let body = read_limited(body, max, declared).await?;
+    if body.len() as u64 > max {
+        return Err(MSG_TOO_BIG);
+    }
+    if body.is_empty() {
+        return Err(bad_request("MSG_EMPTY"));
+    }
+    let q = query(&parts.uri)?;
+    let topic = topic_from_query(&nsqd, &q)?;
+    let defer_ns = match q.get("defer") {
+        None => None,
+        Some(s) => {
+            let invalid = bad_request("INVALID_DEFER");
+            let ms: i64 = s.parse().map_err(|_| invalid.clone())?;
+            let ns = u64::try_from(ms)
+                .ok()
+                .and_then(|ms| ms.checked_mul(1_000_000))
+                .ok_or(invalid.clone())?;
+            if u128::from(ns) > nsqd.opts.max_req_timeout.as_nanos() {
+                return Err(invalid);
+            }
+            Some(ns)
+        }
+    };
+    publish(&nsqd, &topic, std::iter::once(&body[..]), 1, defer_ns)?;
+    Ok(Reply::Text(Cow::Borrowed("OK")))
+}
+
+/// `POST /mpub?topic=<t>[&binary=true]`: many messages, published as one batch.
+async fn do_mpub(State(nsqd): Shared, req: Request) -> ApiResult {
+    let max_body = limit(nsqd.opts.max_body_size);
+    let max_msg = limit(nsqd.opts.max_msg_size);
+    let declared = content_length(req.headers());
+    if declared.is_some_and(|n| n > max_body) {
+        return Err(BODY_TOO_BIG);
+    }
+    let (parts, body) = req.into_parts();
+    let q = query(&parts.uri)?;
+    let topic = topic_from_query(&nsqd, &q)?;
+    // Text mode is the default; an unrecognised `binary` value (even an empty one) means
+    // binary, with a deprecation warning (Go 1.3).
+    let binary = match q.get("binary") {
+        None => false,
+        Some(v) => go_bool(v).unwrap_or_else(|| {
+            tracing::warn!("deprecated value '{v}' used for /mpub binary param");
+            true
+        }),
+    };
+    let body = read_limited(body, max_body, declared).await?;
+    let msgs = if binary {
+        parse_binary_mpub(&body, max_msg, max_body)?
+    } else {
+        split_text_mpub(&body, max_msg, max_body)?
+    };
+    let count = u32::try_from(msgs.len()).map_err(|_| BODY_TOO_BIG)?;
+    publish(&nsqd, &topic, msgs.iter().copied(), count, None)?;
+    Ok(Reply::Text(Cow::Borrowed("OK")))
+}
+
+/// Text-mode `/mpub` (Go's loop over `ReadBytes('\n')` on `LimitReader(body, max+1)`):
+/// messages are the `\n`-separated lines; empty lines are dropped silently and `\r` is
+/// kept. `buf` holds at most `max_body + 1` bytes; reaching that many is `BODY_TOO_BIG`,
+/// but only once the line that crosses it is reached, so an earlier over-long line is
+/// `MSG_TOO_BIG`, as in Go.
+fn split_text_mpub(buf: &[u8], max_msg: u64, max_body: u64) -> Result<Vec<&[u8]>, ApiError> {
+    let read_max = max_body.saturating_add(1);
+    let mut out = Vec::new();
+    let mut total = 0u64;
+    let mut rest = buf;
+    while !rest.is_empty() {
+        let (block, next) = match rest.iter().position(|&b| b == b'\n') {
+            Some(i) => rest.split_at(i + 1),
+            None => (rest, &rest[rest.len()..]),
+        };
+        rest = next;
+        total += block.len() as u64;
+        if total == read_max {
+            return Err(BODY_TOO_BIG);
+        }
+        let line = block.strip_suffix(b"\n").unwrap_or(block);
+        if line.is_empty() {
+            continue;
+        }
+        if line.len() as u64 > max_msg {
+            return Err(MSG_TOO_BIG);
+        }
+        out.push(line);
+    }
+    Ok(out)
+}
+
+/// Binary-mode `/mpub` (Go's `readMPUB`): `[4-byte count]([4-byte size][body])*`, big-endian.
+/// Errors are Go's fatal-error codes without the `E_` prefix, all with status 413. Bytes
+/// after the last message are ignored, as in Go.
+///
+/// Deliberate difference: Go bounds a binary body only by its declared Content-Length, so a
+/// chunked body may exceed `--max-body-size`; we refuse that with `BODY_TOO_BIG` rather than
+/// buffer it.
+fn parse_binary_mpub(buf: &[u8], max_msg: u64, max_body: u64) -> Result<Vec<&[u8]>, ApiError> {
+    if buf.len() as u64 > max_body {
+        return Err(BODY_TOO_BIG);
+    }
+    let read_i32 = |at: usize| -> Option<i32> {
+        buf.get(at..at + 4)
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let count = read_i32(0).ok_or(BAD_BODY)?;
+    // 4 bytes of count, then at least 5 bytes (size + 1) per message.
+    let max_messages = (max_body as i64 - 4) / 5;
+    if count <= 0 || i64::from(count) > max_messages {
+        return Err(BAD_BODY);
+    }
+    let mut out = Vec::with_capacity((count as usize).min(buf.len() / 5));
+    let mut pos = 4;
+    for _ in 0..count {
+        let size = read_i32(pos).ok_or(BAD_MESSAGE)?;
+        if size <= 0 || size as u64 > max_msg {
+            return Err(BAD_MESSAGE);
+        }
+        pos += 4;
+        let body = buf.get(pos..pos + size as usize).ok_or(BAD_MESSAGE)?;
+        out.push(body);
+        pos += size as usize;
+    }
+    Ok(out)
+}
+
+/// `POST /topic/create?topic=<t>`.
+async fn topic_create(State(nsqd): Shared, uri: Uri) -> ApiResult {
+    topic_from_query(&nsqd, &query(&uri)?)?;
+    Ok(Reply::Empty)
+}
+
+/// `POST /topic/delete?topic=<t>`: the name is not validated (an invalid one is simply not
+/// found), as in Go.
+async fn topic_delete(State(nsqd): Shared, uri: Uri) -> ApiResult {
+    let q = query(&uri)?;
+    let name = q.get("topic").ok_or(MISSING_ARG_TOPIC)?;
+    nsqd.delete_topic(name).map_err(|_| TOPIC_NOT_FOUND)?;
+    Ok(Reply::Empty)
+}
+
+/// `POST /topic/empty?topic=<t>`: drops the messages the topic itself holds (not its
+/// channels').
+async fn topic_empty(State(nsqd): Shared, uri: Uri) -> ApiResult {
+    let q = query(&uri)?;
+    let name = q.get("topic").ok_or(MISSING_ARG_TOPIC)?;
+    if !is_valid_topic_name(name.as_bytes()) {
+        return Err(INVALID_TOPIC);
+    }
+    nsqd.topic(name).ok_or(TOPIC_NOT_FOUND)?.empty();
+    Ok(Reply::Empty)
+}
+
+/// `/topic/pause` and `/topic/unpause` (names not validated, as in Go).
+///
+/// Go also persists `nsqd.dat` here so a crash cannot undo the change; nsq-rs has no
+/// metadata file yet.
+fn set_topic_paused(nsqd: &Nsqd, uri: &Uri, paused: bool) -> ApiResult {
+    let q = query(uri)?;
+    let name = q.get("topic").ok_or(MISSING_ARG_TOPIC)?;
+    nsqd.topic(name).ok_or(TOPIC_NOT_FOUND)?.set_paused(paused);
+    Ok(Reply::Empty)
+}
+
+async fn topic_pause(State(nsqd): Shared, uri: Uri) -> ApiResult {
+    set_topic_paused(&nsqd, &uri, true)
+}
+
+async fn topic_unpause(State(nsqd): Shared, uri: Uri) -> ApiResult {
+    set_topic_paused(&nsqd, &uri, false)
+}
+
+/// `POST /channel/create?topic=<t>&channel=<c>`: the topic must exist.
+async fn channel_create(State(nsqd): Shared, uri: Uri) -> ApiResult {
+    let (t, channel) = existing_topic_and_channel(&nsqd, &uri)?;
+    // Err only if the topic was deleted since we looked it up.
+    t.get_or_create_channel(&channel)
+        .map_err(|_| TOPIC_NOT_FOUND)?;
+    Ok(Reply::Empty)
+}
+
+/// `POST /channel/delete?topic=<t>&channel=<c>`.
+async fn channel_delete(State(nsqd): Shared, uri: Uri) -> ApiResult {
+    let (t, channel) = existing_topic_and_channel(&nsqd, &uri)?;
+    nsqd.delete_channel(&t.name, &channel)
+        .map_err(|e| match e {
+            DeleteError::TopicNotFound => TOPIC_NOT_FOUND,
+            DeleteError::ChannelNotFound => CHANNEL_NOT_FOUND,
+        })?;
+    Ok(Reply::Empty)
+}
+
+/// `POST /channel/empty?topic=<t>&channel=<c>`: drops ready, in-flight and deferred
+/// messages; consumers' in-flight counts go to zero.
+async fn channel_empty(State(nsqd): Shared, uri: Uri) -> ApiResult {
+    let (t, channel) = existing_topic_and_channel(&nsqd, &uri)?;
+    t.channel(&channel).ok_or(CHANNEL_NOT_FOUND)?.empty();
+    Ok(Reply::Empty)
+}
+
+/// `/channel/pause` and `/channel/unpause` (Go also persists `nsqd.dat`; see
+/// [`set_topic_paused`]).
+fn set_channel_paused(nsqd: &Nsqd, uri: &Uri, paused: bool) -> ApiResult {
+    let (t, channel) = existing_topic_and_channel(nsqd, uri)?;
+    t.channel(&channel)
+        .ok_or(CHANNEL_NOT_FOUND)?
+        .set_paused(paused);
+    Ok(Reply::Empty)
+}
+
+async fn channel_pause(State(nsqd): Shared, uri: Uri) -> ApiResult {
+    set_channel_paused(&nsqd, &uri, true)
+}
+
+async fn channel_unpause(State(nsqd): Shared, uri: Uri) -> ApiResult {
+    set_channel_paused(&nsqd, &uri, false)
+}
+
+/// A config value as JSON, re-encoded with Go's string escaping.
+fn config_json(text: &str) -> Vec<u8> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(v) => json::to_vec(&v),
+        Err(_) => text.as_bytes().to_vec(),
+    }
+}
+
+/// `GET /config/{opt}`: the option's value as Go marshals it.
+async fn config_get(
+    State(nsqd): Shared,
+    opt: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> ApiResult {
+    let Ok(Path(opt)) = opt else {
+        return Err(INVALID_OPTION);
+    };
+    let v = nsqd.opts.http_config_value(&opt).ok_or(INVALID_OPTION)?;
+    Ok(Reply::Json(config_json(&v)))
+}
+
+/// `PUT /config/{opt}`: only `nsqlookupd_tcp_addresses` (JSON array of strings) and
+/// `log_level` (a bare level name) may be set, as in Go; the body is checked first (413
+/// `INVALID_VALUE` when empty or larger than `--max-msg-size`), then the option.
+///
+/// The value is validated and echoed back as Go does, but not applied: the options are
+/// immutable for now (there is no runtime log-level reload hook and no lookupd client yet).
+async fn config_put(
+    State(nsqd): Shared,
+    opt: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    req: Request,
+) -> ApiResult {
+    let max = limit(nsqd.opts.max_msg_size);
+    let body = read_limited(req.into_body(), max, None).await?;
+    if body.is_empty() || body.len() as u64 > max {
+        return Err(too_large("INVALID_VALUE"));
+    }
+    let Ok(Path(opt)) = opt else {
+        return Err(INVALID_OPTION);
+    };
+    let mut opts = nsqd.opts.clone();
+    opts.set_http_config_value(&opt, &body).map_err(|e| {
+        bad_request(if e == crate::config::SetConfigError::InvalidOption {
+            "INVALID_OPTION"
+        } else {
+            "INVALID_VALUE"
+        })
+    })?;
+    let v = opts.http_config_value(&opt).ok_or(INVALID_OPTION)?;
+    tracing::warn!(
+        "PUT /config/{opt} = {v}: accepted but not applied (runtime option changes are not \
+         supported yet)"
+    );
+    Ok(Reply::Json(config_json(&v)))
+}
