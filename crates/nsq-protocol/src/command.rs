@@ -79,8 +79,8 @@ impl<'a> Iterator for MpubIter<'a> {
         if self.rest.len() < 4 {
             return None;
         }
-        let n = u32::from_be_bytes([self.rest[0], self.rest[1], self.rest[2], self.rest[3]])
-            as usize;
+        let n =
+            u32::from_be_bytes([self.rest[0], self.rest[1], self.rest[2], self.rest[3]]) as usize;
         let body = self.rest.get(4..4 + n)?;
         self.rest = &self.rest[4 + n..];
         Some(body)
@@ -185,7 +185,9 @@ impl Command {
             Command::Sub { topic, channel } => {
                 encode_line(buf, b"SUB", &[topic.as_bytes(), channel.as_bytes()])
             }
-            Command::Pub { topic, body } => encode_with_body(buf, b"PUB", &[topic.as_bytes()], body),
+            Command::Pub { topic, body } => {
+                encode_with_body(buf, b"PUB", &[topic.as_bytes()], body)
+            }
             Command::Mpub { topic, batch } => {
                 encode_line(buf, b"MPUB", &[topic.as_bytes()]);
                 buf.put_u32(4 + batch.data.len() as u32);

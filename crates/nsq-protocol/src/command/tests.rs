@@ -116,22 +116,40 @@ fn errors_match_go() {
     check_err(b"RDY x\n", "E_INVALID RDY could not parse count x");
     check_err(b"FIN\n", "E_INVALID FIN insufficient number of params");
     check_err(b"FIN 123\n", "E_INVALID Invalid Message ID");
-    check_err(b"REQ 0000000000000001\n", "E_INVALID REQ insufficient number of params");
+    check_err(
+        b"REQ 0000000000000001\n",
+        "E_INVALID REQ insufficient number of params",
+    );
     check_err(
         b"REQ 0000000000000001 1.5\n",
         "E_INVALID REQ could not parse timeout 1.5",
     );
     check_err(b"TOUCH\n", "E_INVALID TOUCH insufficient number of params");
-    check_err(b"SUB t\n", "E_INVALID SUB insufficient number of parameters");
-    check_err(b"SUB t! c\n", "E_BAD_TOPIC SUB topic name \"t!\" is not valid");
-    check_err(b"SUB t c!\n", "E_BAD_CHANNEL SUB channel name \"c!\" is not valid");
+    check_err(
+        b"SUB t\n",
+        "E_INVALID SUB insufficient number of parameters",
+    );
+    check_err(
+        b"SUB t! c\n",
+        "E_BAD_TOPIC SUB topic name \"t!\" is not valid",
+    );
+    check_err(
+        b"SUB t c!\n",
+        "E_BAD_CHANNEL SUB channel name \"c!\" is not valid",
+    );
     check_err(b"PUB\n", "E_INVALID PUB insufficient number of parameters");
-    check_err(b"PUB a/b\n", "E_BAD_TOPIC PUB topic name \"a/b\" is not valid");
+    check_err(
+        b"PUB a/b\n",
+        "E_BAD_TOPIC PUB topic name \"a/b\" is not valid",
+    );
     check_err(
         b"MPUB a/b\n",
         "E_BAD_TOPIC E_BAD_TOPIC MPUB topic name \"a/b\" is not valid",
     );
-    check_err(b"DPUB t\n", "E_INVALID DPUB insufficient number of parameters");
+    check_err(
+        b"DPUB t\n",
+        "E_INVALID DPUB insufficient number of parameters",
+    );
     check_err(b"DPUB t x\n", "E_INVALID DPUB could not parse timeout x");
     check_err(b"AUTH x\n", "E_INVALID AUTH invalid number of parameters");
     check_err(
@@ -142,8 +160,14 @@ fn errors_match_go() {
         b"DPUB t 10\n\xff\xff\xff\xff",
         "E_BAD_MESSAGE DPUB invalid message body size -1",
     );
-    check_err(b"IDENTIFY\n\x00\x00\x00\x00", "E_BAD_BODY IDENTIFY invalid body size 0");
-    check_err(b"MPUB t\n\x00\x00\x00\x00", "E_BAD_BODY MPUB invalid body size 0");
+    check_err(
+        b"IDENTIFY\n\x00\x00\x00\x00",
+        "E_BAD_BODY IDENTIFY invalid body size 0",
+    );
+    check_err(
+        b"MPUB t\n\x00\x00\x00\x00",
+        "E_BAD_BODY MPUB invalid body size 0",
+    );
     check_err(
         b"MPUB t\n\x00\x00\x00\x04\x00\x00\x00\x00",
         "E_BAD_BODY MPUB invalid message count 0",
