@@ -17,11 +17,14 @@
 //! - [`names`]: topic and channel name validation, `#ephemeral`.
 //! - [`error`]: `E_*` codes and decode errors.
 //! - [`identify`]: the IDENTIFY request and response JSON.
+//! - [`lookup`]: the nsqd → nsqlookupd protocol V1 (magic, IDENTIFY/REGISTER/UNREGISTER/PING,
+//!   size-prefixed responses).
 
 pub mod command;
 pub mod error;
 pub mod frame;
 pub mod identify;
+pub mod lookup;
 pub mod message;
 pub mod names;
 

@@ -27,10 +27,8 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Deserializer, Serialize};
 
-// `super::` rather than `crate::`: until `nsq-protocol` declares this module, nsqlookupd
-// compiles this file as its own module (with `error` and `names` re-exported beside it).
-use super::error::{ErrorCode, ProtocolError};
-use super::names::{is_valid_channel_name, is_valid_topic_name};
+use crate::error::{ErrorCode, ProtocolError};
+use crate::names::{is_valid_channel_name, is_valid_topic_name};
 
 /// The 4 bytes an nsqd sends first to nsqlookupd.
 pub const MAGIC_V1: &[u8; 4] = b"  V1";
@@ -303,7 +301,10 @@ pub fn put_error(buf: &mut BytesMut, err: &ProtocolError) {
 
 /// Client side: decodes one response from the front of `buf`. Responses larger than
 /// `max_size` are an error (the stream cannot be trusted after one).
-pub fn decode_response(buf: &mut BytesMut, max_size: usize) -> Result<Option<Bytes>, ProtocolError> {
+pub fn decode_response(
+    buf: &mut BytesMut,
+    max_size: usize,
+) -> Result<Option<Bytes>, ProtocolError> {
     let Some(size) = buf.get(..4) else {
         return Ok(None);
     };
@@ -391,7 +392,10 @@ mod tests {
         let mut d = RequestDecoder::default();
         let mut buf = BytesMut::new();
         encode_identify(&mut buf, &peer());
-        assert!(matches!(d.decode(&mut buf), Ok(Some(LookupCommand::Identify(_)))));
+        assert!(matches!(
+            d.decode(&mut buf),
+            Ok(Some(LookupCommand::Identify(_)))
+        ));
         d
     }
 
@@ -569,7 +573,10 @@ mod tests {
             err(b"FOO bar\n").as_deref(),
             Some("E_INVALID invalid command FOO")
         );
-        assert_eq!(err(b"ping\n").as_deref(), Some("E_INVALID invalid command ping"));
+        assert_eq!(
+            err(b"ping\n").as_deref(),
+            Some("E_INVALID invalid command ping")
+        );
         assert_eq!(err(b"\n").as_deref(), Some("E_INVALID invalid command "));
         let long = vec![b'A'; 5000];
         assert_eq!(

@@ -1,0 +1,527 @@
+//! nsqlookupd's HTTP API, compatible with Go nsqlookupd 1.3 (`nsqlookupd/http.go`,
+//! `internal/http_api`).
+//!
+//! go-nsq, pynsq and nsqjs consumers poll `/lookup`; nsqadmin reads `/topics`, `/channels`,
+//! `/nodes` and calls the create/delete/tombstone actions; nsqd reads `/channels`. What they
+//! can observe follows Go:
+//! - Routes and methods: `/ping`, `/info`, `/debug`, `/lookup`, `/topics`, `/channels`,
+//!   `/nodes` are GET; `/topic/{create,delete,tombstone}` and `/channel/{create,delete}` are
+//!   POST. Unknown path → 404 `{"message":"NOT_FOUND"}`, wrong method → 405
+//!   `{"message":"METHOD_NOT_ALLOWED"}`. Go's `/debug/pprof` is absent (404).
+//! - Every response carries `X-NSQ-Content-Type: nsq; version=1.0` (go-nsq picks the body
+//!   format by it). JSON bodies get `Content-Type: application/json; charset=utf-8` and
+//!   Go's string escaping ([`json`]); `OK` is raw text; "no result" is an empty 200;
+//!   errors are the status plus `{"message":"<CODE>"}`.
+//! - Parameters come from the query string only, parsed like Go's `url.ParseQuery`
+//!   ([`query`]); a malformed one is 400 `INVALID_REQUEST`. Presence matters: `topic=` is an
+//!   empty topic, no `topic` is `MISSING_ARG_TOPIC`.
+//! - JSON objects that Go builds from maps have sorted keys; lists are sorted here too
+//!   (Go's are in map order) and are `[]`, never `null`, when empty.
+//! - `/lookup` lists only producers that pinged within `--inactive-producer-timeout` and
+//!   are not tombstoned for the topic (within `--tombstone-lifetime`); `/nodes` applies the
+//!   inactivity filter only and reports tombstones per topic.
+//! - Bytes that are not HTTP get hyper's `400 Bad Request` before the connection closes,
+//!   like Go's net/http.
+
+pub mod json;
+pub mod query;
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderValue, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use axum::Router;
+use nsq_protocol::names::{is_valid_channel_name, is_valid_topic_name};
+use serde::Serialize;
+
+use crate::registration_db::{Category, PeerInfo, Registration};
+use crate::Nsqlookupd;
+
+use self::query::Query;
+
+/// The header go-nsq and nsqjs look for to recognise 1.0-format bodies.
+pub const NSQ_CONTENT_TYPE_HEADER: &str = "x-nsq-content-type";
+/// Its value.
+pub const NSQ_CONTENT_TYPE_VALUE: &str = "nsq; version=1.0";
+const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
+const TEXT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+
+/// What Go's `time.Time{}.UnixNano()` returns: `/debug`'s `tombstoned_at` for a producer
+/// that was never tombstoned.
+pub const GO_ZERO_TIME_UNIX_NANO: i64 = -6_795_364_578_871_345_152;
+
+/// An API error: the status and the `message` code Go answers with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// The `message` field, e.g. `MISSING_ARG_TOPIC`.
+    pub message: Cow<'static, str>,
+}
+
+impl ApiError {
+    /// An error with a fixed code.
+    pub const fn new(status: StatusCode, message: &'static str) -> ApiError {
+        ApiError {
+            status,
+            message: Cow::Borrowed(message),
+        }
+    }
+}
+
+const fn bad_request(message: &'static str) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, message)
+}
+
+const INVALID_REQUEST: ApiError = bad_request("INVALID_REQUEST");
+const MISSING_ARG_TOPIC: ApiError = bad_request("MISSING_ARG_TOPIC");
+const INVALID_ARG_TOPIC: ApiError = bad_request("INVALID_ARG_TOPIC");
+const MISSING_ARG_CHANNEL: ApiError = bad_request("MISSING_ARG_CHANNEL");
+const INVALID_ARG_CHANNEL: ApiError = bad_request("INVALID_ARG_CHANNEL");
+const MISSING_ARG_NODE: ApiError = bad_request("MISSING_ARG_NODE");
+const TOPIC_NOT_FOUND: ApiError = ApiError::new(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND");
+const CHANNEL_NOT_FOUND: ApiError = ApiError::new(StatusCode::NOT_FOUND, "CHANNEL_NOT_FOUND");
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        #[derive(Serialize)]
+        struct Message<'a> {
+            message: &'a str,
+        }
+        let body = json::to_vec(&Message {
+            message: &self.message,
+        });
+        with_content_type(self.status, JSON_CONTENT_TYPE, body)
+    }
+}
+
+/// A successful result, written as Go's `RespondV1` writes it.
+#[derive(Debug)]
+pub enum Reply {
+    /// A string result (`OK`): written raw.
+    Text(&'static str),
+    /// A value: JSON bytes.
+    Json(Vec<u8>),
+    /// No result: an empty body.
+    Empty,
+}
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        match self {
+            Reply::Text(s) => with_content_type(StatusCode::OK, TEXT_CONTENT_TYPE, s),
+            Reply::Json(b) => with_content_type(StatusCode::OK, JSON_CONTENT_TYPE, b),
+            // Go's net/http sets no Content-Type when nothing is written.
+            Reply::Empty => Response::new(Body::empty()),
+        }
+    }
+}
+
+fn with_content_type(status: StatusCode, ct: &'static str, body: impl Into<Body>) -> Response {
+    let mut res = Response::new(body.into());
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    res
+}
+
+type ApiResult = Result<Reply, ApiError>;
+type Shared = State<Arc<Nsqlookupd>>;
+
+/// The routing table. Every response, fallbacks included, gets the `X-NSQ-Content-Type`
+/// header from the outermost layer.
+pub fn router(lookupd: Arc<Nsqlookupd>) -> Router {
+    Router::new()
+        .route("/ping", get(ping))
+        .route("/info", get(info))
+        .route("/debug", get(debug))
+        .route("/lookup", get(lookup))
+        .route("/topics", get(topics))
+        .route("/channels", get(channels))
+        .route("/nodes", get(nodes))
+        .route("/topic/create", post(topic_create))
+        .route("/topic/delete", post(topic_delete))
+        .route("/topic/tombstone", post(topic_tombstone))
+        .route("/channel/create", post(channel_create))
+        .route("/channel/delete", post(channel_delete))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
+        })
+        .layer(middleware::from_fn(decorate))
+        .with_state(lookupd)
+}
+
+/// Serves HTTP on `listener` until shutdown, then lets requests in progress finish.
+pub async fn serve(lookupd: Arc<Nsqlookupd>, listener: tokio::net::TcpListener) {
+    let addr = listener.local_addr().ok();
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let app = router(lookupd.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let shutdown = lookupd.shutdown.clone();
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(e) = result {
+        tracing::error!("HTTP: serve() failed - {e}");
+    }
+    match addr {
+        Some(a) => tracing::info!("HTTP: closing {a}"),
+        None => tracing::info!("HTTP: closing"),
+    }
+}
+
+/// Adds the V1 header and logs the request as Go's `http_api.Log` does:
+/// `<status> <method> <uri> (<peer>) <elapsed>`. `/lookup` and `/ping` are polled
+/// constantly, so they are logged at debug level.
+async fn decorate(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_default();
+    let mut res = next.run(req).await;
+    res.headers_mut().insert(
+        NSQ_CONTENT_TYPE_HEADER,
+        HeaderValue::from_static(NSQ_CONTENT_TYPE_VALUE),
+    );
+    let status = res.status().as_u16();
+    let elapsed = start.elapsed();
+    if matches!(uri.path(), "/lookup" | "/ping") {
+        tracing::debug!("{status} {method} {uri} ({peer}) {elapsed:?}");
+    } else {
+        tracing::info!("{status} {method} {uri} ({peer}) {elapsed:?}");
+    }
+    res
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+fn query(uri: &Uri) -> Result<Query, ApiError> {
+    Query::parse_strict(uri.query()).map_err(|e| {
+        tracing::error!("failed to parse request params - {e}");
+        INVALID_REQUEST
+    })
+}
+
+/// Go's `http_api.GetTopicChannelArgs`.
+fn topic_channel_args(q: &Query) -> Result<(&str, &str), ApiError> {
+    let topic = q.get("topic").ok_or(MISSING_ARG_TOPIC)?;
+    if !is_valid_topic_name(topic.as_bytes()) {
+        return Err(INVALID_ARG_TOPIC);
+    }
+    let channel = q.get("channel").ok_or(MISSING_ARG_CHANNEL)?;
+    if !is_valid_channel_name(channel.as_bytes()) {
+        return Err(INVALID_ARG_CHANNEL);
+    }
+    Ok((topic, channel))
+}
+
+fn keys(regs: Vec<Registration>) -> Vec<String> {
+    regs.into_iter().map(|r| r.key).collect()
+}
+
+fn subkeys(regs: Vec<Registration>) -> Vec<String> {
+    regs.into_iter().map(|r| r.subkey).collect()
+}
+
+/// Go's `PeerInfo` JSON.
+#[derive(Serialize)]
+struct PeerJson<'a> {
+    remote_address: &'a str,
+    hostname: &'a str,
+    broadcast_address: &'a str,
+    tcp_port: i64,
+    http_port: i64,
+    version: &'a str,
+    topology_zone: &'a str,
+    topology_region: &'a str,
+}
+
+impl<'a> From<&'a PeerInfo> for PeerJson<'a> {
+    fn from(p: &'a PeerInfo) -> Self {
+        PeerJson {
+            remote_address: &p.remote_address,
+            hostname: &p.hostname,
+            broadcast_address: &p.broadcast_address,
+            tcp_port: p.tcp_port,
+            http_port: p.http_port,
+            version: &p.version,
+            topology_zone: &p.topology_zone,
+            topology_region: &p.topology_region,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers
+// ---------------------------------------------------------------------------------------------
+
+/// `GET /ping`: `OK`.
+async fn ping() -> Reply {
+    Reply::Text("OK")
+}
+
+/// `GET /info`: `{"version":"1.3.0"}`.
+async fn info() -> ApiResult {
+    #[derive(Serialize)]
+    struct Info {
+        version: &'static str,
+    }
+    Ok(Reply::Json(json::to_vec(&Info {
+        version: crate::config::NSQ_VERSION,
+    })))
+}
+
+/// `GET /topics`: every topic registration, with or without producers.
+async fn topics(State(l): Shared) -> ApiResult {
+    #[derive(Serialize)]
+    struct Topics {
+        topics: Vec<String>,
+    }
+    let topics = keys(l.db().find_registrations(Category::Topic, "*", ""));
+    Ok(Reply::Json(json::to_vec(&Topics { topics })))
+}
+
+/// `GET /channels?topic=<t>`: the topic's channel registrations (`[]` for an unknown
+/// topic; the name is not validated, as in Go).
+async fn channels(State(l): Shared, uri: Uri) -> ApiResult {
+    #[derive(Serialize)]
+    struct Channels {
+        channels: Vec<String>,
+    }
+    let q = query(&uri)?;
+    let topic = q.get("topic").ok_or(MISSING_ARG_TOPIC)?;
+    let channels = subkeys(l.db().find_registrations(Category::Channel, topic, "*"));
+    Ok(Reply::Json(json::to_vec(&Channels { channels })))
+}
+
+/// `GET /lookup?topic=<t>`: the topic's channels and its active, non-tombstoned producers;
+/// 404 `TOPIC_NOT_FOUND` when the topic is not registered at all.
+async fn lookup(State(l): Shared, uri: Uri) -> ApiResult {
+    #[derive(Serialize)]
+    struct Lookup<'a> {
+        channels: Vec<String>,
+        producers: Vec<PeerJson<'a>>,
+    }
+    let q = query(&uri)?;
+    let topic = q.get("topic").ok_or(MISSING_ARG_TOPIC)?;
+    let now = l.clock.now();
+    let db = l.db();
+    if db.find_registrations(Category::Topic, topic, "").is_empty() {
+        return Err(TOPIC_NOT_FOUND);
+    }
+    let channels = subkeys(db.find_registrations(Category::Channel, topic, "*"));
+    let producers = db
+        .find_active_producers(
+            Category::Topic,
+            topic,
+            "",
+            now,
+            l.inactive_producer_timeout(),
+            l.tombstone_lifetime(),
+        )
+        .into_iter()
+        .map(|p| PeerJson::from(p.peer))
+        .collect();
+    let body = json::to_vec(&Lookup {
+        channels,
+        producers,
+    });
+    Ok(Reply::Json(body))
+}
+
+/// `GET /nodes`: every active nsqd (by inactivity only) with its topics and, per topic,
+/// whether it is tombstoned there.
+async fn nodes(State(l): Shared) -> ApiResult {
+    #[derive(Serialize)]
+    struct Node<'a> {
+        remote_address: &'a str,
+        hostname: &'a str,
+        broadcast_address: &'a str,
+        tcp_port: i64,
+        http_port: i64,
+        version: &'a str,
+        topology_zone: &'a str,
+        topology_region: &'a str,
+        tombstones: Vec<bool>,
+        topics: Vec<String>,
+    }
+    #[derive(Serialize)]
+    struct Nodes<'a> {
+        producers: Vec<Node<'a>>,
+    }
+    let now = l.clock.now();
+    let lifetime = l.tombstone_lifetime();
+    let db = l.db();
+    let mut producers = Vec::new();
+    for p in db.find_active_producers(
+        Category::Client,
+        "",
+        "",
+        now,
+        l.inactive_producer_timeout(),
+        0,
+    ) {
+        let peer = p.peer;
+        let topics: Vec<String> = db
+            .lookup_registrations(&peer.id)
+            .into_iter()
+            .filter(|r| r.is_match(Category::Topic, "*", ""))
+            .map(|r| r.key)
+            .collect();
+        let tombstones = topics
+            .iter()
+            .map(|t| {
+                db.find_producers(Category::Topic, t, "")
+                    .iter()
+                    .find(|tp| tp.peer.id == peer.id)
+                    .is_some_and(|tp| tp.is_tombstoned(now, lifetime))
+            })
+            .collect();
+        producers.push(Node {
+            remote_address: &peer.remote_address,
+            hostname: &peer.hostname,
+            broadcast_address: &peer.broadcast_address,
+            tcp_port: peer.tcp_port,
+            http_port: peer.http_port,
+            version: &peer.version,
+            topology_zone: &peer.topology_zone,
+            topology_region: &peer.topology_region,
+            tombstones,
+            topics,
+        });
+    }
+    Ok(Reply::Json(json::to_vec(&Nodes { producers })))
+}
+
+/// `POST /topic/create?topic=<t>`: a topic registration without producers.
+async fn topic_create(State(l): Shared, uri: Uri) -> ApiResult {
+    let q = query(&uri)?;
+    let topic = q.get("topic").ok_or(MISSING_ARG_TOPIC)?;
+    if !is_valid_topic_name(topic.as_bytes()) {
+        return Err(INVALID_ARG_TOPIC);
+    }
+    tracing::info!("DB: adding topic({topic})");
+    l.db().add_registration(Registration::topic(topic));
+    Ok(Reply::Empty)
+}
+
+/// `POST /topic/delete?topic=<t>`: removes the topic's channel registrations and the topic
+/// registration, producers and all (200 even when there was nothing to remove).
+async fn topic_delete(State(l): Shared, uri: Uri) -> ApiResult {
+    let q = query(&uri)?;
+    let topic = q.get("topic").ok_or(MISSING_ARG_TOPIC)?;
+    let mut db = l.db();
+    for r in db.find_registrations(Category::Channel, topic, "*") {
+        tracing::info!("DB: removing channel({}) from topic({topic})", r.subkey);
+        db.remove_registration(&r);
+    }
+    for r in db.find_registrations(Category::Topic, topic, "") {
+        tracing::info!("DB: removing topic({topic})");
+        db.remove_registration(&r);
+    }
+    Ok(Reply::Empty)
+}
+
+/// `POST /topic/tombstone?topic=<t>&node=<broadcast_address:http_port>`: hides that nsqd
+/// from `/lookup` for the topic for `--tombstone-lifetime`, so it can delete the topic
+/// without consumers rediscovering it.
+async fn topic_tombstone(State(l): Shared, uri: Uri) -> ApiResult {
+    let q = query(&uri)?;
+    let topic = q.get("topic").ok_or(MISSING_ARG_TOPIC)?;
+    let node = q.get("node").ok_or(MISSING_ARG_NODE)?;
+    tracing::info!("DB: setting tombstone for producer@{node} of topic({topic})");
+    let now = l.clock.now();
+    l.db().tombstone(topic, node, now);
+    Ok(Reply::Empty)
+}
+
+/// `POST /channel/create?topic=<t>&channel=<c>`: channel and topic registrations without
+/// producers.
+async fn channel_create(State(l): Shared, uri: Uri) -> ApiResult {
+    let q = query(&uri)?;
+    let (topic, channel) = topic_channel_args(&q)?;
+    let mut db = l.db();
+    tracing::info!("DB: adding channel({channel}) in topic({topic})");
+    db.add_registration(Registration::channel(topic, channel));
+    tracing::info!("DB: adding topic({topic})");
+    db.add_registration(Registration::topic(topic));
+    Ok(Reply::Empty)
+}
+
+/// `POST /channel/delete?topic=<t>&channel=<c>`: 404 `CHANNEL_NOT_FOUND` if not registered.
+async fn channel_delete(State(l): Shared, uri: Uri) -> ApiResult {
+    let q = query(&uri)?;
+    let (topic, channel) = topic_channel_args(&q)?;
+    let mut db = l.db();
+    if !db.remove_registration(&Registration::channel(topic, channel)) {
+        return Err(CHANNEL_NOT_FOUND);
+    }
+    tracing::info!("DB: removing channel({channel}) from topic({topic})");
+    Ok(Reply::Empty)
+}
+
+/// `GET /debug`: every registration that has producers, keyed `category:key:subkey`, with
+/// each producer's peer info, last update and tombstone (times in Unix nanoseconds).
+async fn debug(State(l): Shared) -> ApiResult {
+    // Go marshals a map per producer, so keys are in sorted order.
+    #[derive(Serialize)]
+    struct Entry<'a> {
+        broadcast_address: &'a str,
+        hostname: &'a str,
+        http_port: i64,
+        id: &'a str,
+        last_update: i64,
+        tcp_port: i64,
+        tombstoned: bool,
+        tombstoned_at: i64,
+        topology_region: &'a str,
+        topology_zone: &'a str,
+        version: &'a str,
+    }
+    let db = l.db();
+    let mut out: BTreeMap<String, Vec<Entry<'_>>> = BTreeMap::new();
+    for (r, producers) in db.dump() {
+        if producers.is_empty() {
+            continue;
+        }
+        let list = producers
+            .into_iter()
+            .map(|p| Entry {
+                broadcast_address: &p.peer.broadcast_address,
+                hostname: &p.peer.hostname,
+                http_port: p.peer.http_port,
+                id: &p.peer.id,
+                last_update: l.clock.unix_nanos(p.peer.last_update),
+                tcp_port: p.peer.tcp_port,
+                tombstoned: p.tombstoned_at.is_some(),
+                tombstoned_at: p
+                    .tombstoned_at
+                    .map_or(GO_ZERO_TIME_UNIX_NANO, |t| l.clock.unix_nanos(t)),
+                topology_region: &p.peer.topology_region,
+                topology_zone: &p.peer.topology_zone,
+                version: &p.peer.version,
+            })
+            .collect();
+        out.insert(format!("{}:{}:{}", r.category, r.key, r.subkey), list);
+    }
+    Ok(Reply::Json(json::to_vec(&out)))
+}

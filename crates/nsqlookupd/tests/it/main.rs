@@ -1,0 +1,10 @@
+//! The single integration-test binary: runs the real `nsqlookupd` on loopback.
+
+/// Malformed and hostile input; the daemon keeps serving.
+mod bad_input;
+/// Flags, config file, version, signals, HTTP port hygiene.
+mod cli;
+/// Spawning the binary, raw V1 and HTTP clients.
+mod harness;
+/// Registration flows over TCP as seen through the HTTP API.
+mod registration;
