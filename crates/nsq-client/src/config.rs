@@ -1,0 +1,413 @@
+//! Client configuration with go-nsq's option names and defaults (go-nsq `config.go`).
+
+use std::time::Duration;
+
+use nsq_protocol::identify::IdentifyRequest;
+
+use crate::error::{Error, Result};
+
+/// Configuration shared by [`Producer`](crate::Producer) and [`Consumer`](crate::Consumer).
+///
+/// Field names are the snake_case go-nsq option names, and defaults match go-nsq. Fields are
+/// public: start from [`Config::default`] (or [`Config::new`]) and assign, or apply textual
+/// `key,value` options with [`Config::set`] (what the tools' `--consumer-opt` /
+/// `--producer-opt` flags do).
+///
+/// ```
+/// use std::time::Duration;
+/// let mut config = nsq_client::Config::new();
+/// config.max_in_flight = 32;
+/// config.set("msg_timeout", "30s").unwrap();
+/// config.set("max-attempts", "10").unwrap(); // '-' and '_' are interchangeable
+/// assert_eq!(config.msg_timeout, Some(Duration::from_secs(30)));
+/// assert_eq!(config.max_attempts, 10);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Timeout for establishing a TCP connection (go-nsq `dial_timeout`, 1s).
+    pub dial_timeout: Duration,
+    /// Deadline for receiving the next frame; must exceed `heartbeat_interval`
+    /// (go-nsq `read_timeout`, 60s).
+    pub read_timeout: Duration,
+    /// Deadline for each socket write (go-nsq `write_timeout`, 1s).
+    pub write_timeout: Duration,
+    /// How often a consumer polls its nsqlookupd instances (go-nsq `lookupd_poll_interval`, 60s).
+    pub lookupd_poll_interval: Duration,
+    /// Fraction of `lookupd_poll_interval` used as a random delay before the first periodic
+    /// poll, so that consumers started together do not poll in step
+    /// (go-nsq `lookupd_poll_jitter`, 0.3).
+    pub lookupd_poll_jitter: f64,
+    /// Timeout for one nsqlookupd HTTP request (go-nsq `lookupd_poll_timeout`, 60s).
+    pub lookupd_poll_timeout: Duration,
+    /// Upper bound for the delay of a requeue computed from `default_requeue_delay`
+    /// (go-nsq `max_requeue_delay`, 15m).
+    pub max_requeue_delay: Duration,
+    /// Requeue delay unit: `requeue(None)` delays by `default_requeue_delay × attempts`,
+    /// capped at `max_requeue_delay` (go-nsq `default_requeue_delay`, 90s).
+    pub default_requeue_delay: Duration,
+    /// Backoff duration unit: at backoff level `n` the consumer pauses for
+    /// `backoff_multiplier × 2^n` (go-nsq `backoff_multiplier`, 1s).
+    pub backoff_multiplier: Duration,
+    /// Longest backoff pause (go-nsq `max_backoff_duration`, 2m).
+    pub max_backoff_duration: Duration,
+    /// Messages delivered more often than this are logged and finished without being handed
+    /// to the application; 0 means unlimited (go-nsq `max_attempts`, 5).
+    pub max_attempts: u16,
+    /// When there are more connections than `max_in_flight`, a connection that received no
+    /// message for this long gives its RDY to another connection
+    /// (go-nsq `low_rdy_idle_timeout`, 10s).
+    pub low_rdy_idle_timeout: Duration,
+    /// Sent in IDENTIFY (go-nsq `client_id`; default: the short host name).
+    pub client_id: String,
+    /// Sent in IDENTIFY (go-nsq `hostname`; default: the host name).
+    pub hostname: String,
+    /// Sent in IDENTIFY (go-nsq `user_agent`; default `nsq-rs-client/<version>`).
+    pub user_agent: String,
+    /// Requested heartbeat interval; `None` disables heartbeats (consumers need them)
+    /// (go-nsq `heartbeat_interval`, 30s).
+    pub heartbeat_interval: Option<Duration>,
+    /// Percentage (0–99) of the channel's messages to receive; 0 disables sampling
+    /// (go-nsq `sample_rate`).
+    pub sample_rate: u8,
+    /// Server-side output buffer size in bytes; `-1` disables buffering, 0 means the server's
+    /// default (go-nsq `output_buffer_size`, 16384).
+    pub output_buffer_size: i64,
+    /// Server-side output buffer flush timeout; `None` disables it (go-nsq
+    /// `output_buffer_timeout`, 250ms).
+    pub output_buffer_timeout: Option<Duration>,
+    /// Consumer: the maximum number of messages in flight across all connections
+    /// (go-nsq `max_in_flight`, 1).
+    pub max_in_flight: u64,
+    /// Per-connection message timeout; `None` uses the server's `--msg-timeout`
+    /// (go-nsq `msg_timeout`).
+    pub msg_timeout: Option<Duration>,
+    /// Consumer (nsq-rs): when a [`Message`](crate::Message) is dropped without having been
+    /// finished or requeued, requeue it (default delay, with backoff) as go-nsq does for a
+    /// handler that neither finished nor disabled auto-response. When false, a dropped
+    /// message is left alone and nsqd redelivers it after `msg_timeout`. Default true.
+    pub requeue_on_drop: bool,
+    /// Consumer (nsq-rs): how long `stop()` waits for in-flight messages to be finished or
+    /// requeued before closing the connections anyway. Default 30s.
+    pub stop_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let hostname = gethostname::gethostname().to_string_lossy().into_owned();
+        let client_id = hostname.split('.').next().unwrap_or("").to_owned();
+        Config {
+            dial_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(1),
+            lookupd_poll_interval: Duration::from_secs(60),
+            lookupd_poll_jitter: 0.3,
+            lookupd_poll_timeout: Duration::from_secs(60),
+            max_requeue_delay: Duration::from_secs(15 * 60),
+            default_requeue_delay: Duration::from_secs(90),
+            backoff_multiplier: Duration::from_secs(1),
+            max_backoff_duration: Duration::from_secs(120),
+            max_attempts: 5,
+            low_rdy_idle_timeout: Duration::from_secs(10),
+            client_id,
+            hostname,
+            user_agent: format!("nsq-rs-client/{}", env!("CARGO_PKG_VERSION")),
+            heartbeat_interval: Some(Duration::from_secs(30)),
+            sample_rate: 0,
+            output_buffer_size: 16384,
+            output_buffer_timeout: Some(Duration::from_millis(250)),
+            max_in_flight: 1,
+            msg_timeout: None,
+            requeue_on_drop: true,
+            stop_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Config {
+    /// The defaults (same as [`Config::default`]).
+    pub fn new() -> Config {
+        Config::default()
+    }
+
+    /// Sets one option from text, by its go-nsq name (`-` and `_` are interchangeable).
+    ///
+    /// Durations use Go syntax (`"250ms"`, `"1m30s"`), booleans Go's `strconv.ParseBool`
+    /// spellings. go-nsq options for features not implemented yet (`tls_v1`, `snappy`,
+    /// `deflate`, `auth_secret`, ...) are rejected with [`Error::Unsupported`] unless they
+    /// ask for the feature to be off.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let key = key.trim().replace('-', "_");
+        let value = value.trim();
+        let bad = |what: &str| Error::Config(format!("{key}: {what} ({value:?})"));
+        let dur = || parse_go_duration(value).map_err(|e| bad(&e));
+        let int = || value.parse::<i64>().map_err(|_| bad("not an integer"));
+        let boolean = || parse_go_bool(value).ok_or_else(|| bad("not a boolean"));
+        match key.as_str() {
+            "dial_timeout" => self.dial_timeout = dur()?,
+            "read_timeout" => self.read_timeout = dur()?,
+            "write_timeout" => self.write_timeout = dur()?,
+            "lookupd_poll_interval" => self.lookupd_poll_interval = dur()?,
+            "lookupd_poll_jitter" => {
+                let f: f64 = value.parse().map_err(|_| bad("not a number"))?;
+                if !(0.0..=1.0).contains(&f) {
+                    return Err(bad("must be between 0 and 1"));
+                }
+                self.lookupd_poll_jitter = f;
+            }
+            "lookupd_poll_timeout" => self.lookupd_poll_timeout = dur()?,
+            "max_requeue_delay" => self.max_requeue_delay = dur()?,
+            "default_requeue_delay" => self.default_requeue_delay = dur()?,
+            "backoff_multiplier" => self.backoff_multiplier = dur()?,
+            "max_backoff_duration" => self.max_backoff_duration = dur()?,
+            "max_attempts" => {
+                self.max_attempts = u16::try_from(int()?).map_err(|_| bad("out of range"))?
+            }
+            "low_rdy_idle_timeout" => self.low_rdy_idle_timeout = dur()?,
+            "client_id" => self.client_id = value.to_owned(),
+            "hostname" => self.hostname = value.to_owned(),
+            "user_agent" => self.user_agent = value.to_owned(),
+            "heartbeat_interval" => {
+                self.heartbeat_interval = if value.starts_with('-') {
+                    None
+                } else {
+                    Some(dur()?)
+                }
+            }
+            "sample_rate" => {
+                let n = int()?;
+                if !(0..=99).contains(&n) {
+                    return Err(bad("must be between 0 and 99"));
+                }
+                self.sample_rate = n as u8;
+            }
+            "output_buffer_size" => self.output_buffer_size = int()?,
+            "output_buffer_timeout" => {
+                self.output_buffer_timeout = if value.starts_with('-') {
+                    None
+                } else {
+                    Some(dur()?)
+                }
+            }
+            "max_in_flight" => {
+                self.max_in_flight = u64::try_from(int()?).map_err(|_| bad("out of range"))?
+            }
+            "msg_timeout" => {
+                let d = dur()?;
+                self.msg_timeout = if d.is_zero() { None } else { Some(d) };
+            }
+            "requeue_on_drop" => self.requeue_on_drop = boolean()?,
+            "stop_timeout" => self.stop_timeout = dur()?,
+            // go-nsq options without an effect here: accepted so shared option lists work.
+            "low_rdy_timeout" | "rdy_redistribute_interval" | "backoff_strategy" => {}
+            "tls_v1" | "snappy" | "deflate" => {
+                if boolean()? {
+                    return Err(Error::Unsupported(key));
+                }
+            }
+            "deflate_level" => {
+                int()?;
+            }
+            "auth_secret"
+            | "tls_root_ca_file"
+            | "tls_insecure_skip_verify"
+            | "tls_cert"
+            | "tls_key"
+            | "tls_min_version"
+            | "local_addr" => return Err(Error::Unsupported(key)),
+            _ => return Err(Error::Config(format!("unknown option {key:?}"))),
+        }
+        Ok(())
+    }
+
+    /// Checks the relations between options (e.g. heartbeats vs. read timeout).
+    pub fn validate(&self) -> Result<()> {
+        if let Some(hb) = self.heartbeat_interval {
+            if !hb.is_zero() && hb >= self.read_timeout {
+                return Err(Error::Config(format!(
+                    "heartbeat_interval ({hb:?}) must be less than read_timeout ({:?})",
+                    self.read_timeout
+                )));
+            }
+        }
+        if self.sample_rate > 99 {
+            return Err(Error::Config("sample_rate must be between 0 and 99".into()));
+        }
+        if !(0.0..=1.0).contains(&self.lookupd_poll_jitter) {
+            return Err(Error::Config(
+                "lookupd_poll_jitter must be between 0 and 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The IDENTIFY body for this configuration. We always negotiate features (to learn the
+    /// server's `max_rdy_count`) and never ask for TLS or compression yet.
+    pub(crate) fn identify_request(&self) -> IdentifyRequest {
+        IdentifyRequest {
+            client_id: Some(self.client_id.clone()),
+            hostname: Some(self.hostname.clone()),
+            user_agent: Some(self.user_agent.clone()),
+            feature_negotiation: Some(true),
+            heartbeat_interval: Some(match self.heartbeat_interval {
+                Some(d) => d.as_millis() as i64,
+                None => -1,
+            }),
+            output_buffer_size: Some(self.output_buffer_size),
+            output_buffer_timeout: Some(match self.output_buffer_timeout {
+                Some(d) => d.as_millis() as i64,
+                None => -1,
+            }),
+            tls_v1: Some(false),
+            snappy: Some(false),
+            deflate: Some(false),
+            deflate_level: None,
+            sample_rate: Some(self.sample_rate as i64),
+            msg_timeout: Some(self.msg_timeout.map_or(0, |d| d.as_millis() as i64)),
+            topology_region: None,
+            topology_zone: None,
+        }
+    }
+
+    /// go-nsq's linear requeue delay: `default_requeue_delay × attempts`, capped.
+    pub(crate) fn default_requeue_delay_for(&self, attempts: u16) -> Duration {
+        self.default_requeue_delay
+            .saturating_mul(u32::from(attempts.max(1)))
+            .min(self.max_requeue_delay)
+    }
+}
+
+/// Go's `strconv.ParseBool`.
+fn parse_go_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// Go's `time.ParseDuration` for non-negative values (`"1h2m3.5s"`, `"250ms"`, `"0"`).
+pub(crate) fn parse_go_duration(s: &str) -> std::result::Result<Duration, String> {
+    let s = s.strip_prefix('+').unwrap_or(s);
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if s.is_empty() || s.starts_with('-') {
+        return Err("invalid duration".into());
+    }
+    let mut total: f64 = 0.0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(num_len);
+        if num.is_empty() || num == "." {
+            return Err("invalid duration".into());
+        }
+        let n: f64 = num.parse().map_err(|_| "invalid duration".to_string())?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let nanos_per = match unit {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            "" => return Err("missing unit in duration".into()),
+            _ => return Err(format!("unknown unit {unit:?} in duration")),
+        };
+        total += n * nanos_per;
+        rest = tail;
+    }
+    if total > i64::MAX as f64 {
+        return Err("duration out of range".into());
+    }
+    Ok(Duration::from_nanos(total.round() as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_go_nsq() {
+        let c = Config::default();
+        assert_eq!(c.max_in_flight, 1);
+        assert_eq!(c.msg_timeout, None);
+        assert_eq!(c.heartbeat_interval, Some(Duration::from_secs(30)));
+        assert_eq!(c.read_timeout, Duration::from_secs(60));
+        assert_eq!(c.write_timeout, Duration::from_secs(1));
+        assert_eq!(c.lookupd_poll_interval, Duration::from_secs(60));
+        assert_eq!(c.lookupd_poll_jitter, 0.3);
+        assert_eq!(c.max_attempts, 5);
+        assert_eq!(c.default_requeue_delay, Duration::from_secs(90));
+        assert_eq!(c.max_requeue_delay, Duration::from_secs(900));
+        assert_eq!(c.backoff_multiplier, Duration::from_secs(1));
+        assert_eq!(c.max_backoff_duration, Duration::from_secs(120));
+        assert_eq!(c.low_rdy_idle_timeout, Duration::from_secs(10));
+        assert!(c.user_agent.starts_with("nsq-rs-client/"));
+        assert!(!c.hostname.is_empty());
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn set_parses_go_names_and_values() {
+        let mut c = Config::default();
+        c.set("max_in_flight", "200").unwrap();
+        c.set("msg-timeout", "1m30s").unwrap();
+        c.set("heartbeat_interval", "5s").unwrap();
+        c.set("output_buffer_timeout", "100ms").unwrap();
+        c.set("lookupd_poll_jitter", "0.5").unwrap();
+        c.set("sample_rate", "10").unwrap();
+        c.set("snappy", "false").unwrap();
+        c.set("requeue_on_drop", "f").unwrap();
+        assert_eq!(c.max_in_flight, 200);
+        assert_eq!(c.msg_timeout, Some(Duration::from_secs(90)));
+        assert_eq!(c.heartbeat_interval, Some(Duration::from_secs(5)));
+        assert_eq!(c.output_buffer_timeout, Some(Duration::from_millis(100)));
+        assert_eq!(c.lookupd_poll_jitter, 0.5);
+        assert_eq!(c.sample_rate, 10);
+        assert!(!c.requeue_on_drop);
+        assert!(matches!(
+            c.set("snappy", "true"),
+            Err(Error::Unsupported(_))
+        ));
+        assert!(matches!(c.set("nope", "1"), Err(Error::Config(_))));
+        assert!(matches!(c.set("msg_timeout", "30"), Err(Error::Config(_))));
+        assert!(matches!(c.set("sample_rate", "100"), Err(Error::Config(_))));
+        assert!(matches!(
+            c.set("max_in_flight", "-1"),
+            Err(Error::Config(_))
+        ));
+    }
+
+    #[test]
+    fn go_durations() {
+        let ok = [
+            ("0", Duration::ZERO),
+            ("250ms", Duration::from_millis(250)),
+            ("1.5s", Duration::from_millis(1500)),
+            ("1h2m3s", Duration::from_secs(3723)),
+            ("100us", Duration::from_micros(100)),
+            ("10ns", Duration::from_nanos(10)),
+        ];
+        for (s, d) in ok {
+            assert_eq!(parse_go_duration(s), Ok(d), "{s}");
+        }
+        for s in ["", "5", "-1s", "5d", "s", ".s"] {
+            assert!(parse_go_duration(s).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn requeue_delay_is_linear_and_capped() {
+        let c = Config::default();
+        assert_eq!(c.default_requeue_delay_for(1), Duration::from_secs(90));
+        assert_eq!(c.default_requeue_delay_for(3), Duration::from_secs(270));
+        assert_eq!(c.default_requeue_delay_for(100), Duration::from_secs(900));
+    }
+}
