@@ -252,6 +252,18 @@ impl DataDir {
 
     /// Replaces a queue's contents with `msgs` and syncs it.
     fn write_queue(&self, name: &str, msgs: &[MsgRef]) -> Result<(), PersistError> {
+        if msgs.is_empty() {
+            // Nothing to keep: remove leftover files if there are any, and otherwise touch
+            // nothing, so a shutdown with 10,000 idle topics costs no fsyncs.
+            if self
+                .path
+                .join(format!("{name}.diskqueue.meta.dat"))
+                .exists()
+            {
+                self.remove_queue(name);
+            }
+            return Ok(());
+        }
         let mut q = DiskQueue::open(&self.path, name, self.queue_opts.clone())?;
         q.empty()?;
         let mut buf = BytesMut::new();
