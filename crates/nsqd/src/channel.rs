@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::ClientInfo;
 use crate::clock::Clock;
+use crate::durable::{journal_op, Store};
 use crate::persist::DataDir;
+use nsq_store::ChannelJournal;
 use crate::state::channel::ChannelState;
 
 /// Why a consumer could not be added.
@@ -59,6 +61,16 @@ pub struct Channel {
     clock: Clock,
     /// Where this channel's queue files live (`None` for ephemeral channels or no data dir).
     data: Option<Arc<DataDir>>,
+    /// Durable mode: the log writer, the topic's log end, and this channel's journal.
+    durable: Option<Durable>,
+}
+
+/// A durable channel's journal and what it needs to restart it (on empty).
+pub(crate) struct Durable {
+    store: Arc<Store>,
+    log_end: Arc<AtomicU64>,
+    /// `None` once deleted.
+    pub(crate) journal: Mutex<Option<ChannelJournal>>,
 }
 
 impl Channel {
@@ -70,6 +82,7 @@ impl Channel {
         clock: Clock,
         paused: bool,
         data: Option<Arc<DataDir>>,
+        journal: Option<(Arc<Store>, Arc<AtomicU64>, Mutex<Option<ChannelJournal>>)>,
     ) -> Arc<Channel> {
         let ephemeral = nsq_protocol::names::is_ephemeral(name);
         let data = if ephemeral { None } else { data };
@@ -91,6 +104,11 @@ impl Channel {
             exiting: AtomicBool::new(false),
             clock,
             data,
+            durable: journal.map(|(store, log_end, journal)| Durable {
+                store,
+                log_end,
+                journal,
+            }),
         });
         tokio::spawn(timer_loop(ch.clone()));
         ch
@@ -170,6 +188,33 @@ impl Channel {
         }
     }
 
+    /// The durable-mode journal, if any.
+    pub(crate) fn durable(&self) -> Option<&Durable> {
+        self.durable.as_ref()
+    }
+
+    /// Journals acks for finished messages (durable mode; no-op otherwise).
+    pub fn journal_acks(&self, positions: &[u64]) {
+        if positions.is_empty() {
+            return;
+        }
+        if let Some(d) = &self.durable {
+            journal_op(&d.journal, "ack", |j| {
+                for &p in positions {
+                    j.ack(p)?;
+                }
+                Ok(())
+            });
+        }
+    }
+
+    /// Journals a delayed requeue so its due time survives a restart (durable mode).
+    pub fn journal_defer(&self, pos: u64, due_unix_ns: i64, attempts: u16) {
+        if let Some(d) = &self.durable {
+            journal_op(&d.journal, "defer", |j| j.defer(pos, due_unix_ns, attempts));
+        }
+    }
+
     /// The disk queue name (`topic:channel`).
     pub fn queue_name(&self) -> String {
         format!("{}:{}", self.topic_name, self.name)
@@ -192,6 +237,13 @@ impl Channel {
     pub fn empty(&self) {
         self.state.lock().empty();
         self.remove_disk_queue();
+        if let Some(d) = &self.durable {
+            // Start the journal over at the end of the log: everything before is gone.
+            let start = d.log_end.load(Ordering::Acquire);
+            if let Some(j) = d.store.create_journal(&self.topic_name, &self.name, start) {
+                *d.journal.lock() = j.into_inner();
+            }
+        }
         // Consumers whose in-flight count dropped to zero may take new messages.
         self.wake_consumers();
     }
@@ -207,6 +259,13 @@ impl Channel {
     pub(crate) fn delete(&self) {
         self.close();
         self.remove_disk_queue();
+        if let Some(d) = &self.durable {
+            if let Some(j) = d.journal.lock().take() {
+                if let Err(e) = j.delete() {
+                    tracing::error!("failed to delete journal of {}: {e}", self.queue_name());
+                }
+            }
+        }
         if let Some(d) = &self.data {
             d.mark_dirty();
         }

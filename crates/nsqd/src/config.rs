@@ -10,8 +10,8 @@
 //! file, which beats the default. Both sources end up as arguments to the same clap command,
 //! so a bad value is reported the same way wherever it came from.
 //!
-//! A few options configure features nsq-rs does not implement yet (TLS, AUTH, statsd, lookupd
-//! registration, ...). They are still accepted, so existing command lines and config files keep
+//! A few options configure features nsq-rs does not implement yet (TLS, AUTH, statsd,
+//! ...). They are still accepted, so existing command lines and config files keep
 //! working, and [`Options::unsupported_in_use`] lists the ones that were actually set so the
 //! daemon can say so instead of silently ignoring them.
 
@@ -840,14 +840,6 @@ impl Options {
         let d = Options::default();
         let mut notes = Vec::new();
 
-        if !self.lookupd_tcp_addresses.is_empty() {
-            notes.push(
-                "--lookupd-tcp-address: registration with nsqlookupd is not yet supported; \
-                 this node will not be discoverable through nsqlookupd"
-                    .to_owned(),
-            );
-        }
-
         let mut tls = Vec::new();
         for (flag, set) in [
             ("--tls-cert", !self.tls_cert.is_empty()),
@@ -1560,8 +1552,8 @@ mod tests {
         ]);
         let notes = o.unsupported_in_use();
         let all = notes.join("\n");
+        assert!(!all.contains("--lookupd-tcp-address"), "{all}");
         for needle in [
-            "--lookupd-tcp-address",
             "--tls-cert, --tls-key",
             "--auth-http-address",
             "--statsd-address",
@@ -1574,7 +1566,7 @@ mod tests {
         ] {
             assert!(all.contains(needle), "{needle} missing from:\n{all}");
         }
-        assert_eq!(notes.len(), 9, "{all}");
+        assert_eq!(notes.len(), 8, "{all}");
         // Supported options do not produce notes.
         let o = parse(&["--mem-queue-size=1", "--snappy=false", "--msg-timeout=5s"]);
         assert!(o.unsupported_in_use().is_empty());

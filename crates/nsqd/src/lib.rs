@@ -20,7 +20,9 @@ pub mod channel;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod durable;
 pub mod http;
+pub mod lookup;
 pub mod persist;
 pub mod state;
 pub mod stats;
@@ -96,6 +98,10 @@ pub struct Nsqd {
     pub http_addr: Mutex<Option<SocketAddr>>,
     /// The locked data directory (`None` only in unit tests).
     pub data: Option<Arc<persist::DataDir>>,
+    /// Durable mode (`--mem-queue-size=0`): the topic-log writer.
+    pub store: Option<Arc<durable::Store>>,
+    /// Registration with nsqlookupd: addresses in force and topic/channel change events.
+    pub lookup: lookup::LookupHandle,
 }
 
 impl Nsqd {
@@ -107,6 +113,7 @@ impl Nsqd {
     /// Shared state using a locked data directory.
     pub fn with_data(opts: Options, data: Option<Arc<persist::DataDir>>) -> Arc<Nsqd> {
         Arc::new(Nsqd {
+            lookup: lookup::LookupHandle::new(&opts.lookupd_tcp_addresses),
             opts,
             clock: Clock::new(),
             start_time: clock::unix_secs(),
@@ -118,6 +125,7 @@ impl Nsqd {
             tcp_addr: Mutex::new(None),
             http_addr: Mutex::new(None),
             data,
+            store: None,
         })
     }
 
@@ -140,18 +148,66 @@ impl Nsqd {
         if let Some(t) = topics.get(name) {
             return t.clone();
         }
+        let store = match &self.store {
+            Some(store) if !nsq_protocol::names::is_ephemeral(name) => {
+                // Opening a log touches the disk; topic creation is rare next to publishing.
+                match store.open_log(name) {
+                    Ok(log) => Some((store.clone(), store.register(log))),
+                    Err(e) => {
+                        tracing::error!("TOPIC({name}): cannot open its log, messages will only be kept in memory: {e}");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         let t = Arc::new(Topic::new(
             name,
             self.opts.node_id as u16,
             self.opts.mem_queue_size,
             self.clock,
             self.data.clone(),
+            store,
         ));
         topics.insert(name.to_string(), t.clone());
         if let (Some(d), false) = (&self.data, t.ephemeral) {
             d.mark_dirty();
         }
         tracing::info!("TOPIC({}): created", name);
+        self.lookup.notify(name, None);
+        t
+    }
+
+    /// The channel of `topic`, created if needed (`true` when created); announces a creation
+    /// to nsqlookupd. Use this rather than `Topic::get_or_create_channel` once serving.
+    pub fn get_or_create_channel(
+        &self,
+        topic: &Topic,
+        name: &str,
+    ) -> Result<(Arc<Channel>, bool), topic::PublishError> {
+        let r = topic.get_or_create_channel(name)?;
+        if r.1 {
+            self.lookup.notify(&topic.name, Some(name));
+        }
+        Ok(r)
+    }
+
+    /// Creates a topic around an already opened log (durable restart).
+    pub(crate) fn restore_topic_with_log(
+        &self,
+        name: &str,
+        log: durable::TopicStore,
+    ) -> Arc<Topic> {
+        let mut topics = self.topics.write();
+        let t = Arc::new(Topic::new(
+            name,
+            self.opts.node_id as u16,
+            self.opts.mem_queue_size,
+            self.clock,
+            self.data.clone(),
+            self.store.clone().map(|s| (s, log)),
+        ));
+        topics.insert(name.to_string(), t.clone());
         t
     }
 
@@ -175,6 +231,7 @@ impl Nsqd {
             .remove(name)
             .ok_or(DeleteError::TopicNotFound)?;
         t.delete();
+        self.lookup.notify(name, None);
         tracing::info!("TOPIC({}): deleting", name);
         Ok(())
     }
@@ -185,6 +242,7 @@ impl Nsqd {
         if !t.remove_channel(channel) {
             return Err(DeleteError::ChannelNotFound);
         }
+        self.lookup.notify(topic, Some(channel));
         if t.ephemeral && t.channel_count() == 0 {
             let mut topics = self.topics.write();
             if let Some(cur) = topics.get(topic) {
@@ -192,6 +250,7 @@ impl Nsqd {
                     topics.remove(topic);
                     drop(topics);
                     t.delete();
+                    self.lookup.notify(topic, None);
                     tracing::info!("TOPIC({}): deleting (last channel gone)", topic);
                 }
             }
@@ -253,7 +312,20 @@ impl NsqdHandle {
             tokio::time::timeout(std::time::Duration::from_secs(5), self.nsqd.tracker.wait()).await;
         if let Some(d) = self.nsqd.data.clone() {
             let nsqd = self.nsqd.clone();
-            match tokio::task::spawn_blocking(move || persist::flush(&nsqd, &d)).await {
+            match tokio::task::spawn_blocking(move || {
+                let r = persist::flush(&nsqd, &d);
+                if let Some(store) = &nsqd.store {
+                    durable::flush_journals(&nsqd, true);
+                    for t in nsqd.topics() {
+                        if let Some((_, ts)) = t.store() {
+                            durable::sync_log_blocking(store, ts);
+                        }
+                    }
+                }
+                r
+            })
+            .await
+            {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::error!("failed to persist everything at shutdown: {e}"),
                 Err(e) => tracing::error!("shutdown flush task failed: {e}"),
@@ -274,7 +346,21 @@ pub async fn start(opts: Options) -> Result<NsqdHandle, StartError> {
         std::path::PathBuf::from(&opts.data_path)
     };
     let data = persist::DataDir::open(&data_path, &opts)?;
-    let nsqd = Nsqd::with_data(opts, Some(data.clone()));
+    let store = if opts.mem_queue_size == 0 {
+        tracing::info!(
+            "durable mode (--mem-queue-size=0): messages are written to topic logs in {} before OK and kept until FINed",
+            data_path.display()
+        );
+        Some(Arc::new(durable::Store::new(&data_path, &opts).map_err(|e| {
+            StartError::Config(format!("cannot start the log writer thread: {e}"))
+        })?))
+    } else {
+        None
+    };
+    let mut nsqd = Nsqd::with_data(opts, Some(data.clone()));
+    Arc::get_mut(&mut nsqd)
+        .expect("not shared yet")
+        .store = store;
     {
         let (n, d) = (nsqd.clone(), data.clone());
         tokio::task::spawn_blocking(move || persist::restore(&n, &d))
@@ -283,6 +369,9 @@ pub async fn start(opts: Options) -> Result<NsqdHandle, StartError> {
     }
     nsqd.tracker
         .spawn(persist::metadata_loop(nsqd.clone(), data.clone()));
+    if nsqd.store.is_some() {
+        nsqd.tracker.spawn(durable::maintenance_loop(nsqd.clone()));
+    }
     let tcp_listener = tokio::net::TcpListener::bind(&nsqd.opts.tcp_address)
         .await
         .map_err(|source| StartError::Listen {
@@ -320,6 +409,7 @@ pub async fn start(opts: Options) -> Result<NsqdHandle, StartError> {
         nsqd.tracker.spawn(http::serve(nsqd.clone(), l));
     }
     nsqd.tracker.spawn(tcp::serve(nsqd.clone(), tcp_listener));
+    nsqd.tracker.spawn(lookup::run(nsqd.clone()));
     Ok(NsqdHandle {
         nsqd,
         tcp_addr,

@@ -318,20 +318,21 @@ pub fn snapshot(nsqd: &Nsqd) -> MetadataFile {
     }
 }
 
-/// Recreates topics, channels and their messages from the data directory.
+/// Recreates topics, channels and their messages from the data directory: `nsqd.dat`, the
+/// go-diskqueue files of a clean shutdown (ours or Go's), and in durable mode the topic logs
+/// and channel journals (including topics created too recently to be in `nsqd.dat`).
 pub fn restore(nsqd: &Nsqd, dir: &DataDir) -> Result<(), PersistError> {
-    let Some(meta) = dir.read_metadata()? else {
-        return Ok(());
-    };
-    let mut n_msgs = 0usize;
+    use std::collections::BTreeMap;
+    let meta = dir.read_metadata()?.unwrap_or_default();
+    // topic -> (paused, channel -> paused)
+    let mut topics: BTreeMap<String, (bool, BTreeMap<String, bool>)> = BTreeMap::new();
     for tm in &meta.topics {
         if !is_valid_topic_name(tm.name.as_bytes()) || is_ephemeral(&tm.name) {
             tracing::warn!("skipping topic {:?} from metadata: invalid name", tm.name);
             continue;
         }
-        let topic = nsqd.get_or_create_topic(&tm.name);
-        // Pause first so held topic messages stay held when the topic was paused.
-        topic.set_paused(tm.paused);
+        let entry = topics.entry(tm.name.clone()).or_default();
+        entry.0 = tm.paused;
         for cm in tm.channels.iter().flatten() {
             if !is_valid_channel_name(cm.name.as_bytes()) || is_ephemeral(&cm.name) {
                 tracing::warn!(
@@ -341,11 +342,57 @@ pub fn restore(nsqd: &Nsqd, dir: &DataDir) -> Result<(), PersistError> {
                 );
                 continue;
             }
-            let Ok((ch, _)) = topic.get_or_create_channel(&cm.name) else {
+            entry.1.insert(cm.name.clone(), cm.paused);
+        }
+    }
+    if nsqd.store.is_some() {
+        match nsq_store::list_dir(dir.path()) {
+            Ok(listing) => {
+                for t in listing.topics.keys() {
+                    if is_valid_topic_name(t.as_bytes()) && !is_ephemeral(t) {
+                        topics.entry(t.clone()).or_default();
+                    }
+                }
+                for (t, c) in listing.journals {
+                    if is_valid_topic_name(t.as_bytes())
+                        && !is_ephemeral(&t)
+                        && is_valid_channel_name(c.as_bytes())
+                        && !is_ephemeral(&c)
+                    {
+                        topics.entry(t).or_default().1.entry(c).or_insert(false);
+                    }
+                }
+            }
+            Err(e) => tracing::error!("cannot list topic logs in {}: {e}", dir.path().display()),
+        }
+    }
+    let mut n_msgs = 0usize;
+    for (name, (paused, channels)) in &topics {
+        let topic = match &nsqd.store {
+            Some(store) => {
+                let chans: Vec<(String, bool)> =
+                    channels.iter().map(|(c, p)| (c.clone(), *p)).collect();
+                match crate::durable::restore_topic(nsqd, store, name, &chans) {
+                    Ok((t, n)) => {
+                        n_msgs += n;
+                        t
+                    }
+                    Err(e) => {
+                        tracing::error!("failed to restore topic {name} from its log: {e}");
+                        nsqd.get_or_create_topic(name)
+                    }
+                }
+            }
+            None => nsqd.get_or_create_topic(name),
+        };
+        // Pause first so held topic messages stay held when the topic was paused.
+        topic.set_paused(*paused);
+        for (cname, cpaused) in channels {
+            let Ok((ch, _)) = topic.get_or_create_channel(cname) else {
                 continue;
             };
-            ch.set_paused(cm.paused);
-            let msgs = dir.load_queue(&format!("{}:{}", tm.name, cm.name));
+            ch.set_paused(*cpaused);
+            let msgs = dir.load_queue(&format!("{name}:{cname}"));
             n_msgs += msgs.len();
             let mut st = ch.state.lock();
             for b in batches(&msgs) {
@@ -353,17 +400,19 @@ pub fn restore(nsqd: &Nsqd, dir: &DataDir) -> Result<(), PersistError> {
                 st.restore(b, n);
             }
         }
-        let msgs = dir.load_queue(&tm.name);
+        let msgs = dir.load_queue(name);
         n_msgs += msgs.len();
         for b in batches(&msgs) {
             topic.restore_held(b);
         }
     }
-    tracing::info!(
-        "restored {} topics and {n_msgs} messages from {}",
-        meta.topics.len(),
-        dir.path().display()
-    );
+    if !topics.is_empty() {
+        tracing::info!(
+            "restored {} topics and {n_msgs} messages from {}",
+            topics.len(),
+            dir.path().display()
+        );
+    }
     Ok(())
 }
 
@@ -379,14 +428,17 @@ pub fn flush(nsqd: &Nsqd, dir: &DataDir) -> Result<(), PersistError> {
             if ch.ephemeral {
                 continue;
             }
-            let msgs = ch.state.lock().drain_all();
+            let mut msgs = ch.state.lock().drain_all();
+            // Messages in a topic log are safe there (durable mode); only the rest is written.
+            msgs.retain(|m| m.log_pos().is_none());
             n_msgs += msgs.len();
             if let Err(e) = dir.write_queue(&format!("{}:{}", t.name, ch.name), &msgs) {
                 tracing::error!("failed to persist channel {}:{}: {e}", t.name, ch.name);
                 first_err.get_or_insert(e);
             }
         }
-        let msgs = t.drain_held();
+        let mut msgs = t.drain_held();
+        msgs.retain(|m| m.log_pos().is_none());
         n_msgs += msgs.len();
         if let Err(e) = dir.write_queue(&t.name, &msgs) {
             tracing::error!("failed to persist topic {}: {e}", t.name);

@@ -14,6 +14,7 @@
 //! Reading stops while more than `WRITE_HIGH_WATER` bytes wait to be written, so a client
 //! that publishes without reading its responses cannot grow our memory without bound.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -33,13 +34,15 @@ use crate::client::{client_state, ClientInfo};
 use crate::clock::unix_secs;
 use crate::state::batch::id_key;
 use crate::state::channel::{InFlightError, MsgRef};
-use crate::topic::Topic;
+use crate::topic::{PublishError, Published, Topic};
 use crate::Nsqd;
 
 /// Stop reading commands while this many bytes wait to be written.
 const WRITE_HIGH_WATER: usize = 1 << 20;
 /// Most messages taken from a channel per pull.
 const MAX_PULL: usize = 512;
+/// Stop reading commands while this many replies wait for the topic log.
+const MAX_PENDING_REPLIES: usize = 4096;
 /// How long a new connection has to send the protocol magic.
 const MAGIC_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -135,6 +138,20 @@ impl ClientError {
     }
 }
 
+/// A response frame in command order. Durable publishes are answered only once the topic
+/// log has them, so later responses queue behind them (messages and heartbeats do not: clients
+/// match only responses to commands).
+enum Reply {
+    /// Encoded and ready.
+    Frame(Vec<u8>),
+    /// A publish waiting for the log.
+    Pending {
+        rx: tokio::sync::oneshot::Receiver<Result<(), PublishError>>,
+        code: ErrorCode,
+        what: &'static str,
+    },
+}
+
 /// Per-connection settings negotiated by IDENTIFY.
 struct Settings {
     heartbeat: Option<Duration>,
@@ -160,6 +177,7 @@ struct Conn {
     rng: u64,
     heartbeat_changed: bool,
     closing: bool,
+    replies: VecDeque<Reply>,
 }
 
 impl Conn {
@@ -194,6 +212,7 @@ impl Conn {
             rng: rng | 1,
             heartbeat_changed: false,
             closing: false,
+            replies: VecDeque::new(),
         }
     }
 
@@ -230,7 +249,13 @@ impl Conn {
                     deadline_armed = true;
                 }
             }
-            let want_read = self.wbuf.len() < WRITE_HIGH_WATER;
+            let want_read =
+                self.wbuf.len() < WRITE_HIGH_WATER && self.replies.len() < MAX_PENDING_REPLIES;
+            let head = match self.replies.front_mut() {
+                Some(Reply::Pending { rx, .. }) => Some(rx),
+                _ => None,
+            };
+            let has_head = head.is_some();
             let want_write = !self.wbuf.is_empty();
             let (rd, mut wr) = self.stream.split();
             tokio::select! {
@@ -259,6 +284,13 @@ impl Conn {
                 }
                 _ = async { match ch_notified { Some(n) => n.await, None => std::future::pending().await } }, if can_receive => {}
                 _ = self.client.wake.notified() => {}
+                r = async { match head { Some(rx) => rx.await, None => std::future::pending().await } }, if has_head => {
+                    let r = r.unwrap_or_else(|_| Err(PublishError::Disk("log writer stopped".into())));
+                    if self.resolve_head(r) {
+                        self.flush_all().await;
+                        return Err("publish failed".into());
+                    }
+                }
                 _ = async { match heartbeat.as_mut() { Some(h) => { h.tick().await; } None => std::future::pending().await } } => {
                     put_frame(&mut self.wbuf, FrameType::Response, HEARTBEAT);
                 }
@@ -281,6 +313,7 @@ impl Conn {
     }
 
     async fn flush_all(&mut self) {
+        self.drain_replies().await;
         if !self.wbuf.is_empty() {
             let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.write_all(&self.wbuf))
                 .await;
@@ -290,7 +323,7 @@ impl Conn {
 
     /// Decodes and handles buffered commands; returns true after a fatal error.
     fn process_commands(&mut self) -> bool {
-        while self.wbuf.len() < WRITE_HIGH_WATER {
+        while self.wbuf.len() < WRITE_HIGH_WATER && self.replies.len() < MAX_PENDING_REPLIES {
             match self.decoder.decode(&mut self.rbuf) {
                 Ok(Some(Command::Fin { id })) => {
                     if self.check_subscribed("FIN").is_err() {
@@ -324,7 +357,67 @@ impl Conn {
     fn send_error(&mut self, e: &ClientError) {
         tracing::info!("[{}] - {} {}", self.client.remote_addr, e.code, e.desc);
         let text = format!("{} {}", e.code, e.desc);
-        put_frame(&mut self.wbuf, FrameType::Error, text.as_bytes());
+        self.respond(FrameType::Error, text.as_bytes());
+    }
+
+    /// Queues a response or error frame behind any publish still waiting for the log.
+    fn respond(&mut self, ft: FrameType, data: &[u8]) {
+        if self.replies.is_empty() {
+            put_frame(&mut self.wbuf, ft, data);
+        } else {
+            let mut b = BytesMut::new();
+            put_frame(&mut b, ft, data);
+            self.replies.push_back(Reply::Frame(b.to_vec()));
+        }
+    }
+
+    /// Takes the outcome of the oldest waiting publish and releases the responses queued
+    /// behind it. Returns true when the publish failed (fatal, as Go's E_PUB_FAILED).
+    fn resolve_head(&mut self, r: Result<(), PublishError>) -> bool {
+        let Some(Reply::Pending { code, what, .. }) = self.replies.pop_front() else {
+            return false;
+        };
+        let failed = match r {
+            Ok(()) => {
+                put_frame(&mut self.wbuf, FrameType::Response, OK);
+                false
+            }
+            Err(e) => {
+                let text = format!("{code} {what} failed {e}");
+                tracing::error!("[{}] - {text}", self.client.remote_addr);
+                put_frame(&mut self.wbuf, FrameType::Error, text.as_bytes());
+                true
+            }
+        };
+        while let Some(Reply::Frame(_)) = self.replies.front() {
+            if let Some(Reply::Frame(f)) = self.replies.pop_front() {
+                self.wbuf.extend_from_slice(&f);
+            }
+        }
+        failed
+    }
+
+    /// Waits (bounded) for every publish still waiting for the log, so a closing connection
+    /// still gets its answers in order.
+    async fn drain_replies(&mut self) {
+        while let Some(front) = self.replies.front_mut() {
+            let r = match front {
+                Reply::Pending { rx, .. } => {
+                    match tokio::time::timeout(Duration::from_secs(5), rx).await {
+                        Ok(Ok(r)) => r,
+                        _ => Err(PublishError::Disk("no answer from the topic log".into())),
+                    }
+                }
+                Reply::Frame(_) => Ok(()),
+            };
+            if matches!(self.replies.front(), Some(Reply::Frame(_))) {
+                if let Some(Reply::Frame(f)) = self.replies.pop_front() {
+                    self.wbuf.extend_from_slice(&f);
+                }
+                continue;
+            }
+            self.resolve_head(r);
+        }
     }
 
     /// Applies queued FINs under one channel lock.
@@ -337,14 +430,17 @@ impl Conn {
             return;
         };
         let mut failed = Vec::new();
+        let mut acked = Vec::new();
         {
             let mut st = ch.state.lock();
             for id in &self.pending_fins {
-                if let Err(e) = st.fin(self.client.id, id_key(id)) {
-                    failed.push((*id, e));
+                match st.fin(self.client.id, id_key(id)) {
+                    Ok(m) => acked.extend(m.log_pos()),
+                    Err(e) => failed.push((*id, e)),
                 }
             }
         }
+        ch.journal_acks(&acked);
         let ok = self.pending_fins.len() - failed.len();
         self.client
             .finish_count
@@ -391,7 +487,7 @@ impl Conn {
                 self.client
                     .state
                     .store(client_state::CLOSING, Ordering::Relaxed);
-                put_frame(&mut self.wbuf, FrameType::Response, CLOSE_WAIT);
+                self.respond(FrameType::Response, CLOSE_WAIT);
                 Ok(())
             }
             Command::Pub { topic, body } => self.publish(
@@ -436,7 +532,7 @@ impl Conn {
         n: u32,
         defer_ns: Option<u64>,
         code: ErrorCode,
-        what: &str,
+        what: &'static str,
     ) -> Result<(), ClientError> {
         for attempt in 0..2 {
             let t = match &self.topic_cache {
@@ -448,18 +544,24 @@ impl Conn {
                 }
             };
             match t.publish(bodies.clone(), n, defer_ns) {
-                Ok(()) => {
+                Ok(p) => {
                     if self.client.pub_counts.lock().is_empty() {
                         self.nsqd.add_producer(&self.client);
                     }
                     self.client.record_pub(topic, n as u64);
-                    put_frame(&mut self.wbuf, FrameType::Response, OK);
+                    match p {
+                        Published::Done => self.respond(FrameType::Response, OK),
+                        Published::Pending(rx) => {
+                            self.replies.push_back(Reply::Pending { rx, code, what })
+                        }
+                    }
                     return Ok(());
                 }
-                Err(_) => {
+                Err(PublishError::Exiting) => {
                     // The cached topic was deleted; look it up (re-creating it) once.
                     self.topic_cache = None;
                 }
+                Err(e) => return Err(ClientError::new(code, format!("{what} failed {e}"))),
             }
         }
         Err(ClientError::new(code, format!("{what} failed exiting")))
@@ -539,7 +641,7 @@ impl Conn {
         self.identified = true;
 
         if !req.feature_negotiation.unwrap_or(false) {
-            put_frame(&mut self.wbuf, FrameType::Response, OK);
+            self.respond(FrameType::Response, OK);
             return Ok(());
         }
         // TLS, snappy, deflate and AUTH are not implemented yet: we say so truthfully and
@@ -564,7 +666,7 @@ impl Conn {
         let json = serde_json::to_vec(&resp).map_err(|e| {
             ClientError::new(ErrorCode::IdentifyFailed, format!("IDENTIFY failed {e}"))
         })?;
-        put_frame(&mut self.wbuf, FrameType::Response, &json);
+        self.respond(FrameType::Response, &json);
         Ok(())
     }
 
@@ -579,7 +681,7 @@ impl Conn {
         let mut joined = None;
         for _ in 0..2 {
             let t = self.nsqd.get_or_create_topic(topic);
-            let ch = match t.get_or_create_channel(channel) {
+            let ch = match self.nsqd.get_or_create_channel(&t, channel) {
                 Ok((ch, _)) => ch,
                 Err(_) => continue,
             };
@@ -607,7 +709,7 @@ impl Conn {
             .state
             .store(client_state::SUBSCRIBED, Ordering::Relaxed);
         self.channel = Some(ch);
-        put_frame(&mut self.wbuf, FrameType::Response, OK);
+        self.respond(FrameType::Response, OK);
         Ok(())
     }
 
@@ -649,12 +751,16 @@ impl Conn {
             .lock()
             .req(self.client.id, id_key(&id), delay.as_nanos() as u64, now);
         match r {
-            Ok(()) => {
+            Ok(m) => {
                 self.client.requeue_count.fetch_add(1, Ordering::Relaxed);
                 if delay.is_zero() {
                     ch.wake_consumers();
                 } else {
                     ch.schedule(now + delay.as_nanos() as u64);
+                    if let Some(pos) = m.log_pos() {
+                        let due = crate::clock::unix_nanos() + delay.as_nanos() as i64;
+                        ch.journal_defer(pos, due, m.attempts);
+                    }
                 }
                 Ok(())
             }

@@ -15,17 +15,42 @@ use parking_lot::Mutex;
 
 use crate::channel::Channel;
 use crate::clock::{unix_nanos, Clock};
+use crate::durable::{Store, TopicStore};
 use crate::persist::DataDir;
 use crate::state::batch::Batch;
 use crate::state::channel::MsgRef;
 use crate::state::guid::GuidGen;
 
 /// Publishing failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PublishError {
     /// The topic is being deleted or the daemon is shutting down.
     #[error("exiting")]
     Exiting,
+    /// The topic log could not be written (durable mode), e.g. a full disk.
+    #[error("{0}")]
+    Disk(String),
+}
+
+/// The outcome of a publish that was accepted.
+pub enum Published {
+    /// The messages are queued.
+    Done,
+    /// Durable mode: the messages are on their way to the log; the receiver says when they
+    /// are written (and synced, with `--sync-every=1`) or that writing failed.
+    Pending(tokio::sync::oneshot::Receiver<Result<(), PublishError>>),
+}
+
+impl Published {
+    /// Waits until the publish is acknowledged.
+    pub async fn wait(self) -> Result<(), PublishError> {
+        match self {
+            Published::Done => Ok(()),
+            Published::Pending(rx) => rx
+                .await
+                .unwrap_or_else(|_| Err(PublishError::Disk("log writer stopped".into()))),
+        }
+    }
 }
 
 enum Held {
@@ -47,6 +72,8 @@ struct TopicInner {
     deleted: bool,
     held: VecDeque<Held>,
     held_count: u64,
+    /// Durable mode: log position of the first held message (where a first channel starts).
+    held_start: Option<u64>,
 }
 
 /// One topic.
@@ -64,6 +91,8 @@ pub struct Topic {
     mem_queue_size: i64,
     clock: Clock,
     data: Option<Arc<DataDir>>,
+    /// Durable mode: the log writer, and this topic's log.
+    store: Option<(Arc<Store>, TopicStore)>,
 }
 
 impl Topic {
@@ -73,8 +102,10 @@ impl Topic {
         mem_queue_size: i64,
         clock: Clock,
         data: Option<Arc<DataDir>>,
+        store: Option<(Arc<Store>, TopicStore)>,
     ) -> Topic {
         let ephemeral = nsq_protocol::names::is_ephemeral(name);
+        let store = if ephemeral { None } else { store };
         Topic {
             name: name.to_string(),
             ephemeral,
@@ -84,6 +115,7 @@ impl Topic {
                 deleted: false,
                 held: VecDeque::new(),
                 held_count: 0,
+                held_start: None,
             }),
             guid: Mutex::new(GuidGen::new(node_id)),
             deleted: AtomicBool::new(false),
@@ -92,26 +124,92 @@ impl Topic {
             mem_queue_size,
             clock,
             data: if ephemeral { None } else { data },
+            store,
         }
     }
 
+    /// Whether messages go through the topic log (durable mode).
+    pub fn is_durable(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// The log writer and this topic's log handle (durable mode).
+    pub(crate) fn store(&self) -> Option<&(Arc<Store>, TopicStore)> {
+        self.store.as_ref()
+    }
+
+    /// Log position of the first message the topic itself holds (durable mode).
+    pub(crate) fn held_start(&self) -> Option<u64> {
+        self.inner.lock().held_start
+    }
+
     /// Publishes `count` bodies; with `defer_ns`, each channel receives them deferred.
+    /// In durable mode the result is [`Published::Pending`] until the log has them.
     pub fn publish<'a>(
-        &self,
+        self: &Arc<Self>,
         bodies: impl Iterator<Item = &'a [u8]> + Clone,
         count: u32,
         defer_ns: Option<u64>,
-    ) -> Result<(), PublishError> {
+    ) -> Result<Published, PublishError> {
         if count == 0 {
-            return Ok(());
+            return Ok(Published::Done);
+        }
+        if self.is_deleted() {
+            return Err(PublishError::Exiting);
         }
         let ts = unix_nanos();
         let (first, node) = {
             let mut g = self.guid.lock();
             (g.reserve(count as u64, ts), g.node_id())
         };
-        // Copy outside the topic lock: only the fan-out below needs it.
+        // Copy outside the topic lock: only the fan-out needs it.
         let batch = Arc::new(Batch::generated(bodies, first, node, ts));
+        let Some((store, ts_store)) = &self.store else {
+            self.accept(batch, defer_ns)?;
+            return Ok(Published::Done);
+        };
+        let defer_until = match defer_ns {
+            Some(d) if d > 0 => ts.saturating_add(d as i64),
+            _ => 0,
+        };
+        let msgs: Vec<nsq_store::LogMessage> = (0..batch.len())
+            .map(|i| nsq_store::LogMessage {
+                timestamp: ts,
+                attempts: 0,
+                id: batch.id(i),
+                defer_until,
+                body: batch.body_shared(i),
+            })
+            .collect();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let topic = self.clone();
+        store.append(
+            ts_store,
+            msgs,
+            Box::new(move |r| {
+                let res = match r {
+                    Ok(a) => {
+                        batch.set_log_first(a.first);
+                        if let Some((_, t)) = &topic.store {
+                            t.end.store(a.end, Ordering::Release);
+                        }
+                        topic.accept(batch, defer_ns)
+                    }
+                    Err(e) => {
+                        tracing::error!("TOPIC({}): failed to write to the topic log: {e}", topic.name);
+                        Err(PublishError::Disk(e.to_string()))
+                    }
+                };
+                let _ = tx.send(res);
+            }),
+        );
+        Ok(Published::Pending(rx))
+    }
+
+    /// Hands a published batch to the channels, or holds it while there are none (or the
+    /// topic is paused).
+    fn accept(&self, batch: Arc<Batch>, defer_ns: Option<u64>) -> Result<(), PublishError> {
+        let count = batch.len();
         let bytes = batch.body_bytes() as u64;
         let mut inner = self.inner.lock();
         if inner.deleted {
@@ -131,6 +229,10 @@ impl Topic {
             {
                 // Go's ephemeral topics have no disk queue: overflow is discarded.
                 return Ok(());
+            }
+            if inner.channels.is_empty() && inner.held_start.is_none() {
+                let (Held::Ready(b) | Held::Deferred(b, _)) = &held;
+                inner.held_start = b.log_pos(0);
             }
             inner.held_count += held.len();
             inner.held.push_back(held);
@@ -152,6 +254,21 @@ impl Topic {
         if let Some(ch) = inner.channels.get(name) {
             return Ok((ch.clone(), false));
         }
+        let journal = match &self.store {
+            Some((store, t)) if !nsq_protocol::names::is_ephemeral(name) => {
+                // The first channel inherits what the topic holds; later ones start at the
+                // end of the log, as Go's channels only see messages published after them.
+                let start = if inner.channels.is_empty() {
+                    inner.held_start.take().unwrap_or_else(|| t.end())
+                } else {
+                    t.end()
+                };
+                store
+                    .create_journal(&self.name, name, start)
+                    .map(|j| (store.clone(), t.end.clone(), j))
+            }
+            _ => None,
+        };
         let ch = Channel::new(
             &self.name,
             name,
@@ -159,6 +276,7 @@ impl Topic {
             self.clock,
             false,
             self.data.clone(),
+            journal,
         );
         inner.channels.insert(name.to_string(), ch.clone());
         if let (Some(d), false) = (&self.data, ch.ephemeral) {
@@ -179,6 +297,33 @@ impl Topic {
                 deliver(ch, h, now);
             }
         }
+    }
+
+    /// Recreates a durable channel around its existing journal (restart).
+    pub(crate) fn restore_channel_durable(
+        &self,
+        name: &str,
+        journal: nsq_store::ChannelJournal,
+    ) -> Option<Arc<Channel>> {
+        let (store, t) = self.store.as_ref()?;
+        let mut inner = self.inner.lock();
+        if inner.deleted {
+            return None;
+        }
+        if let Some(ch) = inner.channels.get(name) {
+            return Some(ch.clone());
+        }
+        let ch = Channel::new(
+            &self.name,
+            name,
+            self.mem_queue_size,
+            self.clock,
+            false,
+            self.data.clone(),
+            Some((store.clone(), t.end.clone(), Mutex::new(Some(journal)))),
+        );
+        inner.channels.insert(name.to_string(), ch.clone());
+        Some(ch)
     }
 
     /// An existing channel.
@@ -227,6 +372,12 @@ impl Topic {
         let mut inner = self.inner.lock();
         let held = Held::Ready(batch);
         if inner.channels.is_empty() || inner.paused {
+            if inner.channels.is_empty() && inner.held_start.is_none() {
+                let Held::Ready(b) = &held else {
+                    unreachable!("built as Ready above")
+                };
+                inner.held_start = b.log_pos(0);
+            }
             inner.held_count += held.len();
             inner.held.push_back(held);
         } else {
@@ -267,6 +418,7 @@ impl Topic {
             let mut inner = self.inner.lock();
             inner.held.clear();
             inner.held_count = 0;
+            inner.held_start = None;
         }
         if let Some(d) = &self.data {
             d.remove_queue(&self.name);
@@ -306,6 +458,9 @@ impl Topic {
         self.close();
         for ch in channels {
             ch.delete();
+        }
+        if let Some((store, t)) = &self.store {
+            store.delete_log(t);
         }
         if let Some(d) = &self.data {
             d.remove_queue(&self.name);

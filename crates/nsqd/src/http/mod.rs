@@ -306,8 +306,9 @@ fn existing_topic_and_channel(nsqd: &Nsqd, uri: &Uri) -> Result<(Arc<Topic>, Str
     Ok((t, channel.to_string()))
 }
 
-/// Publishes one batch atomically (one `Topic::publish` call).
-fn publish<'a>(
+/// Publishes one batch atomically (one `Topic::publish` call) and waits until it is
+/// accepted (in durable mode: written to the topic log).
+async fn publish<'a>(
     nsqd: &Nsqd,
     topic: &Arc<Topic>,
     bodies: impl Iterator<Item = &'a [u8]> + Clone,
@@ -317,15 +318,25 @@ fn publish<'a>(
     if nsqd.shutdown.is_cancelled() {
         return Err(EXITING);
     }
-    if topic.publish(bodies.clone(), count, defer_ns).is_ok() {
-        return Ok(());
-    }
-    // The topic was deleted after we looked it up. Go would answer 503 EXITING here; like
-    // our TCP PUB, we publish to the topic as it exists now (re-created), which is what the
-    // client would get by retrying.
-    nsqd.get_or_create_topic(&topic.name)
-        .publish(bodies, count, defer_ns)
-        .map_err(|_| EXITING)
+    let pending = match topic.publish(bodies.clone(), count, defer_ns) {
+        Ok(p) => p,
+        // The topic was deleted after we looked it up. Go would answer 503 EXITING here; like
+        // our TCP PUB, we publish to the topic as it exists now (re-created), which is what
+        // the client would get by retrying.
+        Err(crate::topic::PublishError::Exiting) => nsqd
+            .get_or_create_topic(&topic.name)
+            .publish(bodies, count, defer_ns)
+            .map_err(|_| EXITING)?,
+        Err(e) => return Err(publish_error(&e)),
+    };
+    pending.wait().await.map_err(|e| publish_error(&e))
+}
+
+/// Go answers every failed put (exiting, or a failed disk write) with 503 `EXITING`; the
+/// cause is in our log.
+fn publish_error(e: &crate::topic::PublishError) -> ApiError {
+    tracing::error!("HTTP publish failed: {e}");
+    EXITING
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -428,7 +439,7 @@ async fn do_pub(State(nsqd): Shared, req: Request) -> ApiResult {
             Some(ns)
         }
     };
-    publish(&nsqd, &topic, std::iter::once(&body[..]), 1, defer_ns)?;
+    publish(&nsqd, &topic, std::iter::once(&body[..]), 1, defer_ns).await?;
     Ok(Reply::Text(Cow::Borrowed("OK")))
 }
 
@@ -459,7 +470,7 @@ async fn do_mpub(State(nsqd): Shared, req: Request) -> ApiResult {
         split_text_mpub(&body, max_msg, max_body)?
     };
     let count = u32::try_from(msgs.len()).map_err(|_| BODY_TOO_BIG)?;
-    publish(&nsqd, &topic, msgs.iter().copied(), count, None)?;
+    publish(&nsqd, &topic, msgs.iter().copied(), count, None).await?;
     Ok(Reply::Text(Cow::Borrowed("OK")))
 }
 
@@ -581,7 +592,7 @@ async fn topic_unpause(State(nsqd): Shared, uri: Uri) -> ApiResult {
 async fn channel_create(State(nsqd): Shared, uri: Uri) -> ApiResult {
     let (t, channel) = existing_topic_and_channel(&nsqd, &uri)?;
     // Err only if the topic was deleted since we looked it up.
-    t.get_or_create_channel(&channel)
+    nsqd.get_or_create_channel(&t, &channel)
         .map_err(|_| TOPIC_NOT_FOUND)?;
     Ok(Reply::Empty)
 }
@@ -639,7 +650,11 @@ async fn config_get(
     let Ok(Path(opt)) = opt else {
         return Err(INVALID_OPTION);
     };
-    let v = nsqd.opts.http_config_value(&opt).ok_or(INVALID_OPTION)?;
+    let v = nsqd
+        .lookup
+        .http_config_value(&opt)
+        .or_else(|| nsqd.opts.http_config_value(&opt))
+        .ok_or(INVALID_OPTION)?;
     Ok(Reply::Json(config_json(&v)))
 }
 
@@ -647,8 +662,9 @@ async fn config_get(
 /// `log_level` (a bare level name) may be set, as in Go; the body is checked first (413
 /// `INVALID_VALUE` when empty or larger than `--max-msg-size`), then the option.
 ///
-/// The value is validated and echoed back as Go does, but not applied: the options are
-/// immutable for now (there is no runtime log-level reload hook and no lookupd client yet).
+/// `nsqlookupd_tcp_addresses` is applied (peers are added and removed at once, as Go's lookup
+/// loop does); `log_level` is validated and echoed back as Go does, but not applied (there is
+/// no runtime log-level reload hook yet).
 async fn config_put(
     State(nsqd): Shared,
     opt: Result<Path<String>, axum::extract::rejection::PathRejection>,
@@ -671,9 +687,13 @@ async fn config_put(
         })
     })?;
     let v = opts.http_config_value(&opt).ok_or(INVALID_OPTION)?;
-    tracing::warn!(
-        "PUT /config/{opt} = {v}: accepted but not applied (runtime option changes are not \
-         supported yet)"
-    );
+    if opt == "nsqlookupd_tcp_addresses" {
+        nsqd.lookup.set_addresses(opts.lookupd_tcp_addresses);
+    } else {
+        tracing::warn!(
+            "PUT /config/{opt} = {v}: accepted but not applied (runtime option changes are not \
+             supported yet)"
+        );
+    }
     Ok(Reply::Json(config_json(&v)))
 }

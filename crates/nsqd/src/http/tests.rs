@@ -994,6 +994,12 @@ async fn config_put() {
         .assert_err(413, "INVALID_VALUE");
     // Not applied (no runtime reload yet).
     assert_eq!(get(&n, "/config/log_level").await.text(), "2");
+    // Applied: the lookupd peers follow it.
+    assert_eq!(
+        get(&n, "/config/nsqlookupd_tcp_addresses").await.text(),
+        r#"["h1:4160","h2:4160"]"#
+    );
+    assert_eq!(n.lookup.addresses(), ["h1:4160", "h2:4160"]);
 }
 
 // ---------------------------------------------------------------------------------------------

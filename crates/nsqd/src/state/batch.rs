@@ -9,6 +9,8 @@
 //! We copy the bodies out of the connection's read buffer (rather than keeping a slice of it)
 //! so that a long-lived queued batch never pins a larger read buffer in memory.
 
+use std::sync::OnceLock;
+
 use bytes::Bytes;
 use nsq_protocol::MessageId;
 
@@ -30,12 +32,27 @@ pub enum BatchMeta {
     Explicit(Box<[(MessageId, i64, u16)]>),
 }
 
+/// Size of a topic-log record around a body (`nsq_store::record_len(0)`): framing plus the
+/// fixed message fields. Positions of a batch's records follow from it and the body lengths.
+pub const LOG_RECORD_OVERHEAD: u64 = 47;
+
+/// Where a batch's messages sit in the topic log (durable mode only).
+#[derive(Debug)]
+enum LogPlace {
+    /// Appended as one run starting at this position.
+    Run(u64),
+    /// Read back from the log: one position per message.
+    Each(Box<[u64]>),
+}
+
 /// An immutable group of messages published together.
 #[derive(Debug)]
 pub struct Batch {
     bodies: Bytes,
     ends: Box<[u32]>,
     meta: BatchMeta,
+    /// Set once the batch is in the topic log (durable mode).
+    log: OnceLock<LogPlace>,
 }
 
 impl Batch {
@@ -61,7 +78,41 @@ impl Batch {
                 node_id,
                 timestamp,
             },
+            log: OnceLock::new(),
         }
+    }
+
+    /// Records that the batch was appended to the topic log starting at `first`.
+    pub fn set_log_first(&self, first: u64) {
+        let _ = self.log.set(LogPlace::Run(first));
+    }
+
+    /// Records the log position of each message (messages read back from the log).
+    pub fn set_log_positions(&self, positions: Box<[u64]>) {
+        let _ = self.log.set(LogPlace::Each(positions));
+    }
+
+    /// The topic-log position of message `i`, if the batch is in a log.
+    #[inline]
+    pub fn log_pos(&self, i: u32) -> Option<u64> {
+        match self.log.get()? {
+            LogPlace::Run(first) => {
+                let before = if i == 0 {
+                    0
+                } else {
+                    self.ends[i as usize - 1] as u64
+                };
+                Some(first + i as u64 * LOG_RECORD_OVERHEAD + before)
+            }
+            LogPlace::Each(p) => p.get(i as usize).copied(),
+        }
+    }
+
+    /// Body of message `i` as a zero-copy `Bytes`.
+    pub fn body_shared(&self, i: u32) -> Bytes {
+        let i = i as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        self.bodies.slice(start..self.ends[i] as usize)
     }
 
     /// Builds a batch of messages with known ids (e.g. read back from disk).
@@ -79,6 +130,7 @@ impl Batch {
             bodies: Bytes::from(buf),
             ends: ends.into_boxed_slice(),
             meta: BatchMeta::Explicit(meta.into_boxed_slice()),
+            log: OnceLock::new(),
         }
     }
 
@@ -178,5 +230,11 @@ mod tests {
         assert_eq!(b.id_u64(1), id_for(5, 101));
         assert_eq!(id_key(&b.id(2)), b.id_u64(2));
         assert_eq!(b.timestamp(2), 42);
+        assert_eq!(b.log_pos(0), None);
+        b.set_log_first(1000);
+        assert_eq!(b.log_pos(0), Some(1000));
+        assert_eq!(b.log_pos(1), Some(1000 + 47 + 2));
+        assert_eq!(b.log_pos(2), Some(1000 + 2 * 47 + 2));
+        assert_eq!(b.body_shared(2).as_ref(), b"cde");
     }
 }

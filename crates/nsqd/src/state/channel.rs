@@ -38,10 +38,21 @@ pub struct MsgRef {
     pub attempts: u16,
 }
 
+impl PartialEq for MsgRef {
+    fn eq(&self, o: &Self) -> bool {
+        Arc::ptr_eq(&self.batch, &o.batch) && self.idx == o.idx && self.attempts == o.attempts
+    }
+}
+
 impl MsgRef {
     /// The numeric id (in-flight key).
     pub fn key(&self) -> u64 {
         self.batch.id_u64(self.idx)
+    }
+
+    /// Position in the topic log (durable mode).
+    pub fn log_pos(&self) -> Option<u64> {
+        self.batch.log_pos(self.idx)
     }
 }
 
@@ -334,26 +345,71 @@ impl ChannelState {
     }
 
     /// FIN: the consumer is done with the message.
-    pub fn fin(&mut self, client: u64, key: u64) -> Result<(), InFlightError> {
-        self.take_in_flight(client, key).map(|_| ())
+    /// Returns the finished message (its log position is what a durable channel acks).
+    pub fn fin(&mut self, client: u64, key: u64) -> Result<MsgRef, InFlightError> {
+        self.take_in_flight(client, key).map(|f| f.msg)
     }
 
-    /// REQ: put the message back now (`delay == 0`) or after `delay` ns.
+    /// REQ: put the message back now (`delay == 0`) or after `delay` ns. Returns the
+    /// requeued message (a durable channel journals a delayed one).
     pub fn req(
         &mut self,
         client: u64,
         key: u64,
         delay: u64,
         now: u64,
-    ) -> Result<(), InFlightError> {
+    ) -> Result<MsgRef, InFlightError> {
         let f = self.take_in_flight(client, key)?;
         self.counters.requeue_count += 1;
+        let msg = f.msg.clone();
         if delay == 0 {
             self.requeue_ready(f.msg);
         } else {
             self.push_deferred(f.msg, now + delay);
         }
-        Ok(())
+        Ok(msg)
+    }
+
+    /// Appends one message restored from disk (not counted as new).
+    pub fn restore_one(&mut self, msg: MsgRef) {
+        self.ready_len += 1;
+        self.ready.push_back(Run {
+            end: msg.idx + 1,
+            next: msg.idx,
+            batch: msg.batch,
+            attempts: Some(msg.attempts),
+        });
+    }
+
+    /// Deferred messages as `(log position, due time, attempts)` (journal compaction).
+    pub fn deferred_entries(&self) -> Vec<(u64, u64, u16)> {
+        self.deferred
+            .iter()
+            .filter_map(|d| d.msg.log_pos().map(|p| (p, d.due, d.msg.attempts)))
+            .collect()
+    }
+
+    /// Adds a message restored from disk that becomes ready at `due` (not counted as new).
+    pub fn restore_deferred(&mut self, msg: MsgRef, due: u64) {
+        self.push_deferred(msg, due);
+    }
+
+    /// Log positions of every message the channel still owes (ready, in flight, deferred),
+    /// for log retention and journal compaction. O(messages held).
+    pub fn unacked_positions(&self) -> Vec<u64> {
+        let mut out = Vec::with_capacity(
+            self.ready_len as usize + self.in_flight.len() + self.deferred.len(),
+        );
+        for run in &self.ready {
+            for idx in run.next..run.end {
+                if let Some(p) = run.batch.log_pos(idx) {
+                    out.push(p);
+                }
+            }
+        }
+        out.extend(self.in_flight.values().filter_map(|f| f.msg.log_pos()));
+        out.extend(self.deferred.iter().filter_map(|d| d.msg.log_pos()));
+        out
     }
 
     /// TOUCH: extend the deadline to `now + timeout`, but never beyond

@@ -1,0 +1,373 @@
+//! Durable mode (`--mem-queue-size=0`): every message of a non-ephemeral topic is written to
+//! the topic's log (`nsq-store`) before the publisher gets `OK`, and leaves durable storage
+//! only when a consumer FINs it (or its channel is emptied or deleted).
+//!
+//! - **Publish:** the batch is handed to the log writer thread; once written (and fsynced when
+//!   `--sync-every=1`; concurrent publishers share fsyncs through group commit) the
+//!   completion, on the writer thread, hands the batch to the channels in log order and
+//!   answers the publisher. Nothing touches the disk on a runtime worker thread.
+//! - **Channels** keep a journal: `Start` (which log position the channel begins at),
+//!   `Ack` on FIN, `Defer` on REQ with a delay (so deferred messages keep their due time
+//!   across restarts; DPUB's due time is in the log record itself).
+//! - **Restart:** each channel replays the log from its start, skipping acked positions:
+//!   messages that were queued, in flight or deferred at a crash come back.
+//! - **Retention:** every few seconds, log segments that no channel still needs are removed
+//!   and journals that have grown are compacted.
+//!
+//! Not yet: messages are also all kept in memory (the log is the durable copy, memory is not
+//! bounded by a disk-backed window yet), and a topic's own held messages (no channel yet) are
+//! not journaled, so `/topic/empty` of a channel-less topic is not durable.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use nsq_store::{
+    Appended, ChannelJournal, LogMessage, LogOptions, LogWriterThread, StoreError, SyncPolicy,
+    TopicId, TopicLog,
+};
+use parking_lot::Mutex;
+
+use crate::config::Options;
+
+/// How the writer thread reports an append.
+pub type Done = Box<dyn FnOnce(Result<Appended, StoreError>) + Send>;
+
+/// The daemon's log writer and where the files live.
+pub struct Store {
+    dir: PathBuf,
+    writer: LogWriterThread<Done>,
+    log_opts: LogOptions,
+}
+
+impl Store {
+    /// Starts the writer thread for `dir`.
+    pub fn new(dir: &Path, opts: &Options) -> std::io::Result<Store> {
+        let policy = SyncPolicy {
+            every: opts.sync_every.max(0) as u64,
+            timeout: opts.sync_timeout,
+        };
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            writer: LogWriterThread::spawn("nsqd-log-writer", policy)?,
+            log_opts: LogOptions {
+                segment_bytes: opts.max_bytes_per_file.max(1) as u64,
+                max_msg_size: opts.max_msg_size.clamp(1, u32::MAX as i64) as u32,
+            },
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Opens (or creates) a topic's log; returns it unregistered, for recovery.
+    pub fn open_log(&self, topic: &str) -> Result<TopicLog, StoreError> {
+        TopicLog::open(&self.dir, topic, self.log_opts)
+    }
+
+    /// Hands a log to the writer thread.
+    pub fn register(&self, log: TopicLog) -> TopicStore {
+        let end = log.end_pos();
+        TopicStore {
+            id: self.writer.add_topic(log),
+            end: Arc::new(AtomicU64::new(end)),
+        }
+    }
+
+    /// Appends messages; `done` runs on the writer thread.
+    pub fn append(&self, t: &TopicStore, msgs: Vec<LogMessage>, done: Done) {
+        self.writer.append(t.id, msgs, done);
+    }
+
+    /// Runs `f` with the topic's log on the writer thread.
+    pub fn call(&self, t: &TopicStore, f: impl FnOnce(Option<&mut TopicLog>) + Send + 'static) {
+        self.writer.call(t.id, f);
+    }
+
+    /// Removes a topic's log files.
+    pub fn delete_log(&self, t: &TopicStore) {
+        self.writer.remove_topic(t.id, |log| {
+            if let Some(log) = log {
+                if let Err(e) = log.delete_all() {
+                    tracing::error!("failed to delete topic log: {e}");
+                }
+            }
+        });
+    }
+
+    /// Creates a channel's journal starting at `start`.
+    pub fn create_journal(
+        &self,
+        topic: &str,
+        channel: &str,
+        start: u64,
+    ) -> Option<Mutex<Option<ChannelJournal>>> {
+        match ChannelJournal::create(&self.dir, topic, channel, start) {
+            Ok(j) => Some(Mutex::new(Some(j))),
+            Err(e) => {
+                tracing::error!("failed to create journal for {topic}:{channel}: {e}");
+                None
+            }
+        }
+    }
+
+    /// Syncs every log and stops the writer thread.
+    pub fn shutdown(self) {
+        self.writer.shutdown();
+    }
+}
+
+/// A topic's handle on its log.
+pub struct TopicStore {
+    id: TopicId,
+    /// Position just past the last record handed to the channels (updated in log order).
+    pub end: Arc<AtomicU64>,
+}
+
+impl TopicStore {
+    /// The log end as the channels know it.
+    pub fn end(&self) -> u64 {
+        self.end.load(Ordering::Acquire)
+    }
+}
+
+/// Appends to a channel journal, logging (not returning) failures: a lost ack only means the
+/// message is delivered again after a crash.
+pub fn journal_op(
+    j: &Mutex<Option<ChannelJournal>>,
+    what: &str,
+    f: impl FnOnce(&mut ChannelJournal) -> Result<(), StoreError>,
+) {
+    if let Some(j) = j.lock().as_mut() {
+        if let Err(e) = f(j) {
+            tracing::error!("journal {what} failed for {}: {e}", j.path().display());
+        }
+    }
+}
+
+/// Messages per batch while replaying a log.
+const REPLAY_RECORDS: usize = 4096;
+/// Bytes per batch while replaying a log.
+const REPLAY_BYTES: usize = 4 << 20;
+
+/// Restores a durable topic from its log and its channels from their journals: messages
+/// that were queued, in flight or deferred come back (deferred ones with their due time).
+/// `channels` are the non-ephemeral channels `nsqd.dat` lists, with their paused flags.
+pub fn restore_topic(
+    nsqd: &crate::Nsqd,
+    store: &Arc<Store>,
+    name: &str,
+    channels: &[(String, bool)],
+) -> Result<(Arc<crate::topic::Topic>, usize), StoreError> {
+    use crate::state::batch::Batch;
+    use crate::state::channel::MsgRef;
+
+    let log = store.open_log(name)?;
+    let log_end = log.recovered_end();
+    let log_start = log.start_pos();
+    let reader = log.reader();
+    // Open journals before anything new can be appended (their positions must refer to
+    // records as found at open).
+    let mut journals = Vec::new();
+    for (ch, paused) in channels {
+        let j = nsq_store::ChannelJournal::open(store.dir(), name, ch, log_end)?;
+        journals.push((ch.clone(), *paused, j));
+    }
+    let topic = nsqd.restore_topic_with_log(name, store.register(log));
+    let mut n = 0usize;
+    let now_mono = nsqd.clock.now();
+    let now_unix = crate::clock::unix_nanos();
+    for (ch_name, paused, j) in journals {
+        let Some((journal, recovery)) = j else {
+            // No journal (e.g. the channel was created before durable mode): it starts at
+            // the end of the log.
+            if let Ok((ch, _)) = topic.get_or_create_channel(&ch_name) {
+                ch.set_paused(paused);
+            }
+            continue;
+        };
+        if recovery.corrupt_bytes > 0 {
+            tracing::error!(
+                "journal of {name}:{ch_name}: skipped {} corrupt bytes",
+                recovery.corrupt_bytes
+            );
+        }
+        let Some(ch) = topic.restore_channel_durable(&ch_name, journal) else {
+            continue;
+        };
+        ch.set_paused(paused);
+        let mut replay =
+            nsq_store::recover_channel(reader.clone(), &recovery, REPLAY_RECORDS, REPLAY_BYTES);
+        while let Some(batch) = replay.next_batch()? {
+            n += batch.len();
+            let msgs: Vec<nsq_protocol::Message> = batch
+                .iter()
+                .map(|r| nsq_protocol::Message {
+                    timestamp: r.msg.timestamp,
+                    attempts: r.msg.attempts,
+                    id: r.msg.id,
+                    body: r.msg.body.clone(),
+                })
+                .collect();
+            let b = Arc::new(Batch::explicit(&msgs));
+            b.set_log_positions(batch.iter().map(|r| r.pos).collect());
+            let mut st = ch.state.lock();
+            // Ready messages go back as one-message runs in log order; deferred ones keep
+            // their due time.
+            for (i, r) in batch.iter().enumerate() {
+                let m = MsgRef {
+                    batch: b.clone(),
+                    idx: i as u32,
+                    attempts: r.msg.attempts,
+                };
+                match r.disposition {
+                    nsq_store::Disposition::Ready => st.restore_one(m),
+                    nsq_store::Disposition::Deferred { due_unix_ns } => {
+                        let wait = (due_unix_ns - now_unix).max(0) as u64;
+                        let due = now_mono + wait;
+                        st.restore_deferred(m, due);
+                        drop(st);
+                        ch.schedule(due);
+                        st = ch.state.lock();
+                    }
+                }
+            }
+        }
+    }
+    if channels.is_empty() {
+        // A topic without channels holds its whole log for the first channel.
+        let mut r = reader;
+        let mut pos = log_start;
+        loop {
+            let rb = r.read_range(pos, log_end, REPLAY_RECORDS, REPLAY_BYTES)?;
+            if rb.records.is_empty() {
+                break;
+            }
+            n += rb.records.len();
+            let msgs: Vec<nsq_protocol::Message> = rb
+                .records
+                .iter()
+                .map(|(_, m)| nsq_protocol::Message {
+                    timestamp: m.timestamp,
+                    attempts: m.attempts,
+                    id: m.id,
+                    body: m.body.clone(),
+                })
+                .collect();
+            let b = Arc::new(Batch::explicit(&msgs));
+            b.set_log_positions(rb.records.iter().map(|(p, _)| *p).collect());
+            topic.restore_held(b);
+            if rb.next_pos <= pos {
+                break;
+            }
+            pos = rb.next_pos;
+        }
+    }
+    Ok((topic, n))
+}
+
+/// Flushes (and, with `sync`, fsyncs) every durable channel's journal.
+pub fn flush_journals(nsqd: &crate::Nsqd, sync: bool) {
+    for t in nsqd.topics() {
+        if !t.is_durable() {
+            continue;
+        }
+        for ch in t.channels() {
+            if let Some(d) = ch.durable() {
+                journal_op(&d.journal, "flush", |j| if sync { j.sync() } else { j.flush() });
+            }
+        }
+    }
+}
+
+/// Log retention and journal compaction, for every durable topic: segments no channel still
+/// needs are removed; journals that have grown are rewritten from what is still unacked.
+pub fn maintain(nsqd: &crate::Nsqd) {
+    let now_mono = nsqd.clock.now();
+    let now_unix = crate::clock::unix_nanos();
+    for t in nsqd.topics() {
+        let Some((store, ts)) = t.store() else {
+            continue;
+        };
+        let end = ts.end();
+        let mut keep_from = t.held_start().unwrap_or(end);
+        let channels = t.channels();
+        for ch in &channels {
+            let (mut unacked, deferred) = {
+                let st = ch.state.lock();
+                (st.unacked_positions(), st.deferred_entries())
+            };
+            unacked.sort_unstable();
+            let lowest = unacked.first().copied().unwrap_or(end);
+            keep_from = keep_from.min(lowest);
+            if let Some(d) = ch.durable() {
+                let mut guard = d.journal.lock();
+                if let Some(j) = guard.as_mut() {
+                    if j.should_compact() {
+                        let acked = nsq_store::AckSet::from_unacked(lowest, end, &unacked);
+                        let defs: Vec<nsq_store::DeferredEntry> = deferred
+                            .iter()
+                            .map(|&(pos, due, attempts)| nsq_store::DeferredEntry {
+                                pos,
+                                due_unix_ns: now_unix + due.saturating_sub(now_mono) as i64,
+                                attempts,
+                            })
+                            .collect();
+                        if let Err(e) = j.compact(lowest, &acked, &defs, &[]) {
+                            tracing::error!("compacting journal {}: {e}", j.path().display());
+                        }
+                    }
+                }
+            }
+        }
+        if channels.is_empty() && t.held_start().is_none() {
+            keep_from = end;
+        }
+        store.call(ts, move |log| {
+            if let Some(log) = log {
+                match log.remove_segments_before(keep_from) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!("removed {n} log segments of {}", log.topic()),
+                    Err(e) => tracing::error!("log retention for {}: {e}", log.topic()),
+                }
+            }
+        });
+    }
+}
+
+/// Syncs a topic's log and waits for it (shutdown).
+pub fn sync_log_blocking(store: &Store, t: &TopicStore) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    store.call(t, move |log| {
+        if let Some(log) = log {
+            if let Err(e) = log.sync() {
+                tracing::error!("syncing topic log {}: {e}", log.topic());
+            }
+        }
+        let _ = tx.send(());
+    });
+    let _ = rx.recv_timeout(std::time::Duration::from_secs(10));
+}
+
+/// Runs journal flushes (every second) and retention (every 10 s) until shutdown.
+pub async fn maintenance_loop(nsqd: Arc<crate::Nsqd>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            _ = nsqd.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        n += 1;
+        let nsqd2 = nsqd.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            flush_journals(&nsqd2, false);
+            if n % 10 == 0 {
+                maintain(&nsqd2);
+            }
+        })
+        .await;
+    }
+}
