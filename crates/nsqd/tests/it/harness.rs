@@ -695,6 +695,22 @@ impl RawClient {
         c
     }
 
+    /// Connects and sends the magic, returning errors instead of panicking (for tests that
+    /// connect while the server may be restarting).
+    pub fn try_connect(addr: SocketAddr) -> io::Result<RawClient> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        stream.set_nodelay(true)?;
+        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+        let mut c = RawClient {
+            stream,
+            buf: BytesMut::with_capacity(64 * 1024),
+            answer_heartbeats: true,
+            heartbeats_seen: 0,
+        };
+        c.try_send_raw(nsq_protocol::MAGIC_V2)?;
+        Ok(c)
+    }
+
     /// Connects without sending anything.
     pub fn connect_no_magic(addr: SocketAddr) -> RawClient {
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))

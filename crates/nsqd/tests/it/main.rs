@@ -6,3 +6,5 @@ mod http_api;
 mod interop;
 mod persistence;
 mod protocol;
+mod durability;
+mod lookup;

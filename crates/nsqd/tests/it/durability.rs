@@ -1,0 +1,230 @@
+//! Durable mode (`--mem-queue-size=0`): nothing acknowledged is lost when nsqd is SIGKILLed.
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nsq_protocol::FrameType;
+
+use crate::harness::{RawClient, TestNsqd, READ_TIMEOUT};
+
+const DURABLE: &str = "--mem-queue-size=0";
+
+fn body(m: &nsq_protocol::Message) -> String {
+    String::from_utf8_lossy(&m.body).into_owned()
+}
+
+/// Reads messages until none arrives for `quiet`, FINing each; returns the bodies.
+fn drain(c: &mut RawClient, quiet: Duration) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some(f) = c.try_read_frame(quiet).expect("connection alive") {
+        assert_eq!(
+            f.frame_type,
+            FrameType::Message,
+            "{}",
+            crate::harness::describe(&f)
+        );
+        let m = nsq_protocol::Message::decode(f.data).unwrap();
+        out.push(body(&m));
+        c.fin(&m.id);
+    }
+    out
+}
+
+#[test]
+fn sigkill_keeps_queued_in_flight_and_deferred_messages() {
+    let mut nsqd = TestNsqd::start(&[DURABLE, "--sync-every=1"]);
+    let mut c = nsqd.client();
+    c.sub_ok("dur", "work", 0);
+    let mut p = nsqd.client();
+    for i in 0..20 {
+        p.pub_ok("dur", format!("m{i:02}").as_bytes());
+    }
+    p.dpub("dur", 3_600_000, b"tomorrow");
+    p.expect_ok();
+    c.rdy(5);
+    let got: Vec<_> = (0..5).map(|_| c.read_message(READ_TIMEOUT)).collect();
+    // m00, m01 finished; m02 requeued for an hour; m03, m04 left in flight.
+    c.fin(&got[0].id);
+    c.fin(&got[1].id);
+    c.req(&got[2].id, 3_600_000);
+    c.nop();
+    // Let the journal reach the OS (it is flushed every second) so the FINs are not
+    // redelivered; redelivery would be allowed (at least once) but makes the check loose.
+    let journal = nsqd.data_path().join("dur:work.nsqrs.journal");
+    let len0 = std::fs::metadata(&journal).map(|m| m.len()).unwrap_or(0);
+    crate::harness::wait_until(Duration::from_secs(5), "journal flushed", || {
+        std::fs::metadata(&journal).map(|m| m.len()).unwrap_or(0) > len0
+    });
+    drop((c, p));
+    nsqd.kill();
+    nsqd.restart(None);
+
+    let st = nsqd.channel_stats("dur", "work").expect("channel restored");
+    assert_eq!(
+        st["deferred_count"], 2,
+        "REQ'd and DPUB'd messages stay deferred: {st}"
+    );
+    let mut c = nsqd.client();
+    c.sub_ok("dur", "work", 100);
+    let mut bodies = drain(&mut c, Duration::from_millis(700));
+    bodies.sort();
+    let want: Vec<String> = (3..20).map(|i| format!("m{i:02}")).collect();
+    assert_eq!(
+        bodies, want,
+        "queued and in-flight messages come back, finished ones do not"
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Publishers and a consumer run while nsqd is SIGKILLed three times; every message nsqd
+/// answered OK to must be delivered.
+#[test]
+fn sigkill_loop_loses_nothing_acknowledged() {
+    let tcp = format!("--tcp-address=127.0.0.1:{}", free_port());
+    let http = format!("--http-address=127.0.0.1:{}", free_port());
+    let args = [DURABLE, "--sync-every=1", tcp.as_str(), http.as_str()];
+    let mut nsqd = TestNsqd::start(&args);
+    let addr = nsqd.tcp_addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let got = Arc::new(Mutex::new(HashSet::<String>::new()));
+
+    let consumer = {
+        let (stop, got) = (stop.clone(), got.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(mut c) = RawClient::try_connect(addr) else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                if c.try_send_raw(b"SUB loop c\nRDY 50\n").is_err() {
+                    continue;
+                }
+                loop {
+                    match c.try_read_frame(Duration::from_millis(100)) {
+                        Ok(Some(f)) if f.frame_type == FrameType::Message => {
+                            let m = nsq_protocol::Message::decode(f.data).unwrap();
+                            got.lock().unwrap().insert(body(&m));
+                            if c.try_send_raw(format!("FIN {}\n", m.id).as_bytes())
+                                .is_err()
+                            {
+                                break;
+                            }
+                        }
+                        Ok(_) => {
+                            if stop.load(Ordering::Relaxed) {
+                                return;
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+        })
+    };
+    let publishers: Vec<_> = (0..2)
+        .map(|p| {
+            let (stop, acked) = (stop.clone(), acked.clone());
+            std::thread::spawn(move || {
+                let mut seq = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(mut c) = RawClient::try_connect(addr) else {
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    };
+                    while !stop.load(Ordering::Relaxed) {
+                        let b = format!("p{p}-{seq}");
+                        seq += 1;
+                        let mut buf = bytes::BytesMut::new();
+                        nsq_protocol::command::encode_pub(&mut buf, "loop", b.as_bytes());
+                        if c.try_send_raw(&buf).is_err() {
+                            break;
+                        }
+                        match c.try_read_frame(Duration::from_secs(5)) {
+                            Ok(Some(f))
+                                if f.frame_type == FrameType::Response
+                                    && f.data.as_ref() == b"OK" =>
+                            {
+                                acked.lock().unwrap().push(b)
+                            }
+                            _ => break,
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for _ in 0..3 {
+        let before = acked.lock().unwrap().len();
+        crate::harness::wait_until(Duration::from_secs(20), "publishing progresses", || {
+            acked.lock().unwrap().len() >= before + 200
+        });
+        nsqd.kill();
+        nsqd.restart(None);
+        assert_eq!(nsqd.tcp_addr(), addr);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for p in publishers {
+        p.join().unwrap();
+    }
+    consumer.join().unwrap();
+    // Drain the rest with a fresh consumer.
+    let mut c = nsqd.client();
+    c.sub_ok("loop", "c", 500);
+    for b in drain(&mut c, Duration::from_millis(1500)) {
+        got.lock().unwrap().insert(b);
+    }
+    assert!(Instant::now() < deadline, "took too long");
+    let acked = acked.lock().unwrap();
+    let got = got.lock().unwrap();
+    let lost: Vec<&String> = acked.iter().filter(|b| !got.contains(*b)).collect();
+    eprintln!(
+        "published {} acknowledged, delivered {} unique, lost {}",
+        acked.len(),
+        got.len(),
+        lost.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "lost {} acknowledged messages, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+}
+
+#[test]
+fn durable_restart_after_clean_shutdown_and_empty() {
+    let mut nsqd = TestNsqd::start(&[DURABLE]);
+    let mut p = nsqd.client();
+    for i in 0..10 {
+        p.pub_ok("clean", format!("c{i}").as_bytes());
+    }
+    p.pub_ok("held_topic", b"waiting for a channel");
+    let mut c = nsqd.client();
+    c.sub_ok("clean", "gone", 0);
+    assert_eq!(
+        nsqd.http_post("/channel/empty?topic=clean&channel=gone", b"")
+            .status,
+        200
+    );
+    drop((p, c));
+    nsqd.terminate();
+    nsqd.restart(None);
+    // The emptied channel stays empty; the topic without channels kept its message.
+    assert_eq!(nsqd.channel_stats("clean", "gone").unwrap()["depth"], 0);
+    let mut c = nsqd.client();
+    c.sub_ok("held_topic", "first", 10);
+    assert_eq!(body(&c.read_message(READ_TIMEOUT)), "waiting for a channel");
+}
