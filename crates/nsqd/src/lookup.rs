@@ -501,8 +501,12 @@ impl Registered {
     fn sync_topic(&mut self, nsqd: &Nsqd, name: &str, out: &mut Vec<Cmd>) {
         let topic = nsqd.topic(name).filter(|t| !t.is_deleted());
         let Some(topic) = topic else {
-            // UNREGISTER of a topic withdraws its channels too.
-            if self.0.remove(name).is_some() {
+            // As Go (each deleted channel announces itself): channels first, so lookupd drops
+            // `#ephemeral` channel registrations, which UNREGISTER of a topic leaves behind.
+            if let Some(channels) = self.0.remove(name) {
+                for c in channels {
+                    out.push(Cmd::Unregister(name.to_owned(), Some(c)));
+                }
                 out.push(Cmd::Unregister(name.to_owned(), None));
             }
             return;
@@ -585,6 +589,7 @@ mod tests {
                 "REGISTER t c",
                 "UNREGISTER t c",
                 "REGISTER t d",
+                "UNREGISTER t d",
                 "UNREGISTER t",
             ]
         );
