@@ -334,7 +334,7 @@ impl Conn {
     async fn read_response(&mut self) -> Result<Bytes, SessionError> {
         loop {
             if let Some(r) = proto::decode_response(&mut self.rbuf, self.max_response)
-                .map_err(|e| err(e.wire_text()))?
+                .map_err(|e| err(format!("invalid response: {}", e.desc)))?
             {
                 return Ok(r);
             }

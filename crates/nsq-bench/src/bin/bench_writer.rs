@@ -40,6 +40,9 @@ struct Args {
     /// deadline to start the benchmark run ("2006-01-02 15:04:05", UTC as in Go)
     #[arg(long, default_value = "")]
     deadline: String,
+    /// publishing connections (nsq-rs extension; 0 = one per core, as Go's tool)
+    #[arg(long, default_value_t = 0)]
+    connections: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,7 +51,11 @@ fn main() -> anyhow::Result<()> {
         args.size > 0 && args.batch_size > 0,
         "--size and --batch-size must be > 0"
     );
-    let n = workers();
+    let n = if args.connections > 0 {
+        args.connections
+    } else {
+        workers()
+    };
     let mpub = Arc::new(mpub_buffer(&args.topic, args.size, args.batch_size));
     let start_gate = Arc::new(Barrier::new(n + 1));
     let mut handles = Vec::new();
