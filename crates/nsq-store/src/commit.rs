@@ -279,17 +279,21 @@ impl<C: Completion> TopicState<C> {
         self.committer.appended(self.appended, now);
         self.appended = 0;
         let policy = self.committer.policy();
-        if policy.ack_after_sync() || self.committer.should_sync(now) {
+        if policy.ack_after_sync() {
             if let Err(e) = self.sync() {
-                if policy.ack_after_sync() {
-                    self.fail_waiting(&e);
-                    return;
-                }
-                warn!(topic = %self.log.topic(), error = %e, "periodic sync failed");
+                self.fail_waiting(&e);
+                return;
             }
         }
+        // Without ack-after-sync the publishers only wait for the write: answer them before a
+        // periodic fsync, which can take milliseconds.
         for (a, done) in self.waiting.drain(..) {
             done.complete(Ok(a));
+        }
+        if !policy.ack_after_sync() && self.committer.should_sync(now) {
+            if let Err(e) = self.sync() {
+                warn!(topic = %self.log.topic(), error = %e, "periodic sync failed");
+            }
         }
     }
 }
