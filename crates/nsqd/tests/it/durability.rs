@@ -228,3 +228,72 @@ fn durable_restart_after_clean_shutdown_and_empty() {
     c.sub_ok("held_topic", "first", 10);
     assert_eq!(body(&c.read_message(READ_TIMEOUT)), "waiting for a channel");
 }
+
+/// A mounted tmpfs that is unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("running mount");
+        assert!(
+            out.status.success(),
+            "this test mounts a small tmpfs to fill the disk and needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { dir }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn full_disk_answers_e_pub_failed_and_loses_nothing_acknowledged() {
+    let disk = SmallDisk::mount("1m");
+    let mut nsqd = TestNsqd::start_in(
+        disk.dir.path(),
+        &[DURABLE, "--max-bytes-per-file=65536", "--sync-every=1"],
+    );
+    let mut c = nsqd.client();
+    c.sub_ok("full", "c", 0);
+    let mut p = nsqd.client();
+    let body = vec![b'x'; 1000];
+    let mut acked = Vec::new();
+    let err = loop {
+        assert!(acked.len() < 5000, "the 1 MiB disk never filled up");
+        let b = format!("{:05}{}", acked.len(), String::from_utf8_lossy(&body));
+        p.publish("full", b.as_bytes());
+        let f = p.read_frame(READ_TIMEOUT);
+        match f.frame_type {
+            FrameType::Response => acked.push(b),
+            FrameType::Error => break String::from_utf8_lossy(&f.data).into_owned(),
+            FrameType::Message => panic!("unexpected message"),
+        }
+    };
+    assert!(err.starts_with("E_PUB_FAILED PUB failed"), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    p.expect_closed();
+    assert!(acked.len() > 100, "only {} messages fit", acked.len());
+    nsqd.wait_for_log("No space left on device", Duration::from_secs(5));
+
+    // Everything acknowledged is still delivered, and the daemon keeps serving.
+    c.rdy(2500);
+    let mut got = drain(&mut c, Duration::from_millis(700));
+    got.sort();
+    assert_eq!(got, acked);
+    nsqd.client()
+        .pub_ok("memory_only#ephemeral", b"still serving");
+    nsqd.kill();
+}

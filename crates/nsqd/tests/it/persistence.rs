@@ -237,3 +237,21 @@ fn metadata_follows_creation_and_deleted_topics_stay_deleted() {
     assert!(nsqd.topic_stats("short_lived").is_none());
     assert_eq!(nsqd.topic_stats("kept").unwrap()["depth"], 1);
 }
+
+#[test]
+fn unusable_data_path_is_a_clear_startup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let out = std::process::Command::new(crate::harness::nsqd_bin())
+        .args([
+            "--tcp-address=127.0.0.1:0",
+            "--http-address=127.0.0.1:0",
+            &format!("--data-path={}", file.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot open data path"), "{err}");
+}
