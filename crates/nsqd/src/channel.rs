@@ -19,8 +19,8 @@ use crate::client::ClientInfo;
 use crate::clock::Clock;
 use crate::durable::{journal_op, Store};
 use crate::persist::DataDir;
-use nsq_store::ChannelJournal;
 use crate::state::channel::ChannelState;
+use nsq_store::ChannelJournal;
 
 /// Why a consumer could not be added.
 #[derive(Debug, thiserror::Error)]
@@ -65,10 +65,20 @@ pub struct Channel {
     durable: Option<Durable>,
 }
 
+/// What a durable channel is created with: the log writer, the topic's log end, a reader
+/// for its backlog, and its journal.
+pub(crate) type DurableParts = (
+    Arc<Store>,
+    Arc<AtomicU64>,
+    nsq_store::LogReader,
+    Mutex<Option<ChannelJournal>>,
+);
+
 /// A durable channel's journal and what it needs to restart it (on empty).
 pub(crate) struct Durable {
     store: Arc<Store>,
     log_end: Arc<AtomicU64>,
+    reader: nsq_store::LogReader,
     /// `None` once deleted.
     pub(crate) journal: Mutex<Option<ChannelJournal>>,
 }
@@ -82,7 +92,7 @@ impl Channel {
         clock: Clock,
         paused: bool,
         data: Option<Arc<DataDir>>,
-        journal: Option<(Arc<Store>, Arc<AtomicU64>, Mutex<Option<ChannelJournal>>)>,
+        journal: Option<DurableParts>,
     ) -> Arc<Channel> {
         let ephemeral = nsq_protocol::names::is_ephemeral(name);
         let data = if ephemeral { None } else { data };
@@ -90,6 +100,9 @@ impl Channel {
         state.paused = paused;
         if ephemeral && mem_queue_size > 0 {
             state.drop_beyond = Some(mem_queue_size as u64);
+        }
+        if journal.is_some() {
+            state.mem_window = Some(crate::durable::MEMORY_WINDOW);
         }
         let ch = Arc::new(Channel {
             topic_name: topic_name.to_string(),
@@ -104,9 +117,10 @@ impl Channel {
             exiting: AtomicBool::new(false),
             clock,
             data,
-            durable: journal.map(|(store, log_end, journal)| Durable {
+            durable: journal.map(|(store, log_end, reader, journal)| Durable {
                 store,
                 log_end,
+                reader,
                 journal,
             }),
         });
@@ -186,6 +200,93 @@ impl Channel {
         if let Some(d) = &self.data {
             d.mark_dirty();
         }
+    }
+
+    /// Starts reading the on-disk backlog into memory if the memory window has room
+    /// (durable mode; the read runs on the blocking pool).
+    pub fn maybe_refill(self: &Arc<Self>) {
+        let Some(d) = &self.durable else {
+            return;
+        };
+        let Some(from) = self.state.lock().start_refill() else {
+            return;
+        };
+        let end = d.log_end.load(Ordering::Acquire);
+        let reader = d.reader.clone();
+        let ch = self.clone();
+        tokio::task::spawn_blocking(move || ch.refill(reader, from, end));
+    }
+
+    fn refill(&self, mut reader: nsq_store::LogReader, from: u64, end: u64) {
+        use crate::state::batch::Batch;
+        use crate::state::channel::MsgRef;
+        let Some(d) = &self.durable else {
+            return;
+        };
+        let max = (crate::durable::MEMORY_WINDOW / 2).max(1) as usize;
+        let rb = match reader.read_range(from, end, max, 8 << 20) {
+            Ok(rb) => rb,
+            Err(e) => {
+                tracing::error!("reading the backlog of {}: {e}", self.queue_name());
+                self.state.lock().refilling = false;
+                return;
+            }
+        };
+        let skip = self.state.lock().backlog_skip.clone();
+        let records: Vec<(u64, nsq_store::LogMessage)> = rb
+            .records
+            .into_iter()
+            .filter(|(p, _)| !skip.as_ref().is_some_and(|s| s.contains(*p)))
+            .collect();
+        let msgs: Vec<nsq_protocol::Message> = records
+            .iter()
+            .map(|(_, m)| nsq_protocol::Message {
+                timestamp: m.timestamp,
+                attempts: m.attempts,
+                id: m.id,
+                body: m.body.clone(),
+            })
+            .collect();
+        let batch = Arc::new(Batch::explicit(&msgs));
+        batch.set_log_positions(records.iter().map(|(p, _)| *p).collect());
+        let now = self.clock.now();
+        let now_unix = crate::clock::unix_nanos();
+        let mut next_due = None::<u64>;
+        {
+            let mut st = self.state.lock();
+            for (i, (_, m)) in records.iter().enumerate() {
+                let msg = MsgRef {
+                    batch: batch.clone(),
+                    idx: i as u32,
+                    attempts: m.attempts,
+                };
+                if m.defer_until > now_unix {
+                    let due = now + (m.defer_until - now_unix) as u64;
+                    st.restore_deferred(msg, due);
+                    next_due = Some(next_due.map_or(due, |d: u64| d.min(due)));
+                } else {
+                    st.restore_one(msg);
+                }
+            }
+            let next = if records.is_empty() && rb.next_pos <= from {
+                tracing::error!(
+                    "backlog of {} unreadable from position {from}; skipping it",
+                    self.queue_name()
+                );
+                u64::MAX
+            } else {
+                rb.next_pos
+            };
+            // Compare with the log end under the channel lock: a batch accepted after this
+            // point sees either the backlog still open (and joins it) or closed (and goes to
+            // memory), never neither.
+            let end_now = d.log_end.load(Ordering::Acquire);
+            st.finish_refill(records.len() as u64, next, end_now);
+        }
+        if let Some(due) = next_due {
+            self.schedule(due);
+        }
+        self.wake_consumers();
     }
 
     /// The durable-mode journal, if any.

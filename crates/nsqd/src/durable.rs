@@ -30,6 +30,10 @@ use parking_lot::Mutex;
 
 use crate::config::Options;
 
+/// Ready messages a durable channel keeps in memory; the rest stays in the topic log until
+/// consumers catch up (Go's default `--mem-queue-size`).
+pub const MEMORY_WINDOW: u64 = 10_000;
+
 /// How the writer thread reports an append.
 pub type Done = Box<dyn FnOnce(Result<Appended, StoreError>) + Send>;
 
@@ -70,9 +74,11 @@ impl Store {
     /// Hands a log to the writer thread.
     pub fn register(&self, log: TopicLog) -> TopicStore {
         let end = log.end_pos();
+        let reader = log.reader();
         TopicStore {
             id: self.writer.add_topic(log),
             end: Arc::new(AtomicU64::new(end)),
+            reader,
         }
     }
 
@@ -124,6 +130,8 @@ pub struct TopicStore {
     id: TopicId,
     /// Position just past the last record handed to the channels (updated in log order).
     pub end: Arc<AtomicU64>,
+    /// For reading channel backlogs back (cloned per read).
+    pub reader: nsq_store::LogReader,
 }
 
 impl TopicStore {
@@ -200,6 +208,15 @@ pub fn restore_topic(
         ch.set_paused(paused);
         let mut replay =
             nsq_store::recover_channel(reader.clone(), &recovery, REPLAY_RECORDS, REPLAY_BYTES);
+        {
+            // Reading the backlog back later must skip what was acked before the restart and
+            // what is restored as deferred now.
+            let mut skip = recovery.acked.clone();
+            for d in &recovery.deferred {
+                skip.insert(d.pos);
+            }
+            ch.state.lock().backlog_skip = Some(skip);
+        }
         while let Some(batch) = replay.next_batch()? {
             n += batch.len();
             let msgs: Vec<nsq_protocol::Message> = batch
@@ -223,7 +240,20 @@ pub fn restore_topic(
                     attempts: r.msg.attempts,
                 };
                 match r.disposition {
-                    nsq_store::Disposition::Ready => st.restore_one(m),
+                    nsq_store::Disposition::Ready => {
+                        // Beyond the memory window the rest stays in the log (backlog).
+                        let full = st
+                            .mem_window
+                            .is_some_and(|w| st.ready_count() >= w || st.backlog.is_some());
+                        if full {
+                            if st.backlog.is_none() {
+                                st.backlog = Some(r.pos);
+                            }
+                            st.backlog_count += 1;
+                        } else {
+                            st.restore_one(m);
+                        }
+                    }
                     nsq_store::Disposition::Deferred { due_unix_ns } => {
                         let wait = (due_unix_ns - now_unix).max(0) as u64;
                         let due = now_mono + wait;
@@ -276,7 +306,11 @@ pub fn flush_journals(nsqd: &crate::Nsqd, sync: bool) {
         }
         for ch in t.channels() {
             if let Some(d) = ch.durable() {
-                journal_op(&d.journal, "flush", |j| if sync { j.sync() } else { j.flush() });
+                journal_op(
+                    &d.journal,
+                    "flush",
+                    |j| if sync { j.sync() } else { j.flush() },
+                );
             }
         }
     }
@@ -295,9 +329,14 @@ pub fn maintain(nsqd: &crate::Nsqd) {
         let mut keep_from = t.held_start().unwrap_or(end);
         let channels = t.channels();
         for ch in &channels {
-            let (mut unacked, deferred) = {
+            let (mut unacked, deferred, backlog, backlog_skip) = {
                 let st = ch.state.lock();
-                (st.unacked_positions(), st.deferred_entries())
+                (
+                    st.unacked_positions(),
+                    st.deferred_entries(),
+                    st.backlog,
+                    st.backlog_skip.clone(),
+                )
             };
             unacked.sort_unstable();
             let lowest = unacked.first().copied().unwrap_or(end);
@@ -306,7 +345,30 @@ pub fn maintain(nsqd: &crate::Nsqd) {
                 let mut guard = d.journal.lock();
                 if let Some(j) = guard.as_mut() {
                     if j.should_compact() {
-                        let acked = nsq_store::AckSet::from_unacked(lowest, end, &unacked);
+                        // Everything in [lowest, upto) that is not unacked has been acked;
+                        // the on-disk backlog from `upto` on was never delivered, except
+                        // what an earlier run acked (kept in `backlog_skip`).
+                        let upto = backlog.unwrap_or(end);
+                        let below: Vec<u64> =
+                            unacked.iter().copied().filter(|&p| p < upto).collect();
+                        let mut acked = nsq_store::AckSet::from_unacked(lowest, upto, &below);
+                        if let Some(skip) = &backlog_skip {
+                            // `unacked` (sorted) still holds the deferred messages restored
+                            // from the backlog region: they must not be marked acked.
+                            let hi: Vec<u64> =
+                                unacked.iter().copied().filter(|&p| p >= upto).collect();
+                            for &(from, to) in skip.ranges() {
+                                let start = from.max(upto);
+                                let mut cur = start;
+                                for &p in hi.iter().filter(|&&p| p >= start && p < to) {
+                                    acked.insert_range(cur, p);
+                                    cur = p + 1;
+                                }
+                                if cur < to {
+                                    acked.insert_range(cur, to);
+                                }
+                            }
+                        }
                         let defs: Vec<nsq_store::DeferredEntry> = deferred
                             .iter()
                             .map(|&(pos, due, attempts)| nsq_store::DeferredEntry {

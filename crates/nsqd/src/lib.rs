@@ -351,16 +351,14 @@ pub async fn start(opts: Options) -> Result<NsqdHandle, StartError> {
             "durable mode (--mem-queue-size=0): messages are written to topic logs in {} before OK and kept until FINed",
             data_path.display()
         );
-        Some(Arc::new(durable::Store::new(&data_path, &opts).map_err(|e| {
-            StartError::Config(format!("cannot start the log writer thread: {e}"))
-        })?))
+        Some(Arc::new(durable::Store::new(&data_path, &opts).map_err(
+            |e| StartError::Config(format!("cannot start the log writer thread: {e}")),
+        )?))
     } else {
         None
     };
     let mut nsqd = Nsqd::with_data(opts, Some(data.clone()));
-    Arc::get_mut(&mut nsqd)
-        .expect("not shared yet")
-        .store = store;
+    Arc::get_mut(&mut nsqd).expect("not shared yet").store = store;
     {
         let (n, d) = (nsqd.clone(), data.clone());
         tokio::task::spawn_blocking(move || persist::restore(&n, &d))

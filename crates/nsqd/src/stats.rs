@@ -385,13 +385,14 @@ fn channel_stats(ch: Arc<Channel>, f: &StatsFilter<'_>) -> ChannelStats {
     // Clients first (their own lock), then the queue state: never both locks at once.
     let clients = ch.clients();
     let mut in_flight: Vec<u32> = Vec::new();
-    let (depth, in_flight_count, deferred_count, counters, paused) = {
+    let (depth, backend_depth, in_flight_count, deferred_count, counters, paused) = {
         let st = ch.state.lock();
         if f.include_clients {
             in_flight.extend(clients.iter().map(|c| st.consumer_in_flight(c.id)));
         }
         (
             st.depth(),
+            st.backend_depth(),
             st.in_flight_count(),
             st.deferred_count(),
             st.counters,
@@ -408,7 +409,7 @@ fn channel_stats(ch: Arc<Channel>, f: &StatsFilter<'_>) -> ChannelStats {
     ChannelStats {
         channel: ch,
         depth,
-        backend_depth: 0,
+        backend_depth,
         in_flight_count,
         deferred_count,
         message_count: counters.message_count,

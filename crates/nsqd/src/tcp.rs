@@ -812,6 +812,7 @@ impl Conn {
             sample,
             &mut msgs,
         );
+        ch.maybe_refill();
         if n > 0 {
             ch.schedule(now + timeout);
             self.client

@@ -196,7 +196,10 @@ impl Topic {
                         topic.accept(batch, defer_ns)
                     }
                     Err(e) => {
-                        tracing::error!("TOPIC({}): failed to write to the topic log: {e}", topic.name);
+                        tracing::error!(
+                            "TOPIC({}): failed to write to the topic log: {e}",
+                            topic.name
+                        );
                         Err(PublishError::Disk(e.to_string()))
                     }
                 };
@@ -265,7 +268,7 @@ impl Topic {
                 };
                 store
                     .create_journal(&self.name, name, start)
-                    .map(|j| (store.clone(), t.end.clone(), j))
+                    .map(|j| (store.clone(), t.end.clone(), t.reader.clone(), j))
             }
             _ => None,
         };
@@ -320,7 +323,12 @@ impl Topic {
             self.clock,
             false,
             self.data.clone(),
-            Some((store.clone(), t.end.clone(), Mutex::new(Some(journal)))),
+            Some((
+                store.clone(),
+                t.end.clone(),
+                t.reader.clone(),
+                Mutex::new(Some(journal)),
+            )),
         );
         inner.channels.insert(name.to_string(), ch.clone());
         Some(ch)
@@ -477,7 +485,7 @@ impl Topic {
 fn deliver(ch: &Channel, held: &Held, now: u64) {
     match held {
         Held::Ready(b) => {
-            ch.state.lock().put(b.clone(), 0, b.len());
+            ch.state.lock().put_windowed(b.clone(), 0, b.len());
             ch.wake_consumers();
         }
         Held::Deferred(b, d) => {

@@ -140,6 +140,18 @@ pub struct ChannelState {
     pub drop_beyond: Option<u64>,
     /// Counters for `/stats`.
     pub counters: ChannelCounters,
+    /// Durable mode: most ready messages kept in memory; beyond it new messages stay only in
+    /// the topic log and are read back as the consumers catch up.
+    pub mem_window: Option<u64>,
+    /// Durable mode: messages from this log position on are in the log but not in memory.
+    pub backlog: Option<u64>,
+    /// How many messages the backlog holds.
+    pub backlog_count: u64,
+    /// Positions inside the backlog that must not be read back (acked before a restart, or
+    /// already restored as deferred).
+    pub backlog_skip: Option<nsq_store::AckSet>,
+    /// A backlog read is under way.
+    pub refilling: bool,
 }
 
 impl ChannelState {
@@ -148,9 +160,64 @@ impl ChannelState {
         ChannelState::default()
     }
 
-    /// Messages waiting to be delivered (Go's `depth` minus the disk part).
+    /// Messages waiting to be delivered: in memory plus the on-disk backlog (Go's `depth`).
     pub fn depth(&self) -> u64 {
+        self.ready_len + self.backlog_count
+    }
+
+    /// Ready messages in memory.
+    pub fn ready_count(&self) -> u64 {
         self.ready_len
+    }
+
+    /// Messages waiting only on disk (Go's `backend_depth`).
+    pub fn backend_depth(&self) -> u64 {
+        self.backlog_count
+    }
+
+    /// Durable mode: appends messages `start..end` of a logged batch, or leaves them in the
+    /// log when the memory window is full (or a backlog exists, to keep log order).
+    /// Returns whether they went to memory.
+    pub fn put_windowed(&mut self, batch: Arc<Batch>, start: u32, end: u32) -> bool {
+        if let Some(win) = self.mem_window {
+            if self.backlog.is_some() || self.ready_len >= win {
+                if self.backlog.is_none() {
+                    self.backlog = batch.log_pos(start);
+                }
+                let n = (end - start) as u64;
+                self.backlog_count += n;
+                self.counters.message_count += n;
+                return false;
+            }
+        }
+        self.put(batch, start, end);
+        true
+    }
+
+    /// Whether the backlog should be read into memory now (and marks the read as started).
+    pub fn start_refill(&mut self) -> Option<u64> {
+        let win = self.mem_window?;
+        let from = self.backlog?;
+        if self.refilling || self.ready_len > win / 2 {
+            return None;
+        }
+        self.refilling = true;
+        Some(from)
+    }
+
+    /// Ends a backlog read: `loaded` messages were added (with [`ChannelState::restore_one`]
+    /// or as deferred), `read` messages left the backlog, reading stopped at `next`, and the
+    /// log's accepted end is `end`.
+    pub fn finish_refill(&mut self, read: u64, next: u64, end: u64) {
+        self.refilling = false;
+        self.backlog_count = self.backlog_count.saturating_sub(read);
+        if next >= end {
+            self.backlog = None;
+            self.backlog_count = 0;
+            self.backlog_skip = None;
+        } else {
+            self.backlog = Some(next);
+        }
     }
 
     /// Messages in flight.
@@ -407,6 +474,7 @@ impl ChannelState {
                 }
             }
         }
+        out.extend(self.backlog);
         out.extend(self.in_flight.values().filter_map(|f| f.msg.log_pos()));
         out.extend(self.deferred.iter().filter_map(|d| d.msg.log_pos()));
         out
@@ -483,6 +551,9 @@ impl ChannelState {
     pub fn empty(&mut self) {
         self.ready.clear();
         self.ready_len = 0;
+        self.backlog = None;
+        self.backlog_count = 0;
+        self.backlog_skip = None;
         self.in_flight.clear();
         self.timeouts.clear();
         self.deferred.clear();

@@ -224,3 +224,38 @@ fn same_id_twice_is_delivered_once() {
     assert_eq!(ch.consumer_in_flight(1), 0);
     assert_eq!(ch.counters.duplicates_dropped, 1);
 }
+
+#[test]
+fn memory_window_leaves_the_rest_in_the_log() {
+    let mut ch = ChannelState::new();
+    ch.add_consumer(1);
+    ch.mem_window = Some(4);
+    let b1 = batch(3, 0);
+    b1.set_log_first(0);
+    let b2 = batch(3, 10);
+    b2.set_log_first(1000);
+    let b3 = batch(2, 20);
+    b3.set_log_first(2000);
+    assert!(ch.put_windowed(b1, 0, 3));
+    assert!(ch.put_windowed(b2.clone(), 0, 3), "3 < 4: still room");
+    assert!(!ch.put_windowed(b3, 0, 2), "window full: stays in the log");
+    assert_eq!(ch.backlog, Some(2000));
+    assert_eq!((ch.depth(), ch.backend_depth()), (8, 2));
+    assert_eq!(ch.start_refill(), None, "6 ready > 4/2: no read yet");
+    let _ = pop(&mut ch, 1, 100, 0);
+    assert_eq!(ch.start_refill(), Some(2000));
+    assert_eq!(ch.start_refill(), None, "one read at a time");
+    // The read brought both messages back and reached the end of the log.
+    ch.finish_refill(2, 2100, 2100);
+    assert_eq!((ch.backlog, ch.backend_depth()), (None, 0));
+    // A read that stops short keeps the backlog open.
+    ch.backlog = Some(3000);
+    ch.backlog_count = 5;
+    assert_eq!(ch.start_refill(), Some(3000));
+    ch.finish_refill(2, 3100, 4000);
+    assert_eq!((ch.backlog, ch.backend_depth()), (Some(3100), 3));
+    assert!(
+        ch.unacked_positions().contains(&3100),
+        "retention keeps the backlog"
+    );
+}
