@@ -156,8 +156,18 @@ enum Request<C> {
     },
     Call(u64, CallFn),
     Remove(u64, RemoveFn),
+    /// A background fsync finished.
+    Synced {
+        topic: u64,
+        upto: u64,
+        path: std::path::PathBuf,
+        res: io::Result<()>,
+    },
     Stop,
 }
+
+/// A background fsync to run: topic, file handle, position covered, path (for errors).
+type SyncJob = (u64, std::fs::File, u64, std::path::PathBuf);
 
 /// Most requests taken into one group.
 const MAX_GROUP: usize = 4096;
@@ -181,9 +191,31 @@ impl<C: Completion> LogWriterThread<C> {
     /// Starts the thread.
     pub fn spawn(name: &str, policy: SyncPolicy) -> io::Result<Self> {
         let (tx, rx) = mpsc::channel();
+        // Periodic fsyncs (without ack-after-sync) run on a second thread so that appends,
+        // and the publishers waiting on them, are not held up by a slow disk flush.
+        let (bg_tx, bg_rx) = mpsc::channel::<SyncJob>();
+        let back = tx.clone();
+        std::thread::Builder::new()
+            .name(format!("{name}-sync"))
+            .spawn(move || {
+                for (topic, file, upto, path) in bg_rx {
+                    let res = file.sync_data();
+                    if back
+                        .send(Request::Synced {
+                            topic,
+                            upto,
+                            path,
+                            res,
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            })?;
         let join = std::thread::Builder::new()
             .name(name.to_string())
-            .spawn(move || Worker::new(policy).run(rx))?;
+            .spawn(move || Worker::new(policy, bg_tx).run(rx))?;
         Ok(LogWriterThread {
             tx,
             join: Some(join),
@@ -270,8 +302,23 @@ impl<C: Completion> TopicState<C> {
         r
     }
 
+    /// Hands a sync to the background thread (records it as done for the sync policy).
+    fn background_sync(&mut self, id: u64, bg: &mpsc::Sender<SyncJob>) {
+        match self.log.begin_background_sync() {
+            Ok(Some((file, upto, path))) => {
+                self.committer.synced();
+                if bg.send((id, file, upto, path)).is_err() {
+                    warn!(topic = %self.log.topic(), "sync thread gone; syncing inline");
+                    let _ = self.sync();
+                }
+            }
+            Ok(None) => self.committer.synced(),
+            Err(e) => warn!(topic = %self.log.topic(), error = %e, "periodic sync failed"),
+        }
+    }
+
     /// Writes (and syncs if required) this group's appends, then completes them.
-    fn commit(&mut self, now: Instant) {
+    fn commit(&mut self, id: u64, now: Instant, bg: &mpsc::Sender<SyncJob>) {
         if let Err(e) = self.log.flush() {
             self.fail_waiting(&e);
             return;
@@ -291,24 +338,24 @@ impl<C: Completion> TopicState<C> {
             done.complete(Ok(a));
         }
         if !policy.ack_after_sync() && self.committer.should_sync(now) {
-            if let Err(e) = self.sync() {
-                warn!(topic = %self.log.topic(), error = %e, "periodic sync failed");
-            }
+            self.background_sync(id, bg);
         }
     }
 }
 
 struct Worker<C> {
     policy: SyncPolicy,
+    bg: mpsc::Sender<SyncJob>,
     topics: HashMap<u64, TopicState<C>>,
     /// Topics with unsynced records (waiting for `every` or `timeout`).
     dirty: HashSet<u64>,
 }
 
 impl<C: Completion> Worker<C> {
-    fn new(policy: SyncPolicy) -> Self {
+    fn new(policy: SyncPolicy, bg: mpsc::Sender<SyncJob>) -> Self {
         Worker {
             policy,
+            bg,
             topics: HashMap::new(),
             dirty: HashSet::new(),
         }
@@ -345,7 +392,7 @@ impl<C: Completion> Worker<C> {
             let now = Instant::now();
             for id in touched.drain(..) {
                 if let Some(t) = self.topics.get_mut(&id) {
-                    t.commit(now);
+                    t.commit(id, now, &self.bg);
                     if t.committer.unsynced() > 0 {
                         self.dirty.insert(id);
                     } else {
@@ -367,8 +414,12 @@ impl<C: Completion> Worker<C> {
             for id in due {
                 self.dirty.remove(&id);
                 if let Some(t) = self.topics.get_mut(&id) {
-                    if let Err(e) = t.sync() {
-                        warn!(topic = %t.log.topic(), error = %e, "periodic sync failed");
+                    if stop {
+                        if let Err(e) = t.sync() {
+                            warn!(topic = %t.log.topic(), error = %e, "final sync failed");
+                        }
+                    } else {
+                        t.background_sync(id, &self.bg);
                     }
                 }
             }
@@ -416,6 +467,16 @@ impl<C: Completion> Worker<C> {
                 }
             }
             Request::Call(id, f) => f(self.topics.get_mut(&id).map(|t| &mut t.log)),
+            Request::Synced {
+                topic,
+                upto,
+                path,
+                res,
+            } => {
+                if let Some(t) = self.topics.get_mut(&topic) {
+                    let _ = t.log.finish_background_sync(upto, &path, res);
+                }
+            }
             Request::Remove(id, f) => match self.topics.remove(&id) {
                 Some(mut t) => {
                     self.dirty.remove(&id);

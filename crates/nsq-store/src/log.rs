@@ -520,6 +520,48 @@ impl TopicLog {
         }
     }
 
+    /// Starts a sync that another thread finishes: flushes, then returns a handle on the
+    /// active segment and the position the sync will cover (`None` if all is synced). Call
+    /// [`TopicLog::finish_background_sync`] with the outcome. Appends may continue meanwhile.
+    pub fn begin_background_sync(
+        &mut self,
+    ) -> Result<Option<(std::fs::File, u64, PathBuf)>, StoreError> {
+        self.flush()?;
+        let written = self.shared.written.load(Ordering::Acquire);
+        if self.shared.synced.load(Ordering::Acquire) >= written {
+            return Ok(None);
+        }
+        let Some(a) = &self.active else {
+            return Ok(None);
+        };
+        let f = a
+            .file
+            .try_clone()
+            .map_err(|e| StoreError::io("cloning handle of", &a.path, e))?;
+        Ok(Some((f, written, a.path.clone())))
+    }
+
+    /// Records the outcome of a sync started with [`TopicLog::begin_background_sync`].
+    pub fn finish_background_sync(
+        &mut self,
+        upto: u64,
+        path: &Path,
+        res: io::Result<()>,
+    ) -> Result<(), StoreError> {
+        match res {
+            Ok(()) => {
+                self.shared.synced.fetch_max(upto, Ordering::AcqRel);
+                Ok(())
+            }
+            Err(e) => {
+                let err = StoreError::io("syncing", path, e);
+                warn!(error = %err, "fsync failed, log poisoned");
+                self.poisoned = Some(err.to_string());
+                Err(err)
+            }
+        }
+    }
+
     /// Flushes, then `fdatasync`s the current segment (older segments were synced when they were
     /// completed). Afterwards `synced_upto() == written_upto() == end_pos()`.
     ///

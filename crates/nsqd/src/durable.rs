@@ -31,8 +31,8 @@ use parking_lot::Mutex;
 use crate::config::Options;
 
 /// Ready messages a durable channel keeps in memory; the rest stays in the topic log until
-/// consumers catch up (Go's default `--mem-queue-size`).
-pub const MEMORY_WINDOW: u64 = 10_000;
+/// consumers catch up. About 12 MB per channel with 200-byte messages.
+pub const MEMORY_WINDOW: u64 = 50_000;
 
 /// How the writer thread reports an append.
 pub type Done = Box<dyn FnOnce(Result<Appended, StoreError>) + Send>;
@@ -426,7 +426,7 @@ pub async fn maintenance_loop(nsqd: Arc<crate::Nsqd>) {
         let nsqd2 = nsqd.clone();
         let _ = tokio::task::spawn_blocking(move || {
             flush_journals(&nsqd2, false);
-            if n % 10 == 0 {
+            if n.is_multiple_of(10) {
                 maintain(&nsqd2);
             }
         })

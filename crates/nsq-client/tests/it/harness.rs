@@ -213,19 +213,29 @@ fn try_spawn(
     extra: &[&str],
 ) -> Result<(Child, SocketAddr, SocketAddr), String> {
     let bin = nsqd_bin();
-    let mut child = Command::new(&bin)
-        .arg(format!("--tcp-address={tcp}"))
+    let mut cmd = Command::new(&bin);
+    cmd.arg(format!("--tcp-address={tcp}"))
         .arg(format!("--http-address={http}"))
         .arg(format!("--data-path={}", dir.display()))
-        .args(extra)
+        .args(extra);
+    spawn_daemon(cmd, "nsqd")
+}
+
+/// Spawns a daemon (`nsqd` or `nsqlookupd`), echoes its output with a `[<name> <pid> ..]`
+/// prefix and waits (bounded) for its "TCP: listening on" and "HTTP: listening on" lines.
+fn spawn_daemon(
+    mut cmd: Command,
+    name: &'static str,
+) -> Result<(Child, SocketAddr, SocketAddr), String> {
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("spawn {}: {e}", bin.display()))?;
+        .map_err(|e| format!("spawn {cmd:?}: {e}"))?;
     let pid = child.id();
     let (tx, rx) = mpsc::channel::<Option<String>>();
-    for (stream, name) in [
+    for (stream, stream_name) in [
         (
             Box::new(child.stderr.take().unwrap()) as Box<dyn Read + Send>,
             "err",
@@ -239,7 +249,7 @@ fn try_spawn(
         thread::spawn(move || {
             for line in BufReader::new(stream).lines() {
                 let Ok(line) = line else { break };
-                eprintln!("[nsqd {pid} {name}] {line}");
+                eprintln!("[{name} {pid} {stream_name}] {line}");
                 let _ = tx.send(Some(line));
             }
             let _ = tx.send(None);
@@ -262,17 +272,174 @@ fn try_spawn(
                 if eofs == 2 {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Err(format!("nsqd exited early:\n{}", lines.join("\n")));
+                    return Err(format!("{name} exited early:\n{}", lines.join("\n")));
                 }
             }
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("nsqd did not start in time:\n{}", lines.join("\n")));
+                return Err(format!(
+                    "{name} did not start in time:\n{}",
+                    lines.join("\n")
+                ));
             }
         }
     }
     Ok((child, tcp_addr.unwrap(), http_addr.unwrap()))
+}
+
+/// Path of the nsqlookupd binary: `$NSQLOOKUPD_BIN` if set, else `nsqlookupd` next to the
+/// nsqd binary, built with `cargo build -p nsqlookupd` on first use if it is missing.
+pub fn nsqlookupd_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    static BUILD: Mutex<()> = Mutex::new(());
+    BIN.get_or_init(|| {
+        if let Ok(p) = std::env::var("NSQLOOKUPD_BIN") {
+            return PathBuf::from(p);
+        }
+        let sibling = nsqd_bin().with_file_name("nsqlookupd");
+        if sibling.exists() {
+            return sibling;
+        }
+        let exe = std::env::current_exe().expect("current_exe");
+        let bin = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("profile dir")
+            .join("nsqlookupd");
+        if !bin.exists() {
+            let _g = BUILD.lock().unwrap();
+            let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../nsqlookupd/Cargo.toml");
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "-p", "nsqlookupd", "--manifest-path"])
+                .arg(&manifest)
+                .env("CARGO_TARGET_DIR", target_dir())
+                .status()
+                .expect("run cargo build -p nsqlookupd");
+            assert!(status.success(), "cargo build -p nsqlookupd failed");
+        }
+        assert!(
+            bin.exists(),
+            "nsqlookupd binary not found at {}",
+            bin.display()
+        );
+        bin
+    })
+    .clone()
+}
+
+/// A running nsqlookupd on loopback (killed on drop).
+pub struct TestLookupd {
+    child: Option<Child>,
+    pub tcp: SocketAddr,
+    pub http: SocketAddr,
+}
+
+impl TestLookupd {
+    /// Starts nsqlookupd on free loopback ports.
+    pub fn start() -> TestLookupd {
+        let (child, tcp, http) =
+            try_spawn_lookupd("127.0.0.1:0", "127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        TestLookupd {
+            child: Some(child),
+            tcp,
+            http,
+        }
+    }
+
+    /// `--lookupd-tcp-address=<tcp>` for nsqd.
+    pub fn tcp_flag(&self) -> String {
+        format!("--lookupd-tcp-address={}", self.tcp)
+    }
+
+    /// SIGKILLs the process (all registrations are lost with it).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts a new, empty nsqlookupd on the same TCP and HTTP ports (after
+    /// [`TestLookupd::kill`]), retrying the bind until [`STARTUP_TIMEOUT`].
+    pub fn restart_same_ports(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            match try_spawn_lookupd(&self.tcp.to_string(), &self.http.to_string()) {
+                Ok((child, tcp, http)) => {
+                    assert_eq!((tcp, http), (self.tcp, self.http));
+                    self.child = Some(child);
+                    return;
+                }
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("nsqlookupd restart failed, retrying: {e}");
+                    thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("nsqlookupd restart failed: {e}"),
+            }
+        }
+    }
+
+    /// The TCP addresses (`broadcast_address:tcp_port`) `/lookup?topic=` reports, sorted;
+    /// empty when the topic is unknown (404).
+    pub async fn producers(&self, topic: &str) -> Vec<String> {
+        let (status, body) = http(self.http, "GET", &format!("/lookup?topic={topic}"), b"").await;
+        if status == 404 {
+            return Vec::new();
+        }
+        assert_eq!(status, 200, "/lookup: {}", String::from_utf8_lossy(&body));
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("/lookup JSON");
+        let mut out: Vec<String> = v["producers"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|p| {
+                        format!(
+                            "{}:{}",
+                            p["broadcast_address"].as_str().unwrap_or(""),
+                            p["tcp_port"]
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
+    /// Waits until `/lookup?topic=` reports exactly `want` (TCP addresses, any order).
+    pub async fn wait_producers(&self, topic: &str, want: &[SocketAddr], timeout: Duration) {
+        let mut want: Vec<String> = want.iter().map(|a| a.to_string()).collect();
+        want.sort();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let have = self.producers(topic).await;
+            if have == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nsqlookupd {}: producers of {topic} are {have:?} after {timeout:?}, want {want:?}",
+                self.tcp
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for TestLookupd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn try_spawn_lookupd(tcp: &str, http: &str) -> Result<(Child, SocketAddr, SocketAddr), String> {
+    let mut cmd = Command::new(nsqlookupd_bin());
+    cmd.arg(format!("--tcp-address={tcp}"))
+        .arg(format!("--http-address={http}"))
+        .arg("--broadcast-address=127.0.0.1");
+    spawn_daemon(cmd, "nsqlookupd")
 }
 
 /// One HTTP/1.1 request with `Connection: close`; returns status and body (bounded).

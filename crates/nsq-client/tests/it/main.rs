@@ -1,5 +1,6 @@
 //! Integration tests of nsq-client against the real nsqd binary on loopback.
 
+mod cluster;
 mod harness;
 
 use std::collections::HashSet;

@@ -8,3 +8,4 @@ mod persistence;
 mod protocol;
 mod durability;
 mod lookup;
+mod interop_cluster;
