@@ -1,0 +1,376 @@
+//! `nsq_stat`: polls `/stats` of every nsqd that has `--topic` (given with
+//! `--nsqd-http-address`, or found through `--lookupd-http-address`) and prints the
+//! channel's aggregated numbers as NSQ 1.3's `apps/nsq_stat` does: a header every 25 rows,
+//! then one row per `--interval` with ingress/egress rates, depth and counters.
+//!
+//! `--count N` prints N rows and exits 0 (the first poll only sets the baseline for the
+//! rates, as in Go). Errors (unreachable address, unknown topic/channel) are fatal.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use clap::{ArgAction, Parser};
+use nsq_tools::{fatal, go_bool, go_duration};
+use serde_json::Value;
+
+const TOOL: &str = "nsq_stat";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "nsq_stat",
+    about = "Polls /stats for a topic/channel and prints aggregate stats periodically",
+    disable_version_flag = true
+)]
+struct Args {
+    /// NSQ channel
+    #[arg(long, default_value = "", hide_default_value = true)]
+    channel: String,
+    /// number of reports
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32))]
+    count: Option<i32>,
+    /// timeout for HTTP connect
+    #[arg(long = "http-client-connect-timeout", default_value = "2s", value_parser = go_duration)]
+    http_client_connect_timeout: Duration,
+    /// timeout for HTTP request
+    #[arg(long = "http-client-request-timeout", default_value = "5s", value_parser = go_duration)]
+    http_client_request_timeout: Duration,
+    /// duration of time between polling/printing output
+    #[arg(long, default_value = "2s", value_parser = go_duration)]
+    interval: Duration,
+    /// lookupd HTTP address (may be given multiple times)
+    #[arg(long = "lookupd-http-address", value_name = "ADDR")]
+    lookupd_http_address: Vec<String>,
+    /// nsqd HTTP address (may be given multiple times)
+    #[arg(long = "nsqd-http-address", value_name = "ADDR")]
+    nsqd_http_address: Vec<String>,
+    /// NSQ topic
+    #[arg(long, default_value = "", hide_default_value = true)]
+    topic: String,
+    /// print version
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value = "false", value_parser = go_bool)]
+    version: bool,
+}
+
+fn main() {
+    let args: Args = nsq_tools::parse_args();
+    if args.version {
+        println!("{}", nsq_tools::version_string(TOOL));
+        return;
+    }
+    validate(&args);
+    nsq_tools::init_logging();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        tokio::select! {
+            r = stat_loop(&args) => match r {
+                Ok(()) => {}
+                Err(e) => fatal(TOOL, format!("ERROR: {e:#}")),
+            },
+            _ = nsq_tools::shutdown_signal(true) => {}
+        }
+    });
+}
+
+fn validate(args: &Args) {
+    if args.topic.is_empty() || args.channel.is_empty() {
+        fatal(TOOL, "--topic and --channel are required");
+    }
+    if args.interval.is_zero() {
+        fatal(TOOL, "--interval should be positive");
+    }
+    if args.http_client_connect_timeout.is_zero() {
+        fatal(TOOL, "--http-client-connect-timeout should be positive");
+    }
+    if args.http_client_request_timeout.is_zero() {
+        fatal(TOOL, "--http-client-request-timeout should be positive");
+    }
+    if matches!(args.count, Some(c) if c <= 0) {
+        fatal(TOOL, "--count should be positive");
+    }
+    if args.nsqd_http_address.is_empty() && args.lookupd_http_address.is_empty() {
+        fatal(
+            TOOL,
+            "--nsqd-http-address or --lookupd-http-address required",
+        );
+    }
+    if !args.nsqd_http_address.is_empty() && !args.lookupd_http_address.is_empty() {
+        fatal(
+            TOOL,
+            "use --nsqd-http-address or --lookupd-http-address not both",
+        );
+    }
+    for (flag, addrs) in [
+        ("nsqd-http-address", &args.nsqd_http_address),
+        ("lookupd-http-address", &args.lookupd_http_address),
+    ] {
+        if addrs.iter().any(|a| a.starts_with("http")) {
+            fatal(
+                TOOL,
+                format!("--{flag} error - address should not contain scheme"),
+            );
+        }
+    }
+}
+
+/// A channel's numbers summed over every nsqd (Go's `clusterinfo.ChannelStats`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct ChannelTotals {
+    depth: i64,
+    memory_depth: i64,
+    backend_depth: i64,
+    in_flight: i64,
+    deferred: i64,
+    requeued: i64,
+    timed_out: i64,
+    messages: i64,
+    clients: i64,
+}
+
+impl ChannelTotals {
+    fn add(&mut self, c: &Value) {
+        let n = |f: &str| c[f].as_i64().unwrap_or(0);
+        let depth = n("depth");
+        let backend = n("backend_depth");
+        self.depth += depth;
+        self.backend_depth += backend;
+        self.memory_depth += depth - backend;
+        self.in_flight += n("in_flight_count");
+        self.deferred += n("deferred_count");
+        self.requeued += n("requeue_count");
+        self.timed_out += n("timeout_count");
+        self.messages += n("message_count");
+        self.clients += match c.get("client_count").and_then(Value::as_i64) {
+            Some(v) => v,
+            None => c["clients"].as_array().map_or(0, |a| a.len() as i64),
+        };
+    }
+}
+
+fn header() -> String {
+    format!(
+        "{}+{}+{}\n{:>7} {:>7} | {:>7} {:>7} {:>7} {:>5} {:>5} | {:>7} {:>7} {:>12} {:>7}",
+        "------rate------",
+        "----------------depth----------------",
+        "--------------metadata---------------",
+        "ingress",
+        "egress",
+        "total",
+        "mem",
+        "disk",
+        "inflt",
+        "def",
+        "req",
+        "t-o",
+        "msgs",
+        "clients"
+    )
+}
+
+fn row(c: &ChannelTotals, o: &ChannelTotals, interval: Duration) -> String {
+    let secs = interval.as_secs_f64();
+    let ingress = ((c.messages - o.messages) as f64 / secs) as i64;
+    let egress = ((c.messages - o.messages - (c.depth - o.depth)) as f64 / secs) as i64;
+    format!(
+        "{:>7} {:>7} | {:>7} {:>7} {:>7} {:>5} {:>5} | {:>7} {:>7} {:>12} {:>7}",
+        ingress,
+        egress,
+        c.depth,
+        c.memory_depth,
+        c.backend_depth,
+        c.in_flight,
+        c.deferred,
+        c.requeued,
+        c.timed_out,
+        c.messages,
+        c.clients
+    )
+}
+
+async fn stat_loop(args: &Args) -> anyhow::Result<()> {
+    let mut prev: Option<ChannelTotals> = None;
+    let mut i: i64 = 0;
+    loop {
+        if let Some(count) = args.count {
+            if i > i64::from(count) {
+                return Ok(());
+            }
+        }
+        let producers = if args.lookupd_http_address.is_empty() {
+            nsqd_topic_producers(args).await
+        } else {
+            lookupd_topic_producers(args).await
+        }
+        .context("failed to get topic producers")?;
+        let c = channel_totals(args, &producers)
+            .await
+            .context("failed to get nsqd stats")?;
+        if i % 25 == 0 {
+            println!("{}", header());
+        }
+        if let Some(o) = prev {
+            println!("{}", row(&c, &o, args.interval));
+        }
+        prev = Some(c);
+        i += 1;
+        if args.count.is_some_and(|count| i > i64::from(count)) {
+            return Ok(());
+        }
+        tokio::time::sleep(args.interval).await;
+    }
+}
+
+async fn get_json(args: &Args, addr: &str, path: &str) -> anyhow::Result<Value> {
+    let (status, body) = nsq_tools::http_get(
+        addr,
+        path,
+        args.http_client_connect_timeout,
+        args.http_client_request_timeout,
+    )
+    .await?;
+    if status != 200 {
+        bail!(
+            "GET http://{addr}{path}: status {status}: {}",
+            String::from_utf8_lossy(&body).trim()
+        );
+    }
+    let v: Value = serde_json::from_slice(&body)
+        .with_context(|| format!("GET http://{addr}{path}: invalid JSON"))?;
+    // Pre-1.0 nsqd wrapped answers in {"status_code", "data"}.
+    Ok(match v.get("data") {
+        Some(d) if v.get("status_code").is_some() => d.clone(),
+        _ => v,
+    })
+}
+
+fn stats_path(topic: &str, channel: Option<&str>) -> String {
+    let mut p = format!(
+        "/stats?format=json&topic={}&include_clients=false",
+        urlencode(topic)
+    );
+    if let Some(c) = channel {
+        p.push_str("&channel=");
+        p.push_str(&urlencode(c));
+    }
+    p
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn topics(stats: &Value) -> &[Value] {
+    stats["topics"].as_array().map_or(&[], Vec::as_slice)
+}
+
+/// The nsqd HTTP addresses (of those given) that have the topic.
+async fn nsqd_topic_producers(args: &Args) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for addr in &args.nsqd_http_address {
+        let stats = get_json(args, addr, &stats_path(&args.topic, None)).await?;
+        if topics(&stats)
+            .iter()
+            .any(|t| t["topic_name"] == *args.topic)
+        {
+            out.push(addr.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// The HTTP addresses of the nsqds every lookupd reports for the topic.
+async fn lookupd_topic_producers(args: &Args) -> anyhow::Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    let path = format!("/lookup?topic={}", urlencode(&args.topic));
+    for addr in &args.lookupd_http_address {
+        let (status, body) = nsq_tools::http_get(
+            addr,
+            &path,
+            args.http_client_connect_timeout,
+            args.http_client_request_timeout,
+        )
+        .await?;
+        if status == 404 {
+            continue; // lookupd does not know the topic
+        }
+        if status != 200 {
+            bail!("GET http://{addr}{path}: status {status}");
+        }
+        let producers = nsq_client::parse_lookup_response(&body)
+            .map_err(|e| anyhow!("GET http://{addr}{path}: {e}"))?;
+        for p in producers {
+            let a = format!("{}:{}", p.broadcast_address, p.http_port);
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn channel_totals(args: &Args, producers: &[String]) -> anyhow::Result<ChannelTotals> {
+    let mut totals = ChannelTotals::default();
+    let mut found = false;
+    for addr in producers {
+        let stats = get_json(args, addr, &stats_path(&args.topic, Some(&args.channel))).await?;
+        for t in topics(&stats)
+            .iter()
+            .filter(|t| t["topic_name"] == *args.topic)
+        {
+            for c in t["channels"].as_array().map_or(&[][..], Vec::as_slice) {
+                if c["channel_name"] == *args.channel {
+                    totals.add(c);
+                    found = true;
+                }
+            }
+        }
+    }
+    if !found {
+        bail!(
+            "failed to find channel({}) in stats metadata for topic({})",
+            args.channel,
+            args.topic
+        );
+    }
+    Ok(totals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_format_matches_go() {
+        let h = header();
+        let mut lines = h.lines();
+        assert_eq!(
+            lines.next().unwrap(),
+            "------rate------+----------------depth----------------+--------------metadata---------------"
+        );
+        assert_eq!(
+            lines.next().unwrap(),
+            "ingress  egress |   total     mem    disk inflt   def |     req     t-o         msgs clients"
+        );
+        let o = ChannelTotals::default();
+        let c = ChannelTotals {
+            depth: 10,
+            memory_depth: 10,
+            messages: 30,
+            clients: 1,
+            in_flight: 2,
+            ..Default::default()
+        };
+        assert_eq!(
+            row(&c, &o, Duration::from_secs(2)),
+            "     15      10 |      10      10       0     2     0 |       0       0           30       1"
+        );
+    }
+}

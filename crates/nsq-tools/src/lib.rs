@@ -1,0 +1,253 @@
+//! Shared plumbing for NSQ's command-line tools (`nsq_tail`, `to_nsq`, `nsq_stat`), built on
+//! `nsq-client`: Go-style flag parsing, `--version` strings, `--consumer-opt`/`--producer-opt`
+//! passthrough, signals, fatal errors and a minimal HTTP/1.1 GET client for `/stats` and
+//! nsqlookupd's `/lookup`.
+//!
+//! Every binary follows Go NSQ 1.3's flag names, defaults and validation messages (see
+//! `../shared/nsq-interface.md` §7); differences are documented in the binary's module docs.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use clap::{CommandFactory, FromArgMatches};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The NSQ release whose tools these are.
+pub const NSQ_VERSION: &str = "1.3.0";
+
+/// `<tool> v1.3.0 (nsq-rs <crate version>)`.
+pub fn version_string(tool: &str) -> String {
+    format!(
+        "{tool} v{NSQ_VERSION} (nsq-rs {})",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// The IDENTIFY user agent: `<tool>/1.3.0 nsq-rs/<version>`.
+pub fn user_agent(tool: &str) -> String {
+    format!("{tool}/{NSQ_VERSION} nsq-rs/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Parses the process arguments into `T`, accepting Go's spellings (`-flag value`,
+/// `-flag=value`, `--flag value`). On a bad flag clap prints the error and the usage and
+/// exits with status 2, as Go's `flag` package does.
+pub fn parse_args<T: CommandFactory + FromArgMatches>() -> T {
+    parse_args_from(std::env::args_os())
+}
+
+/// [`parse_args`] on explicit arguments (the first one is the program name).
+pub fn parse_args_from<T: CommandFactory + FromArgMatches>(
+    args: impl IntoIterator<Item = OsString>,
+) -> T {
+    let cmd = T::command();
+    let longs = nsq_cli::long_flag_names(&cmd);
+    let longs: Vec<&str> = longs.iter().map(String::as_str).collect();
+    let mut args = args.into_iter();
+    let mut argv: Vec<OsString> = args.next().into_iter().collect();
+    argv.extend(nsq_cli::normalize_go_args(args, &longs));
+    let matches = cmd.try_get_matches_from(argv).unwrap_or_else(|e| e.exit());
+    T::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// clap value parser for Go integer flags (`strconv.ParseInt(s, 0, 64)` syntax).
+pub fn go_int(s: &str) -> Result<i64, String> {
+    nsq_cli::parse_go_int(s).map_err(|e| e.to_string())
+}
+
+/// clap value parser for Go boolean flags.
+pub fn go_bool(s: &str) -> Result<bool, String> {
+    nsq_cli::parse_go_bool(s).map_err(|e| e.to_string())
+}
+
+/// clap value parser for Go durations (`250ms`, `2s`, `1m30s`).
+pub fn go_duration(s: &str) -> Result<Duration, String> {
+    nsq_cli::parse_go_duration(s).map_err(|e| e.to_string())
+}
+
+/// Prints `<tool>: <msg>` on stderr and exits with status 1 (Go's `log.Fatal`).
+pub fn fatal(tool: &str, msg: impl std::fmt::Display) -> ! {
+    eprintln!("{tool}: {msg}");
+    std::process::exit(1)
+}
+
+/// Logs to stderr; `NSQ_LOG` (an `EnvFilter`) overrides the default level `warn`.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NSQ_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Applies `--consumer-opt`/`--producer-opt` values (`key,value`; a bare `key` means
+/// `key,true`, as go-nsq's `ConfigFlag`) to `config`. `flag` names the flag in errors.
+pub fn apply_opts(
+    config: &mut nsq_client::Config,
+    opts: &[String],
+    flag: &str,
+) -> anyhow::Result<()> {
+    for opt in opts {
+        let (key, value) = opt.split_once(',').unwrap_or((opt.as_str(), "true"));
+        config
+            .set(key, value)
+            .with_context(|| format!("--{flag} {opt:?}"))?;
+    }
+    config.validate().with_context(|| format!("--{flag}"))?;
+    Ok(())
+}
+
+/// Resolves when the process receives one of SIGINT, SIGTERM (and SIGHUP if `hup`).
+pub async fn shutdown_signal(hup: bool) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut hangup = if hup {
+        Some(signal(SignalKind::hangup()).expect("install SIGHUP handler"))
+    } else {
+        None
+    };
+    let hup_recv = async {
+        match hangup.as_mut() {
+            Some(h) => {
+                h.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+        _ = hup_recv => {}
+    }
+}
+
+/// A random number in `0..999_999`, like Go's `rand.Int() % 999999` in `nsq_tail`.
+pub fn random_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish() % 999_999
+}
+
+/// Strips an optional `http://` scheme and trailing slash: `host:port`.
+pub fn host_port(addr: &str) -> &str {
+    addr.trim_start_matches("http://").trim_end_matches('/')
+}
+
+/// One `GET` over HTTP/1.1 (`Connection: close`): returns status and body.
+/// `connect_timeout` bounds the TCP connect, `request_timeout` the rest.
+pub async fn http_get(
+    addr: &str,
+    path: &str,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+) -> anyhow::Result<(u16, Vec<u8>)> {
+    let hp = host_port(addr);
+    let mut stream = tokio::time::timeout(connect_timeout, TcpStream::connect(hp))
+        .await
+        .map_err(|_| anyhow!("connect to {hp}: timed out after {connect_timeout:?}"))?
+        .with_context(|| format!("connect to {hp}"))?;
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {hp}\r\nAccept: application/vnd.nsq; version=1.0\r\n\
+         User-Agent: nsq-rs/{}\r\nConnection: close\r\n\r\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    let raw = tokio::time::timeout(request_timeout, async {
+        stream.write_all(req.as_bytes()).await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        Ok::<_, std::io::Error>(raw)
+    })
+    .await
+    .map_err(|_| anyhow!("GET http://{hp}{path}: timed out after {request_timeout:?}"))?
+    .with_context(|| format!("GET http://{hp}{path}"))?;
+    parse_response(&raw).with_context(|| format!("GET http://{hp}{path}"))
+}
+
+fn parse_response(raw: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| anyhow!("malformed HTTP response (no header end)"))?;
+    let head = String::from_utf8_lossy(&raw[..end]);
+    let status: u16 = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("malformed HTTP status line"))?;
+    let body = &raw[end + 4..];
+    let chunked = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_vec()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut data: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| anyhow!("truncated chunked body"))?;
+        let size_text = String::from_utf8_lossy(&data[..eol]);
+        let size_text = size_text.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size_text, 16)
+            .map_err(|_| anyhow!("bad chunk size {size_text:?}"))?;
+        if size == 0 {
+            return Ok(out);
+        }
+        let start = eol + 2;
+        if data.len() < start + size {
+            bail!("truncated chunked body");
+        }
+        out.extend_from_slice(&data[start..start + size]);
+        data = data.get(start + size + 2..).unwrap_or_default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plain_and_chunked_responses() {
+        let (s, b) = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").unwrap();
+        assert_eq!((s, b.as_slice()), (200, b"ok".as_slice()));
+        let (s, b) = parse_response(
+            b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!((s, b.as_slice()), (404, b"abcde".as_slice()));
+    }
+
+    #[test]
+    fn version_and_suffix() {
+        assert!(version_string("nsq_tail").starts_with("nsq_tail v1.3.0 (nsq-rs "));
+        assert!(random_suffix() < 999_999);
+        assert_eq!(host_port("http://127.0.0.1:4161/"), "127.0.0.1:4161");
+    }
+
+    #[test]
+    fn opts_are_applied() {
+        let mut c = nsq_client::Config::new();
+        apply_opts(&mut c, &["max_attempts,7".into()], "consumer-opt").unwrap();
+        assert_eq!(c.max_attempts, 7);
+        assert!(apply_opts(&mut c, &["nope,1".into()], "consumer-opt").is_err());
+    }
+}
