@@ -102,6 +102,8 @@ pub struct Nsqd {
     pub store: Option<Arc<durable::Store>>,
     /// Registration with nsqlookupd: addresses in force and topic/channel change events.
     pub lookup: lookup::LookupHandle,
+    /// This value's own `Arc`, for tasks spawned from `&self` methods.
+    me: std::sync::Weak<Nsqd>,
 }
 
 impl Nsqd {
@@ -112,7 +114,17 @@ impl Nsqd {
 
     /// Shared state using a locked data directory.
     pub fn with_data(opts: Options, data: Option<Arc<persist::DataDir>>) -> Arc<Nsqd> {
-        Arc::new(Nsqd {
+        Nsqd::with_store(opts, data, None)
+    }
+
+    /// Shared state using a locked data directory and, in durable mode, a log writer.
+    pub fn with_store(
+        opts: Options,
+        data: Option<Arc<persist::DataDir>>,
+        store: Option<Arc<durable::Store>>,
+    ) -> Arc<Nsqd> {
+        Arc::new_cyclic(|me| Nsqd {
+            me: me.clone(),
             lookup: lookup::LookupHandle::new(&opts.lookupd_tcp_addresses),
             opts,
             clock: Clock::new(),
@@ -125,7 +137,7 @@ impl Nsqd {
             tcp_addr: Mutex::new(None),
             http_addr: Mutex::new(None),
             data,
-            store: None,
+            store,
         })
     }
 
@@ -175,7 +187,52 @@ impl Nsqd {
         }
         tracing::info!("TOPIC({}): created", name);
         self.lookup.notify(name, None);
+        drop(topics);
+        self.precreate_channels_from_lookupd(&t);
         t
+    }
+
+    /// Go's trap 9: a topic first created here may already have channels elsewhere in the
+    /// cluster. Ask every connected lookupd for them and create them before the topic hands
+    /// out messages, so each of those channels gets everything published meanwhile (the topic
+    /// holds messages until then; Go blocks the first publisher instead).
+    fn precreate_channels_from_lookupd(&self, t: &Arc<Topic>) {
+        if t.ephemeral {
+            return;
+        }
+        let lookupds = self.lookup.http_addresses();
+        if lookupds.is_empty() {
+            return;
+        }
+        let (Ok(rt), Some(me)) = (tokio::runtime::Handle::try_current(), self.me.upgrade()) else {
+            return;
+        };
+        t.set_starting(true);
+        let t = t.clone();
+        rt.spawn(async move {
+            let timeout = me.opts.http_client_request_timeout;
+            for addr in lookupds {
+                match lookup::query_channels(&addr, &t.name, timeout).await {
+                    Ok(chans) => {
+                        for c in chans {
+                            let ok = nsq_protocol::names::is_valid_channel_name(c.as_bytes())
+                                && !nsq_protocol::names::is_ephemeral(&c);
+                            if ok && me.get_or_create_channel(&t, &c).is_ok() {
+                                tracing::info!(
+                                    "TOPIC({}): channel {c} pre-created from lookupd {addr}",
+                                    t.name
+                                );
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(
+                        "TOPIC({}): could not get channels from lookupd {addr}: {e}",
+                        t.name
+                    ),
+                }
+            }
+            t.set_starting(false);
+        });
     }
 
     /// The channel of `topic`, created if needed (`true` when created); announces a creation
@@ -357,8 +414,7 @@ pub async fn start(opts: Options) -> Result<NsqdHandle, StartError> {
     } else {
         None
     };
-    let mut nsqd = Nsqd::with_data(opts, Some(data.clone()));
-    Arc::get_mut(&mut nsqd).expect("not shared yet").store = store;
+    let nsqd = Nsqd::with_store(opts, Some(data.clone()), store);
     {
         let (n, d) = (nsqd.clone(), data.clone());
         tokio::task::spawn_blocking(move || persist::restore(&n, &d))

@@ -537,6 +537,58 @@ impl Registered {
     }
 }
 
+/// Asks a lookupd's HTTP API which channels a topic has (`GET /channels?topic=`), accepting
+/// both the 1.0 body `{"channels":[...]}` and the older wrapped `{"data":{"channels":[...]}}`.
+pub async fn query_channels(
+    http_addr: &str,
+    topic: &str,
+    timeout: std::time::Duration,
+) -> Result<Vec<String>, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(http_addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let q: String = form_urlencoded::byte_serialize(topic.as_bytes()).collect();
+        let req = format!(
+            "GET /channels?topic={q} HTTP/1.0\r\nHost: {http_addr}\r\nAccept: application/vnd.nsq; version=1.0\r\n\r\n"
+        );
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        let mut buf = Vec::new();
+        s.take(4 << 20)
+            .read_to_end(&mut buf)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        let text = String::from_utf8_lossy(&buf);
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or("malformed HTTP response")?;
+        let status = head.split_whitespace().nth(1).unwrap_or("");
+        if status == "404" {
+            return Ok(Vec::new());
+        }
+        if status != "200" {
+            return Err(format!("HTTP status {status}"));
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(body).map_err(|e| format!("bad JSON: {e}"))?;
+        let list = v
+            .get("channels")
+            .or_else(|| v.get("data").and_then(|d| d.get("channels")))
+            .and_then(|c| c.as_array())
+            .ok_or("no channels in response")?;
+        Ok(list
+            .iter()
+            .filter_map(|c| c.as_str().map(String::from))
+            .collect())
+    };
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| format!("timed out after {timeout:?}"))?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

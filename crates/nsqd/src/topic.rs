@@ -74,6 +74,9 @@ struct TopicInner {
     held_count: u64,
     /// Durable mode: log position of the first held message (where a first channel starts).
     held_start: Option<u64>,
+    /// Holding messages until channels known to nsqlookupd exist (see
+    /// `Nsqd::precreate_channels_from_lookupd`).
+    starting: bool,
 }
 
 /// One topic.
@@ -116,6 +119,7 @@ impl Topic {
                 held: VecDeque::new(),
                 held_count: 0,
                 held_start: None,
+                starting: false,
             }),
             guid: Mutex::new(GuidGen::new(node_id)),
             deleted: AtomicBool::new(false),
@@ -225,7 +229,7 @@ impl Topic {
             Some(d) if d > 0 => Held::Deferred(batch, d),
             _ => Held::Ready(batch),
         };
-        if inner.channels.is_empty() || inner.paused {
+        if inner.channels.is_empty() || inner.paused || inner.starting {
             if self.ephemeral
                 && self.mem_queue_size > 0
                 && inner.held_count >= self.mem_queue_size as u64
@@ -261,8 +265,9 @@ impl Topic {
             Some((store, t)) if !nsq_protocol::names::is_ephemeral(name) => {
                 // The first channel inherits what the topic holds; later ones start at the
                 // end of the log, as Go's channels only see messages published after them.
-                let start = if inner.channels.is_empty() {
-                    inner.held_start.take().unwrap_or_else(|| t.end())
+                // Held messages go to every channel existing when they are released.
+                let start = if inner.channels.is_empty() || inner.starting || inner.held_count > 0 {
+                    inner.held_start.unwrap_or_else(|| t.end())
                 } else {
                     t.end()
                 };
@@ -285,7 +290,7 @@ impl Topic {
         if let (Some(d), false) = (&self.data, ch.ephemeral) {
             d.mark_dirty();
         }
-        if inner.channels.len() == 1 && !inner.paused {
+        if inner.channels.len() == 1 && !inner.paused && !inner.starting {
             Self::flush_held(&mut inner, self.clock.now());
         }
         tracing::info!("TOPIC({}): new channel({})", self.name, name);
@@ -295,6 +300,7 @@ impl Topic {
     fn flush_held(inner: &mut TopicInner, now: u64) {
         let held = std::mem::take(&mut inner.held);
         inner.held_count = 0;
+        inner.held_start = None;
         for h in &held {
             for ch in inner.channels.values() {
                 deliver(ch, h, now);
@@ -362,11 +368,21 @@ impl Topic {
         }
     }
 
+    /// While starting, the topic holds messages even if it has channels; ending it hands the
+    /// held messages to every channel.
+    pub(crate) fn set_starting(&self, starting: bool) {
+        let mut inner = self.inner.lock();
+        inner.starting = starting;
+        if !starting && !inner.paused && !inner.channels.is_empty() {
+            Self::flush_held(&mut inner, self.clock.now());
+        }
+    }
+
     /// Pauses or unpauses the topic (a paused topic holds new messages).
     pub fn set_paused(&self, paused: bool) {
         let mut inner = self.inner.lock();
         inner.paused = paused;
-        if !paused && !inner.channels.is_empty() {
+        if !paused && !inner.channels.is_empty() && !inner.starting {
             Self::flush_held(&mut inner, self.clock.now());
         }
         if let Some(d) = &self.data {

@@ -397,10 +397,11 @@ fn topics_and_channels_come_and_go() {
     assert_eq!(nodes.len(), 1, "the node itself stays: {nodes:?}");
     assert!(strings(&nodes[0]["topics"]).is_empty(), "{nodes:?}");
 
-    // Created again: registered again, without the old channels.
+    // Created again: registered again, and (Go's trap 9) the channels lookupd still lists
+    // for the topic are created again on this node.
     post(&n, "/topic/create?topic=cg");
     l.wait_producers("cg", 1, CHANGE);
-    assert!(l.registered_channels("cg").is_empty());
+    l.wait_registered("cg", &["extra", "sub"], CHANGE);
     producer.close();
 }
 
@@ -506,4 +507,41 @@ fn put_config_replaces_the_lookupds() {
     });
     // nsqd still answers.
     assert!(try_http_request(n.http_addr(), "GET", "/ping", &[]).is_ok());
+}
+
+/// Trap 9: a topic first created on this node gets the channels the cluster already has
+/// (from lookupd) before it hands out messages, so each of them receives what was published
+/// in the meantime, not only the first one a consumer happens to create.
+#[test]
+fn new_topic_precreates_channels_known_to_lookupd() {
+    let l = Lookupd::start();
+    let r = http_request(
+        l.http,
+        "POST",
+        "/channel/create?topic=pre&channel=billing",
+        &[],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = http_request(
+        l.http,
+        "POST",
+        "/channel/create?topic=pre&channel=audit",
+        &[],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let n = TestNsqd::start(&[&l.tcp_flag(), "--broadcast-address=127.0.0.1"]);
+    wait_until(CHANGE, "nsqd registered with lookupd", || {
+        !l.nodes().is_empty()
+    });
+    let mut p = n.client();
+    p.pub_ok("pre", b"first");
+    wait_until(CHANGE, "channels pre-created", || {
+        n.channel_stats("pre", "billing").is_some() && n.channel_stats("pre", "audit").is_some()
+    });
+    for ch in ["billing", "audit"] {
+        let mut c = n.client();
+        c.sub_ok("pre", ch, 10);
+        let m = c.read_message(harness::READ_TIMEOUT);
+        assert_eq!(m.body.as_ref(), b"first", "channel {ch}");
+    }
 }
