@@ -29,8 +29,10 @@
 //! Handlers are plain functions of the shared [`Nsqd`]; [`router`] builds the routing table
 //! (testable in-process, see `tests.rs`) and [`serve`] runs it until shutdown.
 
-pub mod json;
-pub mod query;
+/// Go-compatible JSON escaping (shared with the other daemons).
+pub use nsq_http::json;
+/// Go-compatible query-string parsing (shared with the other daemons).
+pub use nsq_http::query;
 #[cfg(test)]
 mod tests;
 

@@ -23,8 +23,10 @@
 //! - Bytes that are not HTTP get hyper's `400 Bad Request` before the connection closes,
 //!   like Go's net/http.
 
-pub mod json;
-pub mod query;
+/// Go-compatible JSON escaping (shared with the other daemons).
+pub use nsq_http::json;
+/// Go-compatible query-string parsing (shared with the other daemons).
+pub use nsq_http::query;
 #[cfg(test)]
 mod tests;
 

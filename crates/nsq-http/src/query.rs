@@ -1,6 +1,6 @@
 //! Query strings parsed as Go's `url.ParseQuery` parses them.
 //!
-//! nsqd takes every parameter from the URL query string, so the details of parsing are part
+//! NSQ's daemons take every parameter from the URL query string, so the details of parsing are part
 //! of the API: `+` means space; a `%` not followed by two hex digits, or a `;` anywhere in a
 //! pair (Go >= 1.17), is an error that Go's handlers turn into 400 `INVALID_REQUEST`; a key
 //! without `=` has the empty value; a repeated key keeps every value and handlers read the
