@@ -118,11 +118,6 @@ impl Store {
             }
         }
     }
-
-    /// Syncs every log and stops the writer thread.
-    pub fn shutdown(self) {
-        self.writer.shutdown();
-    }
 }
 
 /// A topic's handle on its log.

@@ -176,7 +176,6 @@ struct Conn {
     scratch: Vec<MsgRef>,
     rng: u64,
     heartbeat_changed: bool,
-    closing: bool,
     replies: VecDeque<Reply>,
 }
 
@@ -211,7 +210,6 @@ impl Conn {
             scratch: Vec::new(),
             rng: rng | 1,
             heartbeat_changed: false,
-            closing: false,
             replies: VecDeque::new(),
         }
     }
@@ -231,7 +229,7 @@ impl Conn {
                 heartbeat = new_heartbeat(self.settings.heartbeat);
                 deadline_armed = false;
             }
-            if fatal || self.closing {
+            if fatal {
                 self.flush_all().await;
                 return Err("fatal client error".into());
             }
