@@ -1,7 +1,8 @@
-//! Shared plumbing for NSQ's command-line tools (`nsq_tail`, `to_nsq`, `nsq_stat`), built on
-//! `nsq-client`: Go-style flag parsing, `--version` strings, `--consumer-opt`/`--producer-opt`
-//! passthrough, signals, fatal errors and a minimal HTTP/1.1 GET client for `/stats` and
-//! nsqlookupd's `/lookup`.
+//! Shared plumbing for NSQ's command-line tools (`nsq_tail`, `to_nsq`, `nsq_stat`,
+//! `nsq_to_file`, `nsq_to_nsq`, `nsq_to_http`), built on `nsq-client`: Go-style flag
+//! parsing, `--version` strings, `--consumer-opt`/`--producer-opt` passthrough, signals,
+//! fatal errors, a minimal HTTP/1.1 client (`/stats`, lookupd, `nsq_to_http`'s requests),
+//! the `--mode` host pool and the `--status-every` timing line.
 //!
 //! Every binary follows Go NSQ 1.3's flag names, defaults and validation messages (see
 //! `../shared/nsq-interface.md` §7); differences are documented in the binary's module docs.
@@ -221,6 +222,238 @@ fn dechunk(mut data: &[u8]) -> anyhow::Result<Vec<u8>> {
     }
 }
 
+/// An `http://host[:port]/path?query` URL split for a raw HTTP/1.1 request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl {
+    /// `host:port` to connect to (port 80 when absent).
+    pub authority: String,
+    /// The `Host` header value (as written in the URL).
+    pub host: String,
+    /// Path and query (`/` when empty).
+    pub path: String,
+}
+
+/// Parses an `http://` URL; `https://` and other schemes are errors (not supported yet).
+pub fn parse_http_url(url: &str) -> anyhow::Result<HttpUrl> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        if url.starts_with("https://") {
+            bail!("{url}: https is not supported yet by nsq-rs (use http://)");
+        }
+        bail!("{url}: unsupported URL (expected http://host:port/path)");
+    };
+    let (host, path) = match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_owned()),
+        Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
+        None => (rest, "/".to_owned()),
+    };
+    if host.is_empty() {
+        bail!("{url}: missing host");
+    }
+    let authority = if host
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        host.to_owned()
+    } else {
+        format!("{host}:80")
+    };
+    Ok(HttpUrl {
+        authority,
+        host: host.to_owned(),
+        path,
+    })
+}
+
+/// Go's `url.QueryEscape`: unreserved bytes kept, space as `+`, the rest `%XX`.
+pub fn query_escape(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len());
+    for &b in data {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// One HTTP/1.1 request (`Connection: close`) with extra `headers`; returns the status.
+/// `connect_timeout` bounds the TCP connect, `request_timeout` the whole exchange.
+pub async fn http_request(
+    method: &str,
+    url: &HttpUrl,
+    headers: &[(String, String)],
+    body: Option<&[u8]>,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+) -> anyhow::Result<u16> {
+    let work = async {
+        let mut stream = tokio::time::timeout(connect_timeout, TcpStream::connect(&url.authority))
+            .await
+            .map_err(|_| anyhow!("connect to {}: timed out", url.authority))?
+            .with_context(|| format!("connect to {}", url.authority))?;
+        let _ = stream.set_nodelay(true);
+        let mut req = format!(
+            "{method} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+            url.path, url.host
+        );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if let Some(b) = body {
+            req.push_str(&format!("Content-Length: {}\r\n", b.len()));
+        }
+        req.push_str("\r\n");
+        let mut buf = req.into_bytes();
+        if let Some(b) = body {
+            buf.extend_from_slice(b);
+        }
+        stream.write_all(&buf).await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        let (status, _) = parse_response(&raw)?;
+        Ok::<u16, anyhow::Error>(status)
+    };
+    tokio::time::timeout(request_timeout, work)
+        .await
+        .map_err(|_| anyhow!("{method} http://{}{}: timed out", url.host, url.path))?
+}
+
+/// Upstream selection of `nsq_to_nsq`/`nsq_to_http` (`--mode`).
+///
+/// nsq-rs implements `hostpool` and `epsilon-greedy` as round-robin over the hosts that
+/// are not marked dead: a host that failed is skipped for a retry period (30 s, doubling up
+/// to 15 min like go-hostpool's), unless every host is marked, then all are tried again.
+#[derive(Debug)]
+pub struct HostPool {
+    hosts: Vec<String>,
+    state: std::sync::Mutex<PoolState>,
+}
+
+#[derive(Debug, Default)]
+struct PoolState {
+    next: usize,
+    /// Per host: (dead until, current retry delay).
+    dead: Vec<Option<(std::time::Instant, Duration)>>,
+}
+
+/// The `--mode` values Go accepts.
+pub fn parse_mode(mode: &str) -> Result<(), String> {
+    match mode {
+        "round-robin" | "hostpool" | "epsilon-greedy" => Ok(()),
+        other => Err(format!(
+            "invalid --mode {other:?} (round-robin, hostpool, epsilon-greedy)"
+        )),
+    }
+}
+
+impl HostPool {
+    /// A pool over `hosts`; `round_robin` disables dead-host marking.
+    pub fn new(hosts: Vec<String>) -> HostPool {
+        let n = hosts.len();
+        HostPool {
+            hosts,
+            state: std::sync::Mutex::new(PoolState {
+                next: 0,
+                dead: vec![None; n],
+            }),
+        }
+    }
+
+    /// Index of the next host to use.
+    pub fn get(&self, skip_dead: bool) -> usize {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let n = self.hosts.len().max(1);
+        let now = std::time::Instant::now();
+        for _ in 0..n {
+            let i = st.next % n;
+            st.next = st.next.wrapping_add(1);
+            let alive = match st.dead.get(i).copied().flatten() {
+                Some((until, _)) => until <= now,
+                None => true,
+            };
+            if !skip_dead || alive {
+                return i;
+            }
+        }
+        let i = st.next % n;
+        st.next = st.next.wrapping_add(1);
+        i
+    }
+
+    /// Records the outcome of a request to host `i`.
+    pub fn mark(&self, i: usize, ok: bool) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(slot) = st.dead.get_mut(i) else {
+            return;
+        };
+        if ok {
+            *slot = None;
+        } else {
+            let delay = slot.map_or(Duration::from_secs(30), |(_, d)| {
+                (d * 2).min(Duration::from_secs(900))
+            });
+            *slot = Some((std::time::Instant::now() + delay, delay));
+        }
+    }
+
+    /// The hosts.
+    pub fn hosts(&self) -> &[String] {
+        &self.hosts
+    }
+}
+
+/// `--status-every`: collects request durations and prints
+/// `finished N requests - 99th: Xms - 95th: Yms - avg: Zms` (Go's format) every `every`.
+#[derive(Debug)]
+pub struct StatusEvery {
+    tool: &'static str,
+    every: usize,
+    reqs: std::sync::Mutex<Vec<Duration>>,
+}
+
+impl StatusEvery {
+    /// `every` = 0 disables it.
+    pub fn new(tool: &'static str, every: usize) -> StatusEvery {
+        StatusEvery {
+            tool,
+            every,
+            reqs: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Records one request's duration, printing the status line when due.
+    pub fn record(&self, d: Duration) {
+        if self.every == 0 {
+            return;
+        }
+        let mut reqs = self.reqs.lock().unwrap_or_else(|e| e.into_inner());
+        reqs.push(d);
+        if reqs.len() < self.every {
+            return;
+        }
+        let len = reqs.len();
+        let total: Duration = reqs.iter().sum();
+        let avg = total.as_secs_f64() * 1000.0 / len as f64;
+        reqs.sort();
+        let pct = |p: f64| {
+            let idx = ((p / 100.0) * len as f64 + 0.5).ceil() as usize;
+            reqs[idx.min(len - 1)].as_secs_f64() * 1000.0
+        };
+        eprintln!(
+            "{}: finished {} requests - 99th: {:.02}ms - 95th: {:.02}ms - avg: {:.02}ms",
+            self.tool,
+            len,
+            pct(99.0),
+            pct(95.0),
+            avg
+        );
+        reqs.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,6 +474,25 @@ mod tests {
         assert!(version_string("nsq_tail").starts_with("nsq_tail v1.3.0 (nsq-rs "));
         assert!(random_suffix() < 999_999);
         assert_eq!(host_port("http://127.0.0.1:4161/"), "127.0.0.1:4161");
+    }
+
+    #[test]
+    fn urls_and_escaping() {
+        let u = parse_http_url("http://127.0.0.1:8080/p?q=1").unwrap();
+        assert_eq!(
+            (u.authority.as_str(), u.host.as_str(), u.path.as_str()),
+            ("127.0.0.1:8080", "127.0.0.1:8080", "/p?q=1")
+        );
+        let u = parse_http_url("http://example.com?x").unwrap();
+        assert_eq!(
+            (u.authority.as_str(), u.path.as_str()),
+            ("example.com:80", "/?x")
+        );
+        assert!(parse_http_url("https://x/")
+            .unwrap_err()
+            .to_string()
+            .contains("not supported yet"));
+        assert_eq!(query_escape(b"a b&c=d/~*"), "a+b%26c%3Dd%2F~%2A");
     }
 
     #[test]

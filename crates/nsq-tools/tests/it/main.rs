@@ -1,6 +1,10 @@
-//! End-to-end tests of `nsq_tail`, `to_nsq` and `nsq_stat` against the real nsqd.
+//! End-to-end tests of `nsq_tail`, `to_nsq`, `nsq_stat`, `nsq_to_file`, `nsq_to_nsq` and
+//! `nsq_to_http` against the real nsqd.
 
 mod harness;
+mod to_file;
+mod to_http;
+mod to_nsq_copy;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -8,11 +12,14 @@ use std::time::{Duration, Instant};
 
 use harness::{num, run_with_stdin, send_signal, wait_exit, wait_until, Guard, TestNsqd, WAIT};
 
-fn tool(name: &str) -> Command {
+pub(crate) fn tool(name: &str) -> Command {
     let path = match name {
         "nsq_tail" => env!("CARGO_BIN_EXE_nsq_tail"),
         "to_nsq" => env!("CARGO_BIN_EXE_to_nsq"),
         "nsq_stat" => env!("CARGO_BIN_EXE_nsq_stat"),
+        "nsq_to_file" => env!("CARGO_BIN_EXE_nsq_to_file"),
+        "nsq_to_nsq" => env!("CARGO_BIN_EXE_nsq_to_nsq"),
+        "nsq_to_http" => env!("CARGO_BIN_EXE_nsq_to_http"),
         other => panic!("unknown tool {other}"),
     };
     Command::new(path)
@@ -369,7 +376,13 @@ fn bad_flags_and_unreachable_addresses_fail_clearly() {
 
 #[test]
 fn version_flags() {
-    for name in ["nsq_tail", "to_nsq", "nsq_stat"] {
+    for name in [
+        "nsq_tail",
+        "to_nsq",
+        "nsq_stat",
+        "nsq_to_file",
+        "nsq_to_nsq",
+    ] {
         for flag in ["--version", "-version"] {
             let (status, out, _) = run_with_stdin(tool(name).arg(flag), b"", WAIT);
             assert!(status.success());
