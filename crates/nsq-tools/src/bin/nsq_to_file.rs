@@ -21,9 +21,9 @@
 //!
 //! # Differences from Go
 //! - `<DATETIME>` is formatted in **UTC** (Go uses the local time zone).
-//! - `--topic-pattern` is not supported yet (nsq-rs has no regex engine here): giving it is
-//!   an error. Without `--topic`, every topic of `/topics` of the lookupds is logged, and
-//!   the list is refreshed every `--topic-refresh`.
+//! - Without `--topic`, every topic of `/topics` of the lookupds (only those matching
+//!   `--topic-pattern`, searched unanchored like Go's `regexp.MatchString`, when given) is
+//!   logged, and the list is refreshed every `--topic-refresh`.
 //! - `--log-level`/`--log-prefix` are accepted; logging goes through `NSQ_LOG`.
 
 use std::collections::{HashMap, HashSet};
@@ -119,7 +119,7 @@ struct Args {
     /// nsq topic (may be given multiple times)
     #[arg(long, value_name = "TOPIC")]
     topic: Vec<String>,
-    /// only log topics matching the following pattern (not supported yet)
+    /// only log topics matching the following pattern (needs --lookupd-http-address)
     #[arg(long = "topic-pattern", default_value = "", hide_default_value = true)]
     topic_pattern: String,
     /// how frequently the topic list should be refreshed
@@ -202,7 +202,15 @@ async fn run(mut args: Args) -> i32 {
         );
     }
     if !args.topic_pattern.is_empty() {
-        fatal(TOOL, "--topic-pattern is not supported yet by nsq-rs");
+        if !args.topic.is_empty() {
+            fatal(TOOL, "--topic and --topic-pattern cannot be used together");
+        }
+        if args.lookupd_http_address.is_empty() {
+            fatal(TOOL, "--topic-pattern requires --lookupd-http-address");
+        }
+        if let Err(e) = regex::Regex::new(&args.topic_pattern) {
+            fatal(TOOL, format!("invalid --topic-pattern: {e}"));
+        }
     }
     if args.topic.is_empty() && args.lookupd_http_address.is_empty() {
         fatal(
@@ -351,6 +359,10 @@ async fn lookupd_topics(args: &Args) -> anyhow::Result<Vec<String>> {
     }
     if all.is_empty() && !errors.is_empty() {
         anyhow::bail!("{}", errors.join("; "));
+    }
+    if !args.topic_pattern.is_empty() {
+        let re = regex::Regex::new(&args.topic_pattern)?;
+        all.retain(|t| re.is_match(t));
     }
     all.sort();
     all.dedup();

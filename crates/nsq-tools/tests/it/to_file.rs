@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::harness::{num, send_signal, wait_exit, wait_until, Guard, TestNsqd, WAIT};
+use crate::harness::{
+    daemon_bin, http, num, send_signal, wait_exit, wait_until, Guard, TestNsqd, WAIT,
+};
 use crate::tool;
 
 fn bodies(n: usize, prefix: &str) -> Vec<String> {
@@ -339,4 +341,67 @@ fn bad_flags_fail_clearly() {
             "{args:?}: stderr lacks {needle:?}:\n{err}"
         );
     }
+}
+
+#[test]
+fn topic_pattern_logs_matching_topics_found_through_lookupd() {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (ltcp, lhttp) = (free(), free());
+    let _lookupd = Guard(
+        std::process::Command::new(daemon_bin("nsqlookupd"))
+            .arg(format!("--tcp-address=127.0.0.1:{ltcp}"))
+            .arg(format!("--http-address=127.0.0.1:{lhttp}"))
+            .arg("--broadcast-address=127.0.0.1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn nsqlookupd"),
+    );
+    let lookupd_http: std::net::SocketAddr = format!("127.0.0.1:{lhttp}").parse().unwrap();
+    wait_until(Duration::from_secs(10), "nsqlookupd up", || {
+        std::net::TcpStream::connect(lookupd_http).is_ok()
+    });
+    let nsqd = TestNsqd::start(&[
+        &format!("--lookupd-tcp-address=127.0.0.1:{ltcp}"),
+        "--broadcast-address=127.0.0.1",
+    ]);
+    for t in ["logs.a", "logs.b", "other"] {
+        publish(&nsqd, t, &bodies(20, t));
+    }
+    wait_until(Duration::from_secs(10), "topics registered", || {
+        let (status, body) = http(lookupd_http, "GET", "/topics", b"");
+        status == 200 && String::from_utf8_lossy(&body).matches("\"").count() >= 8
+    });
+    let out = tempfile::tempdir().unwrap();
+    let mut child = Guard(
+        tool("nsq_to_file")
+            .arg(format!("--lookupd-http-address=127.0.0.1:{lhttp}"))
+            .arg("--topic-pattern=^logs\\.")
+            .arg("--topic-refresh=200ms")
+            .arg("--sync-interval=100ms")
+            .arg(format!("--output-dir={}", out.path().display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn nsq_to_file"),
+    );
+    wait_drained(&nsqd, "logs.a", "nsq_to_file", 20);
+    wait_drained(&nsqd, "logs.b", "nsq_to_file", 20);
+    stop(&mut child);
+    let names: Vec<String> = files_in(out.path())
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().any(|n| n.starts_with("logs.a.")), "{names:?}");
+    assert!(names.iter().any(|n| n.starts_with("logs.b.")), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("other.")), "{names:?}");
+    assert!(nsqd.channel_stats("other", "nsq_to_file").is_none());
 }
