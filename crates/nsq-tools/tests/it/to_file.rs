@@ -324,7 +324,17 @@ fn bad_flags_fail_clearly() {
                 "--topic-pattern=x",
             ],
             1,
-            "--topic-pattern is not supported yet",
+            "--topic and --topic-pattern cannot be used together",
+        ),
+        (
+            vec!["--topic-pattern=x", "--nsqd-tcp-address=127.0.0.1:1"],
+            1,
+            "--topic-pattern requires --lookupd-http-address",
+        ),
+        (
+            vec!["--topic-pattern=(", "--lookupd-http-address=127.0.0.1:1"],
+            1,
+            "invalid --topic-pattern",
         ),
     ];
     for (args, code, needle) in cases {
