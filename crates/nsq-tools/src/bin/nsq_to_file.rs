@@ -20,7 +20,6 @@
 //! SIGHUP closes the current files (they are reopened with the next message).
 //!
 //! # Differences from Go
-//! - `<DATETIME>` is formatted in **UTC** (Go uses the local time zone).
 //! - Without `--topic`, every topic of `/topics` of the lookupds (only those matching
 //!   `--topic-pattern`, searched unanchored like Go's `regexp.MatchString`, when given) is
 //!   logged, and the list is refreshed every `--topic-refresh`.
@@ -56,7 +55,7 @@ struct Args {
     /// option to passthrough to the consumer's Config, `key,value` (may be given multiple times)
     #[arg(long = "consumer-opt", value_name = "KEY,VALUE")]
     consumer_opt: Vec<String>,
-    /// strftime compatible format for <DATETIME> in filename format (UTC)
+    /// strftime compatible format for <DATETIME> in filename format
     #[arg(long = "datetime-format", default_value = "%Y-%m-%d_%H")]
     datetime_format: String,
     /// output filename format (<TOPIC>, <HOST>, <PID>, <DATETIME>, <REV> are replaced. <REV> is increased when file already exists)
@@ -190,6 +189,12 @@ async fn run(mut args: Args) -> i32 {
         fatal(
             TOOL,
             "use --nsqd-tcp-address or --lookupd-http-address not both",
+        );
+    }
+    if !check_datetime_format(&args.datetime_format) {
+        fatal(
+            TOOL,
+            format!("invalid --datetime-format {:?}", args.datetime_format),
         );
     }
     if !(1..=9).contains(&args.gzip_level) {
@@ -786,114 +791,29 @@ fn exclusive_rename(src: &Path, dst: &Path) -> std::io::Result<()> {
     std::fs::remove_file(src)
 }
 
-/// A strftime subset (in UTC): `%Y %y %C %m %d %e %H %I %M %S %p %j %a %A %b %h %B %F %T %D
-/// %R %u %w %s %Z %z %n %t %%`; other sequences are copied verbatim.
+/// `<DATETIME>`: `t` in the local time zone (as Go's nsq_to_file), formatted with chrono's
+/// strftime. The format was checked at start-up by [`check_datetime_format`].
 fn strftime(format: &str, t: SystemTime) -> String {
-    const DAYS: [&str; 7] = [
-        "Sunday",
-        "Monday",
-        "Tuesday",
-        "Wednesday",
-        "Thursday",
-        "Friday",
-        "Saturday",
-    ];
-    const MONTHS: [&str; 12] = [
-        "January",
-        "February",
-        "March",
-        "April",
-        "May",
-        "June",
-        "July",
-        "August",
-        "September",
-        "October",
-        "November",
-        "December",
-    ];
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs()) as i64;
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    let (hour, min, sec) = (sod / 3600, (sod / 60) % 60, sod % 60);
-    let wday = (days + 4).rem_euclid(7) as usize; // 1970-01-01 was a Thursday
-    let yday = days - days_from_civil(year, 1, 1) + 1;
-    let hour12 = if hour % 12 == 0 { 12 } else { hour % 12 };
-    let mut out = String::new();
-    let mut chars = format.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        let Some(spec) = chars.next() else {
-            out.push('%');
-            break;
-        };
-        let s = match spec {
-            'Y' => format!("{year:04}"),
-            'y' => format!("{:02}", year.rem_euclid(100)),
-            'C' => format!("{:02}", year.div_euclid(100)),
-            'm' => format!("{month:02}"),
-            'd' => format!("{day:02}"),
-            'e' => format!("{day:2}"),
-            'H' => format!("{hour:02}"),
-            'k' => format!("{hour:2}"),
-            'I' => format!("{hour12:02}"),
-            'l' => format!("{hour12:2}"),
-            'M' => format!("{min:02}"),
-            'S' => format!("{sec:02}"),
-            'p' => (if hour < 12 { "AM" } else { "PM" }).to_owned(),
-            'j' => format!("{yday:03}"),
-            'a' => DAYS[wday][..3].to_owned(),
-            'A' => DAYS[wday].to_owned(),
-            'b' | 'h' => MONTHS[month as usize - 1][..3].to_owned(),
-            'B' => MONTHS[month as usize - 1].to_owned(),
-            'F' => format!("{year:04}-{month:02}-{day:02}"),
-            'T' => format!("{hour:02}:{min:02}:{sec:02}"),
-            'D' => format!("{month:02}/{day:02}/{:02}", year.rem_euclid(100)),
-            'R' => format!("{hour:02}:{min:02}"),
-            'u' => (if wday == 0 { 7 } else { wday }).to_string(),
-            'w' => wday.to_string(),
-            's' => secs.to_string(),
-            'Z' => "UTC".to_owned(),
-            'z' => "+0000".to_owned(),
-            'n' => "\n".to_owned(),
-            't' => "\t".to_owned(),
-            '%' => "%".to_owned(),
-            other => format!("%{other}"),
-        };
-        out.push_str(&s);
+    let dt: chrono::DateTime<chrono::Local> = t.into();
+    format_time(format, &dt)
+}
+
+fn format_time<Tz: chrono::TimeZone>(format: &str, dt: &chrono::DateTime<Tz>) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
+    use std::fmt::Write;
+    let mut s = String::new();
+    if write!(s, "{}", dt.format(format)).is_err() {
+        // Unreachable after check_datetime_format; never panic on a log file name.
+        s = format.to_owned();
     }
-    out
+    s
 }
 
-/// (year, month 1-12, day 1-31) of a count of days since 1970-01-01 (Howard Hinnant's
-/// algorithm).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// Whether chrono understands every `%` sequence of `format`.
+fn check_datetime_format(format: &str) -> bool {
+    !chrono::format::StrftimeItems::new(format).any(|i| matches!(i, chrono::format::Item::Error))
 }
 
 #[cfg(test)]
@@ -901,15 +821,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn strftime_utc() {
+    fn datetime_formats() {
+        use chrono::TimeZone;
         // 2024-02-29 13:05:09 UTC, a Thursday.
-        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_709_211_909);
-        assert_eq!(strftime("%Y-%m-%d_%H", t), "2024-02-29_13");
+        let t = chrono::Utc.timestamp_opt(1_709_211_909, 0).unwrap();
+        assert_eq!(format_time("%Y-%m-%d_%H", &t), "2024-02-29_13");
         assert_eq!(
-            strftime("%F %T %a %b %j %y %I%p %% %q", t),
-            "2024-02-29 13:05:09 Thu Feb 060 24 01PM % %q"
+            format_time("%F %T %a %b %j %y %I%p %%", &t),
+            "2024-02-29 13:05:09 Thu Feb 060 24 01PM %"
         );
-        assert_eq!(strftime("%Y%m%d", SystemTime::UNIX_EPOCH), "19700101");
+        assert!(check_datetime_format("%Y-%m-%d_%H"));
+        assert!(!check_datetime_format("%Y %!"));
     }
 
     #[test]
