@@ -1,0 +1,499 @@
+//! nsqadmin's options: flags, config file and defaults.
+//!
+//! The command line is Go nsqadmin 1.3's (`apps/nsqadmin/main.go`): same flag names, same
+//! defaults, same value syntaxes, and the same TOML `--config` keys (flag names with `_` for
+//! `-`, except the repeatable `nsqlookupd_http_addresses`, `nsqd_http_addresses` and
+//! `admin_users`). [`nsq_cli`] supplies the Go compatibility layer; resolution is
+//! command line > config file > default.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{ArgAction, CommandFactory, Parser};
+
+/// The NSQ release whose interface nsq-rs implements.
+pub const NSQ_VERSION: &str = "1.3.0";
+
+/// Flags that are not options in Go (deprecated no-ops), hence not config file keys either.
+const CLI_ONLY: &[&str] = &["verbose"];
+
+/// Config file keys that differ from their flag's name (Go's `cfg` tags).
+const CONFIG_RENAMES: &[(&str, &str)] = &[
+    ("nsqlookupd_http_addresses", "lookupd-http-address"),
+    ("nsqd_http_addresses", "nsqd-http-address"),
+    ("admin_users", "admin-user"),
+];
+
+/// Why options could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A command-line problem, or a request for `--help`: `main` should call
+    /// [`clap::Error::exit`].
+    #[error(transparent)]
+    Clap(#[from] clap::Error),
+    /// The `--config` file could not be read.
+    #[error("failed to read config file {} - {source}", path.display())]
+    ReadConfig {
+        /// The `--config` path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The `--config` file is not valid TOML or has a value of the wrong shape.
+    #[error("failed to load config file {} - {source}", path.display())]
+    ConfigFile {
+        /// The `--config` path.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: nsq_cli::ConfigError,
+    },
+    /// A value from the `--config` file was rejected by the flag's parser.
+    #[error("failed to load config file {} - {}", path.display(), clap_message(source))]
+    ConfigValue {
+        /// The `--config` path.
+        path: PathBuf,
+        /// The parser's complaint.
+        source: clap::Error,
+    },
+}
+
+fn clap_message(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let line = text.lines().next().unwrap_or_default();
+    line.strip_prefix("error: ").unwrap_or(line).to_owned()
+}
+
+/// Log verbosity (`--log-level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum LogLevel {
+    /// `debug`
+    Debug,
+    /// `info` (the default)
+    #[default]
+    Info,
+    /// `warn`
+    Warn,
+    /// `error`
+    Error,
+    /// `fatal`
+    Fatal,
+}
+
+impl LogLevel {
+    /// The `tracing` filter directive for this level (`fatal` keeps errors).
+    pub fn as_tracing_filter(&self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error | LogLevel::Fatal => "error",
+        }
+    }
+}
+
+/// A `--log-level` value that is not a level.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid log level {0:?} (debug, info, warn, error, fatal)")]
+pub struct LogLevelError(pub String);
+
+impl FromStr for LogLevel {
+    type Err = LogLevelError;
+
+    /// Go's `lg.ParseLogLevel`: case-insensitive.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "debug" => Ok(LogLevel::Debug),
+            "info" => Ok(LogLevel::Info),
+            "warn" => Ok(LogLevel::Warn),
+            "error" => Ok(LogLevel::Error),
+            "fatal" => Ok(LogLevel::Fatal),
+            _ => Err(LogLevelError(s.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+            LogLevel::Fatal => "fatal",
+        })
+    }
+}
+
+/// The OS hostname, as Go's `os.Hostname()` reports it.
+pub fn hostname() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}
+
+/// Every nsqadmin option, named after its Go flag.
+#[derive(Debug, Clone, PartialEq, Parser)]
+#[command(
+    name = "nsqadmin",
+    about = "nsqadmin (nsq-rs): web UI and JSON API for an NSQ cluster; compatible with NSQ 1.3",
+    long_about = None,
+    args_override_self = true,
+    disable_version_flag = true,
+    max_term_width = 100
+)]
+pub struct Options {
+    /// Read options from this TOML file; flags given on the command line take precedence.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print the version and exit.
+    #[arg(long, action = ArgAction::Set, value_parser = nsq_cli::parse_go_bool, value_name = "BOOL",
+          num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", hide_default_value = true)]
+    pub version: bool,
+
+    /// How much to log: debug, info, warn, error or fatal.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub log_level: LogLevel,
+
+    /// Text put in front of every log line.
+    #[arg(long, value_name = "PREFIX", default_value = "[nsqadmin] ")]
+    pub log_prefix: String,
+
+    /// Deprecated and ignored; use --log-level.
+    #[arg(long, action = ArgAction::Set, value_parser = nsq_cli::parse_go_bool, value_name = "BOOL",
+          num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", hide_default_value = true)]
+    pub verbose: bool,
+
+    /// `<addr>:<port>` to listen on for HTTP clients (port 0 picks a free one).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:4171")]
+    pub http_address: String,
+
+    /// URL base path: every page and API path is served below it.
+    #[arg(long, value_name = "PATH", default_value = "/")]
+    pub base_path: String,
+
+    /// nsqlookupd HTTP address (repeatable).
+    #[arg(long = "lookupd-http-address", value_name = "ADDR", action = ArgAction::Append)]
+    pub lookupd_http_addresses: Vec<String>,
+
+    /// nsqd HTTP address (repeatable).
+    #[arg(long = "nsqd-http-address", value_name = "ADDR", action = ArgAction::Append)]
+    pub nsqd_http_addresses: Vec<String>,
+
+    /// Graphite HTTP address (not yet supported).
+    #[arg(long, value_name = "URL", default_value = "")]
+    pub graphite_url: String,
+
+    /// Proxy HTTP requests to graphite (not yet supported).
+    #[arg(long, action = ArgAction::Set, value_parser = nsq_cli::parse_go_bool, value_name = "BOOL",
+          num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", hide_default_value = true)]
+    pub proxy_graphite: bool,
+
+    /// Prefix used for keys sent to statsd (%s for host replacement, must match nsqd).
+    #[arg(long, value_name = "PREFIX", default_value = "nsq.%s")]
+    pub statsd_prefix: String,
+
+    /// The counter stats key formatting applied by the statsd implementation.
+    #[arg(long, value_name = "FORMAT", default_value = "stats.counters.%s.count")]
+    pub statsd_counter_format: String,
+
+    /// The gauge stats key formatting applied by the statsd implementation.
+    #[arg(long, value_name = "FORMAT", default_value = "stats.gauges.%s")]
+    pub statsd_gauge_format: String,
+
+    /// Time interval nsqd is configured to push to statsd (must match nsqd).
+    #[arg(long, value_name = "DURATION", value_parser = nsq_cli::parse_go_duration, default_value = "1m")]
+    pub statsd_interval: Duration,
+
+    /// HTTP endpoint (fully qualified) to which POST notifications of admin actions are sent.
+    #[arg(long, value_name = "URL", default_value = "")]
+    pub notification_http_endpoint: String,
+
+    /// Timeout for HTTP connect.
+    #[arg(long, value_name = "DURATION", value_parser = nsq_cli::parse_go_duration, default_value = "2s")]
+    pub http_client_connect_timeout: Duration,
+
+    /// Timeout for HTTP request.
+    #[arg(long, value_name = "DURATION", value_parser = nsq_cli::parse_go_duration, default_value = "5s")]
+    pub http_client_request_timeout: Duration,
+
+    /// Skip verification of TLS certificates (not yet supported).
+    #[arg(long, action = ArgAction::Set, value_parser = nsq_cli::parse_go_bool, value_name = "BOOL",
+          num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          default_value = "false", hide_default_value = true)]
+    pub http_client_tls_insecure_skip_verify: bool,
+
+    /// Path to CA file for the HTTP client (not yet supported).
+    #[arg(long, value_name = "FILE", default_value = "")]
+    pub http_client_tls_root_ca_file: String,
+
+    /// Path to certificate file for the HTTP client (not yet supported).
+    #[arg(long, value_name = "FILE", default_value = "")]
+    pub http_client_tls_cert: String,
+
+    /// Path to key file for the HTTP client (not yet supported).
+    #[arg(long, value_name = "FILE", default_value = "")]
+    pub http_client_tls_key: String,
+
+    /// A CIDR from which to allow HTTP requests to the /config endpoint.
+    #[arg(long, value_name = "CIDR", default_value = "127.0.0.1/8")]
+    pub allow_config_from_cidr: String,
+
+    /// HTTP header to check for authenticated admin users.
+    #[arg(long, value_name = "HEADER", default_value = "X-Forwarded-User")]
+    pub acl_http_header: String,
+
+    /// Admin user (repeatable); if given, only these users may perform privileged actions.
+    #[arg(long = "admin-user", value_name = "USER", action = ArgAction::Append)]
+    pub admin_users: Vec<String>,
+
+    /// (development use only) serve assets from this directory instead of the binary.
+    #[arg(long, value_name = "DIR", default_value = "")]
+    pub dev_static_dir: String,
+
+    /// Ignored config file keys (unknown or command-line only), for `main` to log.
+    #[arg(skip)]
+    pub config_warnings: Vec<String>,
+}
+
+impl Default for Options {
+    /// The built-in defaults, as `nsqadmin` with no arguments would use them.
+    fn default() -> Self {
+        Options::parse_from(["nsqadmin"]).expect("nsqadmin's built-in defaults must parse")
+    }
+}
+
+impl Options {
+    /// The `--version` line: `nsqadmin v1.3.0 (nsq-rs <version>)`.
+    pub fn version_string() -> String {
+        format!(
+            "nsqadmin v{NSQ_VERSION} (nsq-rs {})",
+            env!("CARGO_PKG_VERSION")
+        )
+    }
+
+    /// Parses the process's own command line (and the `--config` file it names).
+    pub fn parse_from_env() -> Result<Options, ConfigError> {
+        Self::parse_from(std::env::args_os())
+    }
+
+    /// Parses `args` (program name first) with Go's flag spellings, reads the `--config` file
+    /// if one is named, and resolves each option as command line > config file > default.
+    pub fn parse_from<I, T>(args: I) -> Result<Options, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        let mut args = args.into_iter().map(Into::into);
+        let program = args.next().unwrap_or_else(|| OsString::from("nsqadmin"));
+        let cmd = Options::command();
+        let long_flags = nsq_cli::long_flag_names(&cmd);
+        let long_flags: Vec<&str> = long_flags.iter().map(String::as_str).collect();
+        let user_args = nsq_cli::normalize_go_args(args, &long_flags);
+
+        let argv = std::iter::once(program.clone()).chain(user_args.iter().cloned());
+        let from_command_line = Options::try_parse_from(argv)?;
+        if from_command_line.version {
+            return Ok(from_command_line);
+        }
+        let path = match &from_command_line.config {
+            Some(path) if !path.as_os_str().is_empty() => path.clone(),
+            _ => return Ok(from_command_line),
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::ReadConfig {
+            path: path.clone(),
+            source,
+        })?;
+        let config = nsq_cli::config_to_args_except(&text, CONFIG_RENAMES, CLI_ONLY, &cmd)
+            .map_err(|source| ConfigError::ConfigFile {
+                path: path.clone(),
+                source,
+            })?;
+        let mut argv = vec![program];
+        argv.extend(nsq_cli::drop_overridden(&config.args, &user_args, &cmd));
+        argv.extend(user_args);
+        let mut options = Options::try_parse_from(argv)
+            .map_err(|source| ConfigError::ConfigValue { path, source })?;
+        options.config_warnings = config.warnings;
+        Ok(options)
+    }
+
+    /// Go's `nsqadmin.New` checks: exactly one kind of upstream address, cert and key
+    /// together, a sane base path.
+    pub fn validate(&self) -> Result<(), String> {
+        match (
+            self.lookupd_http_addresses.is_empty(),
+            self.nsqd_http_addresses.is_empty(),
+        ) {
+            (true, true) => {
+                return Err("--nsqd-http-address or --lookupd-http-address required".into())
+            }
+            (false, false) => {
+                return Err("use --nsqd-http-address or --lookupd-http-address not both".into())
+            }
+            _ => {}
+        }
+        if self.http_client_tls_cert.is_empty() != self.http_client_tls_key.is_empty() {
+            return Err(
+                "--http-client-tls-cert and --http-client-tls-key must both be provided".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// `--base-path` normalised: `""` for the root, else `/a/b` (leading slash, no trailing one).
+    pub fn normalized_base_path(&self) -> String {
+        let trimmed = self.base_path.trim_matches('/');
+        if trimmed.is_empty() {
+            String::new()
+        } else {
+            format!("/{trimmed}")
+        }
+    }
+
+    /// Flags in use whose feature is not implemented yet, for `main` to warn about.
+    pub fn unsupported_in_use(&self) -> Vec<&'static str> {
+        let d = Options::default();
+        let mut out = Vec::new();
+        if !self.graphite_url.is_empty() {
+            out.push("--graphite-url");
+        }
+        if self.proxy_graphite {
+            out.push("--proxy-graphite");
+        }
+        if self.statsd_prefix != d.statsd_prefix {
+            out.push("--statsd-prefix");
+        }
+        if self.statsd_counter_format != d.statsd_counter_format {
+            out.push("--statsd-counter-format");
+        }
+        if self.statsd_gauge_format != d.statsd_gauge_format {
+            out.push("--statsd-gauge-format");
+        }
+        if self.statsd_interval != d.statsd_interval {
+            out.push("--statsd-interval");
+        }
+        if self.http_client_tls_insecure_skip_verify {
+            out.push("--http-client-tls-insecure-skip-verify");
+        }
+        if !self.http_client_tls_root_ca_file.is_empty() {
+            out.push("--http-client-tls-root-ca-file");
+        }
+        if !self.http_client_tls_cert.is_empty() {
+            out.push("--http-client-tls-cert");
+        }
+        if !self.http_client_tls_key.is_empty() {
+            out.push("--http-client-tls-key");
+        }
+        if !self.dev_static_dir.is_empty() {
+            out.push("--dev-static-dir");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn parse(args: &[&str]) -> Options {
+        let argv = std::iter::once("nsqadmin").chain(args.iter().copied());
+        Options::parse_from(argv).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn defaults_match_go_help() {
+        let o = parse(&[]);
+        assert_eq!(o.http_address, "0.0.0.0:4171");
+        assert_eq!(o.base_path, "/");
+        assert_eq!(o.log_prefix, "[nsqadmin] ");
+        assert_eq!(o.http_client_connect_timeout, Duration::from_secs(2));
+        assert_eq!(o.http_client_request_timeout, Duration::from_secs(5));
+        assert_eq!(o.statsd_interval, Duration::from_secs(60));
+        assert_eq!(o.statsd_prefix, "nsq.%s");
+        assert_eq!(o.statsd_counter_format, "stats.counters.%s.count");
+        assert_eq!(o.statsd_gauge_format, "stats.gauges.%s");
+        assert_eq!(o.allow_config_from_cidr, "127.0.0.1/8");
+        assert_eq!(o.acl_http_header, "X-Forwarded-User");
+        assert!(o.admin_users.is_empty());
+        assert!(o.unsupported_in_use().is_empty());
+        assert_eq!(o, Options::default());
+        assert!(o.validate().is_err());
+    }
+
+    #[test]
+    fn every_go_flag_exists() {
+        let help = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/reference/nsqadmin-help.txt"
+        ));
+        let names = nsq_cli::long_flag_names(&Options::command());
+        let flags: Vec<String> = match help {
+            Ok(text) => text
+                .lines()
+                .filter_map(|l| l.trim_start().strip_prefix('-'))
+                .filter_map(|l| l.split_whitespace().next())
+                .map(str::to_owned)
+                .collect(),
+            Err(_) => vec!["http-address".into(), "lookupd-http-address".into()],
+        };
+        assert!(!flags.is_empty());
+        for f in flags {
+            assert!(names.contains(&f), "missing --{f}");
+        }
+    }
+
+    #[test]
+    fn go_spellings_repeats_and_validation() {
+        let o = parse(&[
+            "-lookupd-http-address",
+            "127.0.0.1:4161",
+            "--lookupd-http-address=127.0.0.1:5161",
+            "-base-path=/admin/",
+            "-http-client-connect-timeout=100ms",
+            "-graphite-url=http://g",
+        ]);
+        assert_eq!(
+            o.lookupd_http_addresses,
+            ["127.0.0.1:4161", "127.0.0.1:5161"]
+        );
+        assert_eq!(o.normalized_base_path(), "/admin");
+        assert_eq!(o.http_client_connect_timeout, Duration::from_millis(100));
+        assert_eq!(o.unsupported_in_use(), ["--graphite-url"]);
+        assert!(o.validate().is_ok());
+        let both = parse(&["--lookupd-http-address=a:1", "--nsqd-http-address=b:2"]);
+        assert!(both.validate().unwrap_err().contains("not both"));
+        assert_eq!(parse(&["--base-path=/"]).normalized_base_path(), "");
+        assert!(parse(&["-version"]).version);
+    }
+
+    #[test]
+    fn config_file_keys() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(
+            br#"
+            nsqlookupd_http_addresses = ["127.0.0.1:4161", "127.0.0.1:4162"]
+            admin_users = ["alice"]
+            http_address = "127.0.0.1:9999"
+            http_client_request_timeout = "1s"
+            "#,
+        )
+        .unwrap();
+        let path = f.path().to_str().unwrap();
+        let o = parse(&["--config", path]);
+        assert_eq!(
+            o.lookupd_http_addresses,
+            ["127.0.0.1:4161", "127.0.0.1:4162"]
+        );
+        assert_eq!(o.admin_users, ["alice"]);
+        assert_eq!(o.http_address, "127.0.0.1:9999");
+        assert_eq!(o.http_client_request_timeout, Duration::from_secs(1));
+        let o = parse(&["--http-address=127.0.0.1:0", "--config", path]);
+        assert_eq!(o.http_address, "127.0.0.1:0");
+    }
+}

@@ -1,0 +1,878 @@
+//! nsqadmin's HTTP server: the embedded UI and the JSON API under `/api/`, all below
+//! `--base-path`.
+//!
+//! Conventions are Go nsqadmin 1.3's (V1 responses): `X-NSQ-Content-Type: nsq; version=1.0`
+//! on everything, JSON bodies with Go's escaping, errors as status + `{"message":"CODE"}`,
+//! every API body with a `message` (`""`, or `WARNING: …` when some upstream failed), 502
+//! `UPSTREAM_ERROR: …` when all of them did.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::model::{self, NodeError};
+use crate::{assets, Admin};
+
+const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
+/// The header go-nsq and nsqjs look for to recognise 1.0-format bodies.
+pub const NSQ_CONTENT_TYPE_HEADER: &str = "x-nsq-content-type";
+
+/// An API error: status and `message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// The `message` field.
+    pub message: Cow<'static, str>,
+}
+
+impl ApiError {
+    const fn new(status: StatusCode, message: &'static str) -> ApiError {
+        ApiError {
+            status,
+            message: Cow::Borrowed(message),
+        }
+    }
+
+    fn upstream(errors: &[NodeError]) -> ApiError {
+        let parts: Vec<String> = errors
+            .iter()
+            .map(|e| format!("{}: {}", e.node, e.error))
+            .collect();
+        ApiError {
+            status: StatusCode::BAD_GATEWAY,
+            message: Cow::Owned(format!("UPSTREAM_ERROR: {}", parts.join("; "))),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        json_response(self.status, &json!({ "message": self.message }))
+    }
+}
+
+fn json_response<T: Serialize + ?Sized>(status: StatusCode, v: &T) -> Response {
+    let mut res = Response::new(Body::from(nsq_http::json::to_vec(v)));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(JSON_CONTENT_TYPE),
+    );
+    res
+}
+
+type Shared = State<Arc<Admin>>;
+type ApiResult = Result<Response, ApiError>;
+
+/// `value` (an object) plus `message` and `node_errors`, as 200 JSON.
+fn ok_with(mut value: Value, errors: &[NodeError]) -> Response {
+    if let Value::Object(m) = &mut value {
+        m.insert(
+            "message".into(),
+            Value::String(model::warning_message(errors)),
+        );
+        m.insert(
+            "node_errors".into(),
+            serde_json::to_value(errors).unwrap_or(Value::Null),
+        );
+    }
+    json_response(StatusCode::OK, &value)
+}
+
+/// Total failure: every one of `asked` (> 0) upstreams failed.
+fn all_failed(errors: &[NodeError], asked: usize) -> bool {
+    asked > 0 && errors.len() >= asked
+}
+
+/// The routing table, below `base` (`""` or `/prefix`).
+pub fn router(admin: Arc<Admin>) -> Router {
+    let base = admin.base_path.clone();
+    let p = |s: &str| format!("{base}{s}");
+    let mut r = Router::new()
+        .route(&p("/ping"), get(|| async { "OK" }))
+        .route(&p("/"), get(index))
+        .route(&p("/topics"), get(index))
+        .route(&p("/topics/{topic}"), get(index))
+        .route(&p("/topics/{topic}/{channel}"), get(index))
+        .route(&p("/nodes"), get(index))
+        .route(&p("/nodes/{node}"), get(index))
+        .route(&p("/static/{asset}"), get(static_asset))
+        .route(&p("/api/topics"), get(api_topics).post(api_create))
+        .route(
+            &p("/api/topics/{topic}"),
+            get(api_topic)
+                .post(api_topic_action)
+                .delete(api_topic_delete),
+        )
+        .route(
+            &p("/api/topics/{topic}/{channel}"),
+            get(api_channel)
+                .post(api_channel_action)
+                .delete(api_channel_delete),
+        )
+        .route(&p("/api/nodes"), get(api_nodes))
+        .route(&p("/api/counter"), get(api_counter))
+        .route(
+            &p("/api/nodes/{node}"),
+            get(api_node).delete(api_node_tombstone),
+        );
+    if !base.is_empty() {
+        r = r.route(&base, get(index));
+    }
+    r.fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
+        })
+        .layer(middleware::from_fn(decorate))
+        .with_state(admin)
+}
+
+async fn decorate(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_default();
+    let mut res = next.run(req).await;
+    res.headers_mut().insert(
+        NSQ_CONTENT_TYPE_HEADER,
+        HeaderValue::from_static("nsq; version=1.0"),
+    );
+    tracing::info!(
+        "{} {} {} ({}) {:?}",
+        res.status().as_u16(),
+        method,
+        uri,
+        peer,
+        start.elapsed()
+    );
+    res
+}
+
+async fn index(State(admin): Shared) -> Response {
+    let mut res = Response::new(Body::from(admin.index_html.clone()));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    res
+}
+
+async fn static_asset(State(admin): Shared, Path(asset): Path<String>) -> Response {
+    if !admin.opts.dev_static_dir.is_empty() && !asset.contains('/') && !asset.starts_with('.') {
+        if let Ok(bytes) =
+            tokio::fs::read(std::path::Path::new(&admin.opts.dev_static_dir).join(&asset)).await
+        {
+            if let Some((_, ct)) = assets::find(&asset) {
+                return asset_response(Bytes::from(bytes), ct);
+            }
+        }
+    }
+    match assets::find(&asset) {
+        Some((body, ct)) => asset_response(Bytes::from_static(body.as_bytes()), ct),
+        None => ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND").into_response(),
+    }
+}
+
+fn asset_response(body: Bytes, ct: &'static str) -> Response {
+    let mut res = Response::new(Body::from(body));
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    res
+}
+
+fn now_s() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+async fn api_topics(State(admin): Shared, uri: Uri) -> ApiResult {
+    let inactive = uri
+        .query()
+        .map(|q| nsq_http::query::Query::parse(q).0)
+        .and_then(|q| q.get("inactive").and_then(nsq_http::query::go_bool))
+        .unwrap_or(false);
+    let (topics, errors, asked) = admin.cluster.topics().await;
+    if all_failed(&errors, asked) {
+        return Err(ApiError::upstream(&errors));
+    }
+    if !inactive {
+        return Ok(ok_with(json!({ "topics": topics }), &errors));
+    }
+    // Topics that lookupd knows but no nsqd produces, with their channels.
+    let mut map = serde_json::Map::new();
+    let mut errors = errors;
+    let lookups = futures::future::join_all(topics.iter().map(|t| {
+        let admin = &admin;
+        async move {
+            let path = format!("/lookup?topic={}", crate::client::query_escape(t));
+            let (ok, errs) = admin
+                .cluster
+                .fan_get::<model::LookupResponse>(admin.cluster.lookupds(), &path)
+                .await;
+            (t, ok, errs)
+        }
+    }))
+    .await;
+    for (t, ok, errs) in lookups {
+        errors.extend(errs);
+        if !ok.is_empty() && ok.iter().all(|(_, r)| r.producers.is_empty()) {
+            let mut channels: Vec<String> = ok.into_iter().flat_map(|(_, r)| r.channels).collect();
+            channels.sort();
+            channels.dedup();
+            map.insert(t.clone(), json!(channels));
+        }
+    }
+    Ok(ok_with(json!({ "topics": map }), &errors))
+}
+
+async fn topic_stats(
+    admin: &Admin,
+    topic: &str,
+    channel: Option<&str>,
+) -> Result<(Vec<(model::Producer, model::NsqdStats)>, Vec<NodeError>), ApiError> {
+    let (producers, mut errors, asked) = admin.cluster.topic_producers(topic).await;
+    if all_failed(&errors, asked) {
+        return Err(ApiError::upstream(&errors));
+    }
+    if producers.is_empty() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"));
+    }
+    let (stats, errs) = admin
+        .cluster
+        .producer_stats(&producers, Some(topic), channel, channel.is_some())
+        .await;
+    if stats.is_empty() {
+        return Err(ApiError::upstream(&errs));
+    }
+    errors.extend(errs);
+    Ok((stats, errors))
+}
+
+async fn api_topic(State(admin): Shared, Path(topic): Path<String>) -> ApiResult {
+    let (stats, errors) = topic_stats(&admin, &topic, None).await?;
+    let agg = model::aggregate_topic(&topic, &stats, now_s());
+    if agg.nodes.is_empty() && errors.is_empty() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"));
+    }
+    Ok(ok_with(json!(agg), &errors))
+}
+
+async fn api_channel(
+    State(admin): Shared,
+    Path((topic, channel)): Path<(String, String)>,
+) -> ApiResult {
+    let (stats, errors) = topic_stats(&admin, &topic, Some(&channel)).await?;
+    match model::aggregate_channel(&topic, &channel, &stats, now_s()) {
+        Some(c) => Ok(ok_with(json!(c), &errors)),
+        None if errors.is_empty() => Err(ApiError::new(StatusCode::NOT_FOUND, "CHANNEL_NOT_FOUND")),
+        None => Err(ApiError::upstream(&errors)),
+    }
+}
+
+async fn api_nodes(State(admin): Shared) -> ApiResult {
+    let (answers, mut errors, asked) = admin.cluster.nodes().await;
+    if all_failed(&errors, asked) {
+        return Err(ApiError::upstream(&errors));
+    }
+    let nodes = model::merge_nodes(&answers);
+    if matches!(admin.cluster.upstream, crate::cluster::Upstream::Lookupd(_)) {
+        // lookupd may still list a node that has died: probe them all at once.
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| model::join_host_port(&n.broadcast_address, n.http_port))
+            .collect();
+        errors.extend(admin.cluster.unreachable(&addrs).await);
+    }
+    Ok(ok_with(json!({ "nodes": nodes }), &errors))
+}
+
+/// The identity and request details of an admin action.
+struct Actor {
+    user: Option<String>,
+    remote_ip: String,
+    user_agent: String,
+    url: String,
+}
+
+fn actor(headers: &HeaderMap, peer: Option<SocketAddr>, uri: &Uri, acl_header: &str) -> Actor {
+    let h = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    // Go sends the HTTP Basic-Auth user; without one, the ACL header's user.
+    let basic = h("authorization").and_then(|v| basic_auth_user(&v));
+    Actor {
+        user: basic.or_else(|| h(acl_header)).filter(|u| !u.is_empty()),
+        remote_ip: peer.map(|p| p.ip().to_string()).unwrap_or_default(),
+        user_agent: h("user-agent").unwrap_or_default(),
+        url: uri.to_string(),
+    }
+}
+
+/// The user name of an `Authorization: Basic <base64(user:password)>` header.
+pub fn basic_auth_user(header: &str) -> Option<String> {
+    let (scheme, b64) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64_decode(b64.trim())?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, _) = text.split_once(':')?;
+    Some(user.to_owned())
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes().take_while(|&c| c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push(u8::try_from((acc >> bits) & 0xff).ok()?);
+        }
+    }
+    Some(out)
+}
+
+fn check_admin(admin: &Admin, a: &Actor) -> Result<(), ApiError> {
+    if admin.opts.admin_users.is_empty() {
+        return Ok(());
+    }
+    match &a.user {
+        Some(u) if admin.opts.admin_users.iter().any(|x| x == u) => Ok(()),
+        _ => Err(ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN")),
+    }
+}
+
+fn parse_action(body: &Bytes) -> Result<String, ApiError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_BODY"))?;
+    match v.get("action").and_then(Value::as_str) {
+        Some(a @ ("pause" | "unpause" | "empty")) => Ok(a.to_owned()),
+        _ => Err(ApiError::new(StatusCode::BAD_REQUEST, "INVALID_ACTION")),
+    }
+}
+
+/// Result of a fan-out action: `{"message": ""}` or a warning; 502 if nothing succeeded.
+fn action_result(errors: &[NodeError], asked: usize) -> ApiResult {
+    if all_failed(errors, asked) {
+        return Err(ApiError::upstream(errors));
+    }
+    Ok(ok_with(json!({}), errors))
+}
+
+struct ActionCtx {
+    headers: HeaderMap,
+    peer: Option<SocketAddr>,
+    uri: Uri,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ActionCtx {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ActionCtx {
+            headers: parts.headers.clone(),
+            peer: parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0),
+            uri: parts.uri.clone(),
+        })
+    }
+}
+
+async fn producer_addrs(
+    admin: &Admin,
+    topic: &str,
+) -> Result<(Vec<String>, Vec<NodeError>), ApiError> {
+    let (producers, errors, asked) = admin.cluster.topic_producers(topic).await;
+    if all_failed(&errors, asked) {
+        return Err(ApiError::upstream(&errors));
+    }
+    Ok((
+        producers
+            .iter()
+            .map(model::Producer::http_address)
+            .collect(),
+        errors,
+    ))
+}
+
+async fn api_topic_action(
+    State(admin): Shared,
+    Path(topic): Path<String>,
+    ctx: ActionCtx,
+    body: Bytes,
+) -> ApiResult {
+    let a = actor(
+        &ctx.headers,
+        ctx.peer,
+        &ctx.uri,
+        &admin.opts.acl_http_header,
+    );
+    check_admin(&admin, &a)?;
+    let action = parse_action(&body)?;
+    let (addrs, mut errors) = producer_addrs(&admin, &topic).await?;
+    if addrs.is_empty() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"));
+    }
+    let path = format!(
+        "/topic/{action}?topic={}",
+        crate::client::query_escape(&topic)
+    );
+    let (_, errs) = admin.cluster.fan_post(&addrs, &path, false).await;
+    let asked = addrs.len();
+    let failed = all_failed(&errs, asked);
+    errors.extend(errs);
+    if !failed {
+        admin.notify(&format!("{action}_topic"), &topic, None, &a);
+    } else {
+        return Err(ApiError::upstream(&errors));
+    }
+    action_result(&errors, 0)
+}
+
+async fn api_channel_action(
+    State(admin): Shared,
+    Path((topic, channel)): Path<(String, String)>,
+    ctx: ActionCtx,
+    body: Bytes,
+) -> ApiResult {
+    let a = actor(
+        &ctx.headers,
+        ctx.peer,
+        &ctx.uri,
+        &admin.opts.acl_http_header,
+    );
+    check_admin(&admin, &a)?;
+    let action = parse_action(&body)?;
+    let (addrs, mut errors) = producer_addrs(&admin, &topic).await?;
+    if addrs.is_empty() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"));
+    }
+    let path = format!(
+        "/channel/{action}?topic={}&channel={}",
+        crate::client::query_escape(&topic),
+        crate::client::query_escape(&channel)
+    );
+    let (_, errs) = admin.cluster.fan_post(&addrs, &path, false).await;
+    if all_failed(&errs, addrs.len()) {
+        errors.extend(errs);
+        return Err(ApiError::upstream(&errors));
+    }
+    errors.extend(errs);
+    admin.notify(&format!("{action}_channel"), &topic, Some(&channel), &a);
+    action_result(&errors, 0)
+}
+
+async fn api_topic_delete(
+    State(admin): Shared,
+    Path(topic): Path<String>,
+    ctx: ActionCtx,
+) -> ApiResult {
+    let a = actor(
+        &ctx.headers,
+        ctx.peer,
+        &ctx.uri,
+        &admin.opts.acl_http_header,
+    );
+    check_admin(&admin, &a)?;
+    // Producers first: once lookupd forgets the topic they can no longer be found.
+    let (addrs, mut errors) = producer_addrs(&admin, &topic).await?;
+    let q = format!("topic={}", crate::client::query_escape(&topic));
+    let lookupds = admin.cluster.lookupds().to_vec();
+    let (_, errs) = admin
+        .cluster
+        .fan_post(&lookupds, &format!("/topic/delete?{q}"), false)
+        .await;
+    errors.extend(errs);
+    let (_, errs) = admin
+        .cluster
+        .fan_post(&addrs, &format!("/topic/delete?{q}"), true)
+        .await;
+    errors.extend(errs);
+    if all_failed(&errors, lookupds.len() + addrs.len()) {
+        return Err(ApiError::upstream(&errors));
+    }
+    admin.notify("delete_topic", &topic, None, &a);
+    action_result(&errors, 0)
+}
+
+async fn api_channel_delete(
+    State(admin): Shared,
+    Path((topic, channel)): Path<(String, String)>,
+    ctx: ActionCtx,
+) -> ApiResult {
+    let a = actor(
+        &ctx.headers,
+        ctx.peer,
+        &ctx.uri,
+        &admin.opts.acl_http_header,
+    );
+    check_admin(&admin, &a)?;
+    let (addrs, mut errors) = producer_addrs(&admin, &topic).await?;
+    let q = format!(
+        "topic={}&channel={}",
+        crate::client::query_escape(&topic),
+        crate::client::query_escape(&channel)
+    );
+    let lookupds = admin.cluster.lookupds().to_vec();
+    let (_, errs) = admin
+        .cluster
+        .fan_post(&lookupds, &format!("/channel/delete?{q}"), true)
+        .await;
+    errors.extend(errs);
+    let (_, errs) = admin
+        .cluster
+        .fan_post(&addrs, &format!("/channel/delete?{q}"), true)
+        .await;
+    errors.extend(errs);
+    if all_failed(&errors, lookupds.len() + addrs.len()) {
+        return Err(ApiError::upstream(&errors));
+    }
+    admin.notify("delete_channel", &topic, Some(&channel), &a);
+    action_result(&errors, 0)
+}
+
+/// `POST /api/topics` `{"topic", "channel"?}`: registers the topic (and channel) with every
+/// lookupd and creates the channel on the topic's producers; with `--nsqd-http-address`,
+/// creates them on every nsqd.
+async fn api_create(State(admin): Shared, ctx: ActionCtx, body: Bytes) -> ApiResult {
+    let a = actor(
+        &ctx.headers,
+        ctx.peer,
+        &ctx.uri,
+        &admin.opts.acl_http_header,
+    );
+    check_admin(&admin, &a)?;
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_BODY"))?;
+    let topic = v.get("topic").and_then(Value::as_str).unwrap_or_default();
+    let channel = v.get("channel").and_then(Value::as_str).unwrap_or_default();
+    if !nsq_protocol::names::is_valid_topic_name(topic.as_bytes()) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "INVALID_TOPIC"));
+    }
+    if !channel.is_empty() && !nsq_protocol::names::is_valid_channel_name(channel.as_bytes()) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "INVALID_CHANNEL"));
+    }
+    let tq = format!("topic={}", crate::client::query_escape(topic));
+    let cq = format!("{tq}&channel={}", crate::client::query_escape(channel));
+    let mut errors = Vec::new();
+    let mut asked = 0;
+    let lookupds = admin.cluster.lookupds().to_vec();
+    let nsqds: Vec<String> = match &admin.cluster.upstream {
+        crate::cluster::Upstream::Nsqd(addrs) => {
+            let (_, errs) = admin
+                .cluster
+                .fan_post(addrs, &format!("/topic/create?{tq}"), false)
+                .await;
+            asked += addrs.len();
+            errors.extend(errs);
+            addrs.clone()
+        }
+        crate::cluster::Upstream::Lookupd(_) => {
+            let (_, errs) = admin
+                .cluster
+                .fan_post(&lookupds, &format!("/topic/create?{tq}"), false)
+                .await;
+            asked += lookupds.len();
+            errors.extend(errs);
+            Vec::new()
+        }
+    };
+    if !channel.is_empty() {
+        let (_, errs) = admin
+            .cluster
+            .fan_post(&lookupds, &format!("/channel/create?{cq}"), false)
+            .await;
+        errors.extend(errs);
+        let targets = if nsqds.is_empty() {
+            let (addrs, errs) = producer_addrs(&admin, topic).await?;
+            errors.extend(errs);
+            addrs
+        } else {
+            nsqds
+        };
+        let (_, errs) = admin
+            .cluster
+            .fan_post(&targets, &format!("/channel/create?{cq}"), false)
+            .await;
+        errors.extend(errs);
+    }
+    if all_failed(&errors, asked) {
+        return Err(ApiError::upstream(&errors));
+    }
+    admin.notify("create_topic", topic, None, &a);
+    if !channel.is_empty() {
+        admin.notify("create_channel", topic, Some(channel), &a);
+    }
+    action_result(&errors, 0)
+}
+
+/// `GET /api/counter`: every channel's message count per node, keyed
+/// `topic:channel:node` (Go's counter page source).
+async fn api_counter(State(admin): Shared) -> ApiResult {
+    let (answers, mut errors, asked) = admin.cluster.nodes().await;
+    if all_failed(&errors, asked) {
+        return Err(ApiError::upstream(&errors));
+    }
+    let mut producers: Vec<model::Producer> = Vec::new();
+    for p in answers.into_iter().flatten() {
+        if !producers
+            .iter()
+            .any(|q| q.http_address() == p.http_address())
+        {
+            producers.push(p);
+        }
+    }
+    let (stats, errs) = admin
+        .cluster
+        .producer_stats(&producers, None, None, false)
+        .await;
+    errors.extend(errs);
+    let mut out = serde_json::Map::new();
+    for (p, s) in &stats {
+        let node = p.http_address();
+        for t in s.topics.iter().flatten() {
+            for c in t.channels.iter().flatten() {
+                let key = format!("{}:{}:{}", t.topic_name, c.channel_name, node);
+                let prev = out
+                    .get(&key)
+                    .and_then(|v| v["message_count"].as_i64())
+                    .unwrap_or(0);
+                out.insert(
+                    key,
+                    json!({
+                        "node": node,
+                        "topic_name": t.topic_name,
+                        "channel_name": c.channel_name,
+                        "message_count": prev + c.message_count,
+                    }),
+                );
+            }
+        }
+    }
+    Ok(ok_with(json!({ "stats": out }), &errors))
+}
+
+/// Finds a node (`broadcast_address:http_port`) among the cluster's nodes.
+async fn find_node(admin: &Admin, node: &str) -> Result<model::Producer, ApiError> {
+    let (answers, errors, asked) = admin.cluster.nodes().await;
+    if all_failed(&errors, asked) {
+        return Err(ApiError::upstream(&errors));
+    }
+    answers
+        .into_iter()
+        .flatten()
+        .find(|p| p.http_address() == node)
+        .ok_or(ApiError::new(StatusCode::NOT_FOUND, "NODE_NOT_FOUND"))
+}
+
+/// `GET /api/nodes/:node`: the node's topics (with channels and clients) and totals.
+async fn api_node(State(admin): Shared, Path(node): Path<String>) -> ApiResult {
+    let producer = find_node(&admin, &node).await?;
+    let (stats, errors) = admin
+        .cluster
+        .producer_stats(std::slice::from_ref(&producer), None, None, true)
+        .await;
+    let Some((_, s)) = stats.first() else {
+        return Err(ApiError::upstream(&errors));
+    };
+    let now = now_s();
+    let topics: Vec<model::TopicStats> = s
+        .topics
+        .iter()
+        .flatten()
+        .map(|t| {
+            let mut agg = model::aggregate_topic(&t.topic_name, &stats, now);
+            agg.nodes.pop().unwrap_or_default()
+        })
+        .collect();
+    let total_messages: i64 = topics.iter().map(|t| t.message_count).sum();
+    let total_clients: i64 = topics
+        .iter()
+        .flat_map(|t| &t.channels)
+        .map(|c| c.client_count)
+        .sum();
+    Ok(ok_with(
+        json!({
+            "node": node,
+            "topics": topics,
+            "total_messages": total_messages,
+            "total_clients": total_clients,
+        }),
+        &errors,
+    ))
+}
+
+/// `DELETE /api/nodes/:node` `{"topic"}`: tombstones the node's registration of the topic on
+/// every lookupd, then deletes the topic on that nsqd.
+async fn api_node_tombstone(
+    State(admin): Shared,
+    Path(node): Path<String>,
+    ctx: ActionCtx,
+    body: Bytes,
+) -> ApiResult {
+    let a = actor(
+        &ctx.headers,
+        ctx.peer,
+        &ctx.uri,
+        &admin.opts.acl_http_header,
+    );
+    check_admin(&admin, &a)?;
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_BODY"))?;
+    let topic = v.get("topic").and_then(Value::as_str).unwrap_or_default();
+    if !nsq_protocol::names::is_valid_topic_name(topic.as_bytes()) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "INVALID_TOPIC"));
+    }
+    let producer = find_node(&admin, &node).await?;
+    let tq = format!("topic={}", crate::client::query_escape(topic));
+    let lookupds = admin.cluster.lookupds().to_vec();
+    let (_, mut errors) = admin
+        .cluster
+        .fan_post(
+            &lookupds,
+            &format!(
+                "/topic/tombstone?{tq}&node={}",
+                crate::client::query_escape(&node)
+            ),
+            false,
+        )
+        .await;
+    let (_, errs) = admin
+        .cluster
+        .fan_post(
+            &[producer.http_address()],
+            &format!("/topic/delete?{tq}"),
+            true,
+        )
+        .await;
+    errors.extend(errs);
+    if all_failed(&errors, lookupds.len() + 1) {
+        return Err(ApiError::upstream(&errors));
+    }
+    admin.notify_node("tombstone_topic_producer", topic, &node, &a);
+    action_result(&errors, 0)
+}
+
+impl Admin {
+    fn notify_node(&self, action: &str, topic: &str, node: &str, a: &Actor) {
+        self.notify_with(action, topic, None, Some(node), a);
+    }
+
+    fn notify(&self, action: &str, topic: &str, channel: Option<&str>, a: &Actor) {
+        self.notify_with(action, topic, channel, None, a);
+    }
+
+    /// Fire-and-forget POST of an admin action to `--notification-http-endpoint`.
+    fn notify_with(
+        &self,
+        action: &str,
+        topic: &str,
+        channel: Option<&str>,
+        node: Option<&str>,
+        a: &Actor,
+    ) {
+        let endpoint = self.opts.notification_http_endpoint.clone();
+        if endpoint.is_empty() {
+            return;
+        }
+        let Some(rest) = endpoint.strip_prefix("http://") else {
+            tracing::warn!("notification endpoint {endpoint:?}: only http:// is supported");
+            return;
+        };
+        let (addr, path) = match rest.find('/') {
+            Some(i) => (rest[..i].to_owned(), rest[i..].to_owned()),
+            None => (rest.to_owned(), "/".to_owned()),
+        };
+        let mut body = json!({
+            "action": action,
+            "topic": topic,
+            "timestamp": now_s(),
+            "remote_ip": a.remote_ip,
+            "user_agent": a.user_agent,
+            "url": a.url,
+            "via": self.hostname,
+        });
+        if let Some(c) = channel {
+            body["channel"] = json!(c);
+        }
+        if let Some(n) = node {
+            body["node"] = json!(n);
+        }
+        if let Some(u) = &a.user {
+            body["user"] = json!(u);
+        }
+        let client = self.cluster.client;
+        tokio::spawn(async move {
+            let bytes = nsq_http::json::to_vec(&body);
+            if let Err(e) = client.post(&addr, &path, Some(&bytes)).await {
+                tracing::warn!("failed to POST notification to {endpoint}: {e}");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_auth() {
+        // "alice:secret"
+        assert_eq!(
+            basic_auth_user("Basic YWxpY2U6c2VjcmV0").as_deref(),
+            Some("alice")
+        );
+        // "bob:" with padding
+        assert_eq!(basic_auth_user("basic Ym9iOg==").as_deref(), Some("bob"));
+        assert_eq!(basic_auth_user("Bearer x"), None);
+        assert_eq!(basic_auth_user("Basic !!!"), None);
+    }
+
+    #[test]
+    fn failure_accounting() {
+        let e = NodeError {
+            node: "a:1".into(),
+            error: "down".into(),
+        };
+        assert!(!all_failed(&[], 0));
+        assert!(!all_failed(std::slice::from_ref(&e), 2));
+        assert!(all_failed(&[e.clone(), e.clone()], 2));
+        let err = ApiError::upstream(&[e]);
+        assert_eq!(err.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(err.message, "UPSTREAM_ERROR: a:1: down");
+    }
+}

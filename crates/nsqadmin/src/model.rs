@@ -1,0 +1,649 @@
+//! What nsqadmin reads from the daemons and what it answers with, and the sans-I/O
+//! aggregation between the two (Go's `nsqadmin/clusterinfo/types.go`).
+//!
+//! Upstream shapes are parsed leniently (every field defaults), so an nsqd of another
+//! version or a missing field never fails a page. Output shapes are Go nsqadmin 1.3's, plus
+//! one addition: `node_errors`, the per-node failures that Go only reports in `message`,
+//! so the UI can show a dead node as an error row.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A producer as nsqlookupd's `/lookup` and `/nodes` describe it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Producer {
+    /// Address of its connection to lookupd.
+    pub remote_address: String,
+    /// Its hostname.
+    pub hostname: String,
+    /// Where clients reach it.
+    pub broadcast_address: String,
+    /// TCP port.
+    pub tcp_port: i64,
+    /// HTTP port.
+    pub http_port: i64,
+    /// nsqd version.
+    pub version: String,
+    /// Topology zone.
+    pub topology_zone: String,
+    /// Topology region.
+    pub topology_region: String,
+    /// `/nodes` only: per-topic tombstone flags.
+    #[serde(skip_serializing)]
+    pub tombstones: Vec<bool>,
+    /// `/nodes` only: its topics.
+    #[serde(skip_serializing)]
+    pub topics: Vec<String>,
+}
+
+impl Producer {
+    /// `broadcast_address:http_port`, as Go's `net.JoinHostPort` writes it.
+    pub fn http_address(&self) -> String {
+        join_host_port(&self.broadcast_address, self.http_port)
+    }
+
+    /// A producer known only by its HTTP address (`--nsqd-http-address` mode).
+    pub fn from_http_address(addr: &str) -> Producer {
+        let addr = crate::client::host_port(addr);
+        let (host, port) = match addr.rsplit_once(':') {
+            Some((h, p)) => (h.trim_matches(['[', ']']), p.parse().unwrap_or(0)),
+            None => (addr, 0),
+        };
+        Producer {
+            hostname: host.to_owned(),
+            broadcast_address: host.to_owned(),
+            http_port: port,
+            ..Producer::default()
+        }
+    }
+}
+
+/// `host:port`, bracketing IPv6 hosts.
+pub fn join_host_port(host: &str, port: i64) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// lookupd `/lookup`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct LookupResponse {
+    /// Channels registered for the topic.
+    pub channels: Vec<String>,
+    /// Producers of the topic.
+    pub producers: Vec<Producer>,
+}
+
+/// lookupd `/nodes`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct NodesResponse {
+    /// Every active producer.
+    pub producers: Vec<Producer>,
+}
+
+/// lookupd `/topics`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct TopicsResponse {
+    /// Every topic.
+    pub topics: Vec<String>,
+}
+
+/// nsqd `/stats?format=json`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct NsqdStats {
+    /// nsqd's version.
+    pub version: String,
+    /// `null` when a topic filter matched nothing.
+    pub topics: Option<Vec<NsqdTopic>>,
+}
+
+/// One topic of nsqd `/stats`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct NsqdTopic {
+    /// Name.
+    pub topic_name: String,
+    /// Channels (may be `null`).
+    pub channels: Option<Vec<NsqdChannel>>,
+    /// Memory + backend depth.
+    pub depth: i64,
+    /// Backend depth.
+    pub backend_depth: i64,
+    /// Messages received.
+    pub message_count: i64,
+    /// Paused?
+    pub paused: bool,
+    /// Passed through.
+    pub e2e_processing_latency: Value,
+}
+
+/// One channel of nsqd `/stats`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct NsqdChannel {
+    /// Name.
+    pub channel_name: String,
+    /// Memory + backend depth.
+    pub depth: i64,
+    /// Backend depth.
+    pub backend_depth: i64,
+    /// In flight.
+    pub in_flight_count: i64,
+    /// Deferred.
+    pub deferred_count: i64,
+    /// Messages received.
+    pub message_count: i64,
+    /// Requeued.
+    pub requeue_count: i64,
+    /// Timed out.
+    pub timeout_count: i64,
+    /// Connected consumers.
+    pub client_count: i64,
+    /// Consumers (`null` without `include_clients`).
+    pub clients: Option<Vec<NsqdClient>>,
+    /// Paused?
+    pub paused: bool,
+    /// Passed through.
+    pub e2e_processing_latency: Value,
+}
+
+/// One client of nsqd `/stats`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct NsqdClient {
+    pub client_id: String,
+    pub hostname: String,
+    pub version: String,
+    pub remote_address: String,
+    pub state: i64,
+    pub ready_count: i64,
+    pub in_flight_count: i64,
+    pub message_count: i64,
+    pub finish_count: i64,
+    pub requeue_count: i64,
+    pub connect_ts: i64,
+    pub sample_rate: i64,
+    pub deflate: bool,
+    pub snappy: bool,
+    pub user_agent: String,
+    pub authed: bool,
+    pub auth_identity: String,
+    pub auth_identity_url: String,
+    pub tls: bool,
+    pub tls_cipher_suite: String,
+    pub tls_version: String,
+    pub tls_negotiated_protocol: String,
+    pub tls_negotiated_protocol_is_mutual: bool,
+    pub topology_zone: String,
+    pub topology_region: String,
+}
+
+/// A node that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeError {
+    /// The node's HTTP address.
+    pub node: String,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// Go's `clusterinfo.TopicStats` (per node, or aggregated with `node` = `*`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TopicStats {
+    pub node: String,
+    pub hostname: String,
+    pub topic_name: String,
+    pub depth: i64,
+    pub memory_depth: i64,
+    pub backend_depth: i64,
+    pub message_count: i64,
+    pub nodes: Vec<TopicStats>,
+    pub channels: Vec<ChannelStats>,
+    pub paused: bool,
+    pub e2e_processing_latency: Value,
+}
+
+/// Go's `clusterinfo.ChannelStats`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ChannelStats {
+    pub node: String,
+    pub hostname: String,
+    pub topic_name: String,
+    pub channel_name: String,
+    pub depth: i64,
+    pub memory_depth: i64,
+    pub backend_depth: i64,
+    pub in_flight_count: i64,
+    pub deferred_count: i64,
+    pub requeue_count: i64,
+    pub timeout_count: i64,
+    pub message_count: i64,
+    pub client_count: i64,
+    pub nodes: Vec<ChannelStats>,
+    pub clients: Vec<ClientStats>,
+    pub paused: bool,
+    pub e2e_processing_latency: Value,
+}
+
+/// Go's `clusterinfo.ClientStats`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ClientStats {
+    pub node: String,
+    pub remote_address: String,
+    pub version: String,
+    pub client_id: String,
+    pub hostname: String,
+    pub user_agent: String,
+    pub connect_ts: i64,
+    /// Nanoseconds since `connect_ts` (Go `time.Duration`).
+    pub connected: i64,
+    pub in_flight_count: i64,
+    pub ready_count: i64,
+    pub finish_count: i64,
+    pub requeue_count: i64,
+    pub message_count: i64,
+    pub sample_rate: i64,
+    pub deflate: bool,
+    pub snappy: bool,
+    pub authed: bool,
+    pub auth_identity: String,
+    pub auth_identity_url: String,
+    pub tls: bool,
+    pub tls_cipher_suite: String,
+    pub tls_version: String,
+    pub tls_negotiated_protocol: String,
+    pub tls_negotiated_protocol_is_mutual: bool,
+    pub topology_zone: String,
+    pub topology_region: String,
+}
+
+/// A node of `/api/nodes` (Go's `clusterinfo.Producer`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Node {
+    pub remote_addresses: Vec<String>,
+    pub remote_address: String,
+    pub hostname: String,
+    pub broadcast_address: String,
+    pub tcp_port: i64,
+    pub http_port: i64,
+    pub version: String,
+    pub topology_zone: String,
+    pub topology_region: String,
+    pub topics: Vec<NodeTopic>,
+    pub out_of_date: bool,
+}
+
+/// A topic of a node, with its tombstone flag.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NodeTopic {
+    pub topic: String,
+    pub tombstoned: bool,
+}
+
+fn channel_from(node: &Producer, topic: &str, c: &NsqdChannel, now_s: i64) -> ChannelStats {
+    let addr = node.http_address();
+    let clients = c
+        .clients
+        .iter()
+        .flatten()
+        .map(|cl| ClientStats {
+            node: addr.clone(),
+            remote_address: cl.remote_address.clone(),
+            version: cl.version.clone(),
+            client_id: cl.client_id.clone(),
+            hostname: cl.hostname.clone(),
+            user_agent: cl.user_agent.clone(),
+            connect_ts: cl.connect_ts,
+            connected: (now_s - cl.connect_ts).max(0).saturating_mul(1_000_000_000),
+            in_flight_count: cl.in_flight_count,
+            ready_count: cl.ready_count,
+            finish_count: cl.finish_count,
+            requeue_count: cl.requeue_count,
+            message_count: cl.message_count,
+            sample_rate: cl.sample_rate,
+            deflate: cl.deflate,
+            snappy: cl.snappy,
+            authed: cl.authed,
+            auth_identity: cl.auth_identity.clone(),
+            auth_identity_url: cl.auth_identity_url.clone(),
+            tls: cl.tls,
+            tls_cipher_suite: cl.tls_cipher_suite.clone(),
+            tls_version: cl.tls_version.clone(),
+            tls_negotiated_protocol: cl.tls_negotiated_protocol.clone(),
+            tls_negotiated_protocol_is_mutual: cl.tls_negotiated_protocol_is_mutual,
+            topology_zone: cl.topology_zone.clone(),
+            topology_region: cl.topology_region.clone(),
+        })
+        .collect();
+    ChannelStats {
+        node: addr,
+        hostname: node.hostname.clone(),
+        topic_name: topic.to_owned(),
+        channel_name: c.channel_name.clone(),
+        depth: c.depth,
+        memory_depth: c.depth - c.backend_depth,
+        backend_depth: c.backend_depth,
+        in_flight_count: c.in_flight_count,
+        deferred_count: c.deferred_count,
+        requeue_count: c.requeue_count,
+        timeout_count: c.timeout_count,
+        message_count: c.message_count,
+        client_count: c.client_count,
+        nodes: Vec::new(),
+        clients,
+        paused: c.paused,
+        e2e_processing_latency: c.e2e_processing_latency.clone(),
+    }
+}
+
+impl ChannelStats {
+    /// Go's `ChannelStats.Add`: sums counters, keeps `a` as a node row, collects clients.
+    pub fn add(&mut self, a: ChannelStats) {
+        self.node = "*".to_owned();
+        self.depth += a.depth;
+        self.memory_depth += a.memory_depth;
+        self.backend_depth += a.backend_depth;
+        self.in_flight_count += a.in_flight_count;
+        self.deferred_count += a.deferred_count;
+        self.requeue_count += a.requeue_count;
+        self.timeout_count += a.timeout_count;
+        self.message_count += a.message_count;
+        self.client_count += a.client_count;
+        self.paused |= a.paused;
+        self.clients.extend(a.clients.iter().cloned());
+        self.clients.sort_by(|x, y| {
+            (&x.hostname, &x.remote_address).cmp(&(&y.hostname, &y.remote_address))
+        });
+        self.nodes.push(ChannelStats {
+            clients: a.clients,
+            ..a
+        });
+        self.nodes
+            .sort_by(|x, y| (&x.hostname, &x.node).cmp(&(&y.hostname, &y.node)));
+    }
+}
+
+/// Aggregates one topic across nodes: Go's `TopicStats.Add` over every node's stats.
+/// `now_s` (Unix seconds) gives clients' `connected`.
+pub fn aggregate_topic(topic: &str, per_node: &[(Producer, NsqdStats)], now_s: i64) -> TopicStats {
+    let mut all = TopicStats {
+        node: "*".to_owned(),
+        topic_name: topic.to_owned(),
+        e2e_processing_latency: Value::Null,
+        ..TopicStats::default()
+    };
+    for (node, stats) in per_node {
+        for t in stats
+            .topics
+            .iter()
+            .flatten()
+            .filter(|t| t.topic_name == topic)
+        {
+            let channels: Vec<ChannelStats> = t
+                .channels
+                .iter()
+                .flatten()
+                .map(|c| channel_from(node, topic, c, now_s))
+                .collect();
+            all.depth += t.depth;
+            all.memory_depth += t.depth - t.backend_depth;
+            all.backend_depth += t.backend_depth;
+            all.message_count += t.message_count;
+            all.paused |= t.paused;
+            for c in &channels {
+                match all
+                    .channels
+                    .iter_mut()
+                    .find(|a| a.channel_name == c.channel_name)
+                {
+                    Some(a) => a.add(c.clone()),
+                    None => {
+                        let mut a = ChannelStats {
+                            topic_name: topic.to_owned(),
+                            channel_name: c.channel_name.clone(),
+                            hostname: String::new(),
+                            ..ChannelStats::default()
+                        };
+                        a.add(c.clone());
+                        all.channels.push(a);
+                    }
+                }
+            }
+            all.nodes.push(TopicStats {
+                node: node.http_address(),
+                hostname: node.hostname.clone(),
+                topic_name: topic.to_owned(),
+                depth: t.depth,
+                memory_depth: t.depth - t.backend_depth,
+                backend_depth: t.backend_depth,
+                message_count: t.message_count,
+                nodes: Vec::new(),
+                channels,
+                paused: t.paused,
+                e2e_processing_latency: t.e2e_processing_latency.clone(),
+            });
+        }
+    }
+    all.channels
+        .sort_by(|a, b| a.channel_name.cmp(&b.channel_name));
+    all.nodes
+        .sort_by(|x, y| (&x.hostname, &x.node).cmp(&(&y.hostname, &y.node)));
+    all
+}
+
+/// The aggregate of one channel, or `None` if no node has it.
+pub fn aggregate_channel(
+    topic: &str,
+    channel: &str,
+    per_node: &[(Producer, NsqdStats)],
+    now_s: i64,
+) -> Option<ChannelStats> {
+    aggregate_topic(topic, per_node, now_s)
+        .channels
+        .into_iter()
+        .find(|c| c.channel_name == channel)
+}
+
+/// Merges lookupds' `/nodes` answers into Go's producer list: one entry per
+/// `broadcast_address:http_port`, remote addresses and topics unioned, `out_of_date` for
+/// versions below the newest seen.
+pub fn merge_nodes(answers: &[Vec<Producer>]) -> Vec<Node> {
+    let mut nodes: Vec<Node> = Vec::new();
+    for p in answers.iter().flatten() {
+        let key = p.http_address();
+        let topics = p.topics.iter().enumerate().map(|(i, t)| NodeTopic {
+            topic: t.clone(),
+            tombstoned: p.tombstones.get(i).copied().unwrap_or(false),
+        });
+        match nodes
+            .iter_mut()
+            .find(|n| join_host_port(&n.broadcast_address, n.http_port) == key)
+        {
+            Some(n) => {
+                if !n.remote_addresses.contains(&p.remote_address) {
+                    n.remote_addresses.push(p.remote_address.clone());
+                }
+                for t in topics {
+                    match n.topics.iter_mut().find(|x| x.topic == t.topic) {
+                        Some(x) => x.tombstoned |= t.tombstoned,
+                        None => n.topics.push(t),
+                    }
+                }
+            }
+            None => nodes.push(Node {
+                remote_addresses: vec![p.remote_address.clone()],
+                remote_address: p.remote_address.clone(),
+                hostname: p.hostname.clone(),
+                broadcast_address: p.broadcast_address.clone(),
+                tcp_port: p.tcp_port,
+                http_port: p.http_port,
+                version: p.version.clone(),
+                topology_zone: p.topology_zone.clone(),
+                topology_region: p.topology_region.clone(),
+                topics: topics.collect(),
+                out_of_date: false,
+            }),
+        }
+    }
+    let newest = nodes.iter().map(|n| version_key(&n.version)).max();
+    for n in &mut nodes {
+        n.topics.sort_by(|a, b| a.topic.cmp(&b.topic));
+        n.remote_addresses.sort();
+        n.out_of_date = newest
+            .as_ref()
+            .is_some_and(|v| version_key(&n.version) < *v);
+    }
+    nodes.sort_by(|a, b| (&a.hostname, a.http_port).cmp(&(&b.hostname, b.http_port)));
+    nodes
+}
+
+fn version_key(v: &str) -> Vec<u64> {
+    v.split(['.', '-', '+'])
+        .take(3)
+        .map(|p| p.parse().unwrap_or(0))
+        .collect()
+}
+
+/// Go's `maybeWarnMsg`: `""` or `WARNING: a; b`.
+pub fn warning_message(errors: &[NodeError]) -> String {
+    if errors.is_empty() {
+        String::new()
+    } else {
+        let parts: Vec<String> = errors
+            .iter()
+            .map(|e| format!("{}: {}", e.node, e.error))
+            .collect();
+        format!("WARNING: {}", parts.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(host: &str, port: i64) -> Producer {
+        Producer {
+            hostname: host.into(),
+            broadcast_address: "127.0.0.1".into(),
+            http_port: port,
+            version: "1.3.0".into(),
+            ..Producer::default()
+        }
+    }
+
+    fn stats(json: &str) -> NsqdStats {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn aggregates_topic_and_channels_across_nodes() {
+        let a = stats(
+            r#"{"version":"1.3.0","topics":[{"topic_name":"t","depth":5,"backend_depth":2,
+            "message_count":10,"paused":false,"channels":[
+              {"channel_name":"c1","depth":3,"backend_depth":1,"in_flight_count":1,"deferred_count":2,
+               "message_count":10,"requeue_count":1,"timeout_count":1,"client_count":1,
+               "clients":[{"client_id":"x","hostname":"h1","remote_address":"1.1.1.1:1","connect_ts":100,
+                           "in_flight_count":1,"ready_count":5}],"paused":false}]},
+            {"topic_name":"other","depth":99,"channels":null}]}"#,
+        );
+        let b = stats(
+            r#"{"topics":[{"topic_name":"t","depth":1,"backend_depth":0,"message_count":4,"paused":true,
+            "channels":[{"channel_name":"c1","depth":1,"message_count":4,"clients":null,"paused":true},
+                        {"channel_name":"a0","depth":7,"message_count":7}]}]}"#,
+        );
+        let per = vec![(node("hb", 2), b), (node("ha", 1), a)];
+        let t = aggregate_topic("t", &per, 110);
+        assert_eq!(t.node, "*");
+        assert_eq!(
+            (t.depth, t.memory_depth, t.backend_depth, t.message_count),
+            (6, 4, 2, 14)
+        );
+        assert!(t.paused);
+        assert_eq!(t.nodes.len(), 2);
+        assert_eq!(t.nodes[0].hostname, "ha");
+        assert_eq!(t.nodes[0].node, "127.0.0.1:1");
+        let names: Vec<&str> = t.channels.iter().map(|c| c.channel_name.as_str()).collect();
+        assert_eq!(names, ["a0", "c1"]);
+        let c1 = &t.channels[1];
+        assert_eq!((c1.depth, c1.message_count, c1.in_flight_count), (4, 14, 1));
+        assert_eq!(
+            (c1.deferred_count, c1.requeue_count, c1.timeout_count),
+            (2, 1, 1)
+        );
+        assert_eq!(c1.nodes.len(), 2);
+        assert_eq!(c1.clients.len(), 1);
+        assert_eq!(c1.clients[0].node, "127.0.0.1:1");
+        assert_eq!(c1.clients[0].connected, 10_000_000_000);
+        assert!(c1.paused);
+        let c = aggregate_channel("t", "c1", &per, 110).unwrap();
+        assert_eq!(c, *c1);
+        assert!(aggregate_channel("t", "nope", &per, 110).is_none());
+        let json = serde_json::to_value(&t).unwrap();
+        for k in [
+            "node",
+            "hostname",
+            "topic_name",
+            "depth",
+            "memory_depth",
+            "backend_depth",
+            "message_count",
+            "nodes",
+            "channels",
+            "paused",
+            "e2e_processing_latency",
+        ] {
+            assert!(json.get(k).is_some(), "{k}");
+        }
+    }
+
+    #[test]
+    fn merges_nodes_from_several_lookupds() {
+        let mut p1 = node("h1", 4151);
+        p1.remote_address = "127.0.0.1:5000".into();
+        p1.topics = vec!["b".into(), "a".into()];
+        p1.tombstones = vec![false, true];
+        let mut p1b = p1.clone();
+        p1b.remote_address = "127.0.0.1:5001".into();
+        p1b.topics = vec!["c".into()];
+        p1b.tombstones = vec![false];
+        let mut p2 = node("h2", 4152);
+        p2.version = "1.2.1".into();
+        let nodes = merge_nodes(&[vec![p1, p2], vec![p1b]]);
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(
+            nodes[0].remote_addresses,
+            ["127.0.0.1:5000", "127.0.0.1:5001"]
+        );
+        let topics: Vec<(&str, bool)> = nodes[0]
+            .topics
+            .iter()
+            .map(|t| (t.topic.as_str(), t.tombstoned))
+            .collect();
+        assert_eq!(topics, [("a", true), ("b", false), ("c", false)]);
+        assert!(!nodes[0].out_of_date);
+        assert!(nodes[1].out_of_date);
+    }
+
+    #[test]
+    fn warnings_and_addresses() {
+        assert_eq!(warning_message(&[]), "");
+        let e = NodeError {
+            node: "n:1".into(),
+            error: "boom".into(),
+        };
+        assert_eq!(
+            warning_message(&[e.clone(), e]),
+            "WARNING: n:1: boom; n:1: boom"
+        );
+        assert_eq!(join_host_port("::1", 5), "[::1]:5");
+        let p = Producer::from_http_address("http://127.0.0.1:4151/");
+        assert_eq!(p.http_address(), "127.0.0.1:4151");
+    }
+}

@@ -1,0 +1,432 @@
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn channel<'a>(topic: &'a Value, name: &str) -> &'a Value {
+    topic["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["channel_name"] == name)
+        .unwrap_or_else(|| panic!("no channel {name} in {topic}"))
+}
+
+fn nsqd_channel(nsqd: &Proc, topic: &str, ch: &str) -> Option<Value> {
+    nsqd_topic(nsqd, topic)?["channels"]
+        .as_array()?
+        .iter()
+        .find(|c| c["channel_name"] == ch)
+        .cloned()
+}
+
+fn action(admin: &Proc, path: &str, action: &str) {
+    let r = admin.http("POST", path, Some(&format!(r#"{{"action":"{action}"}}"#)));
+    assert_eq!(r.status, 200, "{action} {path}: {}", r.body);
+    assert_eq!(r.json()["message"], "", "{}", r.body);
+}
+
+#[test]
+fn api_against_a_two_node_cluster() {
+    let _guard = cluster_lock();
+    let lookupd = start_lookupd();
+    let n1 = start_nsqd(&lookupd);
+    let n2 = start_nsqd(&lookupd);
+    for n in [&n1, &n2] {
+        nsqd_post(n, "/topic/create?topic=orders", "");
+        nsqd_post(n, "/channel/create?topic=orders&channel=billing", "");
+        nsqd_post(n, "/channel/create?topic=orders&channel=audit", "");
+    }
+    for i in 0..3 {
+        nsqd_post(&n1, "/pub?topic=orders", &format!("a{i}"));
+    }
+    for i in 0..2 {
+        nsqd_post(&n2, "/pub?topic=orders", &format!("b{i}"));
+    }
+    let admin = start_admin(&[format!("--lookupd-http-address={}", lookupd.http)]);
+
+    // Both producers registered with lookupd: the topic aggregates both.
+    wait_until(WAIT, "both nodes in /api/topics/orders", || {
+        let r = admin.http("GET", "/api/topics/orders", None);
+        r.status == 200 && r.json()["nodes"].as_array().map_or(0, Vec::len) == 2
+    });
+    let topics = admin.get_json("/api/topics");
+    assert_eq!(topics["topics"], serde_json::json!(["orders"]));
+    assert_eq!(topics["message"], "");
+
+    let t = admin.get_json("/api/topics/orders");
+    assert_eq!(t["message"], "");
+    assert_eq!(t["node"], "*");
+    assert_eq!(t["topic_name"], "orders");
+    assert_eq!(t["depth"], 0, "{t}"); // the channels took the messages
+    assert_eq!(t["message_count"], 5);
+    assert_eq!(t["paused"], false);
+    let names: Vec<&str> = t["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["channel_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["audit", "billing"]);
+    let billing = channel(&t, "billing");
+    assert_eq!(billing["depth"], 5);
+    assert_eq!(billing["memory_depth"], 5);
+    assert_eq!(billing["message_count"], 5);
+    assert_eq!(billing["nodes"].as_array().unwrap().len(), 2);
+    let mut per_node: Vec<i64> = t["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["message_count"].as_i64().unwrap())
+        .collect();
+    per_node.sort();
+    assert_eq!(per_node, [2, 3]);
+
+    let c = admin.get_json("/api/topics/orders/billing");
+    assert_eq!(c["channel_name"], "billing");
+    assert_eq!(c["depth"], 5);
+    assert_eq!(c["nodes"].as_array().unwrap().len(), 2);
+    assert_eq!(c["clients"], serde_json::json!([]));
+    assert_eq!(c["message"], "");
+
+    let nodes = admin.get_json("/api/nodes");
+    let list = nodes["nodes"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "{nodes}");
+    let mut ports: Vec<i64> = list
+        .iter()
+        .map(|n| n["http_port"].as_i64().unwrap())
+        .collect();
+    ports.sort();
+    let mut want = vec![i64::from(n1.http.port()), i64::from(n2.http.port())];
+    want.sort();
+    assert_eq!(ports, want);
+    assert_eq!(list[0]["topics"][0]["topic"], "orders");
+    assert_eq!(list[0]["out_of_date"], false);
+    assert_eq!(nodes["message"], "");
+
+    // Not found, bad requests.
+    let r = admin.http("GET", "/api/topics/nope", None);
+    assert_eq!(
+        (r.status, r.json()["message"].as_str()),
+        (404, Some("TOPIC_NOT_FOUND"))
+    );
+    let r = admin.http("GET", "/api/topics/orders/nope", None);
+    assert_eq!(
+        (r.status, r.json()["message"].as_str()),
+        (404, Some("CHANNEL_NOT_FOUND"))
+    );
+    let r = admin.http(
+        "POST",
+        "/api/topics/orders",
+        Some(r#"{"action":"explode"}"#),
+    );
+    assert_eq!(
+        (r.status, r.json()["message"].as_str()),
+        (400, Some("INVALID_ACTION"))
+    );
+    let r = admin.http("PUT", "/api/topics/orders", Some("{}"));
+    assert_eq!(r.status, 405);
+
+    // Topic pause / unpause reach every node.
+    action(&admin, "/api/topics/orders", "pause");
+    for n in [&n1, &n2] {
+        assert_eq!(nsqd_topic(n, "orders").unwrap()["paused"], true);
+    }
+    assert_eq!(admin.get_json("/api/topics/orders")["paused"], true);
+    action(&admin, "/api/topics/orders", "unpause");
+    for n in [&n1, &n2] {
+        assert_eq!(nsqd_topic(n, "orders").unwrap()["paused"], false);
+    }
+
+    // Channel pause, empty.
+    action(&admin, "/api/topics/orders/billing", "pause");
+    for n in [&n1, &n2] {
+        assert_eq!(
+            nsqd_channel(n, "orders", "billing").unwrap()["paused"],
+            true
+        );
+    }
+    action(&admin, "/api/topics/orders/billing", "empty");
+    for n in [&n1, &n2] {
+        assert_eq!(nsqd_channel(n, "orders", "billing").unwrap()["depth"], 0);
+    }
+    assert_eq!(admin.get_json("/api/topics/orders/billing")["depth"], 0);
+    assert_eq!(admin.get_json("/api/topics/orders/audit")["depth"], 5);
+
+    // Topic empty keeps channel contents (nsqd semantics); publish with no channel to see it.
+    action(&admin, "/api/topics/orders", "empty");
+
+    // Counter.
+    let counter = admin.get_json("/api/counter");
+    let key = format!("orders:billing:{}", n1.http);
+    assert_eq!(counter["stats"][&key]["message_count"], 3, "{counter}");
+    assert_eq!(counter["stats"][&key]["channel_name"], "billing");
+    assert_eq!(counter["stats"].as_object().unwrap().len(), 4);
+
+    // Node detail.
+    let node1 = n1.http.to_string();
+    let nd = admin.get_json(&format!("/api/nodes/{node1}"));
+    assert_eq!(nd["node"], node1.as_str());
+    assert_eq!(nd["total_messages"], 3);
+    assert_eq!(nd["total_clients"], 0);
+    assert_eq!(nd["topics"][0]["topic_name"], "orders");
+    assert_eq!(nd["topics"][0]["channels"].as_array().unwrap().len(), 2);
+    let r = admin.http("GET", "/api/nodes/127.0.0.1:1", None);
+    assert_eq!(
+        (r.status, r.json()["message"].as_str()),
+        (404, Some("NODE_NOT_FOUND"))
+    );
+
+    // Create a topic and channel through lookupd.
+    let r = admin.http(
+        "POST",
+        "/api/topics",
+        Some(r#"{"topic":"fresh","channel":"ch"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let l = lookupd.get_json("/channels?topic=fresh");
+    assert_eq!(l["channels"], serde_json::json!(["ch"]));
+    let r = admin.http("POST", "/api/topics", Some(r#"{"topic":"bad name"}"#));
+    assert_eq!(
+        (r.status, r.json()["message"].as_str()),
+        (400, Some("INVALID_TOPIC"))
+    );
+    let r = admin.http(
+        "POST",
+        "/api/topics",
+        Some(r#"{"topic":"ok","channel":"b@d"}"#),
+    );
+    assert_eq!(
+        (r.status, r.json()["message"].as_str()),
+        (400, Some("INVALID_CHANNEL"))
+    );
+
+    // Tombstone n2's orders: lookupd hides it, n2 deletes the topic.
+    let node2 = n2.http.to_string();
+    let r = admin.http(
+        "DELETE",
+        &format!("/api/nodes/{node2}"),
+        Some(r#"{"topic":"orders"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(nsqd_topic(&n2, "orders").is_none());
+    wait_until(WAIT, "orders only on n1", || {
+        admin.get_json("/api/topics/orders")["nodes"]
+            .as_array()
+            .map_or(0, Vec::len)
+            == 1
+    });
+
+    // Delete a channel, then the topic.
+    let r = admin.http("DELETE", "/api/topics/orders/audit", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(nsqd_channel(&n1, "orders", "audit").is_none());
+    let r = admin.http("DELETE", "/api/topics/orders", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["message"], "");
+    assert!(nsqd_topic(&n1, "orders").is_none());
+    wait_until(WAIT, "orders gone from /api/topics", || {
+        admin.get_json("/api/topics")["topics"] == serde_json::json!(["fresh"])
+    });
+}
+
+#[test]
+fn dead_nodes_are_reported_while_the_rest_still_shows() {
+    let _guard = cluster_lock();
+    let lookupd = start_lookupd();
+    let n1 = start_nsqd(&lookupd);
+    let mut n2 = start_nsqd(&lookupd);
+    for n in [&n1, &n2] {
+        nsqd_post(n, "/topic/create?topic=survivor", "");
+        nsqd_post(n, "/channel/create?topic=survivor&channel=c", "");
+        nsqd_post(n, "/pub?topic=survivor", "x");
+    }
+    let by_nsqd = start_admin(&[
+        format!("--nsqd-http-address={}", n1.http),
+        format!("--nsqd-http-address={}", n2.http),
+    ]);
+    let t = by_nsqd.get_json("/api/topics/survivor");
+    assert_eq!(t["message_count"], 2);
+    assert_eq!(
+        by_nsqd.get_json("/api/topics")["topics"],
+        serde_json::json!(["survivor"])
+    );
+    assert_eq!(
+        by_nsqd.get_json("/api/nodes")["nodes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // A lookupd that still lists a producer which does not answer (a stale registration).
+    let ghost_port = closed_port();
+    let _ghost = fake_producer(&lookupd, "survivor", ghost_port);
+    let by_lookupd = start_admin(&[format!("--lookupd-http-address={}", lookupd.http)]);
+    wait_until(WAIT, "3 producers of survivor", || {
+        let r = by_lookupd.http("GET", "/api/topics/survivor", None);
+        r.status == 200
+            && r.json()["nodes"].as_array().map_or(0, Vec::len) == 2
+            && r.json()["node_errors"].as_array().map_or(0, Vec::len) == 1
+    });
+    let t = by_lookupd.get_json("/api/topics/survivor");
+    assert_eq!(t["message_count"], 2);
+    let msg = t["message"].as_str().unwrap();
+    assert!(msg.starts_with("WARNING: "), "{msg}");
+    assert!(msg.contains(&format!("127.0.0.1:{ghost_port}")), "{msg}");
+    assert_eq!(
+        t["node_errors"][0]["node"],
+        format!("127.0.0.1:{ghost_port}")
+    );
+    let nodes = by_lookupd.get_json("/api/nodes");
+    assert_eq!(nodes["nodes"].as_array().unwrap().len(), 3);
+    assert_eq!(nodes["node_errors"].as_array().unwrap().len(), 1, "{nodes}");
+    // Actions still reach the live nodes, with a warning about the dead one.
+    let r = by_lookupd.http(
+        "POST",
+        "/api/topics/survivor/c",
+        Some(r#"{"action":"pause"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("WARNING: "));
+    assert_eq!(nsqd_channel(&n1, "survivor", "c").unwrap()["paused"], true);
+
+    // Kill an nsqd: with --nsqd-http-address it shows as an error, the other still shows.
+    n2.kill();
+    let started = std::time::Instant::now();
+    let r = by_nsqd.http("GET", "/api/topics/survivor", None);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let t = r.json();
+    assert_eq!(t["nodes"].as_array().unwrap().len(), 1);
+    assert_eq!(t["message_count"], 1);
+    assert_eq!(t["node_errors"][0]["node"], n2.http.to_string());
+    assert!(t["message"].as_str().unwrap().starts_with("WARNING: "));
+    let topics = by_nsqd.get_json("/api/topics");
+    assert_eq!(topics["topics"], serde_json::json!(["survivor"]));
+    assert!(topics["message"].as_str().unwrap().starts_with("WARNING: "));
+    let nodes = by_nsqd.get_json("/api/nodes");
+    assert_eq!(nodes["nodes"].as_array().unwrap().len(), 1);
+    assert_eq!(nodes["node_errors"].as_array().unwrap().len(), 1);
+    drop(n1);
+    // Every node dead: 502.
+    let r = by_nsqd.http("GET", "/api/topics", None);
+    assert_eq!(r.status, 502, "{}", r.body);
+}
+
+#[test]
+fn a_thousand_topics_do_not_stall() {
+    let _guard = cluster_lock();
+    let lookupd = start_lookupd();
+    let n1 = start_nsqd(&lookupd);
+    for i in 0..1000 {
+        nsqd_post(&n1, &format!("/topic/create?topic=t{i:04}"), "");
+    }
+    nsqd_post(&n1, "/channel/create?topic=t0999&channel=c", "");
+    let admin = start_admin(&[format!("--lookupd-http-address={}", lookupd.http)]);
+    wait_until(WAIT, "1000 topics registered", || {
+        admin.get_json("/api/topics")["topics"]
+            .as_array()
+            .map_or(0, Vec::len)
+            == 1000
+    });
+    for path in [
+        "/api/topics",
+        "/api/nodes",
+        "/api/topics/t0999",
+        "/api/topics/t0999/c",
+        "/",
+    ] {
+        let started = std::time::Instant::now();
+        let r = admin.http("GET", path, None);
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{path} took {:?}",
+            started.elapsed()
+        );
+    }
+    let nodes = admin.get_json("/api/nodes");
+    assert_eq!(nodes["nodes"][0]["topics"].as_array().unwrap().len(), 1000);
+}
+
+#[test]
+fn admin_users_and_notifications() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let _guard = cluster_lock();
+    let lookupd = start_lookupd();
+    let n1 = start_nsqd(&lookupd);
+    nsqd_post(&n1, "/topic/create?topic=guarded", "");
+    let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook_addr = hook.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for conn in hook.incoming() {
+            let Ok(mut conn) = conn else { break };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut len = 0usize;
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+                line.clear();
+            }
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            let _ = tx.send(String::from_utf8(body).unwrap());
+        }
+    });
+    let admin = start_admin(&[
+        format!("--nsqd-http-address={}", n1.http),
+        "--admin-user=alice".into(),
+        format!("--notification-http-endpoint=http://{hook_addr}/notify"),
+    ]);
+    let pause = r#"{"action":"pause"}"#;
+    let r = admin.http("POST", "/api/topics/guarded", Some(pause));
+    assert_eq!(
+        (r.status, r.json()["message"].as_str()),
+        (403, Some("FORBIDDEN"))
+    );
+    let r = http_request_with(
+        admin.http,
+        "POST",
+        "/api/topics/guarded",
+        Some(pause),
+        &[("X-Forwarded-User", "mallory")],
+    );
+    assert_eq!(r.status, 403);
+    assert_eq!(nsqd_topic(&n1, "guarded").unwrap()["paused"], false);
+    let r = http_request_with(
+        admin.http,
+        "POST",
+        "/api/topics/guarded",
+        Some(pause),
+        &[("X-Forwarded-User", "alice"), ("User-Agent", "test-agent")],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(nsqd_topic(&n1, "guarded").unwrap()["paused"], true);
+    let note: Value =
+        serde_json::from_str(&rx.recv_timeout(Duration::from_secs(10)).unwrap()).unwrap();
+    assert_eq!(note["action"], "pause_topic");
+    assert_eq!(note["topic"], "guarded");
+    assert_eq!(note["user"], "alice");
+    assert_eq!(note["user_agent"], "test-agent");
+    assert_eq!(note["remote_ip"], "127.0.0.1");
+    assert_eq!(note["url"], "/api/topics/guarded");
+    assert!(note["timestamp"].as_i64().unwrap() > 0);
+    assert!(note.get("channel").is_none());
+    // Reads need no privileges.
+    assert_eq!(admin.get_json("/api/topics/guarded")["paused"], true);
+}
