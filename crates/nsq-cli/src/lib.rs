@@ -56,6 +56,7 @@
 
 pub mod args;
 pub mod config_file;
+pub mod daemon;
 pub mod duration;
 pub mod value;
 

@@ -17,7 +17,7 @@ fn main() -> anyhow::Result<()> {
         println!("{}", Options::version_string());
         return Ok(());
     }
-    init_logging(&opts);
+    nsq_cli::daemon::init_logging(opts.log_level.as_tracing_filter(), &opts.log_prefix);
     for w in &opts.config_warnings {
         tracing::warn!("{w}");
     }
@@ -39,36 +39,8 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         };
-        wait_for_signal().await;
+        nsq_cli::daemon::wait_for_signal().await;
         handle.shutdown().await;
     });
     Ok(())
-}
-
-fn init_logging(opts: &Options) {
-    let level = opts.log_level.as_tracing_filter();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("NSQ_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(false)
-        .init();
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot listen for SIGTERM: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("received SIGINT, shutting down"),
-        _ = term.recv() => tracing::info!("received SIGTERM, shutting down"),
-    }
 }

@@ -1,11 +1,11 @@
 //! The single integration-test binary (one link step for all integration tests).
 
 mod bad_input;
+mod durability;
 mod harness;
 mod http_api;
 mod interop;
+mod interop_cluster;
+mod lookup;
 mod persistence;
 mod protocol;
-mod durability;
-mod lookup;
-mod interop_cluster;
