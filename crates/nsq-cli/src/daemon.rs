@@ -1,6 +1,10 @@
 //! What every nsq-rs daemon's `main` does the same way: log lines shaped like Go's (with
 //! `--log-prefix` in front, so log shippers and greps written for Go keep working) at the
-//! `--log-level` (or the `NSQ_LOG` filter), and waiting for SIGINT or SIGTERM.
+//! `--log-level` (or the `NSQ_LOG` filter), waiting for SIGINT or SIGTERM, the `--log-level`
+//! values themselves ([`LogLevel`]) and the host name daemons report.
+
+use std::fmt;
+use std::str::FromStr;
 
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
@@ -62,4 +66,93 @@ pub async fn wait_for_signal() {
         _ = tokio::signal::ctrl_c() => tracing::info!("received SIGINT, shutting down"),
         _ = term.recv() => tracing::info!("received SIGTERM, shutting down"),
     }
+}
+
+/// Log verbosity (`--log-level`), ordered from most to least verbose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum LogLevel {
+    /// `debug`
+    Debug,
+    /// `info` (the default)
+    #[default]
+    Info,
+    /// `warn`
+    Warn,
+    /// `error`
+    Error,
+    /// `fatal`
+    Fatal,
+}
+
+impl LogLevel {
+    /// The value Go uses for this level (`lg.LogLevel`, 1 = DEBUG … 5 = FATAL); it is what
+    /// `GET /config/log_level` returns.
+    pub fn go_value(self) -> i64 {
+        match self {
+            LogLevel::Debug => 1,
+            LogLevel::Info => 2,
+            LogLevel::Warn => 3,
+            LogLevel::Error => 4,
+            LogLevel::Fatal => 5,
+        }
+    }
+
+    /// The `tracing` filter directive for this level. tracing has no level above `error`, so
+    /// `fatal` keeps errors (Go logs almost nothing at FATAL besides the message it exits with).
+    pub fn as_tracing_filter(&self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error | LogLevel::Fatal => "error",
+        }
+    }
+
+    /// The prefix Go puts in front of log messages of this level (`INFO`, `WARNING`, ...).
+    pub fn go_name(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "DEBUG",
+            LogLevel::Info => "INFO",
+            LogLevel::Warn => "WARNING",
+            LogLevel::Error => "ERROR",
+            LogLevel::Fatal => "FATAL",
+        }
+    }
+}
+
+/// A `--log-level` value that is not a level.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid log level {0:?} (debug, info, warn, error, fatal)")]
+pub struct LogLevelError(pub String);
+
+impl FromStr for LogLevel {
+    type Err = LogLevelError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "debug" => Ok(LogLevel::Debug),
+            "info" => Ok(LogLevel::Info),
+            "warn" => Ok(LogLevel::Warn),
+            "error" => Ok(LogLevel::Error),
+            "fatal" => Ok(LogLevel::Fatal),
+            _ => Err(LogLevelError(s.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+            LogLevel::Fatal => "fatal",
+        })
+    }
+}
+
+/// The OS hostname, as Go's `os.Hostname()` reports it.
+pub fn hostname() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
 }

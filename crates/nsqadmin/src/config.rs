@@ -7,9 +7,7 @@
 //! command line > config file > default.
 
 use std::ffi::OsString;
-use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{ArgAction, CommandFactory, Parser};
@@ -66,71 +64,7 @@ fn clap_message(e: &clap::Error) -> String {
     line.strip_prefix("error: ").unwrap_or(line).to_owned()
 }
 
-/// Log verbosity (`--log-level`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub enum LogLevel {
-    /// `debug`
-    Debug,
-    /// `info` (the default)
-    #[default]
-    Info,
-    /// `warn`
-    Warn,
-    /// `error`
-    Error,
-    /// `fatal`
-    Fatal,
-}
-
-impl LogLevel {
-    /// The `tracing` filter directive for this level (`fatal` keeps errors).
-    pub fn as_tracing_filter(&self) -> &'static str {
-        match self {
-            LogLevel::Debug => "debug",
-            LogLevel::Info => "info",
-            LogLevel::Warn => "warn",
-            LogLevel::Error | LogLevel::Fatal => "error",
-        }
-    }
-}
-
-/// A `--log-level` value that is not a level.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid log level {0:?} (debug, info, warn, error, fatal)")]
-pub struct LogLevelError(pub String);
-
-impl FromStr for LogLevel {
-    type Err = LogLevelError;
-
-    /// Go's `lg.ParseLogLevel`: case-insensitive.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "debug" => Ok(LogLevel::Debug),
-            "info" => Ok(LogLevel::Info),
-            "warn" => Ok(LogLevel::Warn),
-            "error" => Ok(LogLevel::Error),
-            "fatal" => Ok(LogLevel::Fatal),
-            _ => Err(LogLevelError(s.to_owned())),
-        }
-    }
-}
-
-impl fmt::Display for LogLevel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            LogLevel::Debug => "debug",
-            LogLevel::Info => "info",
-            LogLevel::Warn => "warn",
-            LogLevel::Error => "error",
-            LogLevel::Fatal => "fatal",
-        })
-    }
-}
-
-/// The OS hostname, as Go's `os.Hostname()` reports it.
-pub fn hostname() -> String {
-    gethostname::gethostname().to_string_lossy().into_owned()
-}
+pub use nsq_cli::daemon::{hostname, LogLevel, LogLevelError};
 
 /// Every nsqadmin option, named after its Go flag.
 #[derive(Debug, Clone, PartialEq, Parser)]
