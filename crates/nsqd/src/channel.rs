@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -61,8 +61,9 @@ pub struct Channel {
     clock: Clock,
     /// Where this channel's queue files live (`None` for ephemeral channels or no data dir).
     data: Option<Arc<DataDir>>,
-    /// Durable mode: the log writer, the topic's log end, and this channel's journal.
-    durable: Option<Durable>,
+    /// The log writer, the topic's log end, and this channel's journal: set at creation in
+    /// durable mode, and when its topic starts spilling to its log in the default mode.
+    durable: OnceLock<Durable>,
 }
 
 /// What a durable channel is created with: the log writer, the topic's log end, a reader
@@ -84,7 +85,11 @@ pub(crate) struct Durable {
 }
 
 impl Channel {
-    /// Creates a channel and starts its timer task.
+    /// Creates a channel and starts its timer task. `spill` says whether its topic can keep
+    /// messages in a log (a non-ephemeral topic with a data directory): the channel then keeps
+    /// at most `--mem-queue-size` ready messages in memory once the topic logs them
+    /// ([`crate::durable::MEMORY_WINDOW`] in durable mode).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         topic_name: &str,
         name: &str,
@@ -92,6 +97,7 @@ impl Channel {
         clock: Clock,
         paused: bool,
         data: Option<Arc<DataDir>>,
+        spill: bool,
         journal: Option<DurableParts>,
     ) -> Arc<Channel> {
         let ephemeral = nsq_protocol::names::is_ephemeral(name);
@@ -101,8 +107,12 @@ impl Channel {
         if ephemeral && mem_queue_size > 0 {
             state.drop_beyond = Some(mem_queue_size as u64);
         }
-        if journal.is_some() {
-            state.mem_window = Some(crate::durable::MEMORY_WINDOW);
+        if !ephemeral && spill {
+            state.mem_window = Some(if mem_queue_size > 0 {
+                mem_queue_size as u64
+            } else {
+                crate::durable::MEMORY_WINDOW
+            });
         }
         let ch = Arc::new(Channel {
             topic_name: topic_name.to_string(),
@@ -117,15 +127,24 @@ impl Channel {
             exiting: AtomicBool::new(false),
             clock,
             data,
-            durable: journal.map(|(store, log_end, reader, journal)| Durable {
-                store,
-                log_end,
-                reader,
-                journal,
-            }),
+            durable: OnceLock::new(),
         });
+        if let Some(parts) = journal {
+            ch.attach_durable(parts);
+        }
         tokio::spawn(timer_loop(ch.clone()));
         ch
+    }
+
+    /// Gives the channel its journal (and what reading its backlog needs); a no-op if it
+    /// already has one.
+    pub(crate) fn attach_durable(&self, (store, log_end, reader, journal): DurableParts) {
+        let _ = self.durable.set(Durable {
+            store,
+            log_end,
+            reader,
+            journal,
+        });
     }
 
     /// The clock shared with the daemon.
@@ -205,7 +224,7 @@ impl Channel {
     /// Starts reading the on-disk backlog into memory if the memory window has room
     /// (durable mode; the read runs on the blocking pool).
     pub fn maybe_refill(self: &Arc<Self>) {
-        let Some(d) = &self.durable else {
+        let Some(d) = self.durable.get() else {
             return;
         };
         let Some(from) = self.state.lock().start_refill() else {
@@ -220,10 +239,15 @@ impl Channel {
     fn refill(&self, mut reader: nsq_store::LogReader, from: u64, end: u64) {
         use crate::state::batch::Batch;
         use crate::state::channel::MsgRef;
-        let Some(d) = &self.durable else {
+        let Some(d) = self.durable.get() else {
             return;
         };
-        let max = (crate::durable::MEMORY_WINDOW / 2).max(1) as usize;
+        let window = self
+            .state
+            .lock()
+            .mem_window
+            .unwrap_or(crate::durable::MEMORY_WINDOW);
+        let max = (window / 2).max(1) as usize;
         let rb = match reader.read_range(from, end, max, 8 << 20) {
             Ok(rb) => rb,
             Err(e) => {
@@ -291,7 +315,7 @@ impl Channel {
 
     /// The durable-mode journal, if any.
     pub(crate) fn durable(&self) -> Option<&Durable> {
-        self.durable.as_ref()
+        self.durable.get()
     }
 
     /// Journals acks for finished messages (durable mode; no-op otherwise).
@@ -299,7 +323,7 @@ impl Channel {
         if positions.is_empty() {
             return;
         }
-        if let Some(d) = &self.durable {
+        if let Some(d) = self.durable.get() {
             journal_op(&d.journal, "ack", |j| {
                 for &p in positions {
                     j.ack(p)?;
@@ -311,7 +335,7 @@ impl Channel {
 
     /// Journals a delayed requeue so its due time survives a restart (durable mode).
     pub fn journal_defer(&self, pos: u64, due_unix_ns: i64, attempts: u16) {
-        if let Some(d) = &self.durable {
+        if let Some(d) = self.durable.get() {
             journal_op(&d.journal, "defer", |j| j.defer(pos, due_unix_ns, attempts));
         }
     }
@@ -338,7 +362,7 @@ impl Channel {
     pub fn empty(&self) {
         self.state.lock().empty();
         self.remove_disk_queue();
-        if let Some(d) = &self.durable {
+        if let Some(d) = self.durable.get() {
             // Start the journal over at the end of the log: everything before is gone.
             let start = d.log_end.load(Ordering::Acquire);
             if let Some(j) = d.store.create_journal(&self.topic_name, &self.name, start) {
@@ -360,7 +384,7 @@ impl Channel {
     pub(crate) fn delete(&self) {
         self.close();
         self.remove_disk_queue();
-        if let Some(d) = &self.durable {
+        if let Some(d) = self.durable.get() {
             if let Some(j) = d.journal.lock().take() {
                 if let Err(e) = j.delete() {
                     tracing::error!("failed to delete journal of {}: {e}", self.queue_name());

@@ -1,6 +1,15 @@
-//! Durable mode (`--mem-queue-size=0`): every message of a non-ephemeral topic is written to
-//! the topic's log (`nsq-store`) before the publisher gets `OK`, and leaves durable storage
-//! only when a consumer FINs it (or its channel is emptied or deleted).
+//! Topic logs. In durable mode (`--mem-queue-size=0`) every message of a non-ephemeral topic
+//! is written to the topic's log (`nsq-store`) before the publisher gets `OK`, and leaves
+//! durable storage only when a consumer FINs it (or its channel is emptied or deleted).
+//!
+//! In the default mode the same machinery is the overflow to disk (Go's disk queue): when a
+//! channel (or a channel-less topic) holds `--mem-queue-size` messages, the topic switches
+//! to *spilling* ([`crate::topic::Topic::start_spill`]): from then on new messages go through
+//! its log like in durable mode, and each channel keeps at most `--mem-queue-size` ready
+//! messages in memory, reading the rest back as its consumers catch up. When every channel
+//! is back under half the limit with nothing left on disk, the topic stops spilling.
+//! Messages that only ever lived in memory are written to go-diskqueue files at a clean
+//! shutdown (as Go does) and are lost by a crash; spilled ones survive both.
 //!
 //! - **Publish:** the batch is handed to the log writer thread; once written (and fsynced when
 //!   `--sync-every=1`; concurrent publishers share fsyncs through group commit) the
@@ -14,9 +23,9 @@
 //! - **Retention:** every few seconds, log segments that no channel still needs are removed
 //!   and journals that have grown are compacted.
 //!
-//! Not yet: messages are also all kept in memory (the log is the durable copy, memory is not
-//! bounded by a disk-backed window yet), and a topic's own held messages (no channel yet) are
-//! not journaled, so `/topic/empty` of a channel-less topic is not durable.
+//! Not yet: a topic's own held messages (no channel yet, or a paused topic) are kept in memory
+//! as well as in the log (no window), and are not journaled, so `/topic/empty` of a
+//! channel-less topic is not durable.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -408,7 +417,8 @@ pub fn sync_log_blocking(store: &Store, t: &TopicStore) {
     let _ = rx.recv_timeout(std::time::Duration::from_secs(10));
 }
 
-/// Runs journal flushes (every second) and retention (every 10 s) until shutdown.
+/// Runs journal flushes and the end of spilling (every second) and retention (every 10 s)
+/// until shutdown.
 pub async fn maintenance_loop(nsqd: Arc<crate::Nsqd>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     let mut n = 0u64;
@@ -419,6 +429,9 @@ pub async fn maintenance_loop(nsqd: Arc<crate::Nsqd>) {
         }
         n += 1;
         let nsqd2 = nsqd.clone();
+        for t in nsqd.topics() {
+            t.maybe_stop_spilling();
+        }
         let _ = tokio::task::spawn_blocking(move || {
             flush_journals(&nsqd2, false);
             if n.is_multiple_of(10) {

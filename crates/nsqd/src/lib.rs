@@ -98,7 +98,8 @@ pub struct Nsqd {
     pub http_addr: Mutex<Option<SocketAddr>>,
     /// The locked data directory (`None` only in unit tests).
     pub data: Option<Arc<persist::DataDir>>,
-    /// Durable mode (`--mem-queue-size=0`): the topic-log writer.
+    /// The topic-log writer (whenever there is a data directory): every message goes through
+    /// it in durable mode (`--mem-queue-size=0`), messages beyond `--mem-queue-size` otherwise.
     pub store: Option<Arc<durable::Store>>,
     /// Registration with nsqlookupd: addresses in force and topic/channel change events.
     pub lookup: lookup::LookupHandle,
@@ -160,11 +161,15 @@ impl Nsqd {
         if let Some(t) = topics.get(name) {
             return t.clone();
         }
-        let store = match &self.store {
-            Some(store) if !nsq_protocol::names::is_ephemeral(name) => {
-                // Opening a log touches the disk; topic creation is rare next to publishing.
+        let log = match &self.store {
+            Some(store)
+                if self.opts.mem_queue_size <= 0 && !nsq_protocol::names::is_ephemeral(name) =>
+            {
+                // Durable mode. Opening a log touches the disk; topic creation is rare next
+                // to publishing. (In the default mode a topic opens its log at its first
+                // spill.)
                 match store.open_log(name) {
-                    Ok(log) => Some((store.clone(), store.register(log))),
+                    Ok(log) => Some(store.register(log)),
                     Err(e) => {
                         tracing::error!("TOPIC({name}): cannot open its log, messages will only be kept in memory: {e}");
                         None
@@ -179,7 +184,8 @@ impl Nsqd {
             self.opts.mem_queue_size,
             self.clock,
             self.data.clone(),
-            store,
+            self.store.clone(),
+            log,
         ));
         topics.insert(name.to_string(), t.clone());
         if let (Some(d), false) = (&self.data, t.ephemeral) {
@@ -249,7 +255,7 @@ impl Nsqd {
         Ok(r)
     }
 
-    /// Creates a topic around an already opened log (durable restart).
+    /// Creates a topic around an already opened log (restart).
     pub(crate) fn restore_topic_with_log(
         &self,
         name: &str,
@@ -262,7 +268,8 @@ impl Nsqd {
             self.opts.mem_queue_size,
             self.clock,
             self.data.clone(),
-            self.store.clone().map(|s| (s, log)),
+            self.store.clone(),
+            Some(log),
         ));
         topics.insert(name.to_string(), t.clone());
         t
@@ -403,17 +410,15 @@ pub async fn start(opts: Options) -> Result<NsqdHandle, StartError> {
         std::path::PathBuf::from(&opts.data_path)
     };
     let data = persist::DataDir::open(&data_path, &opts)?;
-    let store = if opts.mem_queue_size == 0 {
+    if opts.mem_queue_size <= 0 {
         tracing::info!(
             "durable mode (--mem-queue-size=0): messages are written to topic logs in {} before OK and kept until FINed",
             data_path.display()
         );
-        Some(Arc::new(durable::Store::new(&data_path, &opts).map_err(
-            |e| StartError::Config(format!("cannot start the log writer thread: {e}")),
-        )?))
-    } else {
-        None
-    };
+    }
+    let store = Some(Arc::new(durable::Store::new(&data_path, &opts).map_err(
+        |e| StartError::Config(format!("cannot start the log writer thread: {e}")),
+    )?));
     let nsqd = Nsqd::with_store(opts, Some(data.clone()), store);
     {
         let (n, d) = (nsqd.clone(), data.clone());

@@ -345,9 +345,11 @@ pub fn restore(nsqd: &Nsqd, dir: &DataDir) -> Result<(), PersistError> {
             entry.1.insert(cm.name.clone(), cm.paused);
         }
     }
+    let mut log_topics = std::collections::BTreeSet::new();
     if nsqd.store.is_some() {
         match nsq_store::list_dir(dir.path()) {
             Ok(listing) => {
+                log_topics.extend(listing.topics.keys().cloned());
                 for t in listing.topics.keys() {
                     if is_valid_topic_name(t.as_bytes()) && !is_ephemeral(t) {
                         topics.entry(t.clone()).or_default();
@@ -366,10 +368,17 @@ pub fn restore(nsqd: &Nsqd, dir: &DataDir) -> Result<(), PersistError> {
             Err(e) => tracing::error!("cannot list topic logs in {}: {e}", dir.path().display()),
         }
     }
+    // Topics with a log on disk: all of them in durable mode; in the default mode, those
+    // that spilled.
+    let logged: std::collections::BTreeSet<String> = match &nsqd.store {
+        Some(_) if nsqd.opts.mem_queue_size <= 0 => topics.keys().cloned().collect(),
+        Some(_) => log_topics,
+        None => Default::default(),
+    };
     let mut n_msgs = 0usize;
     for (name, (paused, channels)) in &topics {
         let topic = match &nsqd.store {
-            Some(store) => {
+            Some(store) if logged.contains(name) => {
                 let chans: Vec<(String, bool)> =
                     channels.iter().map(|(c, p)| (c.clone(), *p)).collect();
                 match crate::durable::restore_topic(nsqd, store, name, &chans) {
@@ -383,7 +392,7 @@ pub fn restore(nsqd: &Nsqd, dir: &DataDir) -> Result<(), PersistError> {
                     }
                 }
             }
-            None => nsqd.get_or_create_topic(name),
+            _ => nsqd.get_or_create_topic(name),
         };
         // Pause first so held topic messages stay held when the topic was paused.
         topic.set_paused(*paused);
@@ -405,6 +414,7 @@ pub fn restore(nsqd: &Nsqd, dir: &DataDir) -> Result<(), PersistError> {
         for b in batches(&msgs) {
             topic.restore_held(b);
         }
+        topic.spill_if_needed();
     }
     if !topics.is_empty() {
         tracing::info!(
@@ -429,8 +439,10 @@ pub fn flush(nsqd: &Nsqd, dir: &DataDir) -> Result<(), PersistError> {
                 continue;
             }
             let mut msgs = ch.state.lock().drain_all();
-            // Messages in a topic log are safe there (durable mode); only the rest is written.
-            msgs.retain(|m| m.log_pos().is_none());
+            // Messages in a topic log are safe there when the channel's journal replays them
+            // at the next start; only the rest is written.
+            let journaled = ch.durable().is_some();
+            msgs.retain(|m| m.log_pos().is_none() || !journaled);
             n_msgs += msgs.len();
             if let Err(e) = dir.write_queue(&format!("{}:{}", t.name, ch.name), &msgs) {
                 tracing::error!("failed to persist channel {}:{}: {e}", t.name, ch.name);

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 
@@ -94,8 +94,18 @@ pub struct Topic {
     mem_queue_size: i64,
     clock: Clock,
     data: Option<Arc<DataDir>>,
-    /// Durable mode: the log writer, and this topic's log.
-    store: Option<(Arc<Store>, TopicStore)>,
+    /// The log writer (non-ephemeral topics with a data directory).
+    store: Option<Arc<Store>>,
+    /// This topic's log: opened at creation in durable mode, at the first spill otherwise.
+    log: OnceLock<TopicStore>,
+    /// Durable mode (`--mem-queue-size=0`): every message goes through the log.
+    always_log: bool,
+    /// Default mode: a channel (or the topic itself) holds more than `--mem-queue-size`
+    /// messages, so new messages go through the log and the channels keep at most
+    /// `--mem-queue-size` of them in memory (Go's overflow to the disk queue).
+    spilling: AtomicBool,
+    /// A switch to spilling is under way (opening the log, creating journals).
+    spill_starting: AtomicBool,
 }
 
 impl Topic {
@@ -105,10 +115,15 @@ impl Topic {
         mem_queue_size: i64,
         clock: Clock,
         data: Option<Arc<DataDir>>,
-        store: Option<(Arc<Store>, TopicStore)>,
+        store: Option<Arc<Store>>,
+        log: Option<TopicStore>,
     ) -> Topic {
         let ephemeral = nsq_protocol::names::is_ephemeral(name);
         let store = if ephemeral { None } else { store };
+        let log_cell = OnceLock::new();
+        if let (Some(l), Some(_)) = (log, &store) {
+            let _ = log_cell.set(l);
+        }
         Topic {
             name: name.to_string(),
             ephemeral,
@@ -129,17 +144,27 @@ impl Topic {
             clock,
             data: if ephemeral { None } else { data },
             store,
+            log: log_cell,
+            always_log: mem_queue_size <= 0,
+            spilling: AtomicBool::new(false),
+            spill_starting: AtomicBool::new(false),
         }
     }
 
-    /// Whether messages go through the topic log (durable mode).
+    /// Whether the topic has a log (always in durable mode; after its first spill in the
+    /// default mode).
     pub fn is_durable(&self) -> bool {
-        self.store.is_some()
+        self.log.get().is_some()
     }
 
-    /// The log writer and this topic's log handle (durable mode).
-    pub(crate) fn store(&self) -> Option<&(Arc<Store>, TopicStore)> {
-        self.store.as_ref()
+    /// Whether new messages currently go through the log.
+    pub fn is_spilling(&self) -> bool {
+        self.log.get().is_some() && (self.always_log || self.spilling.load(Ordering::Acquire))
+    }
+
+    /// The log writer and this topic's log handle, once it has a log.
+    pub(crate) fn store(&self) -> Option<(&Arc<Store>, &TopicStore)> {
+        Some((self.store.as_ref()?, self.log.get()?))
     }
 
     /// Log position of the first message the topic itself holds (durable mode).
@@ -168,8 +193,14 @@ impl Topic {
         };
         // Copy outside the topic lock: only the fan-out needs it.
         let batch = Arc::new(Batch::generated(bodies, first, node, ts));
-        let Some((store, ts_store)) = &self.store else {
-            self.accept(batch, defer_ns)?;
+        let logged = match self.store() {
+            Some(s) if self.always_log || self.spilling.load(Ordering::Acquire) => Some(s),
+            _ => None,
+        };
+        let Some((store, ts_store)) = logged else {
+            if self.accept(batch, defer_ns)? {
+                self.start_spill();
+            }
             return Ok(Published::Done);
         };
         let defer_until = match defer_ns {
@@ -194,10 +225,10 @@ impl Topic {
                 let res = match r {
                     Ok(a) => {
                         batch.set_log_first(a.first);
-                        if let Some((_, t)) = &topic.store {
+                        if let Some(t) = topic.log.get() {
                             t.end.store(a.end, Ordering::Release);
                         }
-                        topic.accept(batch, defer_ns)
+                        topic.accept(batch, defer_ns).map(|_| ())
                     }
                     Err(e) => {
                         tracing::error!(
@@ -214,8 +245,9 @@ impl Topic {
     }
 
     /// Hands a published batch to the channels, or holds it while there are none (or the
-    /// topic is paused).
-    fn accept(&self, batch: Arc<Batch>, defer_ns: Option<u64>) -> Result<(), PublishError> {
+    /// topic is paused). Returns whether the topic should start spilling to its log (default
+    /// mode: a channel, or the topic itself, now holds `--mem-queue-size` messages or more).
+    fn accept(&self, batch: Arc<Batch>, defer_ns: Option<u64>) -> Result<bool, PublishError> {
         let count = batch.len();
         let bytes = batch.body_bytes() as u64;
         let mut inner = self.inner.lock();
@@ -235,7 +267,7 @@ impl Topic {
                 && inner.held_count >= self.mem_queue_size as u64
             {
                 // Go's ephemeral topics have no disk queue: overflow is discarded.
-                return Ok(());
+                return Ok(false);
             }
             if inner.channels.is_empty() && inner.held_start.is_none() {
                 let (Held::Ready(b) | Held::Deferred(b, _)) = &held;
@@ -243,13 +275,146 @@ impl Topic {
             }
             inner.held_count += held.len();
             inner.held.push_back(held);
-            return Ok(());
+            return Ok(self.over_memory_limit(inner.held_count));
         }
         let now = self.clock.now();
+        let mut most = 0;
         for ch in inner.channels.values() {
-            deliver(ch, &held, now);
+            most = most.max(deliver(ch, &held, now));
         }
-        Ok(())
+        Ok(self.over_memory_limit(most))
+    }
+
+    /// Whether `queued` in-memory messages call for spilling (default mode only).
+    fn over_memory_limit(&self, queued: u64) -> bool {
+        !self.always_log
+            && self.store.is_some()
+            && self.mem_queue_size > 0
+            && queued >= self.mem_queue_size as u64
+            && !self.spilling.load(Ordering::Relaxed)
+    }
+
+    /// Default mode: switches the topic to spilling — opens its log if needed (on the
+    /// blocking pool), then, on the log writer thread and under the topic lock, gives every
+    /// channel a journal starting at the log's end and routes new messages through the log.
+    /// Channels then keep at most `--mem-queue-size` ready messages in memory; the rest is
+    /// read back from the log as consumers catch up.
+    pub(crate) fn start_spill(self: &Arc<Self>) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        if self.spill_starting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.spill_starting.store(false, Ordering::Release);
+            return;
+        };
+        let topic = self.clone();
+        rt.spawn_blocking(move || {
+            if topic.log.get().is_none() {
+                match store.open_log(&topic.name) {
+                    Ok(log) => {
+                        let _ = topic.log.set(store.register(log));
+                    }
+                    Err(e) => {
+                        // Leave `spill_starting` set: retrying on every publish would only
+                        // repeat this error; messages stay in memory as before.
+                        tracing::error!(
+                            "TOPIC({}): cannot open its log to spill to; messages beyond --mem-queue-size stay in memory: {e}",
+                            topic.name
+                        );
+                        return;
+                    }
+                }
+            }
+            let Some(ts) = topic.log.get() else {
+                return;
+            };
+            let t2 = topic.clone();
+            store.call(ts, move |log| {
+                let Some(log) = log else {
+                    t2.spill_starting.store(false, Ordering::Release);
+                    return;
+                };
+                t2.begin_spilling(log.end_pos());
+            });
+        });
+    }
+
+    /// Runs on the log writer thread: every record appended from now on is at `start` or
+    /// later, so journals starting there cover all of them.
+    fn begin_spilling(&self, start: u64) {
+        let (Some(store), Some(ts)) = (&self.store, self.log.get()) else {
+            return;
+        };
+        let inner = self.inner.lock();
+        if !inner.deleted {
+            for ch in inner.channels.values() {
+                if ch.ephemeral || ch.durable().is_some() {
+                    continue;
+                }
+                if let Some(j) = store.create_journal(&self.name, &ch.name, start) {
+                    ch.attach_durable((store.clone(), ts.end.clone(), ts.reader.clone(), j));
+                }
+            }
+            self.spilling.store(true, Ordering::Release);
+            tracing::info!(
+                "TOPIC({}): over --mem-queue-size={}: new messages go through its log on disk",
+                self.name,
+                self.mem_queue_size
+            );
+        }
+        drop(inner);
+        self.spill_starting.store(false, Ordering::Release);
+    }
+
+    /// Default mode: stops spilling once the topic and every channel are back well under
+    /// `--mem-queue-size` with no backlog on disk (checked every second). Returns whether it
+    /// stopped.
+    pub(crate) fn maybe_stop_spilling(&self) -> bool {
+        if self.always_log || !self.spilling.load(Ordering::Acquire) {
+            return false;
+        }
+        let low = (self.mem_queue_size.max(1) as u64).div_ceil(2);
+        let inner = self.inner.lock();
+        if inner.held_count >= low {
+            return false;
+        }
+        for ch in inner.channels.values() {
+            let st = ch.state.lock();
+            if st.backlog.is_some() || st.ready_count() >= low {
+                return false;
+            }
+        }
+        self.spilling.store(false, Ordering::Release);
+        tracing::info!(
+            "TOPIC({}): back under --mem-queue-size={}: messages stay in memory",
+            self.name,
+            self.mem_queue_size
+        );
+        true
+    }
+
+    /// After a restart: spill if what was restored is over the memory limit.
+    pub(crate) fn spill_if_needed(self: &Arc<Self>) {
+        let most = {
+            let inner = self.inner.lock();
+            let mut most = inner.held_count;
+            for ch in inner.channels.values() {
+                let st = ch.state.lock();
+                let n = if st.backlog.is_some() {
+                    u64::MAX
+                } else {
+                    st.ready_count()
+                };
+                most = most.max(n);
+            }
+            most
+        };
+        if self.over_memory_limit(most) {
+            self.start_spill();
+        }
     }
 
     /// Returns the channel, creating it if needed (`true` when created).
@@ -261,7 +426,7 @@ impl Topic {
         if let Some(ch) = inner.channels.get(name) {
             return Ok((ch.clone(), false));
         }
-        let journal = match &self.store {
+        let journal = match self.store() {
             Some((store, t)) if !nsq_protocol::names::is_ephemeral(name) => {
                 // The first channel inherits what the topic holds; later ones start at the
                 // end of the log, as Go's channels only see messages published after them.
@@ -284,6 +449,7 @@ impl Topic {
             self.clock,
             false,
             self.data.clone(),
+            self.store.is_some(),
             journal,
         );
         inner.channels.insert(name.to_string(), ch.clone());
@@ -314,7 +480,7 @@ impl Topic {
         name: &str,
         journal: nsq_store::ChannelJournal,
     ) -> Option<Arc<Channel>> {
-        let (store, t) = self.store.as_ref()?;
+        let (store, t) = self.store()?;
         let mut inner = self.inner.lock();
         if inner.deleted {
             return None;
@@ -329,6 +495,7 @@ impl Topic {
             self.clock,
             false,
             self.data.clone(),
+            true,
             Some((
                 store.clone(),
                 t.end.clone(),
@@ -483,7 +650,7 @@ impl Topic {
         for ch in channels {
             ch.delete();
         }
-        if let Some((store, t)) = &self.store {
+        if let Some((store, t)) = self.store() {
             store.delete_log(t);
         }
         if let Some(d) = &self.data {
@@ -498,11 +665,22 @@ impl Topic {
     }
 }
 
-fn deliver(ch: &Channel, held: &Held, now: u64) {
+/// Hands a batch to one channel; returns how many ready messages a non-ephemeral channel now
+/// keeps in memory (0 for ephemeral channels, which drop their overflow instead).
+fn deliver(ch: &Channel, held: &Held, now: u64) -> u64 {
     match held {
         Held::Ready(b) => {
-            ch.state.lock().put_windowed(b.clone(), 0, b.len());
+            let ready = {
+                let mut st = ch.state.lock();
+                st.put_windowed(b.clone(), 0, b.len());
+                st.ready_count()
+            };
             ch.wake_consumers();
+            if ch.ephemeral {
+                0
+            } else {
+                ready
+            }
         }
         Held::Deferred(b, d) => {
             let due = now + d;
@@ -520,6 +698,7 @@ fn deliver(ch: &Channel, held: &Held, now: u64) {
                 }
             }
             ch.schedule(due);
+            0
         }
     }
 }

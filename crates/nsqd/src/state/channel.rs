@@ -178,9 +178,12 @@ impl ChannelState {
     /// Durable mode: appends messages `start..end` of a logged batch, or leaves them in the
     /// log when the memory window is full (or a backlog exists, to keep log order).
     /// Returns whether they went to memory.
+    /// A batch that is not in the log (default mode while the topic is not spilling) always
+    /// goes to memory.
     pub fn put_windowed(&mut self, batch: Arc<Batch>, start: u32, end: u32) -> bool {
         if let Some(win) = self.mem_window {
-            if self.backlog.is_some() || self.ready_len >= win {
+            let logged = batch.log_pos(start).is_some();
+            if logged && (self.backlog.is_some() || self.ready_len >= win) {
                 if self.backlog.is_none() {
                     self.backlog = batch.log_pos(start);
                 }

@@ -1,4 +1,5 @@
-//! Durable mode (`--mem-queue-size=0`): nothing acknowledged is lost when nsqd is SIGKILLed.
+//! Durable mode (`--mem-queue-size=0`): nothing acknowledged is lost when nsqd is SIGKILLed;
+//! and the default mode's overflow to disk beyond `--mem-queue-size`.
 
 use std::collections::HashSet;
 use std::net::TcpListener;
@@ -364,5 +365,170 @@ fn backlog_beyond_memory_window_is_read_back_from_the_log() {
         (st["depth"].clone(), st["in_flight_count"].clone()),
         (serde_json::json!(0), serde_json::json!(0)),
         "{st}"
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// Default mode: overflow beyond --mem-queue-size goes to the topic log (Go's disk queue).
+// ------------------------------------------------------------------------------------------
+
+/// Publishes `n` numbered bodies (`prefix` + 6 digits) in MPUBs of 500, in order.
+fn publish_numbered(p: &mut RawClient, topic: &str, prefix: &str, n: usize) -> Vec<String> {
+    let all: Vec<String> = (0..n).map(|i| format!("{prefix}{i:06}")).collect();
+    for chunk in all.chunks(500) {
+        p.mpub(topic, chunk);
+        p.expect_ok();
+    }
+    all
+}
+
+fn log_files(dir: &std::path::Path, topic: &str) -> Vec<String> {
+    let prefix = format!("{topic}.nsqrs.");
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&prefix) && n.ends_with(".log"))
+        .collect()
+}
+
+fn vm_rss_kb(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// With the default memory queue, a channel keeps `--mem-queue-size` messages in memory and
+/// the rest goes to disk (`backend_depth`), so a consumer that falls far behind costs disk,
+/// not RAM; everything is delivered exactly once, and the topic returns to memory after.
+#[test]
+fn default_mode_spills_beyond_mem_queue_size_and_delivers_everything() {
+    const N: usize = 60_000;
+    let body = "x".repeat(1000);
+    let nsqd = TestNsqd::start(&["--mem-queue-size=1000"]);
+    let mut c = nsqd.client();
+    c.sub_ok("spill", "c", 0);
+    let mut p = nsqd.client();
+    let rss0 = vm_rss_kb(nsqd.pid());
+    let mut sent = Vec::with_capacity(N);
+    for chunk in 0..N / 500 {
+        let bodies: Vec<String> = (0..500)
+            .map(|i| format!("{:06}{body}", chunk * 500 + i))
+            .collect();
+        p.mpub("spill", &bodies);
+        p.expect_ok();
+        sent.extend(bodies.into_iter().map(|b| b[..6].to_string()));
+    }
+    nsqd.wait_for_log("new messages go through its log", Duration::from_secs(5));
+    let st = nsqd.channel_stats("spill", "c").unwrap();
+    assert_eq!(st["depth"], N as u64, "{st}");
+    let backend = st["backend_depth"].as_u64().unwrap();
+    assert!(
+        backend >= (N / 2) as u64,
+        "most of the queue is on disk, not in memory: {st}"
+    );
+    assert!(!log_files(nsqd.data_path(), "spill").is_empty());
+    // 60 MB of bodies were queued; memory grows by far less.
+    let grown_mb = vm_rss_kb(nsqd.pid()).saturating_sub(rss0) / 1024;
+    assert!(grown_mb < 40, "RSS grew by {grown_mb} MB for 60 MB queued");
+
+    c.rdy(500);
+    let mut got = HashSet::new();
+    while got.len() < N {
+        let m = c.read_message(READ_TIMEOUT);
+        assert!(got.insert(body_prefix(&m)), "duplicate {}", body_prefix(&m));
+        c.fin(&m.id);
+    }
+    assert!(
+        c.try_read_frame(Duration::from_millis(300))
+            .unwrap()
+            .is_none(),
+        "nothing beyond what was published"
+    );
+    let want: HashSet<String> = sent.into_iter().collect();
+    assert_eq!(got, want);
+    nsqd.wait_for_log("back under --mem-queue-size", Duration::from_secs(5));
+    let st = nsqd.channel_stats("spill", "c").unwrap();
+    assert_eq!(
+        (st["depth"].clone(), st["backend_depth"].clone()),
+        (serde_json::json!(0), serde_json::json!(0)),
+        "{st}"
+    );
+    // Back in memory: new messages are delivered as before.
+    p.pub_ok("spill", b"after");
+    let m = c.read_message(READ_TIMEOUT);
+    assert_eq!(&m.body[..], b"after");
+}
+
+fn body_prefix(m: &nsq_protocol::Message) -> String {
+    String::from_utf8_lossy(&m.body[..m.body.len().min(6)]).into_owned()
+}
+
+/// What spilled to disk survives a SIGKILL; only what was never beyond the memory queue is
+/// lost (as with Go's disk queue). A clean shutdown keeps everything.
+#[test]
+fn default_mode_spilled_messages_survive_sigkill_and_clean_shutdown() {
+    const N: usize = 5_000;
+    let mut nsqd = TestNsqd::start(&["--mem-queue-size=100"]);
+    // The channel exists with no consumer, so the topic's messages queue in it.
+    nsqd.http_post("/topic/create?topic=crash", b"");
+    nsqd.http_post("/channel/create?topic=crash&channel=c", b"");
+    let mut p = nsqd.client();
+    let crash = publish_numbered(&mut p, "crash", "k", N);
+    nsqd.wait_for_log(
+        "TOPIC(crash): over --mem-queue-size",
+        Duration::from_secs(5),
+    );
+    let st = nsqd.channel_stats("crash", "c").unwrap();
+    assert_eq!(st["depth"], N as u64, "{st}");
+    let on_disk = st["backend_depth"].as_u64().unwrap() as usize;
+    assert!(on_disk > N / 2, "{on_disk} of {N} on disk");
+    drop(p);
+    nsqd.kill();
+    nsqd.restart(None);
+    let st = nsqd.channel_stats("crash", "c").unwrap();
+    let mut c = nsqd.client();
+    c.sub_ok("crash", "c", 200);
+    let mut got = drain(&mut c, Duration::from_millis(700));
+    got.sort();
+    let n = got.len();
+    got.dedup();
+    assert_eq!(n, got.len(), "no duplicates");
+    assert!(
+        got.len() >= on_disk,
+        "every message that was on disk is delivered after SIGKILL: {} < {on_disk} ({st})",
+        got.len()
+    );
+    assert!(got.iter().all(|b| crash.contains(b)), "nothing invented");
+    // Messages spill in publish order, so what survived is the tail of what was published.
+    assert_eq!(&got[..], &crash[N - got.len()..]);
+    drop(c);
+
+    // A clean shutdown keeps everything: the memory part in go-diskqueue files, the rest in
+    // the log.
+    nsqd.http_post("/topic/create?topic=clean", b"");
+    nsqd.http_post("/channel/create?topic=clean&channel=c", b"");
+    let mut p = nsqd.client();
+    let clean = publish_numbered(&mut p, "clean", "s", N);
+    nsqd.wait_for_log(
+        "TOPIC(clean): over --mem-queue-size",
+        Duration::from_secs(5),
+    );
+    drop(p);
+    let status = nsqd.terminate();
+    assert!(status.success(), "{status:?}");
+    nsqd.restart(None);
+    let st = nsqd.channel_stats("clean", "c").unwrap();
+    assert_eq!(st["depth"], N as u64, "after SIGTERM: {st}");
+    let mut c = nsqd.client();
+    c.sub_ok("clean", "c", 200);
+    let mut got = drain(&mut c, Duration::from_millis(700));
+    got.sort();
+    assert_eq!(
+        got, clean,
+        "clean shutdown keeps every message exactly once"
     );
 }
