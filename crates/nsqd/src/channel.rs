@@ -227,10 +227,9 @@ impl Channel {
         let Some(d) = self.durable.get() else {
             return;
         };
-        let Some(from) = self.state.lock().start_refill() else {
+        let Some((from, end)) = self.state.lock().start_refill() else {
             return;
         };
-        let end = d.log_end.load(Ordering::Acquire);
         let reader = d.reader.clone();
         let ch = self.clone();
         tokio::task::spawn_blocking(move || ch.refill(reader, from, end));
@@ -239,9 +238,9 @@ impl Channel {
     fn refill(&self, mut reader: nsq_store::LogReader, from: u64, end: u64) {
         use crate::state::batch::Batch;
         use crate::state::channel::MsgRef;
-        let Some(d) = self.durable.get() else {
+        if self.durable.get().is_none() {
             return;
-        };
+        }
         let window = self
             .state
             .lock()
@@ -301,11 +300,10 @@ impl Channel {
             } else {
                 rb.next_pos
             };
-            // Compare with the log end under the channel lock: a batch accepted after this
-            // point sees either the backlog still open (and joins it) or closed (and goes to
-            // memory), never neither.
-            let end_now = d.log_end.load(Ordering::Acquire);
-            st.finish_refill(records.len() as u64, next, end_now);
+            // Compared with the backlog's end under the channel lock: a batch accepted after
+            // this point sees either the backlog still open (and joins it) or closed (and goes
+            // to memory), never neither.
+            st.finish_refill(records.len() as u64, next);
         }
         if let Some(due) = next_due {
             self.schedule(due);

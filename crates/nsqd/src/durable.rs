@@ -253,6 +253,7 @@ pub fn restore_topic(
                             if st.backlog.is_none() {
                                 st.backlog = Some(r.pos);
                             }
+                            st.backlog_end = log_end;
                             st.backlog_count += 1;
                         } else {
                             st.restore_one(m);
@@ -280,19 +281,32 @@ pub fn restore_topic(
                 break;
             }
             n += rb.records.len();
-            let msgs: Vec<nsq_protocol::Message> = rb
+            let to_batch = |recs: &[&(u64, LogMessage)]| {
+                let msgs: Vec<nsq_protocol::Message> = recs
+                    .iter()
+                    .map(|(_, m)| nsq_protocol::Message {
+                        timestamp: m.timestamp,
+                        attempts: m.attempts,
+                        id: m.id,
+                        body: m.body.clone(),
+                    })
+                    .collect();
+                let b = Arc::new(Batch::explicit(&msgs));
+                b.set_log_positions(recs.iter().map(|(p, _)| *p).collect());
+                b
+            };
+            // DPUBs still due later keep their delay; the rest is ready, in log order.
+            let (deferred, ready): (Vec<_>, Vec<_>) = rb
                 .records
                 .iter()
-                .map(|(_, m)| nsq_protocol::Message {
-                    timestamp: m.timestamp,
-                    attempts: m.attempts,
-                    id: m.id,
-                    body: m.body.clone(),
-                })
-                .collect();
-            let b = Arc::new(Batch::explicit(&msgs));
-            b.set_log_positions(rb.records.iter().map(|(p, _)| *p).collect());
-            topic.restore_held(b);
+                .partition(|(_, m)| m.defer_until > now_unix);
+            if !ready.is_empty() {
+                topic.restore_held(to_batch(&ready));
+            }
+            for r in deferred {
+                let delay = (r.1.defer_until - now_unix) as u64;
+                topic.restore_held_deferred(to_batch(&[r]), delay);
+            }
             if rb.next_pos <= pos {
                 break;
             }
@@ -352,7 +366,9 @@ pub fn maintain(nsqd: &crate::Nsqd) {
                         // Everything in [lowest, upto) that is not unacked has been acked;
                         // the on-disk backlog from `upto` on was never delivered, except
                         // what an earlier run acked (kept in `backlog_skip`).
-                        let upto = backlog.unwrap_or(end);
+                        // Messages the topic still holds (paused topic) are not the
+                        // channel's yet either.
+                        let upto = backlog.unwrap_or(end).min(t.held_start().unwrap_or(end));
                         let below: Vec<u64> =
                             unacked.iter().copied().filter(|&p| p < upto).collect();
                         let mut acked = nsq_store::AckSet::from_unacked(lowest, upto, &below);

@@ -72,8 +72,14 @@ struct TopicInner {
     deleted: bool,
     held: VecDeque<Held>,
     held_count: u64,
-    /// Durable mode: log position of the first held message (where a first channel starts).
+    /// Log position of the first held message (where a channel created meanwhile starts).
     held_start: Option<u64>,
+    /// Held messages beyond the memory window that are only in the log: from this position
+    /// to `held_backlog_end`, `held_backlog_count` of them. Released to the channels as
+    /// their backlog.
+    held_backlog: Option<u64>,
+    held_backlog_end: u64,
+    held_backlog_count: u64,
     /// Holding messages until channels known to nsqlookupd exist (see
     /// `Nsqd::precreate_channels_from_lookupd`).
     starting: bool,
@@ -134,6 +140,9 @@ impl Topic {
                 held: VecDeque::new(),
                 held_count: 0,
                 held_start: None,
+                held_backlog: None,
+                held_backlog_end: 0,
+                held_backlog_count: 0,
                 starting: false,
             }),
             guid: Mutex::new(GuidGen::new(node_id)),
@@ -269,12 +278,7 @@ impl Topic {
                 // Go's ephemeral topics have no disk queue: overflow is discarded.
                 return Ok(false);
             }
-            if inner.channels.is_empty() && inner.held_start.is_none() {
-                let (Held::Ready(b) | Held::Deferred(b, _)) = &held;
-                inner.held_start = b.log_pos(0);
-            }
-            inner.held_count += held.len();
-            inner.held.push_back(held);
+            self.hold(&mut inner, held);
             return Ok(self.over_memory_limit(inner.held_count));
         }
         let now = self.clock.now();
@@ -283,6 +287,37 @@ impl Topic {
             most = most.max(deliver(ch, &held, now));
         }
         Ok(self.over_memory_limit(most))
+    }
+
+    /// Ready messages kept in memory per channel (and by the topic) once messages go through
+    /// the log.
+    fn memory_window(&self) -> u64 {
+        if self.mem_queue_size > 0 {
+            self.mem_queue_size as u64
+        } else {
+            crate::durable::MEMORY_WINDOW
+        }
+    }
+
+    /// Holds a batch in the topic (no channel, paused or starting). A logged ready batch
+    /// beyond the memory window stays only in the log, as the held backlog.
+    fn hold(&self, inner: &mut TopicInner, held: Held) {
+        let (Held::Ready(b) | Held::Deferred(b, _)) = &held;
+        if inner.held_start.is_none() {
+            inner.held_start = b.log_pos(0);
+        }
+        if let (Held::Ready(b), Some(pos)) = (&held, b.log_pos(0)) {
+            if inner.held_backlog.is_some() || inner.held_count >= self.memory_window() {
+                inner.held_backlog.get_or_insert(pos);
+                if let Some(e) = b.log_end(b.len() - 1) {
+                    inner.held_backlog_end = inner.held_backlog_end.max(e);
+                }
+                inner.held_backlog_count += b.len() as u64;
+                return;
+            }
+        }
+        inner.held_count += held.len();
+        inner.held.push_back(held);
     }
 
     /// Whether `queued` in-memory messages call for spilling (default mode only).
@@ -378,7 +413,7 @@ impl Topic {
         }
         let low = (self.mem_queue_size.max(1) as u64).div_ceil(2);
         let inner = self.inner.lock();
-        if inner.held_count >= low {
+        if inner.held_count >= low || inner.held_backlog.is_some() {
             return false;
         }
         for ch in inner.channels.values() {
@@ -400,7 +435,11 @@ impl Topic {
     pub(crate) fn spill_if_needed(self: &Arc<Self>) {
         let most = {
             let inner = self.inner.lock();
-            let mut most = inner.held_count;
+            let mut most = if inner.held_backlog.is_some() {
+                u64::MAX
+            } else {
+                inner.held_count
+            };
             for ch in inner.channels.values() {
                 let st = ch.state.lock();
                 let n = if st.backlog.is_some() {
@@ -431,7 +470,8 @@ impl Topic {
                 // The first channel inherits what the topic holds; later ones start at the
                 // end of the log, as Go's channels only see messages published after them.
                 // Held messages go to every channel existing when they are released.
-                let start = if inner.channels.is_empty() || inner.starting || inner.held_count > 0 {
+                let holding = inner.held_count > 0 || inner.held_backlog.is_some();
+                let start = if inner.channels.is_empty() || inner.starting || holding {
                     inner.held_start.unwrap_or_else(|| t.end())
                 } else {
                     t.end()
@@ -467,9 +507,39 @@ impl Topic {
         let held = std::mem::take(&mut inner.held);
         inner.held_count = 0;
         inner.held_start = None;
+        let backlog = inner.held_backlog.take();
+        let backlog_count = std::mem::take(&mut inner.held_backlog_count);
+        let backlog_end = std::mem::take(&mut inner.held_backlog_end);
+        // Deferred messages inside the held backlog's range are delivered from memory; the
+        // channels' backlog reads must skip them.
+        let mut skip = Vec::new();
         for h in &held {
+            if let (Some(hb), Held::Deferred(b, _)) = (backlog, h) {
+                skip.extend(
+                    (0..b.len())
+                        .filter_map(|i| b.log_pos(i))
+                        .filter(|&p| p >= hb),
+                );
+            }
             for ch in inner.channels.values() {
                 deliver(ch, h, now);
+            }
+        }
+        if let Some(hb) = backlog {
+            for ch in inner.channels.values() {
+                if ch.ephemeral || ch.durable().is_none() {
+                    // Ephemeral channels drop what does not fit in memory; a channel without
+                    // a journal cannot read the log back.
+                    tracing::warn!(
+                        "CHANNEL({}): {backlog_count} messages the topic held on disk are not given to it",
+                        ch.queue_name()
+                    );
+                    continue;
+                }
+                ch.state
+                    .lock()
+                    .add_backlog(hb, backlog_end, backlog_count, &skip);
+                ch.wake_consumers();
             }
         }
     }
@@ -560,17 +630,19 @@ impl Topic {
     /// Adds a batch restored from disk: held if the topic has no channels or is paused,
     /// otherwise handed to the channels (Go's topic pump does the same after a restart).
     pub(crate) fn restore_held(&self, batch: Arc<Batch>) {
+        self.restore_held_as(Held::Ready(batch));
+    }
+
+    /// Adds a deferred message restored from the log (a DPUB the topic held), due in
+    /// `delay_ns`.
+    pub(crate) fn restore_held_deferred(&self, batch: Arc<Batch>, delay_ns: u64) {
+        self.restore_held_as(Held::Deferred(batch, delay_ns.max(1)));
+    }
+
+    fn restore_held_as(&self, held: Held) {
         let mut inner = self.inner.lock();
-        let held = Held::Ready(batch);
         if inner.channels.is_empty() || inner.paused {
-            if inner.channels.is_empty() && inner.held_start.is_none() {
-                let Held::Ready(b) = &held else {
-                    unreachable!("built as Ready above")
-                };
-                inner.held_start = b.log_pos(0);
-            }
-            inner.held_count += held.len();
-            inner.held.push_back(held);
+            self.hold(&mut inner, held);
         } else {
             let now = self.clock.now();
             for ch in inner.channels.values() {
@@ -610,15 +682,23 @@ impl Topic {
             inner.held.clear();
             inner.held_count = 0;
             inner.held_start = None;
+            inner.held_backlog = None;
+            inner.held_backlog_count = 0;
         }
         if let Some(d) = &self.data {
             d.remove_queue(&self.name);
         }
     }
 
-    /// Messages held by the topic (in memory).
+    /// Messages held by the topic: in memory plus those only in its log.
     pub fn depth(&self) -> u64 {
-        self.inner.lock().held_count
+        let inner = self.inner.lock();
+        inner.held_count + inner.held_backlog_count
+    }
+
+    /// Messages held by the topic only in its log (Go's `backend_depth`).
+    pub fn backend_depth(&self) -> u64 {
+        self.inner.lock().held_backlog_count
     }
 
     /// Messages published to the topic.
@@ -638,6 +718,8 @@ impl Topic {
         self.deleted.store(true, Ordering::Release);
         inner.held.clear();
         inner.held_count = 0;
+        inner.held_backlog = None;
+        inner.held_backlog_count = 0;
         for ch in std::mem::take(&mut inner.channels).into_values() {
             ch.close();
         }
@@ -687,6 +769,9 @@ fn deliver(ch: &Channel, held: &Held, now: u64) -> u64 {
             {
                 let mut st = ch.state.lock();
                 for idx in 0..b.len() {
+                    if let Some(p) = b.log_pos(idx) {
+                        st.skip_in_backlog(p);
+                    }
                     st.put_deferred(
                         MsgRef {
                             batch: b.clone(),

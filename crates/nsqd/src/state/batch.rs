@@ -108,6 +108,12 @@ impl Batch {
         }
     }
 
+    /// The topic-log position just past message `i`'s record, if the batch is in a log.
+    #[inline]
+    pub fn log_end(&self, i: u32) -> Option<u64> {
+        Some(self.log_pos(i)? + LOG_RECORD_OVERHEAD + self.body(i).len() as u64)
+    }
+
     /// Body of message `i` as a zero-copy `Bytes`.
     pub fn body_shared(&self, i: u32) -> Bytes {
         let i = i as usize;

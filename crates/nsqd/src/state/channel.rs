@@ -147,6 +147,10 @@ pub struct ChannelState {
     pub backlog: Option<u64>,
     /// How many messages the backlog holds.
     pub backlog_count: u64,
+    /// Where the backlog ends: just past the last record that joined it. Records of the log
+    /// past this point are not this channel's yet (e.g. held by a paused topic), so a read
+    /// of the backlog stops here rather than at the log's end.
+    pub backlog_end: u64,
     /// Positions inside the backlog that must not be read back (acked before a restart, or
     /// already restored as deferred).
     pub backlog_skip: Option<nsq_store::AckSet>,
@@ -187,6 +191,9 @@ impl ChannelState {
                 if self.backlog.is_none() {
                     self.backlog = batch.log_pos(start);
                 }
+                if let Some(e) = batch.log_end(end - 1) {
+                    self.backlog_end = self.backlog_end.max(e);
+                }
                 let n = (end - start) as u64;
                 self.backlog_count += n;
                 self.counters.message_count += n;
@@ -197,24 +204,54 @@ impl ChannelState {
         true
     }
 
-    /// Whether the backlog should be read into memory now (and marks the read as started).
-    pub fn start_refill(&mut self) -> Option<u64> {
+    /// Whether the backlog should be read into memory now (and marks the read as started):
+    /// the range to read.
+    pub fn start_refill(&mut self) -> Option<(u64, u64)> {
         let win = self.mem_window?;
         let from = self.backlog?;
         if self.refilling || self.ready_len > win / 2 {
             return None;
         }
         self.refilling = true;
-        Some(from)
+        Some((from, self.backlog_end))
     }
 
-    /// Ends a backlog read: `loaded` messages were added (with [`ChannelState::restore_one`]
-    /// or as deferred), `read` messages left the backlog, reading stopped at `next`, and the
-    /// log's accepted end is `end`.
-    pub fn finish_refill(&mut self, read: u64, next: u64, end: u64) {
+    /// Gives the channel messages that are only in the log, in `start..end`, except the
+    /// positions in `skip` (which it gets otherwise): a topic's held backlog, released to
+    /// its channels. `count` messages.
+    pub fn add_backlog(&mut self, start: u64, end: u64, count: u64, skip: &[u64]) {
+        self.counters.message_count += count;
+        self.backlog_count += count;
+        self.backlog = Some(self.backlog.map_or(start, |b| b.min(start)));
+        self.backlog_end = self.backlog_end.max(end);
+        if !skip.is_empty() {
+            let set = self.backlog_skip.get_or_insert_with(nsq_store::AckSet::new);
+            for &p in skip {
+                set.insert(p);
+            }
+        }
+    }
+
+    /// A message that is also in this channel's backlog range is being delivered another
+    /// way (a deferred publish): the backlog read must skip it.
+    pub fn skip_in_backlog(&mut self, pos: u64) {
+        // Not bounded by `backlog_end`: later batches joining the backlog extend the range
+        // past this position.
+        if self.backlog.is_some_and(|b| pos >= b) {
+            self.backlog_skip
+                .get_or_insert_with(nsq_store::AckSet::new)
+                .insert(pos);
+        }
+    }
+
+    /// Ends a backlog read: `read` messages left the backlog (added with
+    /// [`ChannelState::restore_one`] or as deferred) and reading stopped at `next`. Compared
+    /// with [`ChannelState::backlog_end`] under the same lock that `put_windowed` extends it
+    /// under, so a batch that joined the backlog meanwhile is read next time, never missed.
+    pub fn finish_refill(&mut self, read: u64, next: u64) {
         self.refilling = false;
         self.backlog_count = self.backlog_count.saturating_sub(read);
-        if next >= end {
+        if next >= self.backlog_end {
             self.backlog = None;
             self.backlog_count = 0;
             self.backlog_skip = None;

@@ -372,12 +372,26 @@ fn backlog_beyond_memory_window_is_read_back_from_the_log() {
 // Default mode: overflow beyond --mem-queue-size goes to the topic log (Go's disk queue).
 // ------------------------------------------------------------------------------------------
 
-/// Publishes `n` numbered bodies (`prefix` + 6 digits) in MPUBs of 500, in order.
-fn publish_numbered(p: &mut RawClient, topic: &str, prefix: &str, n: usize) -> Vec<String> {
+/// Publishes `n` numbered bodies (`prefix` + 6 digits) in MPUBs of 500, in order. The first
+/// MPUB goes over `--mem-queue-size`; the rest is published once nsqd says the topic spills
+/// (the switch is asynchronous), so the test knows what went to disk.
+fn publish_numbered(
+    nsqd: &TestNsqd,
+    p: &mut RawClient,
+    topic: &str,
+    prefix: &str,
+    n: usize,
+) -> Vec<String> {
     let all: Vec<String> = (0..n).map(|i| format!("{prefix}{i:06}")).collect();
-    for chunk in all.chunks(500) {
+    for (i, chunk) in all.chunks(500).enumerate() {
         p.mpub(topic, chunk);
         p.expect_ok();
+        if i == 0 {
+            nsqd.wait_for_log(
+                &format!("TOPIC({topic}): over --mem-queue-size"),
+                Duration::from_secs(5),
+            );
+        }
     }
     all
 }
@@ -421,8 +435,10 @@ fn default_mode_spills_beyond_mem_queue_size_and_delivers_everything() {
         p.mpub("spill", &bodies);
         p.expect_ok();
         sent.extend(bodies.into_iter().map(|b| b[..6].to_string()));
+        if chunk == 1 {
+            nsqd.wait_for_log("new messages go through its log", Duration::from_secs(5));
+        }
     }
-    nsqd.wait_for_log("new messages go through its log", Duration::from_secs(5));
     let st = nsqd.channel_stats("spill", "c").unwrap();
     assert_eq!(st["depth"], N as u64, "{st}");
     let backend = st["backend_depth"].as_u64().unwrap();
@@ -477,7 +493,7 @@ fn default_mode_spilled_messages_survive_sigkill_and_clean_shutdown() {
     nsqd.http_post("/topic/create?topic=crash", b"");
     nsqd.http_post("/channel/create?topic=crash&channel=c", b"");
     let mut p = nsqd.client();
-    let crash = publish_numbered(&mut p, "crash", "k", N);
+    let crash = publish_numbered(&nsqd, &mut p, "crash", "k", N);
     nsqd.wait_for_log(
         "TOPIC(crash): over --mem-queue-size",
         Duration::from_secs(5),
@@ -512,7 +528,7 @@ fn default_mode_spilled_messages_survive_sigkill_and_clean_shutdown() {
     nsqd.http_post("/topic/create?topic=clean", b"");
     nsqd.http_post("/channel/create?topic=clean&channel=c", b"");
     let mut p = nsqd.client();
-    let clean = publish_numbered(&mut p, "clean", "s", N);
+    let clean = publish_numbered(&nsqd, &mut p, "clean", "s", N);
     nsqd.wait_for_log(
         "TOPIC(clean): over --mem-queue-size",
         Duration::from_secs(5),
@@ -531,4 +547,83 @@ fn default_mode_spilled_messages_survive_sigkill_and_clean_shutdown() {
         got, clean,
         "clean shutdown keeps every message exactly once"
     );
+}
+
+/// Drains `c` (RDY already given) until `n` distinct bodies arrived, failing on a duplicate;
+/// then checks nothing more comes.
+fn drain_exactly(c: &mut RawClient, n: usize) -> HashSet<String> {
+    let mut got = HashSet::new();
+    while got.len() < n {
+        let m = c.read_message(READ_TIMEOUT);
+        let b = body(&m);
+        c.fin(&m.id);
+        assert!(got.insert(b.clone()), "duplicate {b}");
+    }
+    if let Some(f) = c.try_read_frame(Duration::from_millis(500)).unwrap() {
+        panic!("more than expected: {}", crate::harness::describe(&f));
+    }
+    got
+}
+
+/// A topic with no channel yet holds at most `--mem-queue-size` messages in memory, the rest
+/// only in its log; the first channel gets all of them, exactly once, also after a restart.
+#[test]
+fn channel_less_topic_spills_and_first_channel_gets_everything() {
+    const N: usize = 20_000;
+    let mut nsqd = TestNsqd::start(&["--mem-queue-size=100"]);
+    let mut p = nsqd.client();
+    let sent = publish_numbered(&nsqd, &mut p, "held", "h", N);
+    p.dpub("held", 1_500, b"later");
+    p.expect_ok();
+    let st = nsqd.topic_stats("held").unwrap();
+    assert_eq!(st["depth"], (N + 1) as u64, "{st}");
+    assert!(
+        st["backend_depth"].as_u64().unwrap() > (N / 2) as u64,
+        "the topic's overflow is on disk: {st}"
+    );
+    // Through a clean restart: memory part via go-diskqueue, the rest from the log.
+    drop(p);
+    assert!(nsqd.terminate().success());
+    nsqd.restart(None);
+    let st = nsqd.topic_stats("held").unwrap();
+    assert_eq!(st["depth"], (N + 1) as u64, "after restart: {st}");
+
+    let mut c = nsqd.client();
+    c.sub_ok("held", "c", 300);
+    let got = drain_exactly(&mut c, N + 1);
+    let mut want: HashSet<String> = sent.into_iter().collect();
+    want.insert("later".into());
+    assert_eq!(got, want);
+}
+
+/// A paused topic holds what is published meanwhile, even when its channel already has a
+/// backlog on disk: the channel's backlog read stops where its own messages end, so nothing
+/// is delivered before the unpause or twice after it. A DPUB arriving while the channel has a
+/// backlog is delivered once too.
+#[test]
+fn paused_topic_and_dpub_with_a_channel_backlog_deliver_exactly_once() {
+    let nsqd = TestNsqd::start(&["--mem-queue-size=100"]);
+    nsqd.http_post("/topic/create?topic=pz", b"");
+    nsqd.http_post("/channel/create?topic=pz&channel=c", b"");
+    let mut p = nsqd.client();
+    let before = publish_numbered(&nsqd, &mut p, "pz", "a", 3_000);
+    nsqd.wait_for_log("TOPIC(pz): over --mem-queue-size", Duration::from_secs(5));
+    let st = nsqd.channel_stats("pz", "c").unwrap();
+    assert!(st["backend_depth"].as_u64().unwrap() > 0, "{st}");
+    p.dpub("pz", 300, b"deferred");
+    p.expect_ok();
+    assert_eq!(nsqd.http_post("/topic/pause?topic=pz", b"").status, 200);
+    let during = publish_numbered(&nsqd, &mut p, "pz", "b", 3_000);
+
+    // While paused: exactly the messages from before the pause (and the DPUB) arrive.
+    let mut c = nsqd.client();
+    c.sub_ok("pz", "c", 300);
+    let got = drain_exactly(&mut c, 3_001);
+    let mut want: HashSet<String> = before.into_iter().collect();
+    want.insert("deferred".into());
+    assert_eq!(got, want);
+
+    assert_eq!(nsqd.http_post("/topic/unpause?topic=pz", b"").status, 200);
+    let got = drain_exactly(&mut c, 3_000);
+    assert_eq!(got, during.into_iter().collect::<HashSet<_>>());
 }

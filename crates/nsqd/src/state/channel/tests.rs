@@ -236,6 +236,8 @@ fn memory_window_leaves_the_rest_in_the_log() {
     b2.set_log_first(1000);
     let b3 = batch(2, 20);
     b3.set_log_first(2000);
+    let b3_end = b3.log_end(1).unwrap();
+    assert_eq!(b3_end, b3.log_pos(1).unwrap() + 47 + b3.body(1).len() as u64);
     assert!(ch.put_windowed(b1, 0, 3));
     assert!(ch.put_windowed(b2.clone(), 0, 3), "3 < 4: still room");
     assert!(!ch.put_windowed(b3, 0, 2), "window full: stays in the log");
@@ -243,19 +245,42 @@ fn memory_window_leaves_the_rest_in_the_log() {
     assert_eq!((ch.depth(), ch.backend_depth()), (8, 2));
     assert_eq!(ch.start_refill(), None, "6 ready > 4/2: no read yet");
     let _ = pop(&mut ch, 1, 100, 0);
-    assert_eq!(ch.start_refill(), Some(2000));
+    // The backlog ends just past b3's last record.
+    let end3 = ch.backlog_end;
+    assert_eq!(end3, b3_end);
+    assert_eq!(ch.start_refill(), Some((2000, end3)));
     assert_eq!(ch.start_refill(), None, "one read at a time");
-    // The read brought both messages back and reached the end of the log.
-    ch.finish_refill(2, 2100, 2100);
+    // The read brought both messages back and reached the end of the backlog.
+    ch.finish_refill(2, end3);
     assert_eq!((ch.backlog, ch.backend_depth()), (None, 0));
     // A read that stops short keeps the backlog open.
     ch.backlog = Some(3000);
+    ch.backlog_end = 4000;
     ch.backlog_count = 5;
-    assert_eq!(ch.start_refill(), Some(3000));
-    ch.finish_refill(2, 3100, 4000);
+    assert_eq!(ch.start_refill(), Some((3000, 4000)));
+    ch.finish_refill(2, 3100);
     assert_eq!((ch.backlog, ch.backend_depth()), (Some(3100), 3));
     assert!(
         ch.unacked_positions().contains(&3100),
         "retention keeps the backlog"
     );
+}
+
+#[test]
+fn held_backlog_and_deferred_positions_inside_a_backlog() {
+    let mut ch = ChannelState::new();
+    ch.mem_window = Some(4);
+    // A topic releases 10 messages held on disk in 5000..6000, except a DPUB at 5500 that
+    // it delivers from memory.
+    ch.add_backlog(5000, 6000, 10, &[5500]);
+    assert_eq!((ch.backlog, ch.backlog_end, ch.backend_depth()), (Some(5000), 6000, 10));
+    assert!(ch.backlog_skip.as_ref().unwrap().contains(5500));
+    assert_eq!(ch.counters.message_count, 10);
+    // A DPUB logged after the backlog began is skipped by the backlog read too, even past
+    // the current backlog end (later batches extend the range).
+    ch.skip_in_backlog(7000);
+    assert!(ch.backlog_skip.as_ref().unwrap().contains(7000));
+    // One before the backlog is not in its range.
+    ch.skip_in_backlog(100);
+    assert!(!ch.backlog_skip.as_ref().unwrap().contains(100));
 }
