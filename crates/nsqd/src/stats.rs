@@ -455,7 +455,7 @@ pub fn collect(nsqd: &Nsqd, f: &StatsFilter<'_>) -> Stats {
         let channels = channels.into_iter().map(|c| channel_stats(c, f)).collect();
         out.push(TopicStats {
             depth: t.depth(),
-            backend_depth: 0,
+            backend_depth: t.backend_depth(),
             message_count: t.message_count(),
             message_bytes: t.message_bytes(),
             paused: t.is_paused(),
