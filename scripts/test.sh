@@ -6,7 +6,8 @@
 # Steps (each bounded in time and announced; setup/build failures stop at once, test-suite
 # failures are collected so every suite runs, and the script then exits non-zero):
 #   1. interop deps: .venv-interop/ with interop/python/requirements.txt (pynsq) and
-#      `npm ci` in interop/node (nsqjs); both are skipped when already up to date;
+#      `npm ci` in interop/node (nsqjs), and `npm ci` in crates/nsqadmin/e2e (Playwright for
+#      nsqadmin's browser test); each is skipped when already up to date;
 #   2. cargo build --workspace --all-targets;
 #   3. cargo nextest run --workspace (+ cargo test --doc --workspace), or cargo test --workspace
 #      when cargo-nextest is not installed.
@@ -92,6 +93,23 @@ else
   (cd "$NODE_DIR" && node -e 'require("nsqjs"); console.log("nsqjs", require("nsqjs/package.json").version)') \
     || die "nsqjs does not load after npm ci"
   printf '%s' "$NODE_WANT" > "$NODE_STAMP"
+fi
+
+# ------------------------------------------------------------------------------------------
+# 1c. nsqadmin's browser-test driver (playwright-core, which launches the system chromium)
+# ------------------------------------------------------------------------------------------
+E2E_DIR="$ROOT/crates/nsqadmin/e2e"
+E2E_STAMP="$E2E_DIR/node_modules/.nsq-rs-lock.sha256"
+E2E_WANT="$(hash_of "$E2E_DIR/package.json" "$E2E_DIR/package-lock.json")-$(node --version)"
+if [ -f "$E2E_STAMP" ] && [ "$(cat "$E2E_STAMP")" = "$E2E_WANT" ] \
+    && [ -f "$E2E_DIR/node_modules/playwright-core/package.json" ]; then
+  log "nsqadmin e2e deps already installed ($E2E_DIR/node_modules)"
+else
+  run 900 "npm ci in crates/nsqadmin/e2e" \
+    npm --prefix "$E2E_DIR" ci --no-audit --no-fund --loglevel=error
+  (cd "$E2E_DIR" && node -e 'require("playwright-core"); console.log("playwright-core", require("playwright-core/package.json").version)') \
+    || die "playwright-core does not load after npm ci"
+  printf '%s' "$E2E_WANT" > "$E2E_STAMP"
 fi
 
 # ------------------------------------------------------------------------------------------

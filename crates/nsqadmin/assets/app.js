@@ -43,6 +43,73 @@
     return (h ? h + "h" : "") + (h || m ? m + "m" : "") + (s % 60) + "s";
   }
 
+  // Small inline SVG line chart of points[i][key] (null values are gaps drawn as 0).
+  var SVGNS = "http://www.w3.org/2000/svg";
+  function sparkline(points, key, label) {
+    var w = 160, h = 32, pad = 2;
+    var svg = document.createElementNS(SVGNS, "svg");
+    svg.setAttribute("class", "spark");
+    svg.setAttribute("width", String(w));
+    svg.setAttribute("height", String(h));
+    svg.setAttribute("viewBox", "0 0 " + w + " " + h);
+    svg.setAttribute("data-metric", key);
+    var vals = points.map(function (p) { return p[key] === null || p[key] === undefined ? 0 : p[key]; });
+    if (key === "rate" && vals.length) vals = vals.slice(1);
+    var title = document.createElementNS(SVGNS, "title");
+    title.textContent = label + (vals.length ? " (last " + vals.length + " samples)" : ": collecting samples…");
+    svg.appendChild(title);
+    if (vals.length < 2) {
+      var t = document.createElementNS(SVGNS, "text");
+      t.setAttribute("x", "4"); t.setAttribute("y", String(h / 2 + 4)); t.setAttribute("class", "spark-empty");
+      t.textContent = "collecting…";
+      svg.appendChild(t);
+      return svg;
+    }
+    var max = Math.max.apply(null, vals), min = 0;
+    if (max <= min) max = min + 1;
+    var step = (w - 2 * pad) / (vals.length - 1);
+    var pts = vals.map(function (v, i) {
+      var x = pad + i * step, y = h - pad - (v - min) / (max - min) * (h - 2 * pad);
+      return x.toFixed(1) + "," + y.toFixed(1);
+    });
+    var area = document.createElementNS(SVGNS, "polygon");
+    area.setAttribute("points", pad + "," + (h - pad) + " " + pts.join(" ") + " " + (w - pad) + "," + (h - pad));
+    area.setAttribute("class", "spark-area");
+    svg.appendChild(area);
+    var line = document.createElementNS(SVGNS, "polyline");
+    line.setAttribute("points", pts.join(" "));
+    line.setAttribute("class", "spark-line");
+    svg.appendChild(line);
+    return svg;
+  }
+  function fmtRate(r) {
+    if (r === null || r === undefined) return "–";
+    return r >= 100 ? Math.round(r).toLocaleString("en-US") : r.toFixed(r >= 10 ? 1 : 2);
+  }
+  function lastRate(points) {
+    for (var i = points.length - 1; i >= 0; i--) if (points[i].rate !== null && points[i].rate !== undefined) return points[i].rate;
+    return null;
+  }
+  function chartBox(label, value, svg) {
+    return el("div", { class: "chart" }, el("div", { class: "chart-label", text: label }),
+      el("div", { class: "chart-value", text: value }), svg);
+  }
+  // The sampler's charts for a series, or a note that the sampler is off.
+  function charts(points, withInFlight) {
+    if (!window.NSQADMIN.sampleMs) return el("div", { class: "muted", text: "Rate charts are off (--stats-sample-interval=0)." });
+    var last = points.length ? points[points.length - 1] : null;
+    var box = el("div", { class: "charts" },
+      chartBox("Messages/s", fmtRate(lastRate(points)), sparkline(points, "rate", "messages/s")),
+      chartBox("Depth", last ? fmt(last.depth) : "–", sparkline(points, "depth", "depth")));
+    if (withInFlight) box.appendChild(chartBox("In-Flight", last ? fmt(last.in_flight_count) : "–", sparkline(points, "in_flight_count", "in flight")));
+    box.appendChild(el("div", { class: "muted chart-note", text: "sampled by nsqadmin every " + (window.NSQADMIN.sampleMs / 1000) + "s" }));
+    return box;
+  }
+  function history(path) {
+    if (!window.NSQADMIN.sampleMs) return Promise.resolve({ samples: [], channels: {} });
+    return api("GET", "/history" + path).catch(function () { return { samples: [], channels: {} }; });
+  }
+
   function api(method, path, body) {
     var opts = { method: method, headers: { "Accept": "application/json" } };
     if (body) { opts.body = JSON.stringify(body); opts.headers["Content-Type"] = "application/json"; }
@@ -86,25 +153,33 @@
   }
 
   function topicsPage() {
-    api("GET", "/topics").then(function (j) {
+    var ratesP = window.NSQADMIN.sampleMs ? api("GET", "/rates").catch(function () { return { topics: {} }; }) : Promise.resolve({ topics: {} });
+    Promise.all([api("GET", "/topics"), ratesP]).then(function (res) {
+      var j = res[0], rates = res[1].topics || {};
       var filter = el("input", { type: "search", placeholder: "Filter topics…", "aria-label": "filter" });
       var list = el("tbody");
       function fill() {
         list.textContent = "";
         var q = filter.value.toLowerCase();
         j.topics.filter(function (t) { return t.toLowerCase().indexOf(q) >= 0; }).forEach(function (t) {
-          list.appendChild(el("tr", null, el("td", null, link("/topics/" + enc(t), t))));
+          var r = rates[t];
+          list.appendChild(el("tr", null, el("td", null, link("/topics/" + enc(t), t)),
+            el("td", { class: "num rate", text: r ? fmtRate(r.rate) : "–" }),
+            el("td", { class: "num", text: r ? fmt(r.depth) : "–" }),
+            el("td", { class: "num", text: r ? fmt(r.message_count) : "–" })));
         });
       }
       filter.addEventListener("input", fill);
       fill();
       render([el("h1", { text: "Topics" }), warning(j), el("div", { class: "muted", text: j.topics.length + " topics" }),
-        createForm(), filter, el("table", null, el("thead", null, el("tr", null, th("Topic"))), list)]);
+        createForm(), filter,
+        el("table", null, el("thead", null, el("tr", null, th("Topic"), th("Messages/s", 1), th("Depth", 1), th("Messages", 1))), list)]);
     }).catch(fail);
   }
 
   function topicPage(topic) {
-    api("GET", "/topics/" + enc(topic)).then(function (t) {
+    Promise.all([api("GET", "/topics/" + enc(topic)), history("/" + enc(topic))]).then(function (res) {
+      var t = res[0], hist = res[1];
       var nodeRows = t.nodes.map(function (n) {
         var tomb = el("button", {
           class: "danger small", text: "Tombstone",
@@ -123,27 +198,32 @@
       nodeRows.push(el("tr", { class: "total" }, el("td", { text: "Total" }), num(t.depth), num(t.memory_depth),
         num(t.backend_depth), num(t.message_count), num(t.channels.length), el("td")));
       var chRows = t.channels.map(function (c) {
+        var pts = (hist.channels || {})[c.channel_name] || [];
         return el("tr", null, el("td", null, link("/topics/" + enc(topic) + "/" + enc(c.channel_name), c.channel_name), " ", paused(c.paused)),
           num(c.depth), num(c.memory_depth), num(c.backend_depth), num(c.in_flight_count), num(c.deferred_count),
-          num(c.requeue_count), num(c.timeout_count), num(c.message_count), num(c.client_count));
+          num(c.requeue_count), num(c.timeout_count), num(c.message_count), num(c.client_count),
+          el("td", { class: "num rate", text: fmtRate(lastRate(pts)) }), el("td", { class: "sparkcell" }, window.NSQADMIN.sampleMs ? sparkline(pts, "rate", "messages/s") : null));
       });
-      if (!chRows.length) chRows.push(el("tr", null, el("td", { colspan: "10", class: "muted", text: "No channels" })));
+      if (!chRows.length) chRows.push(el("tr", null, el("td", { colspan: "12", class: "muted", text: "No channels" })));
       render([
         el("div", { class: "crumbs" }, link("/topics", "Topics"), " / "),
         el("h1", null, topic, " ", paused(t.paused)),
         warning(t),
         actionButtons("/topics/" + enc(topic), t.paused, "topic " + topic),
+        charts(hist.samples || [], false),
         el("h2", { text: "Nodes" }),
         table([["nsqd host"], ["Depth", 1], ["Memory", 1], ["Disk", 1], ["Messages", 1], ["Channels", 1], [""]], nodeRows),
         el("h2", { text: "Channels" }),
         table([["Channel"], ["Depth", 1], ["Memory", 1], ["Disk", 1], ["In-Flight", 1], ["Deferred", 1], ["Requeued", 1],
-          ["Timed Out", 1], ["Messages", 1], ["Connections", 1]], chRows)
+          ["Timed Out", 1], ["Messages", 1], ["Connections", 1], ["Messages/s", 1], ["Rate"]], chRows)
       ]);
     }).catch(fail);
   }
 
   function channelPage(topic, channel) {
-    api("GET", "/topics/" + enc(topic) + "/" + enc(channel)).then(function (c) {
+    var path = "/" + enc(topic) + "/" + enc(channel);
+    Promise.all([api("GET", "/topics" + path), history(path)]).then(function (res) {
+      var c = res[0], hist = res[1];
       var nodeRows = c.nodes.map(function (n) {
         return el("tr", null, el("td", null, n.hostname + " ", el("span", { class: "muted", text: n.node }), " ", paused(n.paused)),
           num(n.depth), num(n.memory_depth), num(n.backend_depth), num(n.in_flight_count), num(n.deferred_count),
@@ -171,6 +251,7 @@
         el("h1", null, channel, " ", paused(c.paused)),
         warning(c),
         actionButtons("/topics/" + enc(topic) + "/" + enc(channel), c.paused, "channel " + channel),
+        charts(hist.samples || [], true),
         el("h2", { text: "Nodes" }),
         table([["nsqd host"], ["Depth", 1], ["Memory", 1], ["Disk", 1], ["In-Flight", 1], ["Deferred", 1], ["Requeued", 1],
           ["Timed Out", 1], ["Messages", 1], ["Connections", 1]], nodeRows),
@@ -236,7 +317,70 @@
     }).catch(fail);
   }
 
-  function createForm() {
+  var counterTimer = null;
+  // Live total of messages processed by every channel on every node (Go's /counter).
+  function counterPage() {
+    var total = el("div", { class: "counter", id: "counter", text: "…" });
+    var rate = el("div", { class: "counter-rate muted", text: "" });
+    var detail = el("div", { class: "muted" });
+    var warn = el("div");
+    var last = null;
+    render([el("h1", { text: "Messages processed" }), warn, total, rate, detail]);
+    function poll() {
+      api("GET", "/counter").then(function (j) {
+        var sum = 0, channels = 0, nodes = {};
+        Object.keys(j.stats).forEach(function (k) { var s = j.stats[k]; sum += s.message_count; channels++; nodes[s.node] = 1; });
+        var now = Date.now();
+        if (last && now > last.t) rate.textContent = fmtRate(Math.max(0, sum - last.sum) * 1000 / (now - last.t)) + " messages/s";
+        last = { t: now, sum: sum };
+        total.textContent = fmt(sum);
+        total.setAttribute("data-count", String(sum));
+        detail.textContent = channels + " channels on " + Object.keys(nodes).length + " nodes, polled every 2s";
+        warn.textContent = "";
+        if (j.message) warn.appendChild(warning(j));
+      }).catch(function (e) { warn.textContent = ""; warn.appendChild(el("div", { class: "alert err", text: e.message })); });
+    }
+    poll();
+    counterTimer = window.setInterval(poll, 2000);
+  }
+
+  // The lookupds, the topics and channels they know that no nsqd produces, and a form to
+  // create a topic/channel on them (Go's /lookup).
+  function lookupPage() {
+    var lookupds = window.NSQADMIN.lookupd || [];
+    var head = [el("h1", { text: "Lookup" })];
+    if (!lookupds.length) {
+      render(head.concat([el("div", { class: "alert warn", text: "nsqadmin reads nsqds directly (--nsqd-http-address): there is no nsqlookupd to show." })]));
+      return;
+    }
+    var list = el("ul", { class: "lookupds" });
+    lookupds.forEach(function (a) { list.appendChild(el("li", null, el("code", { text: a }))); });
+    api("GET", "/topics?inactive=true").then(function (j) {
+      var names = Object.keys(j.topics).sort();
+      var rows = [];
+      function del(path, what) {
+        return el("button", { class: "danger small", text: "Delete", onclick: function () {
+          if (!window.confirm("Delete " + what + " from the lookupds?")) return;
+          api("DELETE", path).then(function () { route(); }).catch(function (e) { window.alert("Error: " + e.message); });
+        } });
+      }
+      names.forEach(function (t) {
+        rows.push(el("tr", { class: "total" }, el("td", { text: t }), el("td", null, del("/topics/" + enc(t), "topic " + t))));
+        j.topics[t].forEach(function (c) {
+          rows.push(el("tr", null, el("td", { text: "\u00a0\u00a0\u00a0" + c }), el("td", null, del("/topics/" + enc(t) + "/" + enc(c), "channel " + t + "/" + c))));
+        });
+      });
+      if (!rows.length) rows.push(el("tr", null, el("td", { colspan: "2", class: "muted", text: "No inactive topics" })));
+      render(head.concat([warning(j), el("h2", { text: "nsqlookupd" }), list,
+        el("h2", { text: "Inactive topics and channels" }),
+        el("div", { class: "muted", text: "Known to a lookupd, produced by no nsqd." }),
+        table([["Topic / channel"], [""]], rows),
+        el("h2", { text: "Create a topic / channel" }),
+        createForm(function () { route(); })]));
+    }).catch(fail);
+  }
+
+  function createForm(onDone) {
     var topic = el("input", { type: "text", placeholder: "topic", "aria-label": "topic" });
     var channel = el("input", { type: "text", placeholder: "channel (optional)", "aria-label": "channel" });
     var form = el("form", { class: "create" }, topic, channel, el("button", { type: "submit", text: "Create" }));
@@ -245,7 +389,9 @@
       if (!topic.value) return;
       api("POST", "/topics", { topic: topic.value, channel: channel.value }).then(function (j) {
         if (j.message) window.alert(j.message);
-        window.location.href = BASE + "/topics/" + enc(topic.value);
+        if (onDone) return onDone(topic.value);
+        // With lookupds, a new topic is inactive (no nsqd produces it yet): show it there.
+        window.location.href = BASE + (window.NSQADMIN.lookupd.length ? "/lookup" : "/topics/" + enc(topic.value));
       }).catch(function (e) { window.alert("Error: " + e.message); });
     });
     return form;
@@ -255,9 +401,12 @@
     var path = window.location.pathname;
     if (BASE && path.indexOf(BASE) === 0) path = path.slice(BASE.length);
     var parts = path.split("/").filter(function (p) { return p.length; }).map(decodeURIComponent);
+    if (counterTimer) { window.clearInterval(counterTimer); counterTimer = null; }
     document.querySelectorAll("header nav a").forEach(function (a) {
       a.classList.toggle("active", a.getAttribute("data-nav") === (parts[0] || "topics"));
     });
+    if (parts[0] === "counter") { document.title = "nsqadmin - counter"; return counterPage(); }
+    if (parts[0] === "lookup") { document.title = "nsqadmin - lookup"; return lookupPage(); }
     if (parts[0] === "nodes" && parts.length === 2) { document.title = "nsqadmin - " + parts[1]; return nodePage(parts[1]); }
     if (parts[0] === "nodes") { document.title = "nsqadmin - nodes"; return nodesPage(); }
     if (parts[0] === "topics" && parts.length === 2) { document.title = "nsqadmin - " + parts[1]; return topicPage(parts[1]); }

@@ -1,6 +1,8 @@
 //! The UI, embedded in the binary: plain HTML, CSS and JavaScript, no build step, no CDN.
 
-/// `index.html` template; `{{BASE_PATH}}` (HTML) and `{{BASE_PATH_JSON}}` (JS) are filled in.
+/// `index.html` template; `{{BASE_PATH}}` (HTML) and `{{BASE_PATH_JSON}}` (JS) are filled in
+/// once by [`index_html`], `{{LOOKUPD_JSON}}` and `{{SAMPLE_MS}}` per request (the lookupd
+/// list can change at run time).
 pub const INDEX_HTML: &str = include_str!("../assets/index.html");
 /// The single-page app.
 pub const APP_JS: &str = include_str!("../assets/app.js");
@@ -41,7 +43,7 @@ mod tests {
     #[test]
     fn index_is_filled_and_escaped() {
         let html = index_html("/adm\"<x>");
-        assert!(!html.contains("{{"));
+        assert!(!html.contains("{{BASE_PATH"));
         assert!(html.contains("/adm&quot;&lt;x&gt;/static/app.js"));
         assert!(html.contains(r#""/adm\"\u003cx\u003e""#));
         assert!(find("app.js").is_some() && find("../etc/passwd").is_none());

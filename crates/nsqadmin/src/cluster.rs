@@ -285,3 +285,28 @@ fn split<T>(results: Vec<(String, Result<T, String>)>) -> FanOut<T> {
     }
     (ok, errs)
 }
+
+impl Cluster {
+    /// Every nsqd's `/stats` (no clients, no memory): the sampler's one read per tick. The
+    /// flag is true when every daemon asked (lookupds, then nsqds) answered.
+    pub async fn all_stats(&self) -> (Vec<NsqdStats>, bool) {
+        const PATH: &str = "/stats?format=json&include_clients=false&include_mem=false";
+        let (addrs, mut complete) = match &self.upstream {
+            Upstream::Nsqd(addrs) => (addrs.clone(), true),
+            Upstream::Lookupd(addrs) => {
+                let (ok, errs) = self.fan_get::<NodesResponse>(addrs, "/nodes").await;
+                let mut nodes: Vec<String> = ok
+                    .into_iter()
+                    .flat_map(|(_, n)| n.producers)
+                    .map(|p| p.http_address())
+                    .collect();
+                nodes.sort();
+                nodes.dedup();
+                (nodes, errs.is_empty())
+            }
+        };
+        let (ok, errs) = self.fan_get::<NsqdStats>(&addrs, PATH).await;
+        complete &= errs.is_empty();
+        (ok.into_iter().map(|(_, s)| s).collect(), complete)
+    }
+}

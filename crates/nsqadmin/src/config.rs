@@ -189,9 +189,67 @@ pub struct Options {
     #[arg(long, value_name = "DIR", default_value = "")]
     pub dev_static_dir: String,
 
+    /// (nsq-rs) How often nsqadmin samples the cluster's /stats for its rate and depth
+    /// charts; 0 turns the sampler off.
+    #[arg(long, value_name = "DURATION", value_parser = nsq_cli::parse_go_duration, default_value = "10s")]
+    pub stats_sample_interval: Duration,
+
+    /// (nsq-rs) Samples kept per topic and per channel (60 × 10s = the last 10 minutes).
+    #[arg(long, value_name = "N", default_value = "60", value_parser = clap::value_parser!(u16).range(2..))]
+    pub stats_sample_count: u16,
+
     /// Ignored config file keys (unknown or command-line only), for `main` to log.
     #[arg(skip)]
     pub config_warnings: Vec<String>,
+}
+
+/// An IP network (`--allow-config-from-cidr`), as Go's `net.ParseCIDR` reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Cidr, String> {
+        let bad = || format!("invalid CIDR address: {s}");
+        let (ip, prefix) = s.split_once('/').ok_or_else(bad)?;
+        let net: std::net::IpAddr = ip.parse().map_err(|_| bad())?;
+        let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        if prefix > max || prefix.to_string().len() != s.len() - ip.len() - 1 {
+            return Err(bad());
+        }
+        Ok(Cidr { net, prefix })
+    }
+}
+
+impl Cidr {
+    /// Whether `ip` is inside the network (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let mask = |bits: u32, width: u32| -> u128 {
+            if bits == 0 {
+                0
+            } else {
+                (!0u128 << (width - bits)) & (!0u128 >> (128 - width))
+            }
+        };
+        let p = u32::from(self.prefix);
+        match (self.net, ip.to_canonical()) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let m = mask(p, 32);
+                (u128::from(u32::from(n)) & m) == (u128::from(u32::from(a)) & m)
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let m = mask(p, 128);
+                (u128::from(n) & m) == (u128::from(a) & m)
+            }
+            _ => false,
+        }
+    }
 }
 
 impl Default for Options {
@@ -289,6 +347,49 @@ impl Options {
         }
     }
 
+    /// `GET /config/{opt}`: the option named by its config-file key, as Go's
+    /// `getOptByCfgName` marshals it (durations in nanoseconds, `log_level` as Go's number).
+    /// `lookupds` and `log_level` are the values in force (they can be changed at run time).
+    pub fn config_value(
+        &self,
+        opt: &str,
+        lookupds: &[String],
+        log_level: LogLevel,
+    ) -> Option<serde_json::Value> {
+        use serde_json::json;
+        let ns = |d: Duration| json!(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        Some(match opt {
+            "log_level" => json!(log_level.go_value()),
+            "log_prefix" => json!(self.log_prefix),
+            "http_address" => json!(self.http_address),
+            "base_path" => json!(self.base_path),
+            "dev_static_dir" => json!(self.dev_static_dir),
+            "graphite_url" => json!(self.graphite_url),
+            "proxy_graphite" => json!(self.proxy_graphite),
+            "statsd_prefix" => json!(self.statsd_prefix),
+            "statsd_counter_format" => json!(self.statsd_counter_format),
+            "statsd_gauge_format" => json!(self.statsd_gauge_format),
+            "statsd_interval" => ns(self.statsd_interval),
+            "nsqlookupd_http_addresses" => json!(lookupds),
+            "nsqd_http_addresses" => json!(self.nsqd_http_addresses),
+            "http_client_connect_timeout" => ns(self.http_client_connect_timeout),
+            "http_client_request_timeout" => ns(self.http_client_request_timeout),
+            "http_client_tls_insecure_skip_verify" => {
+                json!(self.http_client_tls_insecure_skip_verify)
+            }
+            "http_client_tls_root_ca_file" => json!(self.http_client_tls_root_ca_file),
+            "http_client_tls_cert" => json!(self.http_client_tls_cert),
+            "http_client_tls_key" => json!(self.http_client_tls_key),
+            "allow_config_from_cidr" => json!(self.allow_config_from_cidr),
+            "notification_http_endpoint" => json!(self.notification_http_endpoint),
+            "acl_http_header" => json!(self.acl_http_header),
+            "admin_users" => json!(self.admin_users),
+            "stats_sample_interval" => ns(self.stats_sample_interval),
+            "stats_sample_count" => json!(self.stats_sample_count),
+            _ => return None,
+        })
+    }
+
     /// Flags in use whose feature is not implemented yet, for `main` to warn about.
     pub fn unsupported_in_use(&self) -> Vec<&'static str> {
         let d = Options::default();
@@ -356,6 +457,8 @@ mod tests {
         assert_eq!(o.acl_http_header, "X-Forwarded-User");
         assert!(o.admin_users.is_empty());
         assert!(o.unsupported_in_use().is_empty());
+        assert_eq!(o.stats_sample_interval, Duration::from_secs(10));
+        assert_eq!(o.stats_sample_count, 60);
         assert_eq!(o, Options::default());
         assert!(o.validate().is_err());
     }
@@ -404,6 +507,34 @@ mod tests {
         assert!(both.validate().unwrap_err().contains("not both"));
         assert_eq!(parse(&["--base-path=/"]).normalized_base_path(), "");
         assert!(parse(&["-version"]).version);
+    }
+
+    #[test]
+    fn cidr_like_go() {
+        let c: Cidr = "127.0.0.1/8".parse().unwrap();
+        assert!(c.contains("127.9.8.7".parse().unwrap()));
+        assert!(c.contains("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!c.contains("10.0.0.1".parse().unwrap()));
+        assert!(!c.contains("::1".parse().unwrap()));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("8.8.8.8".parse().unwrap()));
+        let v6: Cidr = "fd00::/8".parse().unwrap();
+        assert!(v6.contains("fd12::1".parse().unwrap()));
+        for bad in ["127.0.0.1", "127.0.0.1/33", "x/8", "::/129", "1.2.3.4/+8"] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+        let o = parse(&[
+            "--nsqd-http-address=a:1",
+            "--http-client-connect-timeout=1s",
+        ]);
+        let v = |k: &str| o.config_value(k, &[], LogLevel::Debug);
+        assert_eq!(
+            v("http_client_connect_timeout"),
+            Some(serde_json::json!(1_000_000_000u64))
+        );
+        assert_eq!(v("nsqd_http_addresses"), Some(serde_json::json!(["a:1"])));
+        assert_eq!(v("log_level"), Some(serde_json::json!(1)));
+        assert_eq!(v("nope"), None);
     }
 
     #[test]

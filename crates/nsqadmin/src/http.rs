@@ -1,5 +1,6 @@
-//! nsqadmin's HTTP server: the embedded UI and the JSON API under `/api/`, all below
-//! `--base-path`.
+//! nsqadmin's HTTP server: the embedded UI, the JSON API under `/api/` (Go's endpoints plus
+//! nsq-rs's `/api/rates` and `/api/history/…` from the sampler) and Go's `/config/{opt}`,
+//! all below `--base-path`, gzip-compressed when the client accepts it.
 //!
 //! Conventions are Go nsqadmin 1.3's (V1 responses): `X-NSQ-Content-Type: nsq; version=1.0`
 //! on everything, JSON bodies with Go's escaping, errors as status + `{"message":"CODE"}`,
@@ -108,7 +109,16 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route(&p("/topics/{topic}/{channel}"), get(index))
         .route(&p("/nodes"), get(index))
         .route(&p("/nodes/{node}"), get(index))
+        .route(&p("/counter"), get(index))
+        .route(&p("/lookup"), get(index))
         .route(&p("/static/{asset}"), get(static_asset))
+        .route(&p("/api/rates"), get(api_rates))
+        .route(&p("/api/history/{topic}"), get(api_topic_history))
+        .route(
+            &p("/api/history/{topic}/{channel}"),
+            get(api_channel_history),
+        )
+        .route(&p("/config/{opt}"), get(config).put(config))
         .route(&p("/api/topics"), get(api_topics).post(api_create))
         .route(
             &p("/api/topics/{topic}"),
@@ -135,6 +145,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
         })
+        .layer(middleware::from_fn(gzip))
         .layer(middleware::from_fn(decorate))
         .with_state(admin)
 }
@@ -165,7 +176,14 @@ async fn decorate(req: Request, next: Next) -> Response {
 }
 
 async fn index(State(admin): Shared) -> Response {
-    let mut res = Response::new(Body::from(admin.index_html.clone()));
+    let lookupds = String::from_utf8(nsq_http::json::to_vec(&admin.lookupds()))
+        .unwrap_or_else(|_| "[]".into());
+    let sample_ms = admin.history.as_ref().map_or(0, |h| h.interval.as_millis());
+    let html = admin
+        .index_html
+        .replace("{{LOOKUPD_JSON}}", &lookupds)
+        .replace("{{SAMPLE_MS}}", &sample_ms.to_string());
+    let mut res = Response::new(Body::from(html));
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
@@ -189,6 +207,190 @@ async fn static_asset(State(admin): Shared, Path(asset): Path<String>) -> Respon
     }
 }
 
+/// Whether an `Accept-Encoding` value allows gzip (`gzip` or `*`, with a non-zero `q`).
+pub fn accepts_gzip(accept_encoding: &str) -> bool {
+    accept_encoding.split(',').any(|part| {
+        let mut it = part.split(';');
+        let coding = it.next().unwrap_or_default().trim();
+        let q_zero = it.any(|p| {
+            p.trim()
+                .strip_prefix("q=")
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !q_zero
+    })
+}
+
+/// Smallest body worth compressing.
+const GZIP_MIN: usize = 512;
+/// Largest body this layer buffers to compress (bigger ones go out as they are).
+const GZIP_MAX: usize = 64 << 20;
+
+/// gzip-compresses responses when the client accepts it, as Go nsqadmin does (its handlers
+/// are wrapped in a gzip handler). Every response here is a buffered body, so it is
+/// compressed in one go.
+async fn gzip(req: Request, next: Next) -> Response {
+    let wants = req
+        .headers()
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(accepts_gzip);
+    let res = next.run(req).await;
+    if !wants || res.headers().contains_key(header::CONTENT_ENCODING) {
+        return res;
+    }
+    let (mut parts, body) = res.into_parts();
+    parts
+        .headers
+        .append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    let bytes = match axum::body::to_bytes(body, GZIP_MAX).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!("gzip: failed to buffer the response body - {e}");
+            return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
+                .into_response();
+        }
+    };
+    if bytes.len() < GZIP_MIN {
+        return Response::from_parts(parts, Body::from(bytes));
+    }
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 4),
+        flate2::Compression::default(),
+    );
+    let out = match enc.write_all(&bytes).and_then(|()| enc.finish()) {
+        Ok(out) => out,
+        Err(_) => return Response::from_parts(parts, Body::from(bytes)),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    Response::from_parts(parts, Body::from(out))
+}
+
+/// `GET`/`PUT /config/{opt}`, Go's `doConfig`: only from `--allow-config-from-cidr` (403
+/// `FORBIDDEN` otherwise). `PUT` may set `nsqlookupd_http_addresses` (a JSON array of
+/// strings; applied at once) or `log_level` (a level name; validated and reported, but the
+/// running log filter is not changed: there is no reload hook yet). Both answer with the
+/// option's value as `GET` does.
+async fn config(
+    State(admin): Shared,
+    method: axum::http::Method,
+    Path(opt): Path<String>,
+    ctx: ActionCtx,
+    body: Bytes,
+) -> ApiResult {
+    if let Some(cidr) = &admin.config_cidr {
+        let Some(peer) = ctx.peer else {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "INVALID_REMOTE_ADDR",
+            ));
+        };
+        if !cidr.contains(peer.ip()) {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN"));
+        }
+    }
+    if method == axum::http::Method::PUT {
+        if body.is_empty() || body.len() > 1 << 20 {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "INVALID_VALUE",
+            ));
+        }
+        let invalid = || ApiError::new(StatusCode::BAD_REQUEST, "INVALID_VALUE");
+        match opt.as_str() {
+            "nsqlookupd_http_addresses" => {
+                let addrs: Vec<String> = serde_json::from_slice(&body).map_err(|_| invalid())?;
+                tracing::info!("PUT /config/{opt}: lookupds are now {addrs:?}");
+                admin.set_lookupds(addrs);
+            }
+            "log_level" => {
+                let text = std::str::from_utf8(&body).map_err(|_| invalid())?;
+                let level: crate::config::LogLevel = text.parse().map_err(|_| invalid())?;
+                *admin.log_level.lock().unwrap_or_else(|e| e.into_inner()) = level;
+                tracing::warn!(
+                    "PUT /config/log_level = {level}: recorded but not applied (no runtime \
+                     log-level reload yet)"
+                );
+            }
+            _ => return Err(ApiError::new(StatusCode::BAD_REQUEST, "INVALID_OPTION")),
+        }
+    }
+    let level = *admin.log_level.lock().unwrap_or_else(|e| e.into_inner());
+    let v = admin
+        .opts
+        .config_value(&opt, &admin.lookupds(), level)
+        .ok_or(ApiError::new(StatusCode::BAD_REQUEST, "INVALID_OPTION"))?;
+    Ok(json_response(StatusCode::OK, &v))
+}
+
+fn interval_ms(admin: &Admin) -> u128 {
+    admin.history.as_ref().map_or(0, |h| h.interval.as_millis())
+}
+
+/// `GET /api/rates` (nsq-rs): every topic's latest messages/s, depth and message count from
+/// the sampler, for the topics list. `interval_ms` is 0 when the sampler is off.
+async fn api_rates(State(admin): Shared) -> Response {
+    let mut topics = serde_json::Map::new();
+    if let Some(h) = &admin.history {
+        for (t, l) in h.latest() {
+            topics.insert(t, json!(l));
+        }
+    }
+    ok_with(
+        json!({ "interval_ms": interval_ms(&admin), "topics": topics }),
+        &[],
+    )
+}
+
+/// `GET /api/history/{topic}` (nsq-rs): the topic's samples (oldest first) and its
+/// channels' samples.
+async fn api_topic_history(State(admin): Shared, Path(topic): Path<String>) -> Response {
+    let (samples, channels) = admin
+        .history
+        .as_ref()
+        .map(|h| h.topic(&topic))
+        .unwrap_or_default();
+    let channels: serde_json::Map<String, Value> = channels
+        .into_iter()
+        .map(|(c, pts)| (c, json!(pts)))
+        .collect();
+    ok_with(
+        json!({
+            "topic": topic,
+            "interval_ms": interval_ms(&admin),
+            "samples": samples,
+            "channels": channels,
+        }),
+        &[],
+    )
+}
+
+/// `GET /api/history/{topic}/{channel}` (nsq-rs): the channel's samples, oldest first.
+async fn api_channel_history(
+    State(admin): Shared,
+    Path((topic, channel)): Path<(String, String)>,
+) -> Response {
+    let samples = admin
+        .history
+        .as_ref()
+        .map(|h| h.channel(&topic, &channel))
+        .unwrap_or_default();
+    ok_with(
+        json!({
+            "topic": topic,
+            "channel": channel,
+            "interval_ms": interval_ms(&admin),
+            "samples": samples,
+        }),
+        &[],
+    )
+}
+
 fn asset_response(body: Bytes, ct: &'static str) -> Response {
     let mut res = Response::new(Body::from(body));
     res.headers_mut()
@@ -208,7 +410,7 @@ async fn api_topics(State(admin): Shared, uri: Uri) -> ApiResult {
         .map(|q| nsq_http::query::Query::parse(q).0)
         .and_then(|q| q.get("inactive").and_then(nsq_http::query::go_bool))
         .unwrap_or(false);
-    let (topics, errors, asked) = admin.cluster.topics().await;
+    let (topics, errors, asked) = admin.cluster().topics().await;
     if all_failed(&errors, asked) {
         return Err(ApiError::upstream(&errors));
     }
@@ -223,8 +425,8 @@ async fn api_topics(State(admin): Shared, uri: Uri) -> ApiResult {
         async move {
             let path = format!("/lookup?topic={}", crate::client::query_escape(t));
             let (ok, errs) = admin
-                .cluster
-                .fan_get::<model::LookupResponse>(admin.cluster.lookupds(), &path)
+                .cluster()
+                .fan_get::<model::LookupResponse>(admin.cluster().lookupds(), &path)
                 .await;
             (t, ok, errs)
         }
@@ -247,15 +449,15 @@ async fn topic_stats(
     topic: &str,
     channel: Option<&str>,
 ) -> Result<(Vec<(model::Producer, model::NsqdStats)>, Vec<NodeError>), ApiError> {
-    let (producers, mut errors, asked) = admin.cluster.topic_producers(topic).await;
+    let (producers, mut errors, asked) = admin.cluster().topic_producers(topic).await;
     if all_failed(&errors, asked) {
         return Err(ApiError::upstream(&errors));
     }
     if producers.is_empty() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"));
+        return Err(no_producers(topic, &errors));
     }
     let (stats, errs) = admin
-        .cluster
+        .cluster()
         .producer_stats(&producers, Some(topic), channel, channel.is_some())
         .await;
     if stats.is_empty() {
@@ -268,10 +470,27 @@ async fn topic_stats(
 async fn api_topic(State(admin): Shared, Path(topic): Path<String>) -> ApiResult {
     let (stats, errors) = topic_stats(&admin, &topic, None).await?;
     let agg = model::aggregate_topic(&topic, &stats, now_s());
-    if agg.nodes.is_empty() && errors.is_empty() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"));
+    if agg.nodes.is_empty() {
+        // --nsqd-http-address mode: no configured nsqd has it.
+        return Err(no_producers(&topic, &errors));
     }
     Ok(ok_with(json!(agg), &errors))
+}
+
+/// A topic nothing produces: Go nsqadmin answers 502 (its fan-out to zero nsqds "failed to
+/// query any nsqd", or every lookupd answered 404), so scripts see the same status here;
+/// the text says what happened.
+fn no_producers(topic: &str, errors: &[NodeError]) -> ApiError {
+    let mut msg =
+        format!("UPSTREAM_ERROR: Failed to query any nsqd: no producer of topic {topic:?} (TOPIC_NOT_FOUND)");
+    if !errors.is_empty() {
+        msg.push_str("; ");
+        msg.push_str(model::warning_message(errors).trim_start_matches("WARNING: "));
+    }
+    ApiError {
+        status: StatusCode::BAD_GATEWAY,
+        message: Cow::Owned(msg),
+    }
 }
 
 async fn api_channel(
@@ -279,26 +498,42 @@ async fn api_channel(
     Path((topic, channel)): Path<(String, String)>,
 ) -> ApiResult {
     let (stats, errors) = topic_stats(&admin, &topic, Some(&channel)).await?;
-    match model::aggregate_channel(&topic, &channel, &stats, now_s()) {
-        Some(c) => Ok(ok_with(json!(c), &errors)),
-        None if errors.is_empty() => Err(ApiError::new(StatusCode::NOT_FOUND, "CHANNEL_NOT_FOUND")),
-        None => Err(ApiError::upstream(&errors)),
+    if let Some(c) = model::aggregate_channel(&topic, &channel, &stats, now_s()) {
+        return Ok(ok_with(json!(c), &errors));
     }
+    if !errors.is_empty() {
+        return Err(ApiError::upstream(&errors));
+    }
+    // With --nsqd-http-address every nsqd was asked: does any of them have the topic at all?
+    // (With lookupds, having producers already says the topic exists.)
+    if matches!(admin.cluster().upstream, crate::cluster::Upstream::Nsqd(_)) {
+        let (stats, _) = topic_stats(&admin, &topic, None).await?;
+        if !stats
+            .iter()
+            .any(|(_, s)| s.topics.iter().flatten().any(|t| t.topic_name == topic))
+        {
+            return Err(no_producers(&topic, &errors));
+        }
+    }
+    Err(ApiError::new(StatusCode::NOT_FOUND, "CHANNEL_NOT_FOUND"))
 }
 
 async fn api_nodes(State(admin): Shared) -> ApiResult {
-    let (answers, mut errors, asked) = admin.cluster.nodes().await;
+    let (answers, mut errors, asked) = admin.cluster().nodes().await;
     if all_failed(&errors, asked) {
         return Err(ApiError::upstream(&errors));
     }
     let nodes = model::merge_nodes(&answers);
-    if matches!(admin.cluster.upstream, crate::cluster::Upstream::Lookupd(_)) {
+    if matches!(
+        admin.cluster().upstream,
+        crate::cluster::Upstream::Lookupd(_)
+    ) {
         // lookupd may still list a node that has died: probe them all at once.
         let addrs: Vec<String> = nodes
             .iter()
             .map(|n| model::join_host_port(&n.broadcast_address, n.http_port))
             .collect();
-        errors.extend(admin.cluster.unreachable(&addrs).await);
+        errors.extend(admin.cluster().unreachable(&addrs).await);
     }
     Ok(ok_with(json!({ "nodes": nodes }), &errors))
 }
@@ -416,7 +651,7 @@ async fn producer_addrs(
     admin: &Admin,
     topic: &str,
 ) -> Result<(Vec<String>, Vec<NodeError>), ApiError> {
-    let (producers, errors, asked) = admin.cluster.topic_producers(topic).await;
+    let (producers, errors, asked) = admin.cluster().topic_producers(topic).await;
     if all_failed(&errors, asked) {
         return Err(ApiError::upstream(&errors));
     }
@@ -445,13 +680,13 @@ async fn api_topic_action(
     let action = parse_action(&body)?;
     let (addrs, mut errors) = producer_addrs(&admin, &topic).await?;
     if addrs.is_empty() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"));
+        return Err(no_producers(&topic, &errors));
     }
     let path = format!(
         "/topic/{action}?topic={}",
         crate::client::query_escape(&topic)
     );
-    let (_, errs) = admin.cluster.fan_post(&addrs, &path, false).await;
+    let (_, errs) = admin.cluster().fan_post(&addrs, &path, false).await;
     let asked = addrs.len();
     let failed = all_failed(&errs, asked);
     errors.extend(errs);
@@ -479,14 +714,14 @@ async fn api_channel_action(
     let action = parse_action(&body)?;
     let (addrs, mut errors) = producer_addrs(&admin, &topic).await?;
     if addrs.is_empty() {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"));
+        return Err(no_producers(&topic, &errors));
     }
     let path = format!(
         "/channel/{action}?topic={}&channel={}",
         crate::client::query_escape(&topic),
         crate::client::query_escape(&channel)
     );
-    let (_, errs) = admin.cluster.fan_post(&addrs, &path, false).await;
+    let (_, errs) = admin.cluster().fan_post(&addrs, &path, false).await;
     if all_failed(&errs, addrs.len()) {
         errors.extend(errs);
         return Err(ApiError::upstream(&errors));
@@ -511,14 +746,14 @@ async fn api_topic_delete(
     // Producers first: once lookupd forgets the topic they can no longer be found.
     let (addrs, mut errors) = producer_addrs(&admin, &topic).await?;
     let q = format!("topic={}", crate::client::query_escape(&topic));
-    let lookupds = admin.cluster.lookupds().to_vec();
+    let lookupds = admin.cluster().lookupds().to_vec();
     let (_, errs) = admin
-        .cluster
+        .cluster()
         .fan_post(&lookupds, &format!("/topic/delete?{q}"), false)
         .await;
     errors.extend(errs);
     let (_, errs) = admin
-        .cluster
+        .cluster()
         .fan_post(&addrs, &format!("/topic/delete?{q}"), true)
         .await;
     errors.extend(errs);
@@ -547,14 +782,14 @@ async fn api_channel_delete(
         crate::client::query_escape(&topic),
         crate::client::query_escape(&channel)
     );
-    let lookupds = admin.cluster.lookupds().to_vec();
+    let lookupds = admin.cluster().lookupds().to_vec();
     let (_, errs) = admin
-        .cluster
+        .cluster()
         .fan_post(&lookupds, &format!("/channel/delete?{q}"), true)
         .await;
     errors.extend(errs);
     let (_, errs) = admin
-        .cluster
+        .cluster()
         .fan_post(&addrs, &format!("/channel/delete?{q}"), true)
         .await;
     errors.extend(errs);
@@ -590,11 +825,11 @@ async fn api_create(State(admin): Shared, ctx: ActionCtx, body: Bytes) -> ApiRes
     let cq = format!("{tq}&channel={}", crate::client::query_escape(channel));
     let mut errors = Vec::new();
     let mut asked = 0;
-    let lookupds = admin.cluster.lookupds().to_vec();
-    let nsqds: Vec<String> = match &admin.cluster.upstream {
+    let lookupds = admin.cluster().lookupds().to_vec();
+    let nsqds: Vec<String> = match &admin.cluster().upstream {
         crate::cluster::Upstream::Nsqd(addrs) => {
             let (_, errs) = admin
-                .cluster
+                .cluster()
                 .fan_post(addrs, &format!("/topic/create?{tq}"), false)
                 .await;
             asked += addrs.len();
@@ -603,7 +838,7 @@ async fn api_create(State(admin): Shared, ctx: ActionCtx, body: Bytes) -> ApiRes
         }
         crate::cluster::Upstream::Lookupd(_) => {
             let (_, errs) = admin
-                .cluster
+                .cluster()
                 .fan_post(&lookupds, &format!("/topic/create?{tq}"), false)
                 .await;
             asked += lookupds.len();
@@ -613,7 +848,7 @@ async fn api_create(State(admin): Shared, ctx: ActionCtx, body: Bytes) -> ApiRes
     };
     if !channel.is_empty() {
         let (_, errs) = admin
-            .cluster
+            .cluster()
             .fan_post(&lookupds, &format!("/channel/create?{cq}"), false)
             .await;
         errors.extend(errs);
@@ -625,7 +860,7 @@ async fn api_create(State(admin): Shared, ctx: ActionCtx, body: Bytes) -> ApiRes
             nsqds
         };
         let (_, errs) = admin
-            .cluster
+            .cluster()
             .fan_post(&targets, &format!("/channel/create?{cq}"), false)
             .await;
         errors.extend(errs);
@@ -643,7 +878,7 @@ async fn api_create(State(admin): Shared, ctx: ActionCtx, body: Bytes) -> ApiRes
 /// `GET /api/counter`: every channel's message count per node, keyed
 /// `topic:channel:node` (Go's counter page source).
 async fn api_counter(State(admin): Shared) -> ApiResult {
-    let (answers, mut errors, asked) = admin.cluster.nodes().await;
+    let (answers, mut errors, asked) = admin.cluster().nodes().await;
     if all_failed(&errors, asked) {
         return Err(ApiError::upstream(&errors));
     }
@@ -657,7 +892,7 @@ async fn api_counter(State(admin): Shared) -> ApiResult {
         }
     }
     let (stats, errs) = admin
-        .cluster
+        .cluster()
         .producer_stats(&producers, None, None, false)
         .await;
     errors.extend(errs);
@@ -688,7 +923,7 @@ async fn api_counter(State(admin): Shared) -> ApiResult {
 
 /// Finds a node (`broadcast_address:http_port`) among the cluster's nodes.
 async fn find_node(admin: &Admin, node: &str) -> Result<model::Producer, ApiError> {
-    let (answers, errors, asked) = admin.cluster.nodes().await;
+    let (answers, errors, asked) = admin.cluster().nodes().await;
     if all_failed(&errors, asked) {
         return Err(ApiError::upstream(&errors));
     }
@@ -703,7 +938,7 @@ async fn find_node(admin: &Admin, node: &str) -> Result<model::Producer, ApiErro
 async fn api_node(State(admin): Shared, Path(node): Path<String>) -> ApiResult {
     let producer = find_node(&admin, &node).await?;
     let (stats, errors) = admin
-        .cluster
+        .cluster()
         .producer_stats(std::slice::from_ref(&producer), None, None, true)
         .await;
     let Some((_, s)) = stats.first() else {
@@ -759,9 +994,9 @@ async fn api_node_tombstone(
     }
     let producer = find_node(&admin, &node).await?;
     let tq = format!("topic={}", crate::client::query_escape(topic));
-    let lookupds = admin.cluster.lookupds().to_vec();
+    let lookupds = admin.cluster().lookupds().to_vec();
     let (_, mut errors) = admin
-        .cluster
+        .cluster()
         .fan_post(
             &lookupds,
             &format!(
@@ -772,7 +1007,7 @@ async fn api_node_tombstone(
         )
         .await;
     let (_, errs) = admin
-        .cluster
+        .cluster()
         .fan_post(
             &[producer.http_address()],
             &format!("/topic/delete?{tq}"),
@@ -835,7 +1070,7 @@ impl Admin {
         if let Some(u) = &a.user {
             body["user"] = json!(u);
         }
-        let client = self.cluster.client;
+        let client = self.cluster().client;
         tokio::spawn(async move {
             let bytes = nsq_http::json::to_vec(&body);
             if let Err(e) = client.post(&addr, &path, Some(&bytes)).await {
@@ -860,6 +1095,16 @@ mod tests {
         assert_eq!(basic_auth_user("basic Ym9iOg==").as_deref(), Some("bob"));
         assert_eq!(basic_auth_user("Bearer x"), None);
         assert_eq!(basic_auth_user("Basic !!!"), None);
+    }
+
+    #[test]
+    fn accept_encoding() {
+        assert!(accepts_gzip("gzip, deflate, br"));
+        assert!(accepts_gzip("deflate, GZIP;q=0.5"));
+        assert!(accepts_gzip("*"));
+        assert!(!accepts_gzip("gzip;q=0"));
+        assert!(!accepts_gzip("identity"));
+        assert!(!accepts_gzip(""));
     }
 
     #[test]

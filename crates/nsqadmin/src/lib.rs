@@ -1,17 +1,20 @@
 //! `nsqadmin`, NSQ's web UI and JSON API, as a library: [`start`] binds the HTTP listener and
 //! returns an [`AdminHandle`]; `main.rs` is a thin shell over it (flags, logging, signals).
 //!
-//! nsqadmin keeps no state of its own: every page and API call reads the cluster through the
-//! daemons' HTTP APIs (nsqlookupd's `/topics`, `/lookup`, `/nodes`; nsqd's `/stats`,
-//! `/info`, `/topic/*`, `/channel/*`), fanning out to all nodes concurrently with the
-//! `--http-client-*-timeout`s, so a dead node costs one timeout and shows as an error row.
+//! Every page and API call reads the cluster through the daemons' HTTP APIs (nsqlookupd's
+//! `/topics`, `/lookup`, `/nodes`; nsqd's `/stats`, `/info`, `/topic/*`, `/channel/*`),
+//! fanning out to all nodes concurrently with the `--http-client-*-timeout`s, so a dead node
+//! costs one timeout and shows as an error row. The only state nsqadmin keeps is the
+//! sampler's bounded history of rates and depths ([`history`]), so that charts need no
+//! graphite.
 //!
 //! # Layout
 //! - [`config`]: every flag of Go nsqadmin 1.3, plus `--config`.
 //! - [`client`]: a minimal HTTP/1.1 client with connect and request timeouts.
 //! - [`model`]: upstream and API JSON shapes and the sans-I/O aggregation across nodes.
 //! - [`cluster`]: the fan-outs (reads and actions).
-//! - [`http`]: the router: embedded UI ([`assets`]) and `/api/*`.
+//! - [`history`]: the background sampler and its rings (rates, depth trends).
+//! - [`http`]: the router: embedded UI ([`assets`]), `/api/*`, `/config/*`, gzip.
 //!
 //! **Invariant:** no dependency on the nsqd or nsqlookupd crates (HTTP only).
 
@@ -19,19 +22,21 @@ pub mod assets;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod history;
 pub mod http;
 pub mod model;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::serve::ListenerExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
 use crate::cluster::{Cluster, Upstream};
-use crate::config::Options;
+use crate::config::{Cidr, LogLevel, Options};
+use crate::history::History;
 
 /// Startup failures.
 #[derive(Debug, thiserror::Error)]
@@ -55,12 +60,26 @@ pub struct Admin {
     pub opts: Options,
     /// `--base-path`, normalised (`""` or `/prefix`).
     pub base_path: String,
-    /// The cluster, as configured.
-    pub cluster: Cluster,
+    /// The cluster: `--lookupd-http-address`es can be replaced at run time
+    /// (`PUT /config/nsqlookupd_http_addresses`), hence the lock; read it with [`Admin::cluster`].
+    cluster: RwLock<Cluster>,
+    /// `--log-level` as last set (`PUT /config/log_level` validates and records it).
+    pub log_level: Mutex<LogLevel>,
+    /// `--allow-config-from-cidr`, parsed (`None` when empty: no restriction).
+    pub config_cidr: Option<Cidr>,
+    /// The sampler's rings (`None` with `--stats-sample-interval=0`).
+    pub history: Option<Arc<History>>,
     /// `index.html` with the base path filled in.
     pub index_html: String,
     /// This host's name (`via` in notifications).
     pub hostname: String,
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl Admin {
@@ -68,22 +87,65 @@ impl Admin {
     pub fn new(opts: Options) -> Result<Arc<Admin>, StartError> {
         opts.validate().map_err(StartError::Options)?;
         let base_path = opts.normalized_base_path();
-        let upstream = if opts.lookupd_http_addresses.is_empty() {
-            Upstream::Nsqd(opts.nsqd_http_addresses.clone())
+        let config_cidr = if opts.allow_config_from_cidr.is_empty() {
+            None
         } else {
-            Upstream::Lookupd(opts.lookupd_http_addresses.clone())
+            Some(opts.allow_config_from_cidr.parse::<Cidr>().map_err(|e| {
+                StartError::Options(format!("failed to parse --allow-config-from-cidr: {e}"))
+            })?)
         };
+        let history = (!opts.stats_sample_interval.is_zero()).then(|| {
+            Arc::new(History::new(
+                opts.stats_sample_interval,
+                usize::from(opts.stats_sample_count),
+            ))
+        });
         let client = Client {
             connect_timeout: opts.http_client_connect_timeout,
             request_timeout: opts.http_client_request_timeout,
         };
+        let cluster = Cluster {
+            client,
+            upstream: Admin::upstream_for(&opts.lookupd_http_addresses, &opts),
+        };
         Ok(Arc::new(Admin {
             index_html: assets::index_html(&base_path),
             base_path,
-            cluster: Cluster { client, upstream },
+            cluster: RwLock::new(cluster),
+            log_level: Mutex::new(opts.log_level),
+            config_cidr,
+            history,
             hostname: config::hostname(),
             opts,
         }))
+    }
+
+    /// Go's rule: lookupds when any are configured, else the `--nsqd-http-address`es.
+    fn upstream_for(lookupds: &[String], opts: &Options) -> Upstream {
+        if lookupds.is_empty() {
+            Upstream::Nsqd(opts.nsqd_http_addresses.clone())
+        } else {
+            Upstream::Lookupd(lookupds.to_vec())
+        }
+    }
+
+    /// The cluster as currently configured (a cheap clone: a client and the addresses).
+    pub fn cluster(&self) -> Cluster {
+        self.cluster
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the lookupd addresses (`PUT /config/nsqlookupd_http_addresses`).
+    pub fn set_lookupds(&self, lookupds: Vec<String>) {
+        let mut c = self.cluster.write().unwrap_or_else(|e| e.into_inner());
+        c.upstream = Admin::upstream_for(&lookupds, &self.opts);
+    }
+
+    /// The lookupd addresses in force.
+    pub fn lookupds(&self) -> Vec<String> {
+        self.cluster().lookupds().to_vec()
     }
 }
 
@@ -122,6 +184,14 @@ pub async fn start(opts: Options) -> Result<AdminHandle, StartError> {
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
+    if let Some(h) = &admin.history {
+        tracing::info!(
+            "sampler: reading /stats every {:?}, keeping {} samples per topic and channel",
+            h.interval,
+            h.capacity
+        );
+        tokio::spawn(history::run(admin.clone(), h.clone(), shutdown.clone()));
+    }
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
         let r = axum::serve(listener, app)

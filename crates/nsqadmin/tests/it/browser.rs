@@ -1,51 +1,82 @@
-//! End-to-end browser tests: headless Chromium loads the UI of a live cluster (two nsqds, a
-//! consumer, and a stale producer that does not answer), checks what the pages render, and
-//! keeps screenshots in `crates/nsqadmin/docs/`.
+//! End-to-end browser test: Debian's headless Chromium, driven by Playwright
+//! (`crates/nsqadmin/e2e/drive.js`, playwright-core launching the system browser), uses the UI
+//! of a live cluster (nsqlookupd, two nsqds, a consumer, steady publishers): pages render live
+//! data and the sampler's charts, clicks on Pause / Empty / Delete (accepting the confirm()
+//! dialogs) and the create form change the cluster, checked here through the daemons' HTTP
+//! APIs, and a killed nsqd becomes an error row.
 //!
-//! Needs Debian's `chromium` package (`/usr/bin/chromium`), hence ignored by default:
-//! run with `cargo test -p nsqadmin --test it -- --ignored browser`.
+//! Needs `/usr/bin/chromium` (or `$NSQADMIN_CHROMIUM`), Node.js and `npm ci` in
+//! `crates/nsqadmin/e2e` (`.ci/run` and `scripts/test.sh` provide all three). When one is
+//! missing the test FAILS under `CI=true` and is skipped with a loud message otherwise.
+//!
+//! Screenshots go to `$NSQADMIN_SCREENSHOTS_DIR`, else to `<target>/tmp/nsqadmin-screenshots`
+//! (never over the tracked `docs/*.png`: `docs/update-screenshots.sh` refreshes those).
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use serde_json::json;
 
 use crate::harness::*;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const FLAGS: &[&str] = &[
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--hide-scrollbars",
-    "--virtual-time-budget=5000",
-    "--window-size=1280,720",
-];
+fn e2e_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("e2e")
+}
 
-fn chromium(extra: &[String], url: &str) -> String {
-    let out = Command::new(CHROMIUM)
-        .args(FLAGS)
-        .args(extra)
-        .arg(url)
+/// What the browser test needs, or why it cannot run.
+fn prerequisites() -> Result<PathBuf, String> {
+    let chromium = std::env::var_os("NSQADMIN_CHROMIUM")
+        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
+    if !chromium.exists() {
+        return Err(format!(
+            "{} not found: install Debian's chromium (apt-get install chromium; .ci/run does)",
+            chromium.display()
+        ));
+    }
+    match Command::new("node").arg("--version").output() {
+        Ok(o) if o.status.success() => {}
+        _ => return Err("`node --version` failed: Node.js is not installed".into()),
+    }
+    let pw = e2e_dir().join("node_modules/playwright-core/package.json");
+    if !pw.exists() {
+        return Err(format!(
+            "{} missing: run `npm --prefix crates/nsqadmin/e2e ci` (scripts/test.sh does)",
+            pw.display()
+        ));
+    }
+    Ok(chromium)
+}
+
+/// Runs one phase of `drive.js`; panics with its output if it fails.
+fn drive(phase: &str, config: &serde_json::Value) {
+    let started = std::time::Instant::now();
+    let out = Command::new("node")
+        .arg(e2e_dir().join("drive.js"))
+        .arg(phase)
+        .arg(config.to_string())
+        .current_dir(e2e_dir())
         .output()
-        .expect("run chromium");
-    assert!(out.status.success(), "chromium failed on {url}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+        .expect("run node drive.js");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!(
+        "drive.js {phase}: {:?} in {:?}\n{stdout}{stderr}",
+        out.status,
+        started.elapsed()
+    );
+    assert!(
+        out.status.success() && stdout.contains(&format!("ok {phase}")),
+        "browser phase {phase:?} failed ({:?}):\n{stdout}\n{stderr}",
+        out.status
+    );
 }
 
-/// The page's DOM after its scripts ran.
-fn dom(url: &str) -> String {
-    chromium(&["--dump-dom".to_owned()], url)
-}
-
-fn screenshot(url: &str, out: &Path) {
-    chromium(&[format!("--screenshot={}", out.display())], url);
-    let len = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
-    assert!(len > 1000, "screenshot {} is empty", out.display());
-}
-
-/// A raw protocol V2 consumer on `topic`/`channel`.
+/// A raw protocol V2 consumer on `topic`/`channel` (RDY 0: listed, never sent anything).
 fn consumer(nsqd: &Proc, topic: &str, channel: &str) -> TcpStream {
     let mut s = TcpStream::connect(nsqd.tcp.unwrap()).unwrap();
     s.write_all(format!("  V2SUB {topic} {channel}\nRDY 0\n").as_bytes())
@@ -53,76 +84,158 @@ fn consumer(nsqd: &Proc, topic: &str, channel: &str) -> TcpStream {
     s
 }
 
+fn channel_stats(nsqd: &Proc, topic: &str, channel: &str) -> serde_json::Value {
+    nsqd_topic(nsqd, topic)
+        .and_then(|t| {
+            t["channels"]
+                .as_array()?
+                .iter()
+                .find(|c| c["channel_name"] == channel)
+                .cloned()
+        })
+        .unwrap_or_else(|| panic!("{topic}/{channel} missing on {}", nsqd.http))
+}
+
 #[test]
-#[ignore = "needs chromium (issue 6 browser tests)"]
-fn browser_pages_and_screenshots() {
-    assert!(
-        Path::new(CHROMIUM).exists(),
-        "{CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium) \
-         to run the nsqadmin browser tests"
-    );
+fn browser_pages_actions_dead_node_and_screenshots() {
+    let chromium = match prerequisites() {
+        Ok(c) => c,
+        Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("the nsqadmin browser test cannot run under CI=true: {why}")
+        }
+        Err(why) => {
+            eprintln!(
+                "\n*** SKIPPED nsqadmin browser test: {why} ***\n*** (it fails instead under CI=true) ***\n"
+            );
+            return;
+        }
+    };
     let _guard = cluster_lock();
     let lookupd = start_lookupd();
     let n1 = start_nsqd(&lookupd);
-    let n2 = start_nsqd(&lookupd);
-    for (i, n) in [&n1, &n2].into_iter().enumerate() {
+    let mut n2 = start_nsqd(&lookupd);
+    for n in [&n1, &n2] {
         nsqd_post(n, "/topic/create?topic=orders", "");
         nsqd_post(n, "/channel/create?topic=orders&channel=billing", "");
         nsqd_post(n, "/channel/create?topic=orders&channel=audit", "");
         nsqd_post(n, "/topic/create?topic=payments", "");
-        for j in 0..=i * 3 {
-            nsqd_post(n, "/pub?topic=orders", &format!("m{j}"));
-        }
+        nsqd_post(n, "/pub?topic=payments", "p");
     }
     nsqd_post(&n2, "/channel/pause?topic=orders&channel=audit", "");
-    let _c = consumer(&n1, "orders", "billing");
-    let ghost_port = closed_port();
-    let _ghost = fake_producer(&lookupd, "orders", ghost_port);
-    let admin = start_admin(&[format!("--lookupd-http-address={}", lookupd.http)]);
-    wait_until(Duration::from_secs(15), "cluster visible", || {
-        let r = admin.http("GET", "/api/topics/orders/billing", None);
-        r.status == 200
-            && r.json()["nodes"].as_array().map_or(0, Vec::len) == 2
-            && r.json()["clients"].as_array().map_or(0, Vec::len) == 1
-    });
-    let base = format!("http://{}", admin.http);
+    for path in [
+        "/topic/create?topic=dormant",
+        "/channel/create?topic=dormant&channel=later",
+    ] {
+        assert_eq!(lookupd.http("POST", path, None).status, 200);
+    }
+    let _consumer = consumer(&n1, "orders", "billing");
+    // Steady publishers, so that the charts and the counter move.
+    let stop = Arc::new(AtomicBool::new(false));
+    let publishers: Vec<_> = [(n1.http, 15u64), (n2.http, 40)]
+        .into_iter()
+        .map(|(addr, every_ms)| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let r = http_request(addr, "POST", "/pub?topic=orders", Some("order"));
+                    assert_eq!(r.status, 200, "{}", r.body);
+                    std::thread::sleep(Duration::from_millis(every_ms));
+                }
+            })
+        })
+        .collect();
+    let admin = start_admin(&[
+        format!("--lookupd-http-address={}", lookupd.http),
+        "--stats-sample-interval=250ms".into(),
+    ]);
+    let by_nsqd = start_admin(&[
+        format!("--nsqd-http-address={}", n1.http),
+        format!("--nsqd-http-address={}", n2.http),
+        "--stats-sample-interval=0".into(),
+    ]);
+    wait_until(
+        Duration::from_secs(30),
+        "cluster and 24 samples visible",
+        || {
+            let c = admin.http("GET", "/api/topics/orders/billing", None);
+            let h = admin.get_json("/api/history/orders");
+            c.status == 200
+                && c.json()["nodes"].as_array().map_or(0, Vec::len) == 2
+                && c.json()["clients"].as_array().map_or(0, Vec::len) == 1
+                && h["samples"].as_array().map_or(0, Vec::len) >= 24
+        },
+    );
 
-    let topics = dom(&format!("{base}/topics"));
+    let shots = std::env::var_os("NSQADMIN_SCREENSHOTS_DIR").map_or_else(
+        || Path::new(env!("CARGO_TARGET_TMPDIR")).join("nsqadmin-screenshots"),
+        PathBuf::from,
+    );
+    let nodes = [n1.http.to_string(), n2.http.to_string()];
+    let config = json!({
+        "base": format!("http://{}", admin.http),
+        "chromium": chromium,
+        "shots": shots,
+        "nodes": nodes,
+        "lookupd": lookupd.http.to_string(),
+    });
+    drive("pages", &config);
+    for name in [
+        "topics.png",
+        "topic.png",
+        "channel.png",
+        "nodes.png",
+        "node.png",
+        "lookup.png",
+        "counter.png",
+    ] {
+        let len = std::fs::metadata(shots.join(name)).map_or(0, |m| m.len());
+        assert!(
+            len > 5_000,
+            "screenshot {name} is missing or empty ({len} B)"
+        );
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    for p in publishers {
+        p.join().expect("publisher");
+    }
+    for n in [&n1, &n2] {
+        assert!(channel_stats(n, "orders", "billing")["depth"].as_i64() > Some(0));
+    }
+    drive("actions", &config);
+    // Pause and Empty reached both nsqds; Delete removed payments everywhere; the lookup
+    // page's form created a topic and channel on the lookupd.
+    for n in [&n1, &n2] {
+        let billing = channel_stats(n, "orders", "billing");
+        assert_eq!(billing["paused"], true, "{billing}");
+        assert_eq!(billing["depth"], 0, "{billing}");
+        assert_eq!(
+            channel_stats(n, "orders", "audit")["paused"],
+            n.http == n2.http
+        );
+        assert!(
+            nsqd_topic(n, "payments").is_none(),
+            "payments still on {}",
+            n.http
+        );
+    }
+    let topics = lookupd.get_json("/topics")["topics"].clone();
     assert!(
-        topics.contains(">orders</a>") && topics.contains(">payments</a>"),
+        topics.as_array().unwrap().contains(&json!("from_ui"))
+            && !topics.as_array().unwrap().contains(&json!("payments")),
         "{topics}"
     );
-    let topic = dom(&format!("{base}/topics/orders"));
-    assert!(
-        topic.contains(">billing</a>") && topic.contains(">audit</a>"),
-        "{topic}"
-    );
-    assert!(topic.contains(">Pause</button>") && topic.contains(">Delete</button>"));
-    assert!(
-        topic.contains("class=\"error\""),
-        "dead node row missing: {topic}"
-    );
-    assert!(topic.contains(&format!("127.0.0.1:{ghost_port}")));
-    assert!(topic.contains("WARNING: "));
-    let channel = dom(&format!("{base}/topics/orders/billing"));
-    assert!(!channel.contains("No clients connected"), "{channel}");
-    assert!(channel.contains(&n1.http.to_string()));
-    let nodes = dom(&format!("{base}/nodes"));
-    assert!(
-        nodes.contains(&n1.http.port().to_string()) && nodes.contains("ghost"),
-        "{nodes}"
+    assert_eq!(
+        lookupd.get_json("/channels?topic=from_ui")["channels"],
+        json!(["ui_channel"])
     );
 
-    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
-    std::fs::create_dir_all(&docs).unwrap();
-    let node_page = format!("/nodes/{}", n1.http);
-    for (page, file) in [
-        ("/topics", "topics.png"),
-        ("/topics/orders", "topic.png"),
-        ("/topics/orders/billing", "channel.png"),
-        ("/nodes", "nodes.png"),
-        (node_page.as_str(), "node.png"),
-    ] {
-        screenshot(&format!("{base}{page}"), &docs.join(file));
-    }
+    // Kill an nsqd: nsqadmin (reading the nsqds directly) shows it as an error row.
+    let dead = n2.http.to_string();
+    n2.kill();
+    let mut dead_cfg = config.clone();
+    dead_cfg["base"] = json!(format!("http://{}", by_nsqd.http));
+    dead_cfg["dead"] = json!(dead);
+    drive("dead", &dead_cfg);
+    eprintln!("screenshots in {}", shots.display());
 }

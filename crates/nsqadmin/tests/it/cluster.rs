@@ -108,11 +108,18 @@ fn api_against_a_two_node_cluster() {
     assert_eq!(nodes["message"], "");
 
     // Not found, bad requests.
-    let r = admin.http("GET", "/api/topics/nope", None);
-    assert_eq!(
-        (r.status, r.json()["message"].as_str()),
-        (404, Some("TOPIC_NOT_FOUND"))
-    );
+    // A topic nothing produces: 502 UPSTREAM_ERROR, as Go nsqadmin answers.
+    for path in ["/api/topics/nope", "/api/topics/nope/c"] {
+        let r = admin.http("GET", path, None);
+        let msg = r.json()["message"].as_str().unwrap_or_default().to_owned();
+        assert_eq!(r.status, 502, "{path}: {}", r.body);
+        assert!(
+            msg.starts_with("UPSTREAM_ERROR: ") && msg.contains("TOPIC_NOT_FOUND"),
+            "{msg}"
+        );
+    }
+    let r = admin.http("POST", "/api/topics/nope", Some(r#"{"action":"pause"}"#));
+    assert_eq!(r.status, 502, "{}", r.body);
     let r = admin.http("GET", "/api/topics/orders/nope", None);
     assert_eq!(
         (r.status, r.json()["message"].as_str()),
@@ -249,6 +256,16 @@ fn dead_nodes_are_reported_while_the_rest_still_shows() {
         format!("--nsqd-http-address={}", n2.http),
     ]);
     let t = by_nsqd.get_json("/api/topics/survivor");
+    // --nsqd-http-address mode: a topic no nsqd has is a 502, as in Go.
+    let r = by_nsqd.http("GET", "/api/topics/nope", None);
+    assert_eq!(r.status, 502, "{}", r.body);
+    let r = by_nsqd.http("GET", "/api/topics/nope/c", None);
+    assert_eq!(r.status, 502, "{}", r.body);
+    let r = by_nsqd.http("GET", "/api/topics/survivor/nope", None);
+    assert_eq!(
+        (r.status, r.json()["message"].as_str()),
+        (404, Some("CHANNEL_NOT_FOUND"))
+    );
     assert_eq!(t["message_count"], 2);
     assert_eq!(
         by_nsqd.get_json("/api/topics")["topics"],
@@ -333,7 +350,13 @@ fn a_thousand_topics_do_not_stall() {
         nsqd_post(&n1, &format!("/topic/create?topic=t{i:04}"), "");
     }
     nsqd_post(&n1, "/channel/create?topic=t0999&channel=c", "");
-    let admin = start_admin(&[format!("--lookupd-http-address={}", lookupd.http)]);
+    let admin = start_admin(&[
+        format!("--lookupd-http-address={}", lookupd.http),
+        "--stats-sample-interval=500ms".into(),
+        // The sampler's per-tick timing is a debug line.
+        "--log-level=debug".into(),
+    ]);
+    let idle_rss = admin.rss_kib();
     wait_until(WAIT, "1000 topics registered", || {
         admin.get_json("/api/topics")["topics"]
             .as_array()
@@ -358,6 +381,30 @@ fn a_thousand_topics_do_not_stall() {
     }
     let nodes = admin.get_json("/api/nodes");
     assert_eq!(nodes["nodes"][0]["topics"].as_array().unwrap().len(), 1000);
+    // The sampler follows all of them, with full rings, in bounded memory.
+    wait_until(
+        Duration::from_secs(60),
+        "1000 topics with 60 samples",
+        || {
+            let r = admin.get_json("/api/rates");
+            r["topics"].as_object().map_or(0, |m| m.len()) == 1000
+                && admin.get_json("/api/history/t0999")["samples"]
+                    .as_array()
+                    .map_or(0, Vec::len)
+                    == 60
+        },
+    );
+    let rss = admin.rss_kib();
+    eprintln!("nsqadmin RSS with 1000 topics sampled (60 samples each): {rss} KiB (at start {idle_rss} KiB)");
+    assert!(
+        rss < idle_rss + 64 * 1024,
+        "sampler memory grew by {} KiB",
+        rss - idle_rss
+    );
+    let started = std::time::Instant::now();
+    let r = admin.http("GET", "/api/rates", None);
+    assert_eq!(r.status, 200);
+    assert!(started.elapsed() < Duration::from_secs(2));
 }
 
 #[test]
