@@ -51,6 +51,11 @@ pub struct Store {
     dir: PathBuf,
     writer: LogWriterThread<Done>,
     log_opts: LogOptions,
+    /// Segment files found at start, by topic, taken by the first open of each topic's log.
+    /// Listing the directory once instead of per topic keeps opening 10,000 logs linear:
+    /// after the start, every segment file is one this process created for a log it has
+    /// open (a deleted topic's files are removed with it).
+    found: Mutex<std::collections::BTreeMap<String, Vec<u64>>>,
 }
 
 impl Store {
@@ -60,7 +65,15 @@ impl Store {
             every: opts.sync_every.max(0) as u64,
             timeout: opts.sync_timeout,
         };
+        let found = match nsq_store::list_dir(dir) {
+            Ok(l) => l.topics,
+            Err(e) => {
+                tracing::error!("cannot list topic logs in {}: {e}", dir.display());
+                Default::default()
+            }
+        };
         Ok(Store {
+            found: Mutex::new(found),
             dir: dir.to_path_buf(),
             writer: LogWriterThread::spawn("nsqd-log-writer", policy)?,
             log_opts: LogOptions {
@@ -77,7 +90,38 @@ impl Store {
 
     /// Opens (or creates) a topic's log; returns it unregistered, for recovery.
     pub fn open_log(&self, topic: &str) -> Result<TopicLog, StoreError> {
-        TopicLog::open(&self.dir, topic, self.log_opts)
+        let bases = self.found.lock().remove(topic).unwrap_or_default();
+        TopicLog::open_listed(&self.dir, topic, self.log_opts, bases)
+    }
+
+    /// Frees the log of a topic that has no channel and holds nothing (emptied, or its last
+    /// channel deleted): starts a new segment and removes the old ones, so a restart does not
+    /// hand old messages to the next channel. Decided on the writer thread, and only if every
+    /// record written has been accepted (none is on its way to being held).
+    pub fn drop_idle_log(&self, topic: Arc<crate::topic::Topic>) {
+        let Some((_, ts)) = topic.store() else {
+            return;
+        };
+        let accepted = ts.end.clone();
+        let t = topic.clone();
+        self.call(ts, move |log| {
+            let Some(log) = log else {
+                return;
+            };
+            let end = accepted.load(Ordering::Acquire);
+            if t.channel_count() != 0 || t.held_start().is_some() || log.end_pos() != end {
+                return;
+            }
+            if let Err(e) = log.roll() {
+                tracing::error!("TOPIC({}): cannot start a new log segment: {e}", t.name);
+                return;
+            }
+            match log.remove_segments_before(end) {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!("TOPIC({}): removed {n} idle log segments", t.name),
+                Err(e) => tracing::error!("TOPIC({}): removing idle log segments: {e}", t.name),
+            }
+        });
     }
 
     /// Hands a log to the writer thread.
@@ -405,7 +449,8 @@ pub fn maintain(nsqd: &crate::Nsqd) {
             }
         }
         if channels.is_empty() && t.held_start().is_none() {
-            keep_from = end;
+            store.drop_idle_log(t.clone());
+            continue;
         }
         store.call(ts, move |log| {
             if let Some(log) = log {

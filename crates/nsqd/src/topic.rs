@@ -592,13 +592,17 @@ impl Topic {
         self.inner.lock().channels.len()
     }
 
-    /// Removes and closes a channel; `false` if there was none.
-    pub(crate) fn remove_channel(&self, name: &str) -> bool {
+    /// Removes and closes a channel; `false` if there was none. Deleting the last channel
+    /// frees the topic's log (nobody needs its messages any more).
+    pub(crate) fn remove_channel(self: &Arc<Self>, name: &str) -> bool {
         let ch = self.inner.lock().channels.remove(name);
         match ch {
             Some(ch) => {
                 ch.delete();
                 tracing::info!("TOPIC({}): deleting channel {}", self.name, name);
+                if let Some((store, _)) = self.store() {
+                    store.drop_idle_log(self.clone());
+                }
                 true
             }
             None => false,
@@ -675,8 +679,9 @@ impl Topic {
     }
 
     /// Drops the messages held by the topic itself (not its channels'), as Go's
-    /// `/topic/empty` does.
-    pub fn empty(&self) {
+    /// `/topic/empty` does. A topic without channels also frees its log, so the emptied
+    /// messages do not come back after a restart.
+    pub fn empty(self: &Arc<Self>) {
         {
             let mut inner = self.inner.lock();
             inner.held.clear();
@@ -687,6 +692,9 @@ impl Topic {
         }
         if let Some(d) = &self.data {
             d.remove_queue(&self.name);
+        }
+        if let Some((store, _)) = self.store() {
+            store.drop_idle_log(self.clone());
         }
     }
 
