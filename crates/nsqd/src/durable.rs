@@ -163,13 +163,27 @@ impl Store {
         channel: &str,
         start: u64,
     ) -> Option<Mutex<Option<ChannelJournal>>> {
-        match ChannelJournal::create(&self.dir, topic, channel, start) {
+        // Two fsyncs: keep them off the runtime's worker (channel creation and /channel/empty
+        // run on it; spilling calls this on the writer thread).
+        match off_runtime(|| ChannelJournal::create(&self.dir, topic, channel, start)) {
             Ok(j) => Some(Mutex::new(Some(j))),
             Err(e) => {
                 tracing::error!("failed to create journal for {topic}:{channel}: {e}");
                 None
             }
         }
+    }
+}
+
+/// Runs blocking file I/O called from synchronous code: on a multi-threaded runtime's worker
+/// through `block_in_place`, so the worker's other tasks move to another thread meanwhile;
+/// anywhere else (the writer thread, the blocking pool, unit tests) directly.
+pub fn off_runtime<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 
