@@ -4,7 +4,8 @@
 # Order (each step bounded by `timeout`):
 #   1. tcp_ceiling          raw loopback TCP with the same client loops (the baseline)
 #   2. bench_writer         then bench_reader, as NSQ's bench.sh: topic sub_bench, channel ch
-#                           (created first over HTTP so the writer's messages reach it)
+#                           (created first over HTTP so the writer's messages reach it);
+#                           then again with default flags, so the queue spills to disk
 #   3. bench_mem            on a fresh nsqd, with 1 and then 2 channels
 #   4. bench_topics         on a fresh nsqd: 10,000 idle topics
 #   5. bench_channels       only with BENCH_CHANNELS=1 (needs ulimit -n > NUM_CHANNELS)
@@ -95,7 +96,11 @@ start_nsqd() {
     done
     NSQD_DATA="$(mktemp -d -t nsq-bench-data.XXXXXX)"
     local logf="$RESULTS_DIR/nsqd-$NSQD_RUN.log"
-    "$BIN/nsqd" --mem-queue-size=100000000 \
+    # Arguments, if any, replace the default --mem-queue-size=100000000 (NSQ's bench.sh also
+    # runs nsqd with a memory queue large enough that nothing spills).
+    local args=("$@")
+    [[ ${#args[@]} -gt 0 ]] || args=(--mem-queue-size=100000000)
+    "$BIN/nsqd" "${args[@]}" \
         --tcp-address="$TCP_ADDR" --http-address="$HTTP_ADDR" \
         --data-path="$NSQD_DATA" >"$logf" 2>&1 &
     NSQD_PID=$!
@@ -168,6 +173,19 @@ http_post "/channel/create?topic=sub_bench&channel=ch"
 run $((RF + 30)) "$BIN/bench_writer" --nsqd-tcp-address="$TCP_ADDR" --runfor="$RUNFOR" --size="$SIZE" --batch-size="$BATCH_SIZE"
 run $((RF + 30)) "$BIN/bench_reader" --nsqd-tcp-address="$TCP_ADDR" --runfor="$RUNFOR" --size="$SIZE" --channel=ch --rdy="$RDY"
 curl -fsS -m 30 "http://$HTTP_ADDR/stats?format=json&topic=sub_bench" >"$RESULTS_DIR/stats-sub_bench.json" || true
+stop_nsqd
+
+# 2b. The same with Go's default flags (--mem-queue-size=10000, --sync-every=2500): the writer
+#     runs with no consumer, so everything beyond 10,000 messages spills to the topic log and
+#     the reader then drains it from disk.
+start_nsqd --mem-queue-size=10000
+http_post "/topic/create?topic=sub_bench"
+http_post "/channel/create?topic=sub_bench&channel=ch"
+echo "# default flags: spilling to disk" | tee -a "$RESULTS"
+run $((RF + 30)) "$BIN/bench_writer" --nsqd-tcp-address="$TCP_ADDR" --runfor="$RUNFOR" --size="$SIZE" --batch-size="$BATCH_SIZE"
+curl -fsS -m 30 "http://$HTTP_ADDR/stats?format=json&topic=sub_bench" >"$RESULTS_DIR/stats-spill-before.json" || true
+echo "nsqd RSS with the queue spilled: $(awk '/VmRSS/ {print $2, $3}' /proc/$NSQD_PID/status)" | tee -a "$RESULTS"
+run $((RF + 30)) "$BIN/bench_reader" --nsqd-tcp-address="$TCP_ADDR" --runfor="$RUNFOR" --size="$SIZE" --channel=ch --rdy="$RDY"
 stop_nsqd
 
 # 3. Memory per queued message, fresh nsqd each time.

@@ -279,53 +279,86 @@ pub fn restore_topic(
             }
             ch.state.lock().backlog_skip = Some(skip);
         }
+        let mut progress = std::time::Instant::now();
         while let Some(batch) = replay.next_batch()? {
             n += batch.len();
-            let msgs: Vec<nsq_protocol::Message> = batch
+            if progress.elapsed() >= std::time::Duration::from_secs(5) {
+                progress = std::time::Instant::now();
+                tracing::info!("restoring {name}:{ch_name} from its log: {n} messages read so far");
+            }
+            // First decide where each record goes, so that only those kept in memory are
+            // copied: beyond the memory window a ready message is only counted (it stays in
+            // the log as the backlog), which keeps restoring a deep queue cheap.
+            let mut keep = Vec::new();
+            {
+                let mut st = ch.state.lock();
+                let mut ready_pending = 0u64;
+                for (i, r) in batch.iter().enumerate() {
+                    match r.disposition {
+                        nsq_store::Disposition::Ready => {
+                            let full = st.mem_window.is_some_and(|w| {
+                                st.backlog.is_some() || st.ready_count() + ready_pending >= w
+                            });
+                            if full {
+                                if st.backlog.is_none() {
+                                    st.backlog = Some(r.pos);
+                                }
+                                st.backlog_end = log_end;
+                                st.backlog_count += 1;
+                            } else {
+                                keep.push(i);
+                                ready_pending += 1;
+                            }
+                        }
+                        nsq_store::Disposition::Deferred { .. } => {
+                            // Restored in memory now, so a later backlog read must skip it.
+                            st.skip_in_backlog(r.pos);
+                            keep.push(i);
+                        }
+                    }
+                }
+            }
+            if keep.is_empty() {
+                continue;
+            }
+            let msgs: Vec<nsq_protocol::Message> = keep
                 .iter()
-                .map(|r| nsq_protocol::Message {
-                    timestamp: r.msg.timestamp,
-                    attempts: r.msg.attempts,
-                    id: r.msg.id,
-                    body: r.msg.body.clone(),
+                .map(|&i| {
+                    let r = &batch[i];
+                    nsq_protocol::Message {
+                        timestamp: r.msg.timestamp,
+                        attempts: r.msg.attempts,
+                        id: r.msg.id,
+                        body: r.msg.body.clone(),
+                    }
                 })
                 .collect();
             let b = Arc::new(Batch::explicit(&msgs));
-            b.set_log_positions(batch.iter().map(|r| r.pos).collect());
+            b.set_log_positions(keep.iter().map(|&i| batch[i].pos).collect());
+            let mut next_due = None::<u64>;
             let mut st = ch.state.lock();
             // Ready messages go back as one-message runs in log order; deferred ones keep
             // their due time.
-            for (i, r) in batch.iter().enumerate() {
+            for (j, &i) in keep.iter().enumerate() {
+                let r = &batch[i];
                 let m = MsgRef {
                     batch: b.clone(),
-                    idx: i as u32,
+                    idx: j as u32,
                     attempts: r.msg.attempts,
                 };
                 match r.disposition {
-                    nsq_store::Disposition::Ready => {
-                        // Beyond the memory window the rest stays in the log (backlog).
-                        let full = st
-                            .mem_window
-                            .is_some_and(|w| st.ready_count() >= w || st.backlog.is_some());
-                        if full {
-                            if st.backlog.is_none() {
-                                st.backlog = Some(r.pos);
-                            }
-                            st.backlog_end = log_end;
-                            st.backlog_count += 1;
-                        } else {
-                            st.restore_one(m);
-                        }
-                    }
+                    nsq_store::Disposition::Ready => st.restore_one(m),
                     nsq_store::Disposition::Deferred { due_unix_ns } => {
                         let wait = (due_unix_ns - now_unix).max(0) as u64;
                         let due = now_mono + wait;
                         st.restore_deferred(m, due);
-                        drop(st);
-                        ch.schedule(due);
-                        st = ch.state.lock();
+                        next_due = Some(next_due.map_or(due, |d| d.min(due)));
                     }
                 }
+            }
+            drop(st);
+            if let Some(due) = next_due {
+                ch.schedule(due);
             }
         }
     }
