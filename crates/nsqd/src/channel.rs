@@ -82,6 +82,9 @@ pub(crate) struct Durable {
     reader: nsq_store::LogReader,
     /// `None` once deleted.
     pub(crate) journal: Mutex<Option<ChannelJournal>>,
+    /// The journal's size when it was last fsynced (a new journal is fsynced when created):
+    /// a shutdown with 10,000 idle channels then costs no fsync instead of 10,000.
+    pub(crate) synced_size: AtomicU64,
 }
 
 impl Channel {
@@ -139,11 +142,13 @@ impl Channel {
     /// Gives the channel its journal (and what reading its backlog needs); a no-op if it
     /// already has one.
     pub(crate) fn attach_durable(&self, (store, log_end, reader, journal): DurableParts) {
+        let size = journal.lock().as_ref().map_or(0, |j| j.size_bytes());
         let _ = self.durable.set(Durable {
             store,
             log_end,
             reader,
             journal,
+            synced_size: AtomicU64::new(size),
         });
     }
 

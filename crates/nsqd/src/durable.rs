@@ -415,11 +415,14 @@ pub fn flush_journals(nsqd: &crate::Nsqd, sync: bool) {
         }
         for ch in t.channels() {
             if let Some(d) = ch.durable() {
-                journal_op(
-                    &d.journal,
-                    "flush",
-                    |j| if sync { j.sync() } else { j.flush() },
-                );
+                journal_op(&d.journal, "flush", |j| {
+                    j.flush()?;
+                    if sync && j.size_bytes() != d.synced_size.load(Ordering::Relaxed) {
+                        j.sync()?;
+                        d.synced_size.store(j.size_bytes(), Ordering::Relaxed);
+                    }
+                    Ok(())
+                });
             }
         }
     }
