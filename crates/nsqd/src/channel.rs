@@ -260,12 +260,19 @@ impl Channel {
                 return;
             }
         };
-        let skip = self.state.lock().backlog_skip.clone();
-        let records: Vec<(u64, nsq_store::LogMessage)> = rb
-            .records
-            .into_iter()
-            .filter(|(p, _)| !skip.as_ref().is_some_and(|s| s.contains(*p)))
-            .collect();
+        // Positions to skip (acked before a restart, or delivered another way): checked
+        // under the lock rather than cloning the set, which can be large after a restart.
+        let records: Vec<(u64, nsq_store::LogMessage)> = {
+            let st = self.state.lock();
+            match &st.backlog_skip {
+                Some(skip) => rb
+                    .records
+                    .into_iter()
+                    .filter(|(p, _)| !skip.contains(*p))
+                    .collect(),
+                None => rb.records,
+            }
+        };
         let msgs: Vec<nsq_protocol::Message> = records
             .iter()
             .map(|(_, m)| nsq_protocol::Message {

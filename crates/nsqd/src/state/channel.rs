@@ -257,6 +257,10 @@ impl ChannelState {
             self.backlog_skip = None;
         } else {
             self.backlog = Some(next);
+            // What lies below the read point can no longer be read: keep the set small.
+            if let Some(skip) = &mut self.backlog_skip {
+                skip.remove_below(next);
+            }
         }
     }
 
