@@ -237,7 +237,10 @@ fn memory_window_leaves_the_rest_in_the_log() {
     let b3 = batch(2, 20);
     b3.set_log_first(2000);
     let b3_end = b3.log_end(1).unwrap();
-    assert_eq!(b3_end, b3.log_pos(1).unwrap() + 47 + b3.body(1).len() as u64);
+    assert_eq!(
+        b3_end,
+        b3.log_pos(1).unwrap() + 47 + b3.body(1).len() as u64
+    );
     assert!(ch.put_windowed(b1, 0, 3));
     assert!(ch.put_windowed(b2.clone(), 0, 3), "3 < 4: still room");
     assert!(!ch.put_windowed(b3, 0, 2), "window full: stays in the log");
@@ -273,7 +276,10 @@ fn held_backlog_and_deferred_positions_inside_a_backlog() {
     // A topic releases 10 messages held on disk in 5000..6000, except a DPUB at 5500 that
     // it delivers from memory.
     ch.add_backlog(5000, 6000, 10, &[5500]);
-    assert_eq!((ch.backlog, ch.backlog_end, ch.backend_depth()), (Some(5000), 6000, 10));
+    assert_eq!(
+        (ch.backlog, ch.backlog_end, ch.backend_depth()),
+        (Some(5000), 6000, 10)
+    );
     assert!(ch.backlog_skip.as_ref().unwrap().contains(5500));
     assert_eq!(ch.counters.message_count, 10);
     // A DPUB logged after the backlog began is skipped by the backlog read too, even past
