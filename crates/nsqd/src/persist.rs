@@ -211,8 +211,13 @@ impl DataDir {
         Ok(())
     }
 
-    /// Removes every file of queue `name` (topic, or `topic:channel`).
+    /// Removes every file of queue `name` (topic, or `topic:channel`). Called from admin
+    /// operations (empty, delete) on runtime workers, so it runs through `block_in_place`.
     pub fn remove_queue(&self, name: &str) {
+        crate::durable::off_runtime(|| self.remove_queue_now(name))
+    }
+
+    fn remove_queue_now(&self, name: &str) {
         match DiskQueue::open(&self.path, name, self.queue_opts.clone()) {
             Ok(mut q) => {
                 if let Err(e) = q.delete() {
