@@ -4,12 +4,15 @@
 //
 // Usage: node test_nsqjs.js --tcp=127.0.0.1:4150 --http=127.0.0.1:4151 [--timeout=90]
 //          [--only=NAME] [--skip=NAME]   (substring of the scenario function name)
+//          [--tlsca=CA.pem]              (every Writer/Reader negotiates TLS, verifying the
+//                                         server against this CA; /stats must say tls=true)
 //
 // Every scenario uses its own topic. Synchronisation is by bounded polling (never a fixed
 // sleep); the only fixed waits are short negative checks. Exits 0 when every scenario passed,
 // non-zero with a message naming the failed scenario otherwise; the run is bounded by --timeout.
 'use strict'
 
+const fs = require('fs')
 const nsq = require('nsqjs')
 const nsqjsVersion = require('nsqjs/package.json').version
 
@@ -33,6 +36,8 @@ const [TCP_HOST, TCP_PORT] = [
   ARGS.tcp.slice(0, ARGS.tcp.lastIndexOf(':')),
   Number(ARGS.tcp.slice(ARGS.tcp.lastIndexOf(':') + 1)),
 ]
+// With --tlsca, every connection upgrades to TLS (nsqjs verifies the server certificate).
+const TLS = ARGS.tlsca ? {tls: true, tlsVerification: true, ca: fs.readFileSync(ARGS.tlsca)} : null
 let CURRENT = 'startup'
 const CLIENT_ERRORS = []
 
@@ -166,7 +171,7 @@ async function waitTopic(topic, expected, timeoutMs = 10000) {
 // ------------------------------------------------------------------------------------------
 
 async function makeWriter(options = {}) {
-  const w = new nsq.Writer(TCP_HOST, TCP_PORT, options)
+  const w = new nsq.Writer(TCP_HOST, TCP_PORT, {...(TLS || {}), ...options})
   w.on(nsq.Writer.ERROR, (err) => CLIENT_ERRORS.push(`writer: ${err}`))
   const ready = new Promise((resolve) => w.once(nsq.Writer.READY, resolve))
   w.connect()
@@ -231,6 +236,7 @@ class Consumer {
     if (opts.messageTimeout) options.messageTimeout = opts.messageTimeout
     if (opts.snappy) options.snappy = true
     if (opts.deflate) options.deflate = true
+    if (TLS) Object.assign(options, TLS)
     this.reader = new nsq.Reader(topic, channel, options)
     this.reader.on(nsq.Reader.ERROR, (err) => CLIENT_ERRORS.push(`reader ${topic}/${channel}: ${err}`))
     this.reader.on(nsq.Reader.MESSAGE, (msg) => {
@@ -536,8 +542,10 @@ async function compression(kind) {
   eq(sorted(c.bodies()), sorted(bodies), `bodies over ${kind}`)
   const st = await waitChannel(topic, ch, {depth: 0, in_flight_count: 0, message_count: 20, client_count: 1})
   eq(st.clients[0][kind], true, `reader's /stats client entry ${kind}`)
+  eq(st.clients[0].tls, TLS !== null, `reader's /stats client entry tls`)
+  if (TLS) check(/^TLS1\.[23]$/.test(st.clients[0].tls_version), `tls_version ${st.clients[0].tls_version}`)
   const producers = (await stats()).producers || []
-  check(producers.some((p) => p[kind] === true), `no producer with ${kind}=true in /stats producers: ${JSON.stringify(producers)}`)
+  check(producers.some((p) => p[kind] === true && p.tls === (TLS !== null)), `no producer with ${kind}=true, tls=${TLS !== null} in /stats producers: ${JSON.stringify(producers)}`)
   await closeConsumers([c], topic, ch)
   w.close()
   assertNoClientErrors()

@@ -3,6 +3,11 @@
 plus the HTTP API (urllib), asserting delivery semantics and exact /stats counters.
 
 Usage: test_pynsq.py --tcp=127.0.0.1:4150 --http=127.0.0.1:4151
+                    [--tls-ca=CA.pem [--tls-cert=C.pem --tls-key=C.key]]
+
+With --tls-ca every Writer and Reader negotiates TLS (tls_v1=True), verifying the server
+against that CA and presenting the client certificate when given. With --auth-secret every
+Writer and Reader sends AUTH with that secret (for an nsqd with --auth-http-address).
 
 Every scenario uses its own topic, so they only share the server. Synchronisation is by
 bounded polling (never a fixed sleep); the only fixed waits are short negative checks
@@ -28,6 +33,11 @@ import tornado
 
 TCP = None
 HTTP = None
+# Extra Writer/Reader keyword arguments: TLS when --tls-ca is given, auth_secret when
+# --auth-secret is given.
+TLS_KW = {}
+# (secret, expected identity)
+AUTH = ["", ""]
 CURRENT = ["startup"]
 
 
@@ -243,7 +253,9 @@ WRITERS = [0]
 
 async def make_writer(**conn_kwargs):
     WRITERS[0] += 1
-    w = nsq.Writer([TCP], reconnect_interval=15.0, name="writer%d" % WRITERS[0], **conn_kwargs)
+    kwargs = dict(TLS_KW)
+    kwargs.update(conn_kwargs)
+    w = nsq.Writer([TCP], reconnect_interval=15.0, name="writer%d" % WRITERS[0], **kwargs)
     await wait_for(lambda: any(c.connected() for c in w.conns.values()), "Writer connected")
     return w
 
@@ -300,6 +312,7 @@ class Consumer(object):
         )
         if msg_timeout is not None:
             kwargs["msg_timeout"] = msg_timeout
+        kwargs.update(TLS_KW)
         kwargs.update(conn_kwargs)
         self.reader = nsq.Reader(**kwargs)
 
@@ -684,6 +697,58 @@ async def scenario_compression_deflate(_w):
     assert_no_client_errors()
 
 
+async def scenario_auth(_w):
+    """Writer and Reader with auth_secret (requires --auth-secret and --auth-identity)."""
+    check(AUTH[0], "scenario_auth needs --auth-secret")
+    topic, ch = "pub_auth", "ok_c"
+    wa = await make_writer()
+    cons = Consumer(topic, ch, finish_all, max_in_flight=5)
+    await start_consumers([cons], topic, ch)
+    bodies = [("auth-%d" % i).encode() for i in range(6)]
+    await writer_call(wa, "mpub", topic, bodies[:3])
+    for b in bodies[3:]:
+        await writer_call(wa, "pub", topic, b)
+    await wait_for(lambda: len(cons.received) >= 6, "6 deliveries with AUTH")
+    eq(sorted(cons.bodies()), sorted(bodies), "bodies with AUTH")
+    st = await wait_channel(topic, ch, {"depth": 0, "in_flight_count": 0, "message_count": 6,
+                                        "client_count": 1})
+    client = st["clients"][0]
+    eq(client.get("authed"), True, "reader's /stats authed")
+    eq(client.get("auth_identity"), AUTH[1], "reader's /stats auth_identity")
+    await close_consumers([cons], topic, ch)
+    close_writer(wa)
+    assert_no_client_errors()
+
+
+async def scenario_tls_pub_sub(_w):
+    """Writer and Reader over TLS (requires --tls-ca): pub/mpub delivered, /stats says TLS."""
+    check("tls_v1" in TLS_KW, "scenario_tls_pub_sub needs --tls-ca")
+    topic, ch = "py_tls", "c"
+    wt = await make_writer()
+    cons = Consumer(topic, ch, finish_all, max_in_flight=10)
+    await start_consumers([cons], topic, ch)
+    bodies = [("tls-%d" % i).encode() for i in range(10)]
+    await writer_call(wt, "mpub", topic, bodies[:5])
+    for b in bodies[5:]:
+        await writer_call(wt, "pub", topic, b)
+    await wait_for(lambda: len(cons.received) >= 10, "10 deliveries over TLS")
+    eq(sorted(cons.bodies()), sorted(bodies), "bodies over TLS")
+    st = await wait_channel(topic, ch, {"depth": 0, "in_flight_count": 0, "message_count": 10,
+                                        "client_count": 1})
+    client = st["clients"][0]
+    eq(client.get("tls"), True, "reader's /stats client entry tls")
+    # pynsq asks for ssl.PROTOCOL_TLSv1_2.
+    eq(client.get("tls_version"), "TLS1.2", "reader's tls_version")
+    check(client.get("tls_cipher_suite", "").startswith("TLS_"),
+          "tls_cipher_suite %r" % client.get("tls_cipher_suite"))
+    producers = (await stats()).get("producers") or []
+    check(any(p.get("tls") for p in producers),
+          "no producer with tls=true in /stats producers: %r" % producers)
+    await close_consumers([cons], topic, ch)
+    close_writer(wt)
+    assert_no_client_errors()
+
+
 SCENARIOS = [
     ("publish: Writer pub/mpub/dpub + HTTP /pub /mpub /pub?defer, stats exact",
      scenario_publish_all_ways),
@@ -698,6 +763,8 @@ SCENARIOS = [
     ("channel empty (queued + deferred), topic empty", scenario_empty),
     ("channel/topic delete and 404s", scenario_delete),
     ("compression: deflate (Writer + Reader)", scenario_compression_deflate),
+    ("TLS: Writer + Reader, /stats tls fields", scenario_tls_pub_sub),
+    ("AUTH: Writer + Reader with auth_secret, /stats auth fields", scenario_auth),
 ]
 
 
@@ -709,6 +776,10 @@ async def main_async(only, skip):
             continue
         if skip and skip in fn.__name__:
             continue
+        if fn is scenario_tls_pub_sub and "tls_v1" not in TLS_KW:
+            continue  # needs a server certificate to trust: run with --tls-ca
+        if fn is scenario_auth and not AUTH[0]:
+            continue  # needs an nsqd with an auth server: run with --auth-secret
         CURRENT[0] = name
         t0 = time.monotonic()
         try:
@@ -737,8 +808,21 @@ def main():
     ap.add_argument("--only", default="", help="run only scenarios whose function name "
                                                "contains this")
     ap.add_argument("--skip", default="", help="skip scenarios whose function name contains this")
+    ap.add_argument("--tls-ca", default="", help="negotiate TLS, trusting this CA (PEM)")
+    ap.add_argument("--tls-cert", default="", help="client certificate (PEM) for TLS")
+    ap.add_argument("--tls-key", default="", help="client key (PEM) for TLS")
+    ap.add_argument("--auth-secret", default="", help="send AUTH with this secret")
+    ap.add_argument("--auth-identity", default="", help="identity the auth server grants")
     args = ap.parse_args()
     TCP, HTTP = args.tcp, args.http
+    if args.tls_ca:
+        opts = {"ca_certs": args.tls_ca}
+        if args.tls_cert:
+            opts.update(certfile=args.tls_cert, keyfile=args.tls_key)
+        TLS_KW.update(tls_v1=True, tls_options=opts)
+    if args.auth_secret:
+        AUTH[:] = [args.auth_secret, args.auth_identity]
+        TLS_KW.update(auth_secret=args.auth_secret)
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -3,7 +3,10 @@
 //! atomics or behind short locks.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::OnceLock;
+
+use nsq_net::tls::TlsInfo;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -35,6 +38,17 @@ pub struct Identity {
     pub topology_zone: String,
 }
 
+/// What `/stats` shows about a client's AUTH (Go's `AuthState` fields).
+#[derive(Debug, Clone, Default)]
+pub struct AuthSummary {
+    /// The auth server granted at least one authorization.
+    pub authed: bool,
+    /// `identity` from the auth server.
+    pub identity: String,
+    /// `identity_url` from the auth server.
+    pub identity_url: String,
+}
+
 /// Shared view of one client connection.
 pub struct ClientInfo {
     /// Daemon-unique id.
@@ -61,6 +75,14 @@ pub struct ClientInfo {
     pub last_pub: AtomicI64,
     /// Wakes the connection task (RDY change from elsewhere, close).
     pub wake: Notify,
+    /// The TLS session, once upgraded.
+    pub tls: OnceLock<TlsInfo>,
+    /// Snappy negotiated.
+    pub snappy: AtomicBool,
+    /// Deflate negotiated.
+    pub deflate: AtomicBool,
+    /// Result of the last AUTH.
+    pub auth: Mutex<AuthSummary>,
 }
 
 impl ClientInfo {
@@ -84,6 +106,10 @@ impl ClientInfo {
             pub_counts: Mutex::new(Vec::new()),
             last_pub: AtomicI64::new(0),
             wake: Notify::new(),
+            tls: OnceLock::new(),
+            snappy: AtomicBool::new(false),
+            deflate: AtomicBool::new(false),
+            auth: Mutex::new(AuthSummary::default()),
         }
     }
 

@@ -753,48 +753,6 @@ impl Options {
         let d = Options::default();
         let mut notes = Vec::new();
 
-        let mut tls = Vec::new();
-        for (flag, set) in [
-            ("--tls-cert", !self.tls_cert.is_empty()),
-            ("--tls-key", !self.tls_key.is_empty()),
-            ("--tls-root-ca-file", !self.tls_root_ca_file.is_empty()),
-            (
-                "--tls-client-auth-policy",
-                !self.tls_client_auth_policy.is_empty(),
-            ),
-            ("--tls-required", self.tls_required != d.tls_required),
-            (
-                "--tls-min-version",
-                self.tls_min_version != d.tls_min_version,
-            ),
-            ("--https-address", self.https_address != d.https_address),
-        ] {
-            if set {
-                tls.push(flag);
-            }
-        }
-        if !tls.is_empty() {
-            notes.push(format!(
-                "{}: TLS (and HTTPS) is not yet supported; clients cannot negotiate TLS and \
-                 connections are NOT encrypted",
-                tls.join(", ")
-            ));
-        }
-
-        let mut auth = Vec::new();
-        if !self.auth_http_addresses.is_empty() {
-            auth.push("--auth-http-address");
-        }
-        if self.auth_http_request_method != d.auth_http_request_method {
-            auth.push("--auth-http-request-method");
-        }
-        if !auth.is_empty() {
-            notes.push(format!(
-                "{}: AUTH is not yet supported; clients are NOT authenticated or authorized",
-                auth.join(", ")
-            ));
-        }
-
         if !self.statsd_address.is_empty() {
             notes.push(
                 "--statsd-address: pushing metrics to statsd is not yet supported; \
@@ -1466,9 +1424,12 @@ mod tests {
         let notes = o.unsupported_in_use();
         let all = notes.join("\n");
         assert!(!all.contains("--lookupd-tcp-address"), "{all}");
+        assert!(!all.contains("--tls-cert"), "TLS is supported: {all}");
+        assert!(
+            !all.contains("--auth-http-address"),
+            "AUTH is supported: {all}"
+        );
         for needle in [
-            "--tls-cert, --tls-key",
-            "--auth-http-address",
             "--statsd-address",
             "--e2e-processing-latency-percentile",
             "--enable-experiment",
@@ -1479,7 +1440,7 @@ mod tests {
         ] {
             assert!(all.contains(needle), "{needle} missing from:\n{all}");
         }
-        assert_eq!(notes.len(), 8, "{all}");
+        assert_eq!(notes.len(), 6, "{all}");
         // Supported options do not produce notes.
         let o = parse(&["--mem-queue-size=1", "--snappy=false", "--msg-timeout=5s"]);
         assert!(o.unsupported_in_use().is_empty());

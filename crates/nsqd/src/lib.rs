@@ -10,12 +10,14 @@
 //! - [`client`]: what stats and channels know about a connection.
 //! - [`tcp`]: the V2 protocol: one task per connection reads commands, writes responses
 //!   and pulls messages when the client has RDY credit.
-//! - [`http`]: NSQ's HTTP API; [`stats`]: `/stats` in JSON and text.
+//! - [`http`]: NSQ's HTTP API (plain and HTTPS); [`stats`]: `/stats` in JSON and text.
+//! - [`auth`]: AUTH, asking `--auth-http-address` servers what a secret allows.
 //!
 //! **Invariants.** No lock is held across an `.await`. The per-message path takes only the
 //! locks of the one topic and the one channel involved; the topic registry's lock is taken
 //! on topic lookup by name, which connections cache.
 
+pub mod auth;
 pub mod channel;
 pub mod client;
 pub mod clock;
@@ -51,7 +53,7 @@ pub enum StartError {
     /// A listener could not be bound.
     #[error("failed to listen on {what} address {addr}: {source}")]
     Listen {
-        /// "TCP" or "HTTP".
+        /// "TCP", "HTTP" or "HTTPS".
         what: &'static str,
         /// The address.
         addr: String,
@@ -96,6 +98,14 @@ pub struct Nsqd {
     pub tcp_addr: Mutex<Option<SocketAddr>>,
     /// Bound HTTP address.
     pub http_addr: Mutex<Option<SocketAddr>>,
+    /// Bound HTTPS address (only with `--tls-cert`/`--tls-key` and an `--https-address`).
+    pub https_addr: Mutex<Option<SocketAddr>>,
+    /// The TLS server configuration, set by [`start`] when `--tls-cert`/`--tls-key` are
+    /// given; IDENTIFY offers `tls_v1` only when it is set.
+    pub tls_acceptor: std::sync::OnceLock<nsq_net::TlsAcceptor>,
+    /// How to reach the auth servers, set by [`start`] when `--auth-http-address` is given;
+    /// clients must AUTH before PUB/SUB when it is set.
+    pub auth: std::sync::OnceLock<auth::AuthClient>,
     /// The locked data directory (`None` only in unit tests).
     pub data: Option<Arc<persist::DataDir>>,
     /// The topic-log writer (whenever there is a data directory): every message goes through
@@ -137,6 +147,9 @@ impl Nsqd {
             tracker: TaskTracker::new(),
             tcp_addr: Mutex::new(None),
             http_addr: Mutex::new(None),
+            https_addr: Mutex::new(None),
+            tls_acceptor: std::sync::OnceLock::new(),
+            auth: std::sync::OnceLock::new(),
             data,
             store,
         })
@@ -364,6 +377,8 @@ pub struct NsqdHandle {
     pub tcp_addr: SocketAddr,
     /// Bound HTTP address, if HTTP is enabled.
     pub http_addr: Option<SocketAddr>,
+    /// Bound HTTPS address, if TLS and HTTPS are enabled.
+    pub https_addr: Option<SocketAddr>,
 }
 
 impl NsqdHandle {
@@ -448,6 +463,58 @@ pub async fn start(opts: Options) -> Result<NsqdHandle, StartError> {
     *nsqd.tcp_addr.lock() = Some(tcp_addr);
     tracing::info!("TCP: listening on {}", tcp_addr);
 
+    if let Some(cfg) = tls_server_config(&nsqd.opts)? {
+        let _ = nsqd.tls_acceptor.set(nsq_net::TlsAcceptor::from(cfg));
+    }
+    if !nsqd.opts.auth_http_addresses.is_empty() {
+        let o = &nsqd.opts;
+        let tls = if o.tls_root_ca_file.is_empty() {
+            None
+        } else {
+            Some(
+                nsq_net::tls::client_config(std::path::Path::new(&o.tls_root_ca_file), None)
+                    .map_err(|e| {
+                        StartError::Config(format!(
+                            "cannot use --tls-root-ca-file for the auth client: {e}"
+                        ))
+                    })?,
+            )
+        };
+        let _ = nsqd.auth.set(auth::AuthClient {
+            addresses: o.auth_http_addresses.clone(),
+            post: o.auth_http_request_method == "post",
+            connect_timeout: o.http_client_connect_timeout,
+            request_timeout: o.http_client_request_timeout,
+            tls,
+        });
+    }
+    // Bind HTTPS before HTTP: the plain server's TLS_REQUIRED answer names the HTTPS port.
+    let mut https = None;
+    if let (Some(acceptor), false) = (
+        nsqd.tls_acceptor.get().cloned(),
+        nsqd.opts.https_address.is_empty(),
+    ) {
+        let l = tokio::net::TcpListener::bind(&nsqd.opts.https_address)
+            .await
+            .map_err(|source| StartError::Listen {
+                what: "HTTPS",
+                addr: nsqd.opts.https_address.clone(),
+                source,
+            })?;
+        let a = l.local_addr().map_err(|source| StartError::Listen {
+            what: "HTTPS",
+            addr: nsqd.opts.https_address.clone(),
+            source,
+        })?;
+        *nsqd.https_addr.lock() = Some(a);
+        tracing::info!("HTTPS: listening on {}", a);
+        https = Some((l, acceptor, a));
+    }
+    let https_addr = https.as_ref().map(|h| h.2);
+    if let Some((l, acceptor, _)) = https {
+        nsqd.tracker
+            .spawn(http::serve_https(nsqd.clone(), l, acceptor));
+    }
     let mut http_addr = None;
     if !nsqd.opts.http_address.is_empty() {
         let l = tokio::net::TcpListener::bind(&nsqd.opts.http_address)
@@ -467,11 +534,70 @@ pub async fn start(opts: Options) -> Result<NsqdHandle, StartError> {
         http_addr = Some(a);
         nsqd.tracker.spawn(http::serve(nsqd.clone(), l));
     }
+    warn_if_exposed(&nsqd.opts, tcp_addr, http_addr);
     nsqd.tracker.spawn(tcp::serve(nsqd.clone(), tcp_listener));
     nsqd.tracker.spawn(lookup::run(nsqd.clone()));
     Ok(NsqdHandle {
         nsqd,
         tcp_addr,
         http_addr,
+        https_addr,
     })
+}
+
+/// Go's `buildTLSConfig`: `None` without `--tls-cert`/`--tls-key`.
+fn tls_server_config(
+    o: &Options,
+) -> Result<Option<std::sync::Arc<nsq_net::rustls::ServerConfig>>, StartError> {
+    use nsq_net::tls::{ClientAuth, MinVersion, ServerTlsOptions};
+    if o.tls_cert.is_empty() && o.tls_key.is_empty() {
+        return Ok(None);
+    }
+    let min_version = MinVersion::from_flag(&o.tls_min_version).ok_or_else(|| {
+        StartError::Config(format!(
+            "--tls-min-version {:?} is not supported (tls1.0 ... tls1.3)",
+            o.tls_min_version
+        ))
+    })?;
+    if matches!(o.tls_min_version.as_str(), "tls1.0" | "tls1.1") {
+        tracing::info!(
+            "TLS: --tls-min-version={} accepts TLS 1.2 and 1.3 (the TLS stack speaks nothing older)",
+            o.tls_min_version
+        );
+    }
+    let client_auth = match o.tls_client_auth_policy.as_str() {
+        "require" => ClientAuth::Require,
+        "require-verify" => ClientAuth::RequireVerify,
+        _ => ClientAuth::None,
+    };
+    let cfg = nsq_net::tls::server_config(&ServerTlsOptions {
+        cert: o.tls_cert.clone().into(),
+        key: o.tls_key.clone().into(),
+        client_auth,
+        root_ca: (!o.tls_root_ca_file.is_empty()).then(|| o.tls_root_ca_file.clone().into()),
+        min_version,
+    })
+    .map_err(|e| StartError::Config(format!("failed to load TLS configuration: {e}")))?;
+    Ok(Some(cfg))
+}
+
+/// Loud warning when clients on other hosts can reach the TCP or HTTP port and no auth server
+/// is configured: anyone who can connect can publish, consume and delete.
+fn warn_if_exposed(o: &Options, tcp: SocketAddr, http: Option<SocketAddr>) {
+    if !o.auth_http_addresses.is_empty() {
+        return;
+    }
+    let exposed: Vec<String> = [("TCP", Some(tcp)), ("HTTP", http)]
+        .into_iter()
+        .filter_map(|(what, a)| {
+            a.filter(|a| !a.ip().is_loopback())
+                .map(|a| format!("{what} {a}"))
+        })
+        .collect();
+    if !exposed.is_empty() {
+        tracing::warn!(
+            "SECURITY: {} listen(s) on a non-loopback address and no --auth-http-address is set:              any host that can connect may publish, consume and delete topics",
+            exposed.join(" and ")
+        );
+    }
 }

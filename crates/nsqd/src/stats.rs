@@ -177,13 +177,13 @@ pub struct ClientStats {
     pub connect_ts: i64,
     /// IDENTIFY `sample_rate`.
     pub sample_rate: i64,
-    /// Deflate negotiated (not supported yet: always false).
+    /// Deflate negotiated.
     pub deflate: bool,
-    /// Snappy negotiated (not supported yet: always false).
+    /// Snappy negotiated.
     pub snappy: bool,
     /// IDENTIFY `user_agent`.
     pub user_agent: String,
-    /// Authenticated (auth not supported yet; omitted when false, Go's `omitempty`).
+    /// The auth server granted this client something (omitted when false, Go's `omitempty`).
     #[serde(skip_serializing_if = "is_false")]
     pub authed: bool,
     /// Auth identity (omitted when empty).
@@ -203,14 +203,14 @@ pub struct ClientStats {
     /// With a `topic` filter, only that topic's count is listed, as in Go.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pub_counts: Vec<PubCount>,
-    /// TLS negotiated (not supported yet: always false).
+    /// TLS negotiated.
     pub tls: bool,
-    /// TLS details (empty without TLS).
+    /// Cipher suite, Go's spelling (empty without TLS).
     pub tls_cipher_suite: &'static str,
-    /// TLS details (empty without TLS).
+    /// `TLS1.2` / `TLS1.3` (empty without TLS).
     pub tls_version: &'static str,
-    /// TLS details (empty without TLS).
-    pub tls_negotiated_protocol: &'static str,
+    /// ALPN protocol (empty without TLS or ALPN).
+    pub tls_negotiated_protocol: String,
     /// TLS details (false without TLS).
     pub tls_negotiated_protocol_is_mutual: bool,
 }
@@ -308,6 +308,8 @@ impl ClientStats {
             })
             .collect();
         let id = c.identity.lock().clone();
+        let auth = c.auth.lock().clone();
+        let tls = c.tls.get().cloned();
         ClientStats {
             client_id: id.client_id,
             hostname: id.hostname,
@@ -321,20 +323,22 @@ impl ClientStats {
             requeue_count: c.requeue_count.load(Ordering::Relaxed),
             connect_ts: c.connect_ts,
             sample_rate: id.sample_rate,
-            deflate: false,
-            snappy: false,
+            deflate: c.deflate.load(Ordering::Relaxed),
+            snappy: c.snappy.load(Ordering::Relaxed),
             user_agent: id.user_agent,
-            authed: false,
-            auth_identity: String::new(),
-            auth_identity_url: String::new(),
+            authed: auth.authed,
+            auth_identity: auth.identity,
+            auth_identity_url: auth.identity_url,
             topology_zone: id.topology_zone,
             topology_region: id.topology_region,
             pub_counts,
-            tls: false,
-            tls_cipher_suite: "",
-            tls_version: "",
-            tls_negotiated_protocol: "",
-            tls_negotiated_protocol_is_mutual: false,
+            tls: tls.is_some(),
+            tls_cipher_suite: tls.as_ref().map_or("", |t| t.cipher_suite),
+            tls_version: tls.as_ref().map_or("", |t| t.version),
+            tls_negotiated_protocol_is_mutual: tls
+                .as_ref()
+                .is_some_and(|t| t.negotiated_protocol_is_mutual),
+            tls_negotiated_protocol: tls.map(|t| t.negotiated_protocol).unwrap_or_default(),
         }
     }
 

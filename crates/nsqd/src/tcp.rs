@@ -13,25 +13,43 @@
 //! write buffer fills up to `output_buffer_size` and each syscall carries many frames.
 //! Reading stops while more than `WRITE_HIGH_WATER` bytes wait to be written, so a client
 //! that publishes without reading its responses cannot grow our memory without bound.
+//!
+//! The socket is an [`NsqStream`]: plain TCP until IDENTIFY negotiates TLS and/or snappy or
+//! deflate, then upgraded in place, in Go's order: the IDENTIFY response goes out on the
+//! current layer, the TLS handshake runs (5 s limit), `OK` is sent over TLS; compression
+//! wraps the stream and `OK` is sent compressed. Plain TCP is the enum's first variant, so
+//! the common case pays one predictable branch per poll. TLS and the compressors buffer, so
+//! after writing on such a stream the loop flushes once the write buffer is empty.
+//!
+//! Commands that need to wait for something outside the connection (an upgrade, a query to
+//! the auth server) stop command processing; the loop performs them and then carries on.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
+use nsq_net::NsqStream;
 use nsq_protocol::command::{Command, Decoder, Limits};
 use nsq_protocol::error::ErrorCode;
 use nsq_protocol::frame::{put_frame, put_message_frame, FrameType};
 use nsq_protocol::identify::{IdentifyRequest, IdentifyResponse};
 use nsq_protocol::{CLOSE_WAIT, HEARTBEAT, MAGIC_V2, NSQ_VERSION, OK};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::io::poll_read_buf;
 
+use crate::auth::{AuthError, AuthRequest, AuthState};
 use crate::channel::{Channel, SubscribeError};
 use crate::client::{client_state, ClientInfo};
 use crate::clock::unix_secs;
+use crate::config::TlsRequired;
 use crate::state::batch::id_key;
 use crate::state::channel::{InFlightError, MsgRef};
 use crate::topic::{PublishError, Published, Topic};
@@ -45,6 +63,10 @@ const MAX_PULL: usize = 512;
 const MAX_PENDING_REPLIES: usize = 4096;
 /// How long a new connection has to send the protocol magic.
 const MAGIC_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the TLS handshake after IDENTIFY may take (Go's deadline).
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long writing the frames of an upgrade (or the last frames before closing) may take.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Accepts connections until shutdown.
 pub async fn serve(nsqd: Arc<Nsqd>, listener: TcpListener) {
@@ -107,7 +129,7 @@ async fn handle(nsqd: Arc<Nsqd>, mut stream: TcpStream, addr: SocketAddr) {
     }
     tracing::info!("client({addr}): desired protocol magic '  V2'");
     let client = Arc::new(ClientInfo::new(nsqd.next_client_id(), addr, unix_secs()));
-    let mut conn = Conn::new(nsqd.clone(), client.clone(), stream);
+    let mut conn = Conn::new(nsqd.clone(), client.clone(), NsqStream::Plain(stream));
     let reason = conn.run().await;
     match &reason {
         Ok(()) => tracing::info!("PROTOCOL(V2): [{addr}] exiting ioloop"),
@@ -152,6 +174,29 @@ enum Reply {
     },
 }
 
+/// Stream upgrades negotiated by IDENTIFY, done by the loop once the response is out.
+#[derive(Debug, Clone, Copy)]
+struct Upgrade {
+    tls: bool,
+    snappy: bool,
+    deflate: Option<u32>,
+}
+
+/// Work a command handed to the loop because it has to wait for the auth server.
+enum Pending {
+    /// `AUTH <secret>`: query, then answer.
+    Auth(Vec<u8>),
+    /// A PUB/MPUB/DPUB/SUB whose authorizations expired: query again, then run it.
+    Recheck(Command),
+}
+
+/// What one poll of the socket produced.
+enum Io {
+    Read(io::Result<usize>),
+    Wrote(io::Result<usize>),
+    Flushed(io::Result<()>),
+}
+
 /// Per-connection settings negotiated by IDENTIFY.
 struct Settings {
     heartbeat: Option<Duration>,
@@ -163,7 +208,19 @@ struct Settings {
 struct Conn {
     nsqd: Arc<Nsqd>,
     client: Arc<ClientInfo>,
-    stream: TcpStream,
+    stream: NsqStream<TcpStream>,
+    /// Bytes were written to a buffering layer (TLS, compression) since the last flush.
+    need_flush: bool,
+    /// `--tls-required` applies and the connection has not upgraded to TLS yet.
+    tls_missing: bool,
+    /// Set by IDENTIFY; performed by `run` before any further command.
+    upgrade: Option<Upgrade>,
+    /// Set by AUTH (or an expired authorization); performed by `run` before any further
+    /// command.
+    pending: Option<Pending>,
+    /// The last answer of the auth server and the secret it was asked about.
+    auth_state: Option<AuthState>,
+    auth_secret: String,
     rbuf: BytesMut,
     wbuf: BytesMut,
     decoder: Decoder,
@@ -180,7 +237,7 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(nsqd: Arc<Nsqd>, client: Arc<ClientInfo>, stream: TcpStream) -> Conn {
+    fn new(nsqd: Arc<Nsqd>, client: Arc<ClientInfo>, stream: NsqStream<TcpStream>) -> Conn {
         let o = &nsqd.opts;
         let limits = Limits {
             max_msg_size: o.max_msg_size as u64,
@@ -195,10 +252,17 @@ impl Conn {
             sample_rate: 0,
         };
         let rng = 0x9e37_79b9_7f4a_7c15u64 ^ client.id.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        let tls_missing = o.effective_tls_required() != TlsRequired::Off;
         Conn {
             nsqd,
             client,
             stream,
+            need_flush: false,
+            tls_missing,
+            upgrade: None,
+            pending: None,
+            auth_state: None,
+            auth_secret: String::new(),
             rbuf: BytesMut::with_capacity(16 * 1024),
             wbuf: BytesMut::with_capacity(16 * 1024),
             decoder: Decoder::new(limits),
@@ -233,6 +297,29 @@ impl Conn {
                 self.flush_all().await;
                 return Err("fatal client error".into());
             }
+            if let Some(up) = self.upgrade.take() {
+                if let Err(e) = self.do_upgrade(up).await {
+                    // Go answers E_IDENTIFY_FAILED on whatever layer still works.
+                    self.send_error(&ClientError::new(
+                        ErrorCode::IdentifyFailed,
+                        format!("IDENTIFY failed {e}"),
+                    ));
+                    self.flush_all().await;
+                    return Err(format!("upgrade failed: {e}"));
+                }
+                continue;
+            }
+            if let Some(p) = self.pending.take() {
+                let fatal = tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    f = self.run_pending(p) => f,
+                };
+                if fatal {
+                    self.flush_all().await;
+                    return Err("fatal client error".into());
+                }
+                continue;
+            }
             // 2. Pull messages. Take the wake-up future first so a publish that lands
             //    between the pull and the wait still wakes us.
             let chan = self.channel.clone();
@@ -255,7 +342,7 @@ impl Conn {
             };
             let has_head = head.is_some();
             let want_write = !self.wbuf.is_empty();
-            let (rd, mut wr) = self.stream.split();
+            let want_flush = self.need_flush;
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
@@ -263,21 +350,24 @@ impl Conn {
                 }
                 _ = async { match &ch_exit { Some(t) => t.cancelled().await, None => std::future::pending().await } } => {
                     // The channel was deleted: Go closes its consumers' connections.
-                    let _ = wr.write_all(&self.wbuf).await;
+                    let _ = tokio::time::timeout(FLUSH_TIMEOUT, write_out(&mut self.stream, &mut self.wbuf)).await;
                     return Err("channel deleted".into());
                 }
-                r = wr.write(&self.wbuf), if want_write => {
-                    match r {
-                        Ok(0) => return Err("write returned 0".into()),
-                        Ok(n) => self.wbuf.advance(n),
-                        Err(e) => return Err(format!("write error: {e}")),
-                    }
-                }
-                r = read_some(rd, &mut self.rbuf), if want_read => {
-                    match r {
-                        Ok(0) => return Ok(()),
-                        Ok(_) => last_read = tokio::time::Instant::now(),
-                        Err(e) => return Err(format!("read error: {e}")),
+                io = poll_fn(|cx| poll_io(&mut self.stream, &mut self.rbuf, &self.wbuf, want_read, want_write, want_flush, cx)), if want_read || want_write || want_flush => {
+                    match io {
+                        Io::Wrote(Ok(0)) => return Err("write returned 0".into()),
+                        Io::Wrote(Ok(n)) => {
+                            self.wbuf.advance(n);
+                            self.need_flush = self.stream.needs_flush();
+                        }
+                        Io::Wrote(Err(e)) => return Err(format!("write error: {e}")),
+                        Io::Flushed(Ok(())) => self.need_flush = false,
+                        Io::Flushed(Err(e)) => return Err(format!("write error: {e}")),
+                        Io::Read(Ok(0)) => return Ok(()),
+                        // Many TLS clients close without close_notify: that is a plain EOF.
+                        Io::Read(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+                        Io::Read(Ok(_)) => last_read = tokio::time::Instant::now(),
+                        Io::Read(Err(e)) => return Err(format!("read error: {e}")),
                     }
                 }
                 _ = async { match ch_notified { Some(n) => n.await, None => std::future::pending().await } }, if can_receive => {}
@@ -312,18 +402,199 @@ impl Conn {
 
     async fn flush_all(&mut self) {
         self.drain_replies().await;
-        if !self.wbuf.is_empty() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.write_all(&self.wbuf))
-                .await;
+        if !self.wbuf.is_empty() || self.need_flush {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                write_out(&mut self.stream, &mut self.wbuf),
+            )
+            .await;
             self.wbuf.clear();
+            self.need_flush = false;
         }
+    }
+
+    /// Performs the upgrades IDENTIFY negotiated, each answered by `OK` on the new layer.
+    async fn do_upgrade(&mut self, up: Upgrade) -> Result<(), String> {
+        let addr = self.client.remote_addr;
+        // The IDENTIFY response (and anything queued before it) leaves on the old layer.
+        self.drain_replies().await;
+        self.send_now().await?;
+        if up.tls {
+            if !self.rbuf.is_empty() {
+                return Err("client sent data before the TLS handshake".into());
+            }
+            let Some(acceptor) = self.nsqd.tls_acceptor.get().cloned() else {
+                return Err("TLS is not configured".into());
+            };
+            tracing::info!("PROTOCOL(V2): [{addr}] upgrading connection to TLS");
+            self.stream
+                .upgrade_tls_server(&acceptor, TLS_HANDSHAKE_TIMEOUT)
+                .await
+                .map_err(|e| e.to_string())?;
+            if let Some(info) = self.stream.tls_info() {
+                let _ = self.client.tls.set(info);
+            }
+            self.tls_missing = false;
+            put_frame(&mut self.wbuf, FrameType::Response, OK);
+            self.send_now().await?;
+        }
+        if up.snappy {
+            tracing::info!("PROTOCOL(V2): [{addr}] upgrading connection to snappy");
+            let early = self.rbuf.split();
+            self.stream
+                .upgrade_snappy(&early)
+                .map_err(|e| e.to_string())?;
+            self.client.snappy.store(true, Ordering::Relaxed);
+            put_frame(&mut self.wbuf, FrameType::Response, OK);
+            self.send_now().await?;
+        }
+        if let Some(level) = up.deflate {
+            tracing::info!(
+                "PROTOCOL(V2): [{addr}] upgrading connection to deflate (level {level})"
+            );
+            let early = self.rbuf.split();
+            self.stream
+                .upgrade_deflate(level, &early)
+                .map_err(|e| e.to_string())?;
+            self.client.deflate.store(true, Ordering::Relaxed);
+            put_frame(&mut self.wbuf, FrameType::Response, OK);
+            self.send_now().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes and flushes the write buffer now (bounded by [`FLUSH_TIMEOUT`]).
+    async fn send_now(&mut self) -> Result<(), String> {
+        match tokio::time::timeout(FLUSH_TIMEOUT, write_out(&mut self.stream, &mut self.wbuf)).await
+        {
+            Ok(Ok(())) => {
+                self.need_flush = false;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(format!("write error: {e}")),
+            Err(_) => Err(format!("write timed out after {FLUSH_TIMEOUT:?}")),
+        }
+    }
+
+    /// Runs a command that had to wait for the auth server; returns true after a fatal error.
+    async fn run_pending(&mut self, p: Pending) -> bool {
+        let addr = self.client.remote_addr;
+        match p {
+            Pending::Auth(secret) => {
+                self.auth_secret = String::from_utf8_lossy(&secret).into_owned();
+                if let Err(e) = self.query_auth().await {
+                    // The details stay in our log: the client is not trusted with them.
+                    tracing::warn!("PROTOCOL(V2): [{addr}] AUTH failed {e}");
+                    self.send_error(&ClientError::new(ErrorCode::AuthFailed, "AUTH failed"));
+                    return true;
+                }
+                let Some(st) = self.auth_state.as_ref() else {
+                    return true;
+                };
+                if st.authorizations.is_empty() {
+                    self.send_error(&ClientError::new(
+                        ErrorCode::Unauthorized,
+                        "AUTH no authorizations found",
+                    ));
+                    return true;
+                }
+                let body = serde_json::json!({
+                    "identity": st.identity,
+                    "identity_url": st.identity_url,
+                    "permission_count": st.authorizations.len(),
+                });
+                let json = serde_json::to_vec(&body).unwrap_or_default();
+                self.respond(FrameType::Response, &json);
+                false
+            }
+            Pending::Recheck(cmd) => {
+                if let Err(e) = self.query_auth().await {
+                    tracing::warn!("PROTOCOL(V2): [{addr}] AUTH failed {e}");
+                    self.send_error(&ClientError::new(ErrorCode::AuthFailed, "AUTH failed"));
+                    return true;
+                }
+                match self.exec(cmd) {
+                    Ok(()) => false,
+                    Err(e) => {
+                        self.send_error(&e);
+                        e.code.is_fatal()
+                    }
+                }
+            }
+        }
+    }
+
+    /// Go's `QueryAuthd`: asks the auth servers about our secret and keeps the answer.
+    async fn query_auth(&mut self) -> Result<(), AuthError> {
+        let Some(auth) = self.nsqd.auth.get() else {
+            return Err(AuthError::All("auth is not configured".into()));
+        };
+        let tls = self.client.tls.get();
+        let req = AuthRequest {
+            remote_ip: self.client.remote_addr.ip().to_string(),
+            tls: tls.is_some(),
+            secret: self.auth_secret.clone(),
+            common_name: tls.map(|t| t.peer_common_name.clone()).unwrap_or_default(),
+        };
+        let st = auth.query_any(&req).await?;
+        *self.client.auth.lock() = crate::client::AuthSummary {
+            authed: !st.authorizations.is_empty(),
+            identity: st.identity.clone(),
+            identity_url: st.identity_url.clone(),
+        };
+        self.auth_state = Some(st);
+        Ok(())
+    }
+
+    /// Go's `CheckAuth` for an auth-enabled daemon: `Ok(false)` when the authorizations
+    /// expired and the auth server must be asked again first.
+    fn check_auth(&self, cmd: &str, topic: &str, channel: &str) -> Result<bool, ClientError> {
+        let Some(st) = self
+            .auth_state
+            .as_ref()
+            .filter(|s| !s.authorizations.is_empty())
+        else {
+            return Err(ClientError::new(
+                ErrorCode::AuthFirst,
+                format!("AUTH required before {cmd}"),
+            ));
+        };
+        if st.is_expired(std::time::Instant::now()) {
+            return Ok(false);
+        }
+        if !st.is_allowed(topic, channel) {
+            return Err(ClientError::new(
+                ErrorCode::Unauthorized,
+                format!("AUTH failed for {cmd} on {topic:?} {channel:?}"),
+            ));
+        }
+        Ok(true)
+    }
+
+    /// Go's `enforceTLSPolicy`: with `--tls-required`, only IDENTIFY may come before TLS.
+    fn check_tls_policy(&self, cmd: &str) -> Result<(), ClientError> {
+        if self.tls_missing {
+            return Err(ClientError::invalid(format!(
+                "cannot {cmd} in current state (TLS required)"
+            )));
+        }
+        Ok(())
     }
 
     /// Decodes and handles buffered commands; returns true after a fatal error.
     fn process_commands(&mut self) -> bool {
-        while self.wbuf.len() < WRITE_HIGH_WATER && self.replies.len() < MAX_PENDING_REPLIES {
+        while self.wbuf.len() < WRITE_HIGH_WATER
+            && self.replies.len() < MAX_PENDING_REPLIES
+            && self.upgrade.is_none()
+            && self.pending.is_none()
+        {
             match self.decoder.decode(&mut self.rbuf) {
                 Ok(Some(Command::Fin { id })) => {
+                    if let Err(e) = self.check_tls_policy("FIN") {
+                        self.apply_fins();
+                        self.send_error(&e);
+                        return true;
+                    }
                     if self.check_subscribed("FIN").is_err() {
                         self.apply_fins();
                         self.send_error(&ClientError::invalid("cannot FIN in current state"));
@@ -463,14 +734,64 @@ impl Conn {
     }
 
     fn exec(&mut self, cmd: Command) -> Result<(), ClientError> {
+        if !matches!(cmd, Command::Identify { .. }) {
+            self.check_tls_policy(cmd.name())?;
+        }
+        if self.nsqd.auth.get().is_some() {
+            // Go checks after the command's own state and argument checks.
+            let target = match &cmd {
+                Command::Sub { topic, channel } => {
+                    if self.client.state() != client_state::INIT {
+                        return Err(ClientError::invalid("cannot SUB in current state"));
+                    }
+                    if self.settings.heartbeat.is_none() {
+                        return Err(ClientError::invalid("cannot SUB with heartbeats disabled"));
+                    }
+                    Some(("SUB", topic.as_str(), channel.as_str()))
+                }
+                Command::Pub { topic, .. } => Some(("PUB", topic.as_str(), "")),
+                Command::Mpub { topic, .. } => Some(("MPUB", topic.as_str(), "")),
+                Command::Dpub {
+                    topic, defer_ms, ..
+                } => {
+                    let max = self.nsqd.opts.max_req_timeout.as_millis() as u64;
+                    if *defer_ms > max {
+                        return Err(ClientError::invalid(format!(
+                            "DPUB timeout {defer_ms} out of range 0-{max}"
+                        )));
+                    }
+                    Some(("DPUB", topic.as_str(), ""))
+                }
+                _ => None,
+            };
+            let fresh = match target {
+                Some((name, topic, channel)) => self.check_auth(name, topic, channel)?,
+                None => true,
+            };
+            if !fresh {
+                self.pending = Some(Pending::Recheck(cmd));
+                return Ok(());
+            }
+        }
         match cmd {
             Command::Nop => Ok(()),
             Command::Identify { body } => self.identify(&body),
-            Command::Auth { .. } => {
+            Command::Auth { secret } => {
                 if self.client.state() != client_state::INIT {
                     return Err(ClientError::invalid("cannot AUTH in current state"));
                 }
-                Err(ClientError::new(ErrorCode::AuthDisabled, "AUTH Disabled"))
+                if self
+                    .auth_state
+                    .as_ref()
+                    .is_some_and(|s| !s.authorizations.is_empty())
+                {
+                    return Err(ClientError::invalid("AUTH already set"));
+                }
+                if self.nsqd.auth.get().is_none() {
+                    return Err(ClientError::new(ErrorCode::AuthDisabled, "AUTH Disabled"));
+                }
+                self.pending = Some(Pending::Auth(secret.to_vec()));
+                Ok(())
             }
             Command::Sub { topic, channel } => self.sub(&topic, &channel),
             Command::Rdy { count } => self.rdy(count),
@@ -642,20 +963,35 @@ impl Conn {
             self.respond(FrameType::Response, OK);
             return Ok(());
         }
-        // TLS, snappy, deflate and AUTH are not implemented yet: we say so truthfully and
-        // clients carry on without them.
+        // Go's negotiation: TLS only with a certificate, compression unless disabled by flag;
+        // the deflate level defaults to 6 and is capped by --max-deflate-level (Go reports
+        // the capped default even when deflate is off).
+        let tls_v1 = self.nsqd.tls_acceptor.get().is_some() && req.tls_v1.unwrap_or(false);
+        let deflate = o.deflate && req.deflate.unwrap_or(false);
+        let mut deflate_level = 6;
+        if let Some(l) = req.deflate_level.filter(|&l| deflate && l > 0) {
+            deflate_level = l;
+        }
+        deflate_level = deflate_level.min(o.max_deflate_level);
+        let snappy = o.snappy && req.snappy.unwrap_or(false);
+        if deflate && snappy {
+            return Err(ClientError::new(
+                ErrorCode::IdentifyFailed,
+                "cannot enable both deflate and snappy compression",
+            ));
+        }
         let resp = IdentifyResponse {
             max_rdy_count: o.max_rdy_count,
             version: NSQ_VERSION.to_string(),
             max_msg_timeout: o.max_msg_timeout.as_millis() as i64,
             msg_timeout: msg_timeout.as_millis() as i64,
-            tls_v1: false,
-            deflate: false,
-            deflate_level: 0,
+            tls_v1,
+            deflate,
+            deflate_level,
             max_deflate_level: o.max_deflate_level,
-            snappy: false,
+            snappy,
             sample_rate,
-            auth_required: false,
+            auth_required: self.nsqd.auth.get().is_some(),
             output_buffer_size: output_buffer_size as i64,
             output_buffer_timeout: output_buffer_timeout.as_millis() as i64,
             topology_region: o.topology_region.clone(),
@@ -665,6 +1001,13 @@ impl Conn {
             ClientError::new(ErrorCode::IdentifyFailed, format!("IDENTIFY failed {e}"))
         })?;
         self.respond(FrameType::Response, &json);
+        if tls_v1 || snappy || deflate {
+            self.upgrade = Some(Upgrade {
+                tls: tls_v1,
+                snappy,
+                deflate: deflate.then_some(deflate_level.clamp(1, 9) as u32),
+            });
+        }
         Ok(())
     }
 
@@ -848,13 +1191,41 @@ fn new_heartbeat(hb: Option<Duration>) -> Option<tokio::time::Interval> {
     })
 }
 
-/// Reads what is available into `buf`, growing it when full.
-async fn read_some(
-    mut rd: tokio::net::tcp::ReadHalf<'_>,
-    buf: &mut BytesMut,
-) -> std::io::Result<usize> {
-    if buf.capacity() - buf.len() < 4096 {
-        buf.reserve(64 * 1024);
+/// Polls the socket once for each wanted operation, writing before reading (as the loop's
+/// `biased` order did with separate branches). One future for both directions because a
+/// layered stream cannot be split into independently borrowed halves.
+fn poll_io(
+    stream: &mut NsqStream<TcpStream>,
+    rbuf: &mut BytesMut,
+    wbuf: &[u8],
+    want_read: bool,
+    want_write: bool,
+    want_flush: bool,
+    cx: &mut Context<'_>,
+) -> Poll<Io> {
+    if want_write {
+        if let Poll::Ready(r) = Pin::new(&mut *stream).poll_write(cx, wbuf) {
+            return Poll::Ready(Io::Wrote(r));
+        }
+    } else if want_flush {
+        if let Poll::Ready(r) = Pin::new(&mut *stream).poll_flush(cx) {
+            return Poll::Ready(Io::Flushed(r));
+        }
     }
-    rd.read_buf(buf).await
+    if want_read {
+        if rbuf.capacity() - rbuf.len() < 4096 {
+            rbuf.reserve(64 * 1024);
+        }
+        if let Poll::Ready(r) = poll_read_buf(Pin::new(&mut *stream), cx, rbuf) {
+            return Poll::Ready(Io::Read(r));
+        }
+    }
+    Poll::Pending
+}
+
+/// Writes all of `wbuf` and flushes the layers.
+async fn write_out(stream: &mut NsqStream<TcpStream>, wbuf: &mut BytesMut) -> io::Result<()> {
+    stream.write_all(wbuf).await?;
+    wbuf.clear();
+    stream.flush().await
 }

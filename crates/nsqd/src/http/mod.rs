@@ -26,6 +26,11 @@
 //! - Bytes that are not HTTP (a client probing with the TCP magic `"  V2"`) get hyper's
 //!   `400 Bad Request` before the connection closes, like Go's net/http.
 //!
+//! - HTTPS (`--https-address`, only with `--tls-cert`/`--tls-key`) serves the same router
+//!   ([`serve_https`], same TLS configuration as the TCP upgrade, client certificates
+//!   included). With `--tls-required=true` the plain server answers every request 403
+//!   `{"message": "TLS_REQUIRED", "https_port": N}` as Go does; `tcp-https` leaves it open.
+//!
 //! Handlers are plain functions of the shared [`Nsqd`]; [`router`] builds the routing table
 //! (testable in-process, see `tests.rs`) and [`serve`] runs it until shutdown.
 
@@ -191,7 +196,15 @@ pub async fn serve(nsqd: Arc<Nsqd>, listener: tokio::net::TcpListener) {
         // Responses are small and written whole: don't let Nagle delay them.
         let _ = tcp.set_nodelay(true);
     });
-    let app = router(nsqd.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    // Go's `httpServer.ServeHTTP` with `tlsRequired`: with `--tls-required=true` (not
+    // `tcp-https`) plain HTTP answers every request with 403 and the HTTPS port.
+    let app = if nsqd.opts.effective_tls_required() == crate::config::TlsRequired::On {
+        let port = nsqd.https_addr.lock().map_or(0, |a| a.port());
+        Router::new().fallback(move || async move { tls_required(port) })
+    } else {
+        router(nsqd.clone())
+    };
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let shutdown = nsqd.shutdown.clone();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -202,6 +215,103 @@ pub async fn serve(nsqd: Arc<Nsqd>, listener: tokio::net::TcpListener) {
     match addr {
         Some(a) => tracing::info!("HTTP: closing {a}"),
         None => tracing::info!("HTTP: closing"),
+    }
+}
+
+/// Go's exact answer (its JSON has spaces, and no content type is set, so Go's sniffing makes
+/// it `text/plain`).
+fn tls_required(https_port: u16) -> Response {
+    let mut res = with_content_type(
+        StatusCode::FORBIDDEN,
+        TEXT_CONTENT_TYPE,
+        format!(r#"{{"message": "TLS_REQUIRED", "https_port": {https_port}}}"#),
+    );
+    res.headers_mut().insert(
+        NSQ_CONTENT_TYPE_HEADER,
+        HeaderValue::from_static(NSQ_CONTENT_TYPE_VALUE),
+    );
+    res
+}
+
+/// Serves the same API over HTTPS (`--https-address`) until shutdown. Handshakes run in their
+/// own tasks (10 s limit each), so a slow or silent client does not hold up the others.
+pub async fn serve_https(
+    nsqd: Arc<Nsqd>,
+    listener: tokio::net::TcpListener,
+    acceptor: nsq_net::TlsAcceptor,
+) {
+    let local = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!("HTTPS: cannot read the listener address - {e}");
+            return;
+        }
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let shutdown = nsqd.shutdown.clone();
+    nsqd.tracker.spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!("HTTPS: accept error: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp))
+                    .await
+                {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send((tls, peer)).await;
+                    }
+                    Ok(Err(e)) => tracing::info!("HTTPS: TLS handshake with {peer} failed: {e}"),
+                    Err(_) => tracing::info!("HTTPS: TLS handshake with {peer} timed out"),
+                }
+            });
+        }
+    });
+    let listener = TlsListener { rx, local }.tap_io(|_| {});
+    let app = router(nsqd.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let shutdown = nsqd.shutdown.clone();
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(e) = result {
+        tracing::error!("HTTPS: serve() failed - {e}");
+    }
+    tracing::info!("HTTPS: closing {local}");
+}
+
+/// TLS connections whose handshake has finished, as an axum listener.
+struct TlsListener {
+    rx: tokio::sync::mpsc::Receiver<(
+        nsq_net::tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        SocketAddr,
+    )>,
+    local: SocketAddr,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = nsq_net::tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(c) => c,
+            // The accept task ended (shutdown): wait for axum's graceful shutdown.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local)
     }
 }
 

@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::harness::{run_program, workspace_root, TestNsqd};
+use crate::tls::{start_tls, Pki};
 
 /// Upper bound for one client program (each has its own, shorter, internal timeout).
 const PROGRAM_TIMEOUT: Duration = Duration::from_secs(150);
@@ -75,6 +76,11 @@ fn tail(s: &str, n: usize) -> &str {
 }
 
 fn pynsq(filter: &str) {
+    pynsq_with(&TestNsqd::start(NSQD_ARGS), &[filter.to_string()]);
+}
+
+/// Runs test_pynsq.py against `nsqd` with `args` (a filter, TLS options).
+fn pynsq_with(nsqd: &TestNsqd, args: &[String]) {
     let root = workspace_root();
     let script = root.join("interop/python/test_pynsq.py");
     assert!(script.exists(), "missing {}", script.display());
@@ -100,17 +106,21 @@ fn pynsq(filter: &str) {
         Err(e) => missing(&format!("cannot run {}: {e}", py.display())),
     }
 
-    let nsqd = TestNsqd::start(NSQD_ARGS);
     let mut cmd = Command::new(&py);
     cmd.arg(&script)
         .arg(format!("--tcp={}", nsqd.tcp_addr()))
         .arg(format!("--http={}", nsqd.http_addr()))
-        .arg(filter)
+        .args(args)
         .env("PYTHONUNBUFFERED", "1");
-    run_and_check("pynsq", &nsqd, cmd);
+    run_and_check("pynsq", nsqd, cmd);
 }
 
 fn nsqjs(filter: &str) {
+    nsqjs_with(&TestNsqd::start(NSQD_ARGS), &[filter.to_string()]);
+}
+
+/// Runs test_nsqjs.js against `nsqd` with `args` (a filter, `--tlsca`).
+fn nsqjs_with(nsqd: &TestNsqd, args: &[String]) {
     let root = workspace_root();
     let dir = root.join("interop/node");
     let script = dir.join("test_nsqjs.js");
@@ -128,14 +138,13 @@ fn nsqjs(filter: &str) {
         _ => missing("`node --version` failed: Node.js is not installed"),
     }
 
-    let nsqd = TestNsqd::start(NSQD_ARGS);
     let mut cmd = Command::new("node");
     cmd.arg(&script)
         .arg(format!("--tcp={}", nsqd.tcp_addr()))
         .arg(format!("--http={}", nsqd.http_addr()))
-        .arg(filter)
+        .args(args)
         .current_dir(&dir);
-    run_and_check("nsqjs", &nsqd, cmd);
+    run_and_check("nsqjs", nsqd, cmd);
 }
 
 /// pynsq: Writer pub/mpub/dpub, HTTP publishing, several readers with max_in_flight > 1,
@@ -147,10 +156,47 @@ fn pynsq_interop() {
 }
 
 /// pynsq with `deflate=True` on both Writer and Reader (IDENTIFY feature negotiation).
+/// (pynsq's snappy needs python-snappy, which is not installed.)
 #[test]
-#[ignore = "snappy/deflate negotiation is issue 7; nsqd answers false until then"]
 fn pynsq_interop_compression() {
     pynsq("--only=compression");
+}
+
+/// pynsq over TLS verifying the server against the test CA (plain TCP commands refused by
+/// `--tls-required=tcp-https`, so everything really went through TLS): pub/mpub/consume
+/// with /stats tls fields, and deflate on top of TLS.
+#[test]
+fn pynsq_interop_tls() {
+    let pki = Pki::new();
+    let nsqd = start_tls(&pki, &["--tls-required=tcp-https"]);
+    let ca = format!("--tls-ca={}", pki.path("ca.pem").display());
+    pynsq_with(&nsqd, &["--only=tls".into(), ca.clone()]);
+    pynsq_with(&nsqd, &["--only=compression".into(), ca]);
+}
+
+/// pynsq presenting a client certificate to an nsqd with
+/// `--tls-client-auth-policy=require-verify`.
+#[test]
+fn pynsq_interop_tls_client_certificate() {
+    let pki = Pki::new();
+    let root = format!("--tls-root-ca-file={}", pki.path("ca.pem").display());
+    let nsqd = start_tls(
+        &pki,
+        &[
+            "--tls-client-auth-policy=require-verify",
+            &root,
+            "--tls-required=tcp-https",
+        ],
+    );
+    pynsq_with(
+        &nsqd,
+        &[
+            "--only=tls".into(),
+            format!("--tls-ca={}", pki.path("ca.pem").display()),
+            format!("--tls-cert={}", pki.path("client.pem").display()),
+            format!("--tls-key={}", pki.path("client.key").display()),
+        ],
+    );
 }
 
 /// nsqjs: Writer publish (PUB/MPUB) and deferPublish (DPUB), HTTP publishing, several readers
@@ -163,7 +209,56 @@ fn nsqjs_interop() {
 
 /// nsqjs with `snappy: true` and `deflate: true` (IDENTIFY feature negotiation).
 #[test]
-#[ignore = "snappy/deflate negotiation is issue 7; nsqd answers false until then"]
 fn nsqjs_interop_compression() {
     nsqjs("--only=Compression");
+}
+
+/// nsqjs with TLS then snappy, and TLS then deflate, against an nsqd that refuses plain TCP
+/// commands (`--tls-required=tcp-https`).
+#[test]
+fn nsqjs_interop_tls_compression() {
+    let pki = Pki::new();
+    let nsqd = start_tls(&pki, &["--tls-required=tcp-https"]);
+    nsqjs_with(
+        &nsqd,
+        &[
+            "--only=Compression".into(),
+            format!("--tlsca={}", pki.path("ca.pem").display()),
+        ],
+    );
+}
+
+/// pynsq with `auth_secret` on Writer and Reader against an nsqd with a real auth server:
+/// AUTH answered, PUB/SUB authorised, `/stats` auth fields.
+#[test]
+fn pynsq_interop_auth() {
+    let srv = crate::auth::AuthServer::start();
+    srv.answer(
+        "py-secret",
+        200,
+        serde_json::json!({
+            "ttl": 3600, "identity": "py-client", "identity_url": "",
+            "authorizations": [
+                {"topic": "^pub_auth$", "channels": [".*"], "permissions": ["publish", "subscribe"]}
+            ]
+        }),
+    );
+    let nsqd = TestNsqd::start(&[&format!("--auth-http-address={}", srv.addr)]);
+    pynsq_with(
+        &nsqd,
+        &[
+            "--only=auth".into(),
+            "--auth-secret=py-secret".into(),
+            "--auth-identity=py-client".into(),
+        ],
+    );
+    let seen = srv.seen();
+    assert!(
+        seen.iter().all(|q| q.get("secret") == Some("py-secret")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.len() >= 2,
+        "Writer and Reader each sent AUTH: {seen:?}"
+    );
 }

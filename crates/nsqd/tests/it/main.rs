@@ -1,5 +1,6 @@
 //! The single integration-test binary (one link step for all integration tests).
 
+mod auth;
 mod bad_input;
 mod durability;
 mod harness;
@@ -9,3 +10,4 @@ mod interop_cluster;
 mod lookup;
 mod persistence;
 mod protocol;
+mod tls;

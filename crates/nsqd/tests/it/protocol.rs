@@ -285,7 +285,7 @@ fn identify_validates_and_negotiates() {
     let r = c.identify_negotiate(&json!({
         "client_id": "me", "hostname": "box", "user_agent": "test/1.0",
         "output_buffer_size": 1024, "output_buffer_timeout": 50,
-        "tls_v1": true, "snappy": true, "deflate": false, "short_id": "legacy"
+        "tls_v1": true, "snappy": false, "deflate": false, "short_id": "legacy"
     }));
     assert_eq!(r["max_rdy_count"], 2500);
     assert_eq!(r["version"], "1.3.0");
@@ -293,7 +293,8 @@ fn identify_validates_and_negotiates() {
     assert_eq!(r["msg_timeout"], 60000);
     assert_eq!(r["output_buffer_size"], 1024);
     assert_eq!(r["output_buffer_timeout"], 50);
-    // Not implemented yet, so not negotiated: clients continue in plain text.
+    // No --tls-cert, so TLS is not offered (snappy is not asked for): plain text continues.
+    // Negotiated compression and TLS are tested in tls.rs.
     assert_eq!(r["tls_v1"], false);
     assert_eq!(r["snappy"], false);
     assert_eq!(r["auth_required"], false);
