@@ -51,21 +51,52 @@ where
     }
 }
 
-/// Resolves on SIGINT or SIGTERM (logging which), the signals Go's daemons stop on.
-pub async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot listen for SIGTERM: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGINT and SIGTERM, the signals Go's daemons stop on, caught from the moment this is
+/// created. Create it before binding listeners: a signal that arrives after a daemon is
+/// reachable but before the handler exists would otherwise kill it without a clean shutdown.
+pub struct Signals {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    /// Installs the handlers (needs a Tokio runtime).
+    pub fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        let get = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!("cannot listen for {name}: {e}");
+                None
+            }
+        };
+        Signals {
+            int: get(SignalKind::interrupt(), "SIGINT"),
+            term: get(SignalKind::terminate(), "SIGTERM"),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("received SIGINT, shutting down"),
-        _ = term.recv() => tracing::info!("received SIGTERM, shutting down"),
     }
+
+    /// Resolves on SIGINT or SIGTERM, logging which.
+    pub async fn wait(&mut self) {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+        tokio::select! {
+            _ = recv(&mut self.int) => tracing::info!("received SIGINT, shutting down"),
+            _ = recv(&mut self.term) => tracing::info!("received SIGTERM, shutting down"),
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM (logging which). Handlers exist only from the first poll:
+/// daemons use [`Signals::install`] before binding instead.
+pub async fn wait_for_signal() {
+    Signals::install().wait().await
 }
 
 /// Log verbosity (`--log-level`), ordered from most to least verbose.

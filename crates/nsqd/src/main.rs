@@ -36,6 +36,8 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("failed to start the async runtime")?;
     rt.block_on(async move {
+        // Before binding: a SIGTERM right after the ports open must still stop us cleanly.
+        let mut signals = nsq_cli::daemon::Signals::install();
         let handle = match nsqd::start(opts).await {
             Ok(h) => h,
             Err(e) => {
@@ -43,7 +45,7 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         };
-        nsq_cli::daemon::wait_for_signal().await;
+        signals.wait().await;
         handle.shutdown().await;
     });
     Ok(())
