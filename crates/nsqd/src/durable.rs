@@ -416,7 +416,7 @@ fn topic_list(nsqd: &crate::Nsqd) -> Vec<Arc<crate::topic::Topic>> {
 /// Flushes (and, with `sync`, fsyncs) every durable channel's journal.
 pub fn flush_journals(nsqd: &crate::Nsqd, sync: bool) {
     for t in topic_list(nsqd) {
-        if !t.is_durable() {
+        if !t.has_log() {
             continue;
         }
         for ch in t.channels() {

@@ -162,13 +162,8 @@ impl Topic {
 
     /// Whether the topic has a log (always in durable mode; after its first spill in the
     /// default mode).
-    pub fn is_durable(&self) -> bool {
+    pub fn has_log(&self) -> bool {
         self.log.get().is_some()
-    }
-
-    /// Whether new messages currently go through the log.
-    pub fn is_spilling(&self) -> bool {
-        self.log.get().is_some() && (self.always_log || self.spilling.load(Ordering::Acquire))
     }
 
     /// The log writer and this topic's log handle, once it has a log.
