@@ -96,8 +96,25 @@
 //!   than at the next successful read.
 //! * Dropping a [`DiskQueue`] does not sync (call [`DiskQueue::close`]); this is what a crash
 //!   looks like, and tests rely on it.
+//! * Metadata naming a file number above 2^48 or a position above 2^48 is garbled (no real
+//!   queue gets there; the bound keeps `file number + 1` from overflowing).
+//! * A run of missing data files is skipped in one step, to the next file present (Go steps
+//!   one number per read, so metadata naming file 10^12 would never finish); [`scan`] walks
+//!   the files present for the same reason.
+//! * A read position past the end of its file is corruption (skip to the next file), not an
+//!   I/O error retried for ever (seeking past a filesystem's maximum file size fails).
+//! * A stale depth is reset to 0 at open when there is nothing to read, rather than after the
+//!   next read.
+//! * A data file opened for writing is first cut to the write position: bytes past it are
+//!   stale (a file the metadata does not know about), and writing over them, as Go does,
+//!   leaves old records to resurface behind the new ones.
+//!
+//! The last five came out of fuzzing (the `diskqueue` target, whose body is the hidden
+//! `fuzzing` module; see `docs/FUZZING.md`).
 
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod meta;
 mod queue;
 mod scan;

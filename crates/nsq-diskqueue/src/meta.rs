@@ -1,5 +1,13 @@
 //! The metadata file: `"%d\n%d,%d\n%d,%d\n"` = depth, readFileNum,readPos, writeFileNum,writePos.
 
+/// Largest file number metadata may name. No real queue comes near 2^48 files (each holds at
+/// least one record); the bound keeps `file number + 1` far from overflowing. Found by the
+/// `diskqueue` fuzz target: `i64::MAX` as the write file number overflowed at open.
+pub const MAX_FILE_NUM: i64 = 1 << 48;
+
+/// Largest position metadata may name (a 256 TiB file).
+pub const MAX_POS: i64 = 1 << 48;
+
 /// The five numbers go-diskqueue persists in `<name>.diskqueue.meta.dat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Metadata {
@@ -52,6 +60,9 @@ impl Metadata {
         };
         if read_file_num < 0 || read_pos < 0 || write_file_num < 0 || write_pos < 0 {
             return Err(format!("negative file number or position in {m:?}"));
+        }
+        if write_file_num > MAX_FILE_NUM || write_pos > MAX_POS || read_pos > MAX_POS {
+            return Err(format!("file number or position out of range in {m:?}"));
         }
         if read_file_num > write_file_num
             || (read_file_num == write_file_num && read_pos > write_pos)
@@ -126,6 +137,9 @@ mod tests {
             "1\n2,0\n1,0\n",
             "1\n1,50\n1,10\n",
             "\u{0}\u{0}\u{0}",
+            // found by fuzzing: overflowed `write_file_num + 1`
+            "0\n0,0\n9223372036854775807,5\n",
+            "0\n0,0\n0,9223372036854775807\n",
         ] {
             assert!(Metadata::parse(bad).is_err(), "{bad:?} should be rejected");
         }

@@ -495,6 +495,9 @@ impl DiskQueue {
                     self.name, write_path.display());
             }
         }
+        // Not in Go (which fixes a stale depth only after the next read): if there is nothing
+        // to read, the depth is 0 now. Found by the `diskqueue` fuzz target.
+        self.check_tail_corruption();
         debug!(queue = %self.name, ?m, repaired = ?self.metadata(), "DISKQUEUE({}) metadata loaded", self.name);
         Ok(())
     }
@@ -581,6 +584,26 @@ impl DiskQueue {
                 source,
             })?;
         info!(queue = %self.name, "DISKQUEUE({}): writeOne() opened {}", self.name, path.display());
+        // Not in Go: bytes past the write position are stale (a data file the metadata does
+        // not know about, e.g. the file the startup repair moved the writer to). Go writes over
+        // them and leaves the rest, so old records resurface behind the new ones after the
+        // next repair (found by the `diskqueue` fuzz target). Cut them off first.
+        let len = f
+            .metadata()
+            .map_err(|source| DiskQueueError::Open {
+                path: path.clone(),
+                source,
+            })?
+            .len();
+        if len > self.write_pos as u64 {
+            warn!(queue = %self.name, "DISKQUEUE({}) {} holds {} bytes past the write position {}; discarding them",
+                self.name, path.display(), len - self.write_pos as u64, self.write_pos);
+            f.set_len(self.write_pos as u64)
+                .map_err(|source| DiskQueueError::Write {
+                    path: path.clone(),
+                    source,
+                })?;
+        }
         if self.write_pos > 0 {
             f.seek(SeekFrom::Start(self.write_pos as u64))
                 .map_err(|source| DiskQueueError::Seek {
@@ -634,6 +657,18 @@ impl DiskQueue {
                 Err(source) => return Err(ReadFailure::Io(DiskQueueError::Open { path, source })),
             };
             info!(queue = %self.name, "DISKQUEUE({}): readOne() opened {}", self.name, path.display());
+            // Not in Go: a position past the end of the file is corrupt metadata, not an I/O
+            // error (seeking past a filesystem's maximum file size fails with EINVAL, which
+            // would otherwise be retried forever).
+            if let Ok(st) = f.metadata() {
+                if self.read_pos > st.len() as i64 {
+                    return Err(ReadFailure::Corrupt(format!(
+                        "read position {} is past the end of the file ({} bytes)",
+                        self.read_pos,
+                        st.len()
+                    )));
+                }
+            }
             if self.read_pos > 0 {
                 if let Err(source) = f.seek(SeekFrom::Start(self.read_pos as u64)) {
                     return Err(ReadFailure::Io(DiskQueueError::Seek {
@@ -739,11 +774,38 @@ impl DiskQueue {
         }
         self.read_file_num += 1;
         self.read_pos = 0;
+        self.skip_missing_files();
         // significant state change, sync soon
         self.need_sync = true;
         // Not in Go 1.1.0 (it waits for the next successful read): if that was the end of the
         // queue, fix the depth now so depth() does not report records that are gone.
         self.check_tail_corruption();
+    }
+
+    /// Not in Go: if the new read file does not exist, jump over the whole run of missing
+    /// files at once, to the next data file present (or the write file). Go steps one file
+    /// number per read, so metadata naming file 10^12 (found by the `diskqueue` fuzz target)
+    /// would keep it renaming non-existent files for ever.
+    fn skip_missing_files(&mut self) {
+        if self.read_file_num >= self.write_file_num
+            || self.data_file_path(self.read_file_num).exists()
+        {
+            return;
+        }
+        let Ok(files) = self.list_data_files() else {
+            return;
+        };
+        let next = files
+            .iter()
+            .filter(|(n, p)| *n > self.read_file_num && p.extension().is_some_and(|e| e == "dat"))
+            .map(|(n, _)| *n)
+            .min()
+            .map_or(self.write_file_num, |n| n.min(self.write_file_num));
+        if next > self.read_file_num + 1 {
+            warn!(queue = %self.name, "DISKQUEUE({}) data files {} to {} are missing, skipping to {}",
+                self.name, self.read_file_num, next - 1, self.data_file_path(next).display());
+        }
+        self.read_file_num = next;
     }
 
     /// Go's checkTailCorruption: once the reader has caught up with the writer the depth must be

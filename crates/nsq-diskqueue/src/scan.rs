@@ -33,6 +33,41 @@ fn data_path(dir: &Path, name: &str, n: i64) -> PathBuf {
     dir.join(format!("{name}.diskqueue.{n:06}.dat"))
 }
 
+/// The numbers of queue `name`'s data files in `dir` within `[from, to]`, ascending.
+fn data_file_numbers(
+    dir: &Path,
+    name: &str,
+    from: i64,
+    to: i64,
+) -> Result<Vec<i64>, DiskQueueError> {
+    let prefix = format!("{name}.diskqueue.");
+    let read_err = |source| DiskQueueError::Read {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(read_err)? {
+        let fname = entry.map_err(read_err)?.file_name();
+        let Some(digits) = fname
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|r| r.strip_suffix(".dat"))
+        else {
+            continue;
+        };
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        match digits.parse::<i64>() {
+            Ok(n) if (from..=to).contains(&n) => out.push(n),
+            _ => {}
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
 /// Reads the unread records of queue `name` in `dir` without changing anything on disk.
 /// Records shorter than `min_msg_size` or longer than `max_msg_size` mark the rest of their
 /// file corrupt.
@@ -43,7 +78,7 @@ pub fn scan(
     max_msg_size: i32,
 ) -> Result<Scan, DiskQueueError> {
     let meta_path = dir.join(format!("{name}.diskqueue.meta.dat"));
-    let text = match fs::read_to_string(&meta_path) {
+    let text = match fs::read(&meta_path) {
         Ok(t) => t,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Scan::default()),
         Err(source) => {
@@ -57,7 +92,12 @@ pub fn scan(
         had_metadata: true,
         ..Scan::default()
     };
-    let meta = match Metadata::parse(&text) {
+    // Bytes, not `read_to_string`: metadata that is not UTF-8 is garbled metadata (as for
+    // `DiskQueue::open`), not an I/O error.
+    let parsed = std::str::from_utf8(&text)
+        .map_err(|e| format!("not UTF-8: {e}"))
+        .and_then(Metadata::parse);
+    let meta = match parsed {
         Ok(m) => m,
         Err(e) => {
             out.problems.push(format!(
@@ -67,7 +107,42 @@ pub fn scan(
             return Ok(out);
         }
     };
-    for n in meta.read_file_num..=meta.write_file_num {
+    // Walk the files that exist rather than every number in the range: garbled metadata can
+    // name file 10^12, and stepping through a trillion missing files never finishes.
+    let present = data_file_numbers(dir, name, meta.read_file_num, meta.write_file_num)?;
+    let mut expect = meta.read_file_num;
+    for n in present
+        .iter()
+        .copied()
+        .chain(std::iter::once(meta.write_file_num + 1))
+    {
+        let last_missing = if n > meta.write_file_num {
+            // The write file may legitimately not exist yet (right after a roll).
+            if meta.write_pos > 0 {
+                meta.write_file_num
+            } else {
+                meta.write_file_num - 1
+            }
+        } else {
+            n - 1
+        };
+        if expect < last_missing {
+            out.problems.push(format!(
+                "{} to {}: {} missing data files",
+                data_path(dir, name, expect).display(),
+                data_path(dir, name, last_missing).display(),
+                last_missing - expect + 1
+            ));
+        } else if expect == last_missing {
+            out.problems.push(format!(
+                "{}: missing data file",
+                data_path(dir, name, expect).display()
+            ));
+        }
+        if n > meta.write_file_num {
+            break;
+        }
+        expect = n + 1;
         let path = data_path(dir, name, n);
         let data = match fs::File::open(&path) {
             Ok(mut f) => {
@@ -80,10 +155,9 @@ pub fn scan(
                 v
             }
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                if n < meta.write_file_num || meta.write_pos > 0 {
-                    out.problems
-                        .push(format!("{}: missing data file", path.display()));
-                }
+                // Removed since the listing.
+                out.problems
+                    .push(format!("{}: missing data file", path.display()));
                 continue;
             }
             Err(source) => return Err(DiskQueueError::Read { path, source }),
@@ -181,6 +255,26 @@ mod tests {
         assert_eq!(s.problems.len(), 1, "{:?}", s.problems);
         assert!(!s.records.is_empty() && s.records.len() < 20);
         assert_eq!(s.records.last().unwrap().as_ref(), b"rec-19");
+    }
+
+    /// Found by the `diskqueue` fuzz target: non-UTF-8 metadata made `scan` fail with an I/O
+    /// error (nsqd then logged "failed to read queue") while `DiskQueue::open` treats the same
+    /// file as garbled metadata. Both now report it as a problem and leave the files alone.
+    #[test]
+    fn non_utf8_metadata_is_a_problem_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = dir.path().join("t.diskqueue.meta.dat");
+        fs::write(&meta, b"49\n0,0\n0,\xff\xff1").unwrap();
+        fs::write(data_path(dir.path(), "t", 0), b"\0\0\0\x06rec-00").unwrap();
+        let s = scan(dir.path(), "t", 1, 50).expect("garbled metadata is not an I/O error");
+        assert!(s.had_metadata && s.records.is_empty());
+        assert_eq!(s.problems.len(), 1, "{:?}", s.problems);
+        assert!(s.problems[0].contains("not UTF-8"), "{:?}", s.problems);
+        assert_eq!(
+            fs::read(&meta).unwrap(),
+            b"49\n0,0\n0,\xff\xff1",
+            "left in place"
+        );
     }
 
     #[test]

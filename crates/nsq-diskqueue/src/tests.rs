@@ -541,3 +541,119 @@ fn takes_over_go_state_mid_file() {
     q.close().unwrap();
     assert_eq!(meta_text(dir.path(), "go"), "0\n2,14\n2,14\n");
 }
+
+/// Found by the `diskqueue` fuzz target: metadata naming a write file far beyond the files
+/// present (here 10^12) made `read_next` and `scan` step through every missing file number,
+/// i.e. never return. Both now jump over the run of missing files; the records present are
+/// still delivered, in order, by both.
+#[test]
+fn metadata_naming_a_distant_write_file_does_not_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = |p: &[u8]| [&(p.len() as u32).to_be_bytes()[..], p].concat();
+    fs::write(dir.path().join("t.diskqueue.000000.dat"), rec(b"first")).unwrap();
+    fs::write(dir.path().join("t.diskqueue.000007.dat"), rec(b"second")).unwrap();
+    fs::write(
+        dir.path().join("t.diskqueue.meta.dat"),
+        "2\n0,0\n999999999999,0\n",
+    )
+    .unwrap();
+    let s = crate::scan(dir.path(), "t", 1, 1000).unwrap();
+    assert_eq!(s.records, vec![&b"first"[..], &b"second"[..]]);
+    assert_eq!(s.problems.len(), 2, "{:?}", s.problems);
+    assert!(
+        s.problems[1].contains("999999999991 missing data files"),
+        "{:?}",
+        s.problems
+    );
+    let mut q = DiskQueue::open(dir.path(), "t", opts(1000)).unwrap();
+    let t = Instant::now();
+    assert_eq!(read_all(&mut q), vec![&b"first"[..], &b"second"[..]]);
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(q.depth(), 0);
+    q.put(b"after").unwrap();
+    assert_eq!(q.read_next().unwrap().as_deref(), Some(&b"after"[..]));
+}
+
+/// Found by the `diskqueue` fuzz target: a write file number of `i64::MAX` overflowed
+/// `write_file_num + 1` at open. Such metadata is now garbled: set aside, queue starts empty.
+#[test]
+fn metadata_with_absurd_file_number_is_garbled() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("t.diskqueue.meta.dat"),
+        "0\n0,0\n9223372036854775807,5\n",
+    )
+    .unwrap();
+    let mut q = DiskQueue::open(dir.path(), "t", opts(1000)).unwrap();
+    assert_eq!(q.read_next().unwrap(), None);
+    assert!(dir.path().join("t.diskqueue.meta.dat.bad").exists());
+    q.put(b"x").unwrap();
+    assert_eq!(q.read_next().unwrap().as_deref(), Some(&b"x"[..]));
+}
+
+/// Found by the `diskqueue` fuzz target: metadata whose reader has caught up with its writer
+/// but whose depth is not 0 (a crash between a read and the next sync) kept reporting the
+/// stale depth until the next read. It is corrected at open.
+#[test]
+fn stale_depth_of_an_empty_queue_is_reset_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("t.diskqueue.meta.dat"), "3\n6,0\n6,0").unwrap();
+    let mut q = DiskQueue::open(dir.path(), "t", opts(1000)).unwrap();
+    assert_eq!(q.depth(), 0);
+    assert_eq!(q.read_next().unwrap(), None);
+    q.close().unwrap();
+    let text = fs::read_to_string(dir.path().join("t.diskqueue.meta.dat")).unwrap();
+    assert_eq!(text, "0\n6,0\n6,0\n");
+}
+
+/// A read position far past the end of its file (2^47: beyond ext4's largest file, where
+/// seeking fails with EINVAL) used to be returned from `read_next` as an I/O error, on every
+/// call, for ever. It is corruption: the file is set aside and reading moves on.
+#[test]
+fn read_position_past_the_end_is_corruption_not_an_io_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = |p: &[u8]| [&(p.len() as u32).to_be_bytes()[..], p].concat();
+    fs::write(dir.path().join("t.diskqueue.000000.dat"), rec(b"gone")).unwrap();
+    fs::write(dir.path().join("t.diskqueue.000001.dat"), rec(b"next")).unwrap();
+    fs::write(
+        dir.path().join("t.diskqueue.meta.dat"),
+        "2\n0,140737488355328\n1,8\n",
+    )
+    .unwrap();
+    let mut q = DiskQueue::open(dir.path(), "t", opts(1000)).unwrap();
+    assert_eq!(q.read_next().unwrap().as_deref(), Some(&b"next"[..]));
+    assert_eq!(q.read_next().unwrap(), None);
+    assert!(dir.path().join("t.diskqueue.000000.dat.bad").exists());
+}
+
+/// Found by the `diskqueue` fuzz target: the startup repair (write file longer than the
+/// metadata's `writePos`) moves the writer to the next file number; when that file already
+/// existed (unknown to the metadata), new records were written over its start and its old
+/// records resurfaced behind them after the next restart. The stale bytes are now cut off
+/// when the file is opened for writing.
+#[test]
+fn stale_bytes_in_the_next_write_file_never_resurface() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = |p: &[u8]| [&(p.len() as u32).to_be_bytes()[..], p].concat();
+    let f0 = [rec(b"rec-00"), rec(b"rec-01"), rec(b"rec-02")].concat();
+    let f1 = [rec(b"rec-03"), rec(b"rec-04")].concat();
+    fs::write(dir.path().join("t.diskqueue.000000.dat"), &f0).unwrap();
+    fs::write(dir.path().join("t.diskqueue.000001.dat"), &f1).unwrap();
+    fs::write(dir.path().join("t.diskqueue.meta.dat"), "5\n0,0\n0,20\n").unwrap();
+    let mut q = DiskQueue::open(dir.path(), "t", opts(1000)).unwrap();
+    assert_eq!(read_all(&mut q), vec![&b"rec-00"[..], b"rec-01", b"rec-02"]);
+    q.put(b"x").unwrap();
+    assert_eq!(q.read_next().unwrap().as_deref(), Some(&b"x"[..]));
+    q.put(b"y").unwrap();
+    q.close().unwrap();
+    let mut q = DiskQueue::open(dir.path(), "t", opts(1000)).unwrap();
+    assert_eq!(
+        read_all(&mut q),
+        vec![&b"y"[..]],
+        "no stale record after the new ones"
+    );
+}

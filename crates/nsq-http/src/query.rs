@@ -52,6 +52,11 @@ impl Query {
         }
     }
 
+    /// Every pair, in the order of the query string.
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.pairs
+    }
+
     /// The first value of `key`, if the key is present.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.pairs

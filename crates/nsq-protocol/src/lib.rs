@@ -19,10 +19,15 @@
 //! - [`identify`]: the IDENTIFY request and response JSON.
 //! - [`lookup`]: the nsqd → nsqlookupd protocol V1 (magic, IDENTIFY/REGISTER/UNREGISTER/PING,
 //!   size-prefixed responses).
+//!
+//! `fuzzing` (hidden) holds the bodies of the cargo-fuzz targets in `fuzz/`, so that the
+//! stable test `tests/fuzz_corpus.rs` can replay their corpora in CI.
 
 pub mod command;
 pub mod error;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identify;
 pub mod lookup;
 pub mod message;

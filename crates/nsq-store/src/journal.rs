@@ -90,7 +90,9 @@ impl AckSet {
 
     /// Adds the record at `pos`.
     pub fn insert(&mut self, pos: u64) {
-        self.insert_range(pos, pos + 1);
+        // No record can start at u64::MAX (a record is at least 14 bytes), so saturating
+        // loses nothing and keeps a corrupt position from overflowing.
+        self.insert_range(pos, pos.saturating_add(1));
     }
 
     /// Adds `[from, to)`, merging with overlapping or touching ranges. Cheap when appending
@@ -228,7 +230,9 @@ impl Replay {
         let u = |i: usize| u64::from_be_bytes(p[i..i + 8].try_into().expect("length checked"));
         match (kind, p.len()) {
             (KIND_START, 8) | (KIND_CURSOR, 8) => self.low_water(u(0)),
-            (KIND_ACK, 8) => self.ack_range(u(0), u(0) + 1),
+            // Saturating: `Ack(u64::MAX)` read from a damaged or hostile journal overflowed
+            // here (found by the `store_journal` fuzz target); no record starts there.
+            (KIND_ACK, 8) => self.ack_range(u(0), u(0).saturating_add(1)),
             (KIND_ACK_RANGE, 16) => self.ack_range(u(0), u(8)),
             (KIND_DEFER, 18) => {
                 let pos = u(0);

@@ -62,7 +62,12 @@
 //! record, every time. An impossible length is just an invalid record: nothing ever allocates
 //! more than what remains of the file. (A body containing a complete, valid frame could in
 //! theory be taken for a record while resynchronising after corruption just before it; the
-//! CRC makes accidental matches negligible.)
+//! CRC makes accidental matches negligible.) A segment whose file name puts it near the end
+//! of the `u64` position space is refused at open rather than overflowing.
+//!
+//! The fuzz targets `store_log`, `store_journal` and `store_recover` (bodies in the hidden
+//! `fuzzing` module; see `docs/FUZZING.md`) feed all of this damaged and hand-made files and
+//! check recovery against a model of the journal's rules.
 //!
 //! # Crash safety
 //!
@@ -125,6 +130,8 @@
 
 pub mod commit;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod journal;
 pub mod log;
 pub mod record;

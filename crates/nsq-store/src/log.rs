@@ -28,6 +28,9 @@ pub const MESSAGE_OVERHEAD: usize = HEADER_LEN + 1 + MESSAGE_FIXED_LEN;
 /// `--max-msg-size` never turns old records into "corruption".
 const MIN_SCAN_LEN: u32 = 16 << 20;
 
+/// Largest log position a segment may start or end at (see [`TopicLog::open_listed`]).
+const MAX_POSITION: u64 = 1 << 63;
+
 /// `append` writes the buffer out once it holds this much.
 const FLUSH_AT: usize = 1 << 20;
 
@@ -256,7 +259,17 @@ impl TopicLog {
                 .open(&path)
                 .map_err(|e| StoreError::io("opening", &path, e))?;
             let len = scan_last_segment(&file, &path, scan_max_len)?;
-            end = base + len;
+            // A base near u64::MAX (a hand-made or damaged file name) would overflow every
+            // position computed from it. No real log gets past 2^63 bytes.
+            end = base
+                .checked_add(len)
+                .filter(|&e| e <= MAX_POSITION)
+                .ok_or_else(|| {
+                    StoreError::Invalid(format!(
+                        "{}: segment base {base} is beyond any real log position",
+                        path.display()
+                    ))
+                })?;
             active = Some(Active {
                 base,
                 file,

@@ -920,3 +920,42 @@ fn writer_thread_timeout_sync_and_closures() {
     drop(w);
     assert_eq!(reader.synced_upto(), a.end);
 }
+
+/// Found by the `store_journal` fuzz target: a journal record `Ack(u64::MAX)` (damaged or
+/// hand-made) overflowed `pos + 1` while replaying. It now acks nothing (no record starts
+/// there) and the rest of the journal still applies.
+#[test]
+fn journal_ack_at_u64_max_does_not_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut j = ChannelJournal::create(d, "t", "c", 0).unwrap();
+    j.ack(u64::MAX).unwrap();
+    j.ack(47).unwrap();
+    j.sync().unwrap();
+    drop(j);
+    let (_, rec) = ChannelJournal::open(d, "t", "c", u64::MAX)
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.acked.ranges(), &[(47, 48)]);
+    let mut set = AckSet::new();
+    set.insert(u64::MAX);
+    assert!(set.is_empty());
+}
+
+/// Found while fuzzing the log (by reading the code the fuzzer exercises): a segment file
+/// named with a base near `u64::MAX` overflowed `base + length` at open. It is refused.
+#[test]
+fn segment_base_near_u64_max_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut log = TopicLog::open(d, "t", opts(1 << 20)).unwrap();
+    log.append(&msgs(0..2, |_| 10)).unwrap();
+    log.close().unwrap();
+    let seg = d.join(format!("t.nsqrs.{:020}.log", 0));
+    fs::rename(&seg, d.join(format!("t.nsqrs.{:020}.log", u64::MAX - 10))).unwrap();
+    let err = TopicLog::open(d, "t", opts(1 << 20)).unwrap_err();
+    assert!(
+        err.to_string().contains("beyond any real log position"),
+        "{err}"
+    );
+}

@@ -1,5 +1,6 @@
 //! The single integration-test binary (one link step for all integration tests).
 
+mod abuse;
 mod auth;
 mod bad_input;
 mod durability;

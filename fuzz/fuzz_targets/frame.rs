@@ -1,0 +1,3 @@
+#![no_main]
+//! See `nsq_protocol::fuzzing::fuzz_frame`.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| nsq_protocol::fuzzing::fuzz_frame(data));

@@ -1,0 +1,3 @@
+#![no_main]
+//! See `nsq_protocol::fuzzing::fuzz_message`.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| nsq_protocol::fuzzing::fuzz_message(data));

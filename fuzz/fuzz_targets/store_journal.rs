@@ -1,0 +1,3 @@
+#![no_main]
+//! See `nsq_store::fuzzing::fuzz_store_journal`.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| nsq_store::fuzzing::fuzz_store_journal(data));
