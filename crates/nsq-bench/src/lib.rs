@@ -12,6 +12,8 @@
 //!   `bench_reader`. Whatever nsqd reaches is compared against this ceiling measured on the
 //!   same machine in the same run, which makes results comparable across machines.
 //! - `bench_mem`: nsqd's resident memory per queued message (RSS delta / message count).
+//! - `bench_writer --tls/--snappy/--deflate`, `bench_reader` likewise: the same loops over
+//!   TLS and/or compression ([`layers`]), to record each layer's cost next to plain TCP.
 //! - `bench_topics`: the "many idle topics" bar: creation time, idle CPU, RSS and `/stats`
 //!   latency with 10,000 topics.
 //!
@@ -23,6 +25,7 @@
 
 pub mod args;
 pub mod http;
+pub mod layers;
 pub mod procfs;
 pub mod report;
 pub mod wire;

@@ -15,6 +15,19 @@ use nsq_protocol::command::{encode_fin, encode_mpub};
 use nsq_protocol::frame::decode_frame;
 use nsq_protocol::{Command, Frame, FrameType, Message, MAGIC_V2};
 
+/// A blocking byte stream the loops run over: a `TcpStream`, or a connection with TLS or
+/// compression from [`crate::layers`]. Writers flush after each batch (a no-op on TCP).
+pub trait BenchStream: Read + Write {
+    /// Bounds each read, so loops can check their deadline.
+    fn set_read_timeout(&self, d: Option<Duration>) -> std::io::Result<()>;
+}
+
+impl BenchStream for TcpStream {
+    fn set_read_timeout(&self, d: Option<Duration>) -> std::io::Result<()> {
+        TcpStream::set_read_timeout(self, d)
+    }
+}
+
 /// Largest frame we accept (Go's tools use 1 MiB).
 pub const MAX_FRAME: usize = 1024 * 1024;
 
@@ -49,10 +62,15 @@ impl Default for FrameReader {
 impl FrameReader {
     /// Reads once from `s` into the buffer. `Ok(0)` is end of stream; timeouts surface as
     /// `io::ErrorKind::WouldBlock`/`TimedOut` errors.
-    pub fn fill(&mut self, s: &mut TcpStream) -> std::io::Result<usize> {
+    pub fn fill<S: Read>(&mut self, s: &mut S) -> std::io::Result<usize> {
         let n = s.read(&mut self.chunk)?;
         self.buf.extend_from_slice(&self.chunk[..n]);
         Ok(n)
+    }
+
+    /// Hands over the bytes read past the last frame (they belong to the next stream layer).
+    pub fn take_buffered(&mut self) -> BytesMut {
+        self.buf.split()
     }
 
     /// The next complete buffered frame, if any.
@@ -61,7 +79,7 @@ impl FrameReader {
     }
 
     /// Blocks until a whole frame has arrived.
-    pub fn read_frame(&mut self, s: &mut TcpStream) -> anyhow::Result<Frame> {
+    pub fn read_frame<S: Read>(&mut self, s: &mut S) -> anyhow::Result<Frame> {
         loop {
             if let Some(f) = self.next_buffered()? {
                 return Ok(f);
@@ -73,7 +91,7 @@ impl FrameReader {
     }
 
     /// Blocks until a non-heartbeat response; fails on an error frame.
-    pub fn read_ok(&mut self, s: &mut TcpStream, what: &str) -> anyhow::Result<Frame> {
+    pub fn read_ok<S: Read + Write>(&mut self, s: &mut S, what: &str) -> anyhow::Result<Frame> {
         loop {
             let f = self.read_frame(s)?;
             match f.frame_type {
@@ -84,6 +102,7 @@ impl FrameReader {
                     let mut out = BytesMut::new();
                     Command::Nop.encode(&mut out);
                     s.write_all(&out)?;
+                    s.flush()?;
                 }
                 FrameType::Response => return Ok(f),
                 FrameType::Message => bail!("{what}: unexpected message frame"),
@@ -143,8 +162,8 @@ pub struct PubResult {
 /// Publishes the pre-encoded `mpub` (holding `per_batch` messages) until `end`, reading and
 /// checking the response to each before sending the next, like Go's `bench_writer`.
 /// At least one batch is sent. Latency samples are recorded when `record` is set.
-pub fn publish_until(
-    s: &mut TcpStream,
+pub fn publish_until<S: BenchStream>(
+    s: &mut S,
     r: &mut FrameReader,
     mpub: &[u8],
     per_batch: u64,
@@ -155,6 +174,7 @@ pub fn publish_until(
     loop {
         let t0 = Instant::now();
         s.write_all(mpub).context("writing MPUB")?;
+        s.flush().context("writing MPUB")?;
         r.read_ok(s, "MPUB")?;
         let now = Instant::now();
         if record {
@@ -185,8 +205,8 @@ pub struct ConsumeResult {
 /// write. Go's `bench_reader` writes each FIN into a `bufio.Writer` and flushes when the
 /// count crosses 75% of RDY; batching per read keeps the client's syscall count low so the
 /// benchmark measures the server. `s` gets a short read timeout so `end` is honoured.
-pub fn consume_until(
-    s: &mut TcpStream,
+pub fn consume_until<S: BenchStream>(
+    s: &mut S,
     r: &mut FrameReader,
     end: Instant,
     tool: &str,
@@ -217,6 +237,7 @@ pub fn consume_until(
         if !out.is_empty() {
             res.last_msg = Some(Instant::now());
             s.write_all(&out).context("writing FINs")?;
+            s.flush().context("writing FINs")?;
             out.clear();
         }
         if Instant::now() >= end {

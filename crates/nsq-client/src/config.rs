@@ -1,5 +1,6 @@
 //! Client configuration with go-nsq's option names and defaults (go-nsq `config.go`).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use nsq_protocol::identify::IdentifyRequest;
@@ -90,6 +91,34 @@ pub struct Config {
     /// Consumer (nsq-rs): how long `stop()` waits for in-flight messages to be finished or
     /// requeued before closing the connections anyway. Default 30s.
     pub stop_timeout: Duration,
+    /// Ask nsqd for TLS in IDENTIFY (go-nsq `tls_v1`). As in go-nsq, a server without a
+    /// certificate declines and the connection stays plain (a warning is logged); a server
+    /// with `--tls-required` refuses every command of a client that did not ask.
+    pub tls_v1: bool,
+    /// PEM file of the CA certificates the server's certificate must chain to; `None` uses the
+    /// system's CA bundle (go-nsq `tls_root_ca_file`).
+    pub tls_root_ca_file: Option<PathBuf>,
+    /// PEM client certificate presented to nsqd (with `tls_key`; go-nsq `tls_cert`), for
+    /// `--tls-client-auth-policy=require` / `require-verify`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert` (go-nsq `tls_key`).
+    pub tls_key: Option<PathBuf>,
+    /// Accept any server certificate (go-nsq `tls_insecure_skip_verify`). Encrypts but does
+    /// not authenticate the server: for tests only.
+    pub tls_insecure_skip_verify: bool,
+    /// Name checked against the server's certificate (nsq-rs; go-nsq always uses the host part
+    /// of the nsqd address, which is also the default here).
+    pub tls_server_name: Option<String>,
+    /// Ask nsqd for snappy compression (go-nsq `snappy`). Exclusive with `deflate`.
+    pub snappy: bool,
+    /// Ask nsqd for raw deflate compression (go-nsq `deflate`). Exclusive with `snappy`.
+    pub deflate: bool,
+    /// Deflate level 1–9 for what we send; also requested for what nsqd sends, which it caps
+    /// at its `--max-deflate-level` (go-nsq `deflate_level`, 6).
+    pub deflate_level: u32,
+    /// Secret sent with `AUTH` when nsqd requires it (go-nsq `auth_secret`). Without one, a
+    /// server that requires AUTH is reported as [`Error::Auth`].
+    pub auth_secret: Option<String>,
 }
 
 impl Default for Config {
@@ -120,6 +149,16 @@ impl Default for Config {
             msg_timeout: None,
             requeue_on_drop: true,
             stop_timeout: Duration::from_secs(30),
+            tls_v1: false,
+            tls_root_ca_file: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_insecure_skip_verify: false,
+            tls_server_name: None,
+            snappy: false,
+            deflate: false,
+            deflate_level: 6,
+            auth_secret: None,
         }
     }
 }
@@ -133,9 +172,9 @@ impl Config {
     /// Sets one option from text, by its go-nsq name (`-` and `_` are interchangeable).
     ///
     /// Durations use Go syntax (`"250ms"`, `"1m30s"`), booleans Go's `strconv.ParseBool`
-    /// spellings. go-nsq options for features not implemented yet (`tls_v1`, `snappy`,
-    /// `deflate`, `auth_secret`, ...) are rejected with [`Error::Unsupported`] unless they
-    /// ask for the feature to be off.
+    /// spellings, paths are taken as given (files are read when the producer or consumer is
+    /// created). go-nsq options not implemented (`tls_min_version`, `local_addr`) are
+    /// rejected with [`Error::Unsupported`].
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
         let key = key.trim().replace('-', "_");
         let value = value.trim();
@@ -143,6 +182,7 @@ impl Config {
         let dur = || parse_go_duration(value).map_err(|e| bad(&e));
         let int = || value.parse::<i64>().map_err(|_| bad("not an integer"));
         let boolean = || parse_go_bool(value).ok_or_else(|| bad("not a boolean"));
+        let path = || (!value.is_empty()).then(|| PathBuf::from(value));
         match key.as_str() {
             "dial_timeout" => self.dial_timeout = dur()?,
             "read_timeout" => self.read_timeout = dur()?,
@@ -200,21 +240,27 @@ impl Config {
             "stop_timeout" => self.stop_timeout = dur()?,
             // go-nsq options without an effect here: accepted so shared option lists work.
             "low_rdy_timeout" | "rdy_redistribute_interval" | "backoff_strategy" => {}
-            "tls_v1" | "snappy" | "deflate" => {
-                if boolean()? {
-                    return Err(Error::Unsupported(key));
-                }
-            }
+            "tls_v1" => self.tls_v1 = boolean()?,
+            "snappy" => self.snappy = boolean()?,
+            "deflate" => self.deflate = boolean()?,
             "deflate_level" => {
-                int()?;
+                let n = int()?;
+                if !(1..=9).contains(&n) {
+                    return Err(bad("must be between 1 and 9"));
+                }
+                self.deflate_level = n as u32;
             }
-            "auth_secret"
-            | "tls_root_ca_file"
-            | "tls_insecure_skip_verify"
-            | "tls_cert"
-            | "tls_key"
-            | "tls_min_version"
-            | "local_addr" => return Err(Error::Unsupported(key)),
+            "auth_secret" => {
+                self.auth_secret = (!value.is_empty()).then(|| value.to_owned());
+            }
+            "tls_root_ca_file" => self.tls_root_ca_file = path(),
+            "tls_cert" => self.tls_cert = path(),
+            "tls_key" => self.tls_key = path(),
+            "tls_insecure_skip_verify" => self.tls_insecure_skip_verify = boolean()?,
+            "tls_server_name" => {
+                self.tls_server_name = (!value.is_empty()).then(|| value.to_owned());
+            }
+            "tls_min_version" | "local_addr" => return Err(Error::Unsupported(key)),
             _ => return Err(Error::Config(format!("unknown option {key:?}"))),
         }
         Ok(())
@@ -233,6 +279,21 @@ impl Config {
         if self.sample_rate > 99 {
             return Err(Error::Config("sample_rate must be between 0 and 99".into()));
         }
+        if self.snappy && self.deflate {
+            return Err(Error::Config(
+                "snappy and deflate cannot both be enabled (nsqd refuses the pair)".into(),
+            ));
+        }
+        if !(1..=9).contains(&self.deflate_level) {
+            return Err(Error::Config(
+                "deflate_level must be between 1 and 9".into(),
+            ));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(Error::Config(
+                "tls_cert and tls_key must be given together".into(),
+            ));
+        }
         if !(0.0..=1.0).contains(&self.lookupd_poll_jitter) {
             return Err(Error::Config(
                 "lookupd_poll_jitter must be between 0 and 1".into(),
@@ -242,7 +303,7 @@ impl Config {
     }
 
     /// The IDENTIFY body for this configuration. We always negotiate features (to learn the
-    /// server's `max_rdy_count`) and never ask for TLS or compression yet.
+    /// server's `max_rdy_count`, whether it agreed to TLS/compression and requires AUTH).
     pub(crate) fn identify_request(&self) -> IdentifyRequest {
         IdentifyRequest {
             client_id: Some(self.client_id.clone()),
@@ -258,10 +319,10 @@ impl Config {
                 Some(d) => d.as_millis() as i64,
                 None => -1,
             }),
-            tls_v1: Some(false),
-            snappy: Some(false),
-            deflate: Some(false),
-            deflate_level: None,
+            tls_v1: Some(self.tls_v1),
+            snappy: Some(self.snappy),
+            deflate: Some(self.deflate),
+            deflate_level: Some(i64::from(self.deflate_level)),
             sample_rate: Some(self.sample_rate as i64),
             msg_timeout: Some(self.msg_timeout.map_or(0, |d| d.as_millis() as i64)),
             topology_region: None,
@@ -373,7 +434,7 @@ mod tests {
         assert_eq!(c.sample_rate, 10);
         assert!(!c.requeue_on_drop);
         assert!(matches!(
-            c.set("snappy", "true"),
+            c.set("tls_min_version", "tls1.2"),
             Err(Error::Unsupported(_))
         ));
         assert!(matches!(c.set("nope", "1"), Err(Error::Config(_))));
@@ -383,6 +444,40 @@ mod tests {
             c.set("max_in_flight", "-1"),
             Err(Error::Config(_))
         ));
+    }
+
+    #[test]
+    fn tls_compression_and_auth_options() {
+        let mut c = Config::default();
+        assert_eq!(c.deflate_level, 6);
+        c.set("tls_v1", "true").unwrap();
+        c.set("tls_root_ca_file", "/etc/ca.pem").unwrap();
+        c.set("tls_cert", "/etc/client.pem").unwrap();
+        c.set("tls_key", "/etc/client.key").unwrap();
+        c.set("tls-insecure-skip-verify", "1").unwrap();
+        c.set("deflate", "true").unwrap();
+        c.set("deflate_level", "9").unwrap();
+        c.set("auth_secret", "s3cret").unwrap();
+        assert!(c.tls_v1 && c.tls_insecure_skip_verify && c.deflate);
+        assert_eq!(c.tls_root_ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(c.tls_cert, Some(PathBuf::from("/etc/client.pem")));
+        assert_eq!(c.tls_key, Some(PathBuf::from("/etc/client.key")));
+        assert_eq!(c.deflate_level, 9);
+        assert_eq!(c.auth_secret.as_deref(), Some("s3cret"));
+        assert!(c.identify_request().tls_v1 == Some(true));
+        assert_eq!(c.identify_request().deflate_level, Some(9));
+        c.validate().unwrap();
+        assert!(matches!(c.set("deflate_level", "0"), Err(Error::Config(_))));
+        assert!(matches!(
+            c.set("deflate_level", "10"),
+            Err(Error::Config(_))
+        ));
+        c.set("snappy", "true").unwrap();
+        assert!(matches!(c.validate(), Err(Error::Config(_))));
+        c.set("deflate", "false").unwrap();
+        c.validate().unwrap();
+        c.set("tls_key", "").unwrap();
+        assert!(matches!(c.validate(), Err(Error::Config(_))));
     }
 
     #[test]

@@ -40,9 +40,17 @@ pub enum Error {
     /// A configuration key or value could not be applied ([`crate::Config::set`]).
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// A feature this client does not implement yet (TLS, snappy, deflate, AUTH).
+    /// A feature or option this client does not implement (e.g. `tls_min_version`).
     #[error("not supported by nsq-client yet: {0}")]
     Unsupported(String),
+    /// TLS could not be set up: a certificate or key file could not be loaded, or the
+    /// handshake failed (e.g. the server's certificate does not chain to the configured CA).
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// nsqd requires AUTH and no `auth_secret` is configured. (A secret the server refuses
+    /// comes back as [`Error::Server`] with its `E_*` code, e.g. `E_UNAUTHORIZED`.)
+    #[error("AUTH: {0}")]
+    Auth(String),
     /// An nsqlookupd HTTP query failed (bad status, unparsable body).
     #[error("nsqlookupd: {0}")]
     Lookupd(String),
@@ -81,6 +89,8 @@ impl Error {
             Error::InvalidArgument(s) => Error::InvalidArgument(s.clone()),
             Error::Config(s) => Error::Config(s.clone()),
             Error::Unsupported(s) => Error::Unsupported(s.clone()),
+            Error::Tls(s) => Error::Tls(s.clone()),
+            Error::Auth(s) => Error::Auth(s.clone()),
             Error::Lookupd(s) => Error::Lookupd(s.clone()),
         }
     }

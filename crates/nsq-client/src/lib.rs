@@ -6,9 +6,24 @@
 //! go-nsq's names and defaults ([`Config`], [`Config::set`]). Errors are one
 //! [`enum@Error`] type; a server error keeps nsqd's `E_*` code and text.
 //!
-//! Not implemented yet: TLS, snappy/deflate compression and AUTH. The connection code is
-//! generic over the byte stream so they can be added as stream wrappers after IDENTIFY;
-//! until then a server that requires them is reported as [`Error::Unsupported`].
+//! TLS (rustls), snappy and deflate compression and AUTH are negotiated as go-nsq does:
+//! ask for them in [`Config`] (`tls_v1`, `tls_root_ca_file`, `tls_cert`/`tls_key`,
+//! `snappy`, `deflate`/`deflate_level`, `auth_secret`) and every connection upgrades in place
+//! after IDENTIFY (TLS first, then compression, then AUTH). A server that requires AUTH when no
+//! secret is set is [`Error::Auth`]; a failed handshake is [`Error::Tls`]; a refused secret is
+//! nsqd's own [`Error::Server`] (`E_UNAUTHORIZED`, `E_AUTH_FAILED`).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), nsq_client::Error> {
+//! let mut config = nsq_client::Config::new();
+//! config.set("tls_v1", "true")?;
+//! config.set("tls_root_ca_file", "/etc/nsq/ca.pem")?;
+//! config.set("snappy", "true")?;
+//! config.set("auth_secret", "s3cret")?;
+//! let producer = nsq_client::Producer::connect("nsqd.example:4150", config).await?;
+//! producer.publish("events", "over TLS, compressed").await?;
+//! # Ok(()) }
+//! ```
 //!
 //! # Publishing
 //!
@@ -132,6 +147,7 @@ mod consumer;
 mod error;
 mod lookupd;
 mod producer;
+mod tls;
 
 pub use config::Config;
 pub use consumer::{Consumer, ConsumerStats, Message, StopHandle};

@@ -66,6 +66,8 @@ impl std::fmt::Debug for Producer {
 struct Inner {
     addr: String,
     config: Config,
+    /// Built once from the TLS options; `None` without them.
+    tls: Option<Arc<nsq_net::rustls::ClientConfig>>,
     conn: Mutex<Option<ConnHandle>>,
     /// Serialises (re)connecting so concurrent callers share one new connection.
     connect_lock: tokio::sync::Mutex<()>,
@@ -98,10 +100,12 @@ impl Producer {
     pub async fn connect(addr: impl AsRef<str>, config: Config) -> Result<Producer> {
         config.validate()?;
         let addr = conn::normalize_addr(addr.as_ref())?;
+        let tls = crate::tls::client_config(&config)?;
         let producer = Producer {
             inner: Arc::new(Inner {
                 addr,
                 config,
+                tls,
                 conn: Mutex::new(None),
                 connect_lock: tokio::sync::Mutex::new(()),
                 stopped: AtomicBool::new(false),
@@ -246,10 +250,9 @@ impl Producer {
             return Ok(tx);
         }
         let config = &self.inner.config;
-        let mut stream = conn::dial(&self.inner.addr, config).await?;
-        let mut reader = FrameReader::new();
-        conn::handshake(&mut stream, &mut reader, config).await?;
-        tracing::debug!(addr = %self.inner.addr, "producer connected");
+        let (stream, reader, negotiated) =
+            conn::connect(&self.inner.addr, config, self.inner.tls.as_ref()).await?;
+        tracing::debug!(addr = %self.inner.addr, layers = negotiated.layers, "producer connected");
         let (tx, rx) = mpsc::channel(MAILBOX);
         let task = tokio::spawn(run(
             stream,

@@ -87,6 +87,11 @@ pub fn init_logging() {
 
 /// Applies `--consumer-opt`/`--producer-opt` values (`key,value`; a bare `key` means
 /// `key,true`, as go-nsq's `ConfigFlag`) to `config`. `flag` names the flag in errors.
+///
+/// Every go-nsq option `nsq_client::Config::set` knows is accepted, including TLS
+/// (`tls_v1`, `tls_root_ca_file`, `tls_cert`, `tls_key`, `tls_insecure_skip_verify`),
+/// compression (`snappy`, `deflate`, `deflate_level`) and `auth_secret`; Go's tools have no
+/// dedicated flags for these either.
 pub fn apply_opts(
     config: &mut nsq_client::Config,
     opts: &[String],

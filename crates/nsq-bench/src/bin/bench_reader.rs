@@ -13,12 +13,12 @@ use std::io::Write;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use bytes::BytesMut;
 use clap::Parser;
 use nsq_bench::args::{parse_go_duration, parse_go_style, sleep_until_deadline, workers};
+use nsq_bench::layers::{connect_layered, Layers};
 use nsq_bench::report::{go_summary, rate_line};
-use nsq_bench::wire::{connect, consume_until, handshake, ConsumeResult, FrameReader};
+use nsq_bench::wire::{consume_until, ConsumeResult};
 use nsq_protocol::Command;
 
 /// Consume throughput benchmark (port of NSQ's bench_reader).
@@ -46,17 +46,43 @@ struct Args {
     /// RDY count to use
     #[arg(long, default_value_t = 2500)]
     rdy: u64,
+    /// negotiate TLS (nsq-rs extension; needs --tls-root-ca-file)
+    #[arg(long)]
+    tls: bool,
+    /// PEM CA certificate(s) nsqd's certificate must chain to (with --tls)
+    #[arg(long, default_value = "")]
+    tls_root_ca_file: String,
+    /// negotiate snappy compression (nsq-rs extension)
+    #[arg(long)]
+    snappy: bool,
+    /// negotiate deflate compression (nsq-rs extension)
+    #[arg(long)]
+    deflate: bool,
+    /// deflate level 1-9 (with --deflate)
+    #[arg(long, default_value_t = 6)]
+    deflate_level: u32,
 }
 
 fn main() -> anyhow::Result<()> {
     let args: Args = parse_go_style();
     let n = workers();
+    let layers = Layers::from_flags(
+        &args.nsqd_tcp_address,
+        args.tls,
+        &args.tls_root_ca_file,
+        args.snappy,
+        args.deflate,
+        args.deflate_level,
+    )?;
     let start_gate = Arc::new(Barrier::new(n + 1));
     let mut handles = Vec::new();
     for i in 0..n {
-        let mut s = connect(&args.nsqd_tcp_address)?;
-        let mut r = FrameReader::default();
-        handshake(&mut s, &mut r, &format!("reader{i}"), "bench_reader").context("IDENTIFY")?;
+        let (mut s, mut r) = connect_layered(
+            &args.nsqd_tcp_address,
+            &format!("reader{i}"),
+            "bench_reader",
+            &layers,
+        )?;
         let mut out = BytesMut::new();
         Command::Sub {
             topic: args.topic.clone(),
@@ -64,6 +90,7 @@ fn main() -> anyhow::Result<()> {
         }
         .encode(&mut out);
         s.write_all(&out)?;
+        s.flush()?;
         r.read_ok(&mut s, "SUB")?;
         let gate = Arc::clone(&start_gate);
         let runfor = args.runfor;
@@ -75,14 +102,20 @@ fn main() -> anyhow::Result<()> {
                 let mut out = BytesMut::new();
                 Command::Rdy { count: rdy }.encode(&mut out);
                 s.write_all(&out)?;
+                s.flush()?;
                 consume_until(&mut s, &mut r, end, "bench_reader")
             },
         ));
     }
     sleep_until_deadline("bench_reader", Some(&args.deadline))?;
     eprintln!(
-        "[bench_reader] {n} connections to {}, {}/{} RDY {}, for {:?}",
-        args.nsqd_tcp_address, args.topic, args.channel, args.rdy, args.runfor
+        "[bench_reader] {n} connections ({}) to {}, {}/{} RDY {}, for {:?}",
+        layers.describe(),
+        args.nsqd_tcp_address,
+        args.topic,
+        args.channel,
+        args.rdy,
+        args.runfor
     );
     let start = Instant::now();
     start_gate.wait();

@@ -12,11 +12,11 @@
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Parser;
 use nsq_bench::args::{parse_go_duration, parse_go_style, sleep_until_deadline, workers};
+use nsq_bench::layers::{connect_layered, Layers};
 use nsq_bench::report::{go_summary, rate_line, Latencies};
-use nsq_bench::wire::{connect, handshake, mpub_buffer, publish_until, FrameReader, PubResult};
+use nsq_bench::wire::{mpub_buffer, publish_until, PubResult};
 
 /// Publish throughput benchmark (port of NSQ's bench_writer).
 #[derive(Parser, Debug)]
@@ -43,6 +43,21 @@ struct Args {
     /// publishing connections (nsq-rs extension; 0 = one per core, as Go's tool)
     #[arg(long, default_value_t = 0)]
     connections: usize,
+    /// negotiate TLS (nsq-rs extension; needs --tls-root-ca-file)
+    #[arg(long)]
+    tls: bool,
+    /// PEM CA certificate(s) nsqd's certificate must chain to (with --tls)
+    #[arg(long, default_value = "")]
+    tls_root_ca_file: String,
+    /// negotiate snappy compression (nsq-rs extension)
+    #[arg(long)]
+    snappy: bool,
+    /// negotiate deflate compression (nsq-rs extension)
+    #[arg(long)]
+    deflate: bool,
+    /// deflate level 1-9 (with --deflate)
+    #[arg(long, default_value_t = 6)]
+    deflate_level: u32,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -57,13 +72,24 @@ fn main() -> anyhow::Result<()> {
         workers()
     };
     let mpub = Arc::new(mpub_buffer(&args.topic, args.size, args.batch_size));
+    let layers = Layers::from_flags(
+        &args.nsqd_tcp_address,
+        args.tls,
+        &args.tls_root_ca_file,
+        args.snappy,
+        args.deflate,
+        args.deflate_level,
+    )?;
     let start_gate = Arc::new(Barrier::new(n + 1));
     let mut handles = Vec::new();
     for i in 0..n {
         // Connect and identify before the clock starts, like Go's rdyChan handshake.
-        let mut s = connect(&args.nsqd_tcp_address)?;
-        let mut r = FrameReader::default();
-        handshake(&mut s, &mut r, &format!("writer{i}"), "bench_writer").context("IDENTIFY")?;
+        let (mut s, mut r) = connect_layered(
+            &args.nsqd_tcp_address,
+            &format!("writer{i}"),
+            "bench_writer",
+            &layers,
+        )?;
         let mpub = Arc::clone(&mpub);
         let gate = Arc::clone(&start_gate);
         let runfor = args.runfor;
@@ -76,8 +102,13 @@ fn main() -> anyhow::Result<()> {
     }
     sleep_until_deadline("bench_writer", Some(&args.deadline))?;
     eprintln!(
-        "[bench_writer] {n} connections to {}, topic {}, {} x {} B per MPUB, for {:?}",
-        args.nsqd_tcp_address, args.topic, args.batch_size, args.size, args.runfor
+        "[bench_writer] {n} connections ({}) to {}, topic {}, {} x {} B per MPUB, for {:?}",
+        layers.describe(),
+        args.nsqd_tcp_address,
+        args.topic,
+        args.batch_size,
+        args.size,
+        args.runfor
     );
     let start = Instant::now();
     start_gate.wait();

@@ -74,15 +74,18 @@ pub(crate) async fn run(
     let _ = shared.events.send(Event::Disconnected { id }).await;
 }
 
-async fn establish(
-    addr: &str,
-    shared: &Shared,
-) -> Result<(tokio::net::TcpStream, FrameReader, u64)> {
+async fn establish(addr: &str, shared: &Shared) -> Result<(conn::Stream, FrameReader, u64)> {
     let config = &shared.config;
-    let mut stream = conn::dial(addr, config).await?;
-    let mut reader = FrameReader::new();
-    let negotiated = conn::handshake(&mut stream, &mut reader, config).await?;
-    tracing::debug!(%addr, version = ?negotiated.version, max_rdy_count = negotiated.max_rdy_count, "IDENTIFY done");
+    let (mut stream, mut reader, negotiated) =
+        conn::connect(addr, config, shared.tls.as_ref()).await?;
+    tracing::debug!(
+        %addr,
+        version = ?negotiated.version,
+        max_rdy_count = negotiated.max_rdy_count,
+        layers = negotiated.layers,
+        auth_identity = ?negotiated.auth_identity,
+        "IDENTIFY done"
+    );
     let mut buf = BytesMut::new();
     Command::Sub {
         topic: shared.topic.clone(),

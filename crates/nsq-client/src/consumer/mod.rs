@@ -70,6 +70,8 @@ pub(crate) struct Shared {
     pub(crate) topic: String,
     pub(crate) channel: String,
     pub(crate) config: Arc<Config>,
+    /// Built once from the TLS options; `None` without them.
+    pub(crate) tls: Option<Arc<nsq_net::rustls::ClientConfig>>,
     pub(crate) events: mpsc::Sender<Event>,
     pub(crate) queue: DeliveryQueue,
     pub(crate) stats: Counters,
@@ -285,6 +287,7 @@ impl Consumer {
                 "consumers need heartbeats (nsqd refuses SUB without them)".into(),
             ));
         }
+        let tls = crate::tls::client_config(&config)?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::Config("Consumer::new must be called within a Tokio runtime".into())
         })?;
@@ -308,6 +311,7 @@ impl Consumer {
             topic,
             channel,
             config: Arc::new(config),
+            tls,
             events: events_tx,
             queue: DeliveryQueue::new(),
             stats: Counters::default(),

@@ -2,6 +2,7 @@
 
 mod cluster;
 mod harness;
+mod secure;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -2,6 +2,7 @@
 //! `nsq_to_http` against the real nsqd.
 
 mod harness;
+mod secure;
 mod to_file;
 mod to_http;
 mod to_nsq_copy;

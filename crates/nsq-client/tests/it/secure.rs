@@ -1,0 +1,470 @@
+//! TLS, snappy, deflate and AUTH through the real nsqd: round trips in every layer
+//! combination (checked on nsqd's side through `/stats`), client certificates, and the refused
+//! cases (TLS required, wrong CA, missing certificate, missing or refused AUTH secret).
+//!
+//! Certificates are generated per test with rcgen; the auth server is a small HTTP server in
+//! the test that nsqd queries over loopback.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use nsq_client::{Config, Consumer, Error, Producer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::{TestNsqd, WAIT};
+
+/// A CA, a server certificate for `localhost`/`127.0.0.1`, a client certificate signed by
+/// the CA, and an unrelated CA with its own client certificate.
+pub struct Pki {
+    _dir: tempfile::TempDir,
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    pub other_ca: PathBuf,
+    pub other_client_cert: PathBuf,
+    pub other_client_key: PathBuf,
+}
+
+fn ca(name: &str) -> (rcgen::Certificate, rcgen::KeyPair) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    (params.self_signed(&key).unwrap(), key)
+}
+
+fn client_cert(
+    cn: &str,
+    ca: &rcgen::Certificate,
+    ca_key: &rcgen::KeyPair,
+) -> (rcgen::Certificate, rcgen::KeyPair) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    (params.signed_by(&key, ca, ca_key).unwrap(), key)
+}
+
+pub fn pki() -> Pki {
+    let dir = tempfile::Builder::new()
+        .prefix("nsq-client-pki-")
+        .tempdir()
+        .unwrap();
+    let p = |name: &str| dir.path().join(name);
+    let (ca_cert, ca_key) = ca("nsq-rs test CA");
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&server_key, &ca_cert, &ca_key)
+        .unwrap();
+    let (client, client_key) = client_cert("client-1", &ca_cert, &ca_key);
+    let (other_ca, other_ca_key) = ca("some other CA");
+    let (other_client, other_client_key) = client_cert("intruder", &other_ca, &other_ca_key);
+    let files = [
+        ("ca.pem", ca_cert.pem()),
+        ("server.pem", server.pem()),
+        ("server.key", server_key.serialize_pem()),
+        ("client.pem", client.pem()),
+        ("client.key", client_key.serialize_pem()),
+        ("other-ca.pem", other_ca.pem()),
+        ("other-client.pem", other_client.pem()),
+        ("other-client.key", other_client_key.serialize_pem()),
+    ];
+    for (name, pem) in files {
+        std::fs::write(p(name), pem).unwrap();
+    }
+    Pki {
+        ca: p("ca.pem"),
+        server_cert: p("server.pem"),
+        server_key: p("server.key"),
+        client_cert: p("client.pem"),
+        client_key: p("client.key"),
+        other_ca: p("other-ca.pem"),
+        other_client_cert: p("other-client.pem"),
+        other_client_key: p("other-client.key"),
+        _dir: dir,
+    }
+}
+
+impl Pki {
+    /// nsqd flags serving TLS with this PKI's server certificate (and its HTTPS listener,
+    /// which a certificate turns on, on a free port).
+    pub fn nsqd_flags(&self) -> Vec<String> {
+        vec![
+            "--https-address=127.0.0.1:0".into(),
+            format!("--tls-cert={}", self.server_cert.display()),
+            format!("--tls-key={}", self.server_key.display()),
+            format!("--tls-root-ca-file={}", self.ca.display()),
+        ]
+    }
+}
+
+fn nsqd(flags: &[String]) -> TestNsqd {
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    tokio::task::block_in_place(|| TestNsqd::start(&flags))
+}
+
+fn tls_config(pki: &Pki) -> Config {
+    let mut c = Config::new();
+    c.set("tls_v1", "true").unwrap();
+    c.set("tls_root_ca_file", pki.ca.to_str().unwrap()).unwrap();
+    c
+}
+
+/// Bodies that exercise the layers: small ones, one larger than a snappy chunk (64 KiB) that
+/// compresses well, and one that does not compress at all.
+fn bodies(tag: &str) -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = (0..20).map(|i| format!("{tag}-{i}").into_bytes()).collect();
+    v.push(format!("{tag}-").repeat(40_000).into_bytes());
+    let mut x: u32 = 0x9e37_79b9;
+    let noise: Vec<u8> = (0..200_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    v.push(noise);
+    v
+}
+
+/// Publishes (PUB, MPUB and DPUB with no delay) and consumes `bodies(topic)` with `config`;
+/// returns nsqd's `/stats` entry of the consumer connection, taken while it is connected.
+async fn round_trip(n: &TestNsqd, topic: &str, config: Config) -> serde_json::Value {
+    let bodies = bodies(topic);
+    let producer = Producer::connect(n.tcp.to_string(), config.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{topic}: producer connect: {e}"));
+    let (single, batch) = bodies.split_at(10);
+    for b in single {
+        producer.publish(topic, b).await.unwrap();
+    }
+    producer.multi_publish(topic, batch).await.unwrap();
+    producer
+        .deferred_publish(topic, std::time::Duration::ZERO, b"deferred")
+        .await
+        .unwrap();
+    let mut cc = config;
+    cc.max_in_flight = 8;
+    let mut consumer = Consumer::new(topic, "ch", cc).unwrap();
+    consumer
+        .connect_to_nsqd(n.tcp.to_string())
+        .await
+        .unwrap_or_else(|e| panic!("{topic}: consumer connect: {e}"));
+    let mut got = Vec::new();
+    for _ in 0..=bodies.len() {
+        let m = tokio::time::timeout(WAIT, consumer.next())
+            .await
+            .unwrap_or_else(|_| panic!("{topic}: timed out after {} messages", got.len()))
+            .expect("stream ended");
+        got.push(m.body().to_vec());
+        m.finish();
+    }
+    let mut want = bodies.clone();
+    want.push(b"deferred".to_vec());
+    want.sort();
+    got.sort();
+    assert!(
+        got == want,
+        "{topic}: received bodies differ from published"
+    );
+    let stats = n.channel_stats(topic, "ch").await.expect("channel stats");
+    let client = stats["clients"][0].clone();
+    consumer.stop().await;
+    producer.stop().await;
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_layer_combination_round_trips() {
+    let pki = pki();
+    let n = nsqd(&pki.nsqd_flags());
+    let modes: [(&str, bool, &str); 6] = [
+        ("plain", false, ""),
+        ("snappy", false, "snappy"),
+        ("deflate", false, "deflate"),
+        ("tls", true, ""),
+        ("tls_snappy", true, "snappy"),
+        ("tls_deflate", true, "deflate"),
+    ];
+    for (topic, tls, compression) in modes {
+        let mut config = if tls { tls_config(&pki) } else { Config::new() };
+        if !compression.is_empty() {
+            config.set(compression, "true").unwrap();
+        }
+        if compression == "deflate" {
+            config.set("deflate_level", "9").unwrap();
+        }
+        let client = round_trip(&n, topic, config).await;
+        assert_eq!(client["tls"], tls, "{topic}: {client}");
+        assert_eq!(
+            client["snappy"],
+            compression == "snappy",
+            "{topic}: {client}"
+        );
+        assert_eq!(
+            client["deflate"],
+            compression == "deflate",
+            "{topic}: {client}"
+        );
+        if tls {
+            let version = client["tls_version"].as_str().unwrap_or_default();
+            assert!(version.starts_with("TLS1."), "{topic}: {client}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_required_refuses_a_plain_client_with_nsqds_error() {
+    let pki = pki();
+    let mut flags = pki.nsqd_flags();
+    flags.push("--tls-required=tcp-https".into());
+    let n = nsqd(&flags);
+    // IDENTIFY is allowed before TLS; the first real command is refused.
+    let producer = Producer::connect(n.tcp.to_string(), Config::new())
+        .await
+        .unwrap();
+    let err = producer.publish("t", "x").await.unwrap_err();
+    match &err {
+        Error::Server { code, desc } => {
+            assert_eq!(code, "E_INVALID", "{err}");
+            assert!(desc.contains("TLS required"), "{err}");
+        }
+        other => panic!("expected E_INVALID, got {other:?}"),
+    }
+    let consumer = Consumer::new("t", "c", Config::new()).unwrap();
+    let err = consumer
+        .connect_to_nsqd(n.tcp.to_string())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("TLS required"), "{err}");
+    consumer.stop().await;
+    // The same server is fine with a client that asks for TLS.
+    let client = round_trip(&n, "required", tls_config(&pki)).await;
+    assert_eq!(client["tls"], true, "{client}");
+    producer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_certificate_from_another_ca_is_refused() {
+    let pki = pki();
+    let n = nsqd(&pki.nsqd_flags());
+    let mut config = Config::new();
+    config.set("tls_v1", "true").unwrap();
+    config
+        .set("tls_root_ca_file", pki.other_ca.to_str().unwrap())
+        .unwrap();
+    let err = Producer::connect(n.tcp.to_string(), config.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Tls(_)), "{err:?}");
+    assert!(err.to_string().contains("certificate"), "{err}");
+    // The wrong name is refused too; skipping verification accepts anything.
+    let mut config = tls_config(&pki);
+    config.tls_server_name = Some("nsqd.elsewhere.example".into());
+    let err = Producer::connect(n.tcp.to_string(), config)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Tls(_)), "{err:?}");
+    let mut config = Config::new();
+    config.set("tls_v1", "true").unwrap();
+    config.set("tls_insecure_skip_verify", "true").unwrap();
+    let p = Producer::connect(n.tcp.to_string(), config).await.unwrap();
+    p.publish("insecure", "ok").await.unwrap();
+    p.stop().await;
+    // A CA file that does not exist fails before connecting.
+    let mut config = Config::new();
+    config.set("tls_v1", "true").unwrap();
+    config
+        .set("tls_root_ca_file", "/nonexistent/ca.pem")
+        .unwrap();
+    let err = Producer::connect(n.tcp.to_string(), config)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Tls(_)) && err.to_string().contains("/nonexistent/ca.pem"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_with_require_verify() {
+    let pki = pki();
+    let mut flags = pki.nsqd_flags();
+    flags.push("--tls-client-auth-policy=require-verify".into());
+    flags.push("--tls-required=tcp-https".into());
+    let n = nsqd(&flags);
+    let mut config = tls_config(&pki);
+    config
+        .set("tls_cert", pki.client_cert.to_str().unwrap())
+        .unwrap();
+    config
+        .set("tls_key", pki.client_key.to_str().unwrap())
+        .unwrap();
+    config.set("snappy", "true").unwrap();
+    let client = round_trip(&n, "mtls", config).await;
+    assert_eq!(client["tls"], true, "{client}");
+    assert_eq!(client["snappy"], true, "{client}");
+
+    // No certificate, or one from another CA: the handshake is refused.
+    let err = Producer::connect(n.tcp.to_string(), tls_config(&pki))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Tls(_)), "no certificate: {err:?}");
+    let mut config = tls_config(&pki);
+    config
+        .set("tls_cert", pki.other_client_cert.to_str().unwrap())
+        .unwrap();
+    config
+        .set("tls_key", pki.other_client_key.to_str().unwrap())
+        .unwrap();
+    let err = Producer::connect(n.tcp.to_string(), config)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Tls(_)), "foreign certificate: {err:?}");
+}
+
+/// A minimal auth server (nsqd's `--auth-http-address`): secret `good` gets every permission
+/// under identity `x`; any other secret gets no authorizations. Records the query strings.
+async fn auth_server() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let queries = Arc::new(Mutex::new(Vec::new()));
+    let seen = queries.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut req = Vec::new();
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => req.extend_from_slice(&buf[..k]),
+                    }
+                }
+                let req = String::from_utf8_lossy(&req).into_owned();
+                let target = req.split(' ').nth(1).unwrap_or_default().to_owned();
+                let query = target.split_once('?').map_or("", |(_, q)| q).to_owned();
+                seen.lock().unwrap().push(query.clone());
+                let body = if query.split('&').any(|kv| kv == "secret=good") {
+                    r#"{"ttl":3600,"identity":"x","identity_url":"","authorizations":[{"topic":".*","channels":[".*"],"permissions":["subscribe","publish"]}]}"#
+                } else {
+                    r#"{"ttl":3600,"identity":"","identity_url":"","authorizations":[]}"#
+                };
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    (addr, queries)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_secret_is_sent_and_refusals_are_clear() {
+    let (auth_addr, queries) = auth_server().await;
+    let pki = pki();
+    let mut flags = pki.nsqd_flags();
+    flags.push(format!("--auth-http-address={auth_addr}"));
+    let n = nsqd(&flags);
+
+    // No secret configured: refused by the client before anything is published.
+    let err = Producer::connect(n.tcp.to_string(), Config::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Auth(_)), "{err:?}");
+    assert!(err.to_string().contains("auth_secret"), "{err}");
+
+    // A secret the auth server grants nothing: nsqd's E_UNAUTHORIZED, as sent.
+    let mut config = Config::new();
+    config.set("auth_secret", "bad").unwrap();
+    let err = Producer::connect(n.tcp.to_string(), config)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.server_code(),
+        Some(nsq_client::ErrorCode::Unauthorized),
+        "{err:?}"
+    );
+
+    // The right secret, plain and over TLS with deflate.
+    let mut config = Config::new();
+    config.set("auth_secret", "good").unwrap();
+    let client = round_trip(&n, "authed", config).await;
+    assert_eq!(client["auth_identity"], "x", "{client}");
+    let mut config = tls_config(&pki);
+    config.set("deflate", "true").unwrap();
+    config.set("auth_secret", "good").unwrap();
+    let client = round_trip(&n, "authed_tls", config).await;
+    assert_eq!(client["auth_identity"], "x", "{client}");
+    assert_eq!(client["tls"], true, "{client}");
+
+    let queries = queries.lock().unwrap().clone();
+    assert!(
+        queries
+            .iter()
+            .any(|q| q.contains("secret=good") && q.contains("tls=true")),
+        "{queries:?}"
+    );
+    assert!(
+        queries.iter().any(|q| q.contains("secret=bad")),
+        "{queries:?}"
+    );
+}
+
+/// Heartbeats are answered through TLS and compression (the NOP must be flushed through the
+/// layers, or nsqd drops the idle client after two intervals).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_are_answered_through_the_layers() {
+    let pki = pki();
+    let n = nsqd(&pki.nsqd_flags());
+    for compression in ["snappy", "deflate"] {
+        let topic = format!("hb_{compression}");
+        let mut c = tls_config(&pki);
+        c.set(compression, "true").unwrap();
+        c.heartbeat_interval = Some(std::time::Duration::from_secs(1));
+        c.read_timeout = std::time::Duration::from_millis(2500);
+        let producer = Producer::connect(n.tcp.to_string(), c.clone())
+            .await
+            .unwrap();
+        let mut consumer = Consumer::new(topic.as_str(), "ch", c).unwrap();
+        consumer.connect_to_nsqd(n.tcp.to_string()).await.unwrap();
+        // An idle period of more than two heartbeat intervals (a scenario, not a sync).
+        tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+        assert_eq!(consumer.stats().connections, 1, "{compression}");
+        producer.publish(&topic, "still here").await.unwrap();
+        let m = tokio::time::timeout(WAIT, consumer.next())
+            .await
+            .expect("timed out")
+            .expect("stream ended");
+        assert_eq!(m.body().as_ref(), b"still here", "{compression}");
+        m.finish();
+        let stats = n.stats().await;
+        assert_eq!(
+            stats["producers"].as_array().map(Vec::len),
+            Some(1),
+            "{compression}: the producer kept its connection: {stats}"
+        );
+        consumer.stop().await;
+        producer.stop().await;
+        // Wait for nsqd to forget this producer before the next round counts again.
+        crate::harness::wait_until(WAIT, "producer gone", || async {
+            n.stats().await["producers"].as_array().map_or(0, Vec::len) == 0
+        })
+        .await;
+    }
+}
