@@ -294,6 +294,19 @@ pub struct Options {
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:4152")]
     pub https_address: String,
 
+    /// nsq-rs extension: when set, every HTTP(S) API request except `/ping` must carry
+    /// `Authorization: Bearer <token>` (NSQ's HTTP API is otherwise open to anyone who can
+    /// reach it, and AUTH does not cover it). Prefer the environment variable to keep the
+    /// token out of `ps`.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        default_value = "",
+        env = "NSQD_HTTP_API_TOKEN",
+        hide_env_values = true
+    )]
+    pub http_api_token: String,
+
     /// Host name announced to nsqlookupd. Defaults to the OS hostname.
     #[arg(long, value_name = "HOST", default_value_t = hostname())]
     pub broadcast_address: String,
@@ -1478,13 +1491,29 @@ mod tests {
         assert_eq!(get("tls_required").as_deref(), Some("0"));
         assert_eq!(get("tls_min_version").as_deref(), Some("769"));
         assert_eq!(get("mem_queue_size").as_deref(), Some("10000"));
-        for cli_only in ["config", "version", "verbose", "worker_id", "bogus"] {
+        for cli_only in [
+            "config",
+            "version",
+            "verbose",
+            "worker_id",
+            "bogus",
+            "http_api_token",
+        ] {
             assert_eq!(get(cli_only), None, "{cli_only}");
         }
         // Every option with a config key has a /config answer.
         for arg in Options::command().get_arguments() {
             let Some(long) = arg.get_long() else { continue };
-            if ["config", "version", "verbose", "worker-id"].contains(&long) {
+            // http-api-token: a secret, never served by GET /config.
+            if [
+                "config",
+                "version",
+                "verbose",
+                "worker-id",
+                "http-api-token",
+            ]
+            .contains(&long)
+            {
                 continue;
             }
             let key = CONFIG_RENAMES

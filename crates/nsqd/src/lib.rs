@@ -581,23 +581,23 @@ fn tls_server_config(
     Ok(Some(cfg))
 }
 
-/// Loud warning when clients on other hosts can reach the TCP or HTTP port and no auth server
-/// is configured: anyone who can connect can publish, consume and delete.
+/// Loud warnings when clients on other hosts can reach the TCP port with no auth server, or
+/// the HTTP API with no `--http-api-token` (AUTH does not cover NSQ's HTTP API): anyone who can
+/// connect can publish, consume and delete.
 fn warn_if_exposed(o: &Options, tcp: SocketAddr, http: Option<SocketAddr>) {
-    if !o.auth_http_addresses.is_empty() {
-        return;
-    }
-    let exposed: Vec<String> = [("TCP", Some(tcp)), ("HTTP", http)]
-        .into_iter()
-        .filter_map(|(what, a)| {
-            a.filter(|a| !a.ip().is_loopback())
-                .map(|a| format!("{what} {a}"))
-        })
-        .collect();
-    if !exposed.is_empty() {
+    if !tcp.ip().is_loopback() && o.auth_http_addresses.is_empty() {
         tracing::warn!(
-            "SECURITY: {} listen(s) on a non-loopback address and no --auth-http-address is set:              any host that can connect may publish, consume and delete topics",
-            exposed.join(" and ")
+            "SECURITY: TCP {tcp} listens on a non-loopback address and no --auth-http-address \
+             is set: any host that can connect may publish and consume"
         );
+    }
+    if let Some(http) = http.filter(|a| !a.ip().is_loopback()) {
+        if o.http_api_token.is_empty() {
+            tracing::warn!(
+                "SECURITY: HTTP {http} listens on a non-loopback address and no \
+                 --http-api-token is set: any host that can connect may publish, empty and \
+                 delete topics (AUTH does not cover the HTTP API)"
+            );
+        }
     }
 }

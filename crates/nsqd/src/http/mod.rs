@@ -184,8 +184,39 @@ pub fn router(nsqd: Arc<Nsqd>) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
         })
+        .layer(middleware::from_fn_with_state(nsqd.clone(), require_token))
         .layer(middleware::from_fn(decorate))
         .with_state(nsqd)
+}
+
+/// `--http-api-token`: every request but `/ping` (health checks) needs
+/// `Authorization: Bearer <token>`, else 401 `UNAUTHORIZED`.
+async fn require_token(State(nsqd): Shared, req: Request, next: Next) -> Response {
+    let want = nsqd.opts.http_api_token.as_bytes();
+    if want.is_empty() || req.uri().path() == "/ping" {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .unwrap_or_default();
+    // Compare without stopping at the first difference (no timing hint about the prefix).
+    let same = given.len() == want.len()
+        && given
+            .iter()
+            .zip(want)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same {
+        return next.run(req).await;
+    }
+    let mut res = ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED").into_response();
+    res.headers_mut().insert(
+        axum::http::header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer"),
+    );
+    res
 }
 
 /// Serves HTTP on `listener` until `nsqd.shutdown` is cancelled, then lets requests in

@@ -522,12 +522,27 @@ pub fn try_http_request(
     path: &str,
     body: &[u8],
 ) -> io::Result<HttpResponse> {
+    try_http_request_with(addr, method, path, &[], body)
+}
+
+/// Like [`try_http_request`], with extra request headers.
+pub fn try_http_request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<HttpResponse> {
     let mut s = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)?;
     s.set_read_timeout(Some(HTTP_TIMEOUT))?;
     s.set_write_timeout(Some(HTTP_TIMEOUT))?;
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
-         Accept: application/vnd.nsq; version=1.0\r\nContent-Length: {}\r\n\r\n",
+         Accept: application/vnd.nsq; version=1.0\r\n{extra}Content-Length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();

@@ -403,3 +403,47 @@ fn info_ping_config_and_routing() {
         "INVALID_ARG_TOPIC",
     );
 }
+
+/// `--http-api-token` (nsq-rs extension, NSQ issue #1426): without the bearer token every
+/// request but `/ping` is refused with 401 and changes nothing; with it the API works as usual.
+#[test]
+fn http_api_token_guards_everything_but_ping() {
+    use crate::harness::try_http_request_with;
+    let nsqd = TestNsqd::start(&["--http-api-token=s3cret-token"]);
+    let addr = nsqd.http_addr();
+    let req = |method: &str, path: &str, auth: Option<&str>, body: &[u8]| {
+        let h = auth.map(|a| ("Authorization", a));
+        try_http_request_with(addr, method, path, h.as_slice(), body).unwrap()
+    };
+    assert_eq!(req("GET", "/ping", None, b"").status, 200);
+    for (method, path) in [
+        ("GET", "/stats?format=json"),
+        ("POST", "/pub?topic=guarded"),
+        ("POST", "/topic/create?topic=guarded"),
+        ("GET", "/config/mem_queue_size"),
+    ] {
+        for auth in [
+            None,
+            Some("Bearer wrong"),
+            Some("Bearer s3cret-toke"),
+            Some("s3cret-token"),
+        ] {
+            let r = req(method, path, auth, b"x");
+            assert_eq!(r.status, 401, "{method} {path} with {auth:?}: {r:?}");
+            assert_eq!(r.json()["message"], "UNAUTHORIZED");
+            assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+        }
+    }
+    let ok = Some("Bearer s3cret-token");
+    let stats = req("GET", "/stats?format=json", ok, b"").json();
+    assert_eq!(
+        stats["topics"],
+        serde_json::json!([]),
+        "nothing was created: {stats}"
+    );
+    assert_eq!(req("POST", "/pub?topic=guarded", ok, b"hello").status, 200);
+    let stats = req("GET", "/stats?format=json&topic=guarded", ok, b"").json();
+    assert_eq!(stats["topics"][0]["depth"], 1, "{stats}");
+    // The token itself is never served by /config.
+    assert_eq!(req("GET", "/config/http_api_token", ok, b"").status, 400);
+}
