@@ -56,6 +56,9 @@ pub struct Client {
     pub connect_timeout: Duration,
     /// `--http-client-request-timeout` (covers connect, write and read).
     pub request_timeout: Duration,
+    /// `--http-api-token`, sent as a bearer token (leaked once at start so `Client` stays
+    /// `Copy`).
+    pub bearer: Option<&'static str>,
 }
 
 /// Strips an `http://` scheme and any trailing slash: nsqadmin's address flags are
@@ -115,6 +118,9 @@ impl Client {
             .into_bytes();
             if !body.is_empty() {
                 req.extend_from_slice(b"Content-Type: application/json\r\n");
+            }
+            if let Some(token) = self.bearer {
+                req.extend_from_slice(format!("Authorization: Bearer {token}\r\n").as_bytes());
             }
             req.extend_from_slice(b"\r\n");
             req.extend_from_slice(body);
@@ -287,6 +293,7 @@ mod tests {
         let c = Client {
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(1),
+            bearer: None,
         };
         assert!(matches!(
             c.get(&addr, "/").await,
@@ -298,6 +305,7 @@ mod tests {
         let c = Client {
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_millis(100),
+            bearer: None,
         };
         assert_eq!(
             c.get(&addr, "/").await,

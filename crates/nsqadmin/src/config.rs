@@ -155,6 +155,17 @@ pub struct Options {
     #[arg(long, value_name = "DURATION", value_parser = nsq_cli::parse_go_duration, default_value = "5s")]
     pub http_client_request_timeout: Duration,
 
+    /// nsq-rs extension: sent as `Authorization: Bearer <token>` with every request to nsqd
+    /// and nsqlookupd, for nsqds started with `--http-api-token` (lookupd ignores it).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        default_value = "",
+        env = "NSQADMIN_HTTP_API_TOKEN",
+        hide_env_values = true
+    )]
+    pub http_api_token: String,
+
     /// Skip verification of TLS certificates (not yet supported).
     #[arg(long, action = ArgAction::Set, value_parser = nsq_cli::parse_go_bool, value_name = "BOOL",
           num_args = 0..=1, require_equals = true, default_missing_value = "true",

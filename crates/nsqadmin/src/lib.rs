@@ -103,6 +103,8 @@ impl Admin {
         let client = Client {
             connect_timeout: opts.http_client_connect_timeout,
             request_timeout: opts.http_client_request_timeout,
+            bearer: (!opts.http_api_token.is_empty())
+                .then(|| &*Box::leak(opts.http_api_token.clone().into_boxed_str())),
         };
         let cluster = Cluster {
             client,

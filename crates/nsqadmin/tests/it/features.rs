@@ -361,3 +361,40 @@ fn lookup_and_counter_pages_and_their_data() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(lookupd.get_json("/topics")["topics"], json!(["live"]));
 }
+
+/// nsqds started with `--http-api-token` answer 401 without it; nsqadmin's
+/// `--http-api-token` sends it, so the same cluster is readable and steerable.
+#[test]
+fn http_api_token_is_sent_to_nsqd() {
+    let nsqd = start_nsqd_alone(&["--http-api-token=admin-secret"]);
+    let auth = [("Authorization", "Bearer admin-secret")];
+    let r = http_request_with(
+        nsqd.http,
+        "POST",
+        "/topic/create?topic=guarded",
+        None,
+        &auth,
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let node = format!("--nsqd-http-address={}", nsqd.http);
+    let without = start_admin(std::slice::from_ref(&node));
+    let with = start_admin(&[node, "--http-api-token=admin-secret".to_owned()]);
+
+    let v = with.get_json("/api/topics");
+    assert_eq!(v["topics"], serde_json::json!(["guarded"]), "{v}");
+    let v = with.get_json("/api/topics/guarded");
+    assert!(v.get("message").is_none_or(|m| m == ""), "{v}");
+    // An action goes through too.
+    let r = with.http("POST", "/api/topics/guarded", Some(r#"{"action":"pause"}"#));
+    assert_eq!(r.status, 200, "{r:?}");
+    let stats = http_request_with(nsqd.http, "GET", "/stats?format=json", None, &auth).json();
+    assert_eq!(stats["topics"][0]["paused"], true, "{stats}");
+
+    // Without the token nsqadmin reports the refusal instead of data.
+    let r = without.http("GET", "/api/topics/guarded", None);
+    let text = format!("{} {}", r.status, r.body);
+    assert!(
+        text.contains("401") || text.contains("UNAUTHORIZED"),
+        "{text}"
+    );
+}

@@ -202,6 +202,18 @@ pub fn start_nsqd(lookupd: &Proc) -> Proc {
     Proc::spawn("nsqd", cmd, true, Some(data))
 }
 
+/// An nsqd without a lookupd, with extra flags.
+pub fn start_nsqd_alone(extra: &[&str]) -> Proc {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new(daemon_bin("nsqd"));
+    cmd.arg("--tcp-address=127.0.0.1:0")
+        .arg("--http-address=127.0.0.1:0")
+        .arg("--broadcast-address=127.0.0.1")
+        .arg(format!("--data-path={}", data.path().display()))
+        .args(extra);
+    Proc::spawn("nsqd", cmd, true, Some(data))
+}
+
 pub fn start_admin(args: &[String]) -> Proc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_nsqadmin"));
     cmd.arg("--http-address=127.0.0.1:0")
