@@ -10,7 +10,8 @@
 #      nsqadmin's browser test); each is skipped when already up to date;
 #   2. cargo build --workspace --all-targets;
 #   3. cargo nextest run --workspace (+ cargo test --doc --workspace), or cargo test --workspace
-#      when cargo-nextest is not installed.
+#      when cargo-nextest is not installed;
+#   4. scripts/fuzz-smoke.sh: every fuzz target for FUZZ_SECONDS (10) when cargo-fuzz is installed.
 # Extra arguments are passed to the test runner (e.g. a test name filter).
 set -euo pipefail
 
@@ -127,6 +128,16 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   log "cargo-nextest not installed; using cargo test"
   run_test 2700 "cargo test" cargo test --workspace --no-fail-fast "$@"
+fi
+
+# ------------------------------------------------------------------------------------------
+# 4. Fuzz smoke: every cargo-fuzz target for a few seconds (stable toolchain, no sanitizer).
+#    The committed corpora are also replayed by each decoder crate's tests above.
+# ------------------------------------------------------------------------------------------
+if command -v cargo-fuzz >/dev/null 2>&1; then
+  run_test 2400 "fuzz smoke" bash scripts/fuzz-smoke.sh "${FUZZ_SECONDS:-10}"
+else
+  log "WARNING: cargo-fuzz not installed: fuzz smoke skipped (.ci/run installs it; or: cargo install cargo-fuzz)"
 fi
 
 if [ "${#FAILED[@]}" -gt 0 ]; then
