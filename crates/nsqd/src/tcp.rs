@@ -788,7 +788,7 @@ impl Conn {
                     return Err(ClientError::invalid("AUTH already set"));
                 }
                 if self.nsqd.auth.get().is_none() {
-                    return Err(ClientError::new(ErrorCode::AuthDisabled, "AUTH Disabled"));
+                    return Err(ClientError::new(ErrorCode::AuthDisabled, "AUTH disabled"));
                 }
                 self.pending = Some(Pending::Auth(secret.to_vec()));
                 Ok(())

@@ -297,7 +297,7 @@ async fn auth_error_cases() {
     w.send_cmd("AUTH", Some(b"x")).await;
     assert_eq!(
         w.expect_error("E_AUTH_DISABLED").await,
-        "E_AUTH_DISABLED AUTH Disabled"
+        "E_AUTH_DISABLED AUTH disabled"
     );
 }
 

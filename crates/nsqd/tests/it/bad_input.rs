@@ -93,7 +93,7 @@ fn malformed_commands_get_go_errors() {
         ),
         (b"CLS\n", "E_INVALID cannot CLS in current state"),
         (b"SUB t c\nFIN short\n", "E_INVALID Invalid Message ID"),
-        (b"AUTH\n\x00\x00\x00\x01x", "E_AUTH_DISABLED AUTH Disabled"),
+        (b"AUTH\n\x00\x00\x00\x01x", "E_AUTH_DISABLED AUTH disabled"),
         (
             b"PUB t\n\x00\x00\x00\x00",
             "E_BAD_MESSAGE PUB invalid message body size 0",
