@@ -33,6 +33,40 @@ pub struct Layers {
     pub deflate: Option<u32>,
 }
 
+/// The layer flags `bench_writer` and `bench_reader` share (flattened into their `Args`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LayerArgs {
+    /// negotiate TLS (nsq-rs extension; needs --tls-root-ca-file)
+    #[arg(long)]
+    pub tls: bool,
+    /// PEM CA certificate(s) nsqd's certificate must chain to (with --tls)
+    #[arg(long, default_value = "")]
+    pub tls_root_ca_file: String,
+    /// negotiate snappy compression (nsq-rs extension)
+    #[arg(long)]
+    pub snappy: bool,
+    /// negotiate deflate compression (nsq-rs extension)
+    #[arg(long)]
+    pub deflate: bool,
+    /// deflate level 1-9 (with --deflate)
+    #[arg(long, default_value_t = 6)]
+    pub deflate_level: u32,
+}
+
+impl LayerArgs {
+    /// The layers these flags ask for, for connections to `addr`.
+    pub fn layers(&self, addr: &str) -> anyhow::Result<Layers> {
+        Layers::from_flags(
+            addr,
+            self.tls,
+            &self.tls_root_ca_file,
+            self.snappy,
+            self.deflate,
+            self.deflate_level,
+        )
+    }
+}
+
 impl Layers {
     /// From the tools' flags: `--tls` (with `--tls-root-ca-file`), `--snappy`, `--deflate`.
     pub fn from_flags(

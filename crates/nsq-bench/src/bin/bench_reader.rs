@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use clap::Parser;
 use nsq_bench::args::{parse_go_duration, parse_go_style, sleep_until_deadline, workers};
-use nsq_bench::layers::{connect_layered, Layers};
+use nsq_bench::layers::{connect_layered, LayerArgs};
 use nsq_bench::report::{go_summary, rate_line};
 use nsq_bench::wire::{consume_until, ConsumeResult};
 use nsq_protocol::Command;
@@ -46,34 +46,14 @@ struct Args {
     /// RDY count to use
     #[arg(long, default_value_t = 2500)]
     rdy: u64,
-    /// negotiate TLS (nsq-rs extension; needs --tls-root-ca-file)
-    #[arg(long)]
-    tls: bool,
-    /// PEM CA certificate(s) nsqd's certificate must chain to (with --tls)
-    #[arg(long, default_value = "")]
-    tls_root_ca_file: String,
-    /// negotiate snappy compression (nsq-rs extension)
-    #[arg(long)]
-    snappy: bool,
-    /// negotiate deflate compression (nsq-rs extension)
-    #[arg(long)]
-    deflate: bool,
-    /// deflate level 1-9 (with --deflate)
-    #[arg(long, default_value_t = 6)]
-    deflate_level: u32,
+    #[command(flatten)]
+    layers: LayerArgs,
 }
 
 fn main() -> anyhow::Result<()> {
     let args: Args = parse_go_style();
     let n = workers();
-    let layers = Layers::from_flags(
-        &args.nsqd_tcp_address,
-        args.tls,
-        &args.tls_root_ca_file,
-        args.snappy,
-        args.deflate,
-        args.deflate_level,
-    )?;
+    let layers = args.layers.layers(&args.nsqd_tcp_address)?;
     let start_gate = Arc::new(Barrier::new(n + 1));
     let mut handles = Vec::new();
     for i in 0..n {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use nsq_bench::args::{parse_go_duration, parse_go_style, sleep_until_deadline, workers};
-use nsq_bench::layers::{connect_layered, Layers};
+use nsq_bench::layers::{connect_layered, LayerArgs};
 use nsq_bench::report::{go_summary, rate_line, Latencies};
 use nsq_bench::wire::{mpub_buffer, publish_until, PubResult};
 
@@ -43,21 +43,8 @@ struct Args {
     /// publishing connections (nsq-rs extension; 0 = one per core, as Go's tool)
     #[arg(long, default_value_t = 0)]
     connections: usize,
-    /// negotiate TLS (nsq-rs extension; needs --tls-root-ca-file)
-    #[arg(long)]
-    tls: bool,
-    /// PEM CA certificate(s) nsqd's certificate must chain to (with --tls)
-    #[arg(long, default_value = "")]
-    tls_root_ca_file: String,
-    /// negotiate snappy compression (nsq-rs extension)
-    #[arg(long)]
-    snappy: bool,
-    /// negotiate deflate compression (nsq-rs extension)
-    #[arg(long)]
-    deflate: bool,
-    /// deflate level 1-9 (with --deflate)
-    #[arg(long, default_value_t = 6)]
-    deflate_level: u32,
+    #[command(flatten)]
+    layers: LayerArgs,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -72,14 +59,7 @@ fn main() -> anyhow::Result<()> {
         workers()
     };
     let mpub = Arc::new(mpub_buffer(&args.topic, args.size, args.batch_size));
-    let layers = Layers::from_flags(
-        &args.nsqd_tcp_address,
-        args.tls,
-        &args.tls_root_ca_file,
-        args.snappy,
-        args.deflate,
-        args.deflate_level,
-    )?;
+    let layers = args.layers.layers(&args.nsqd_tcp_address)?;
     let start_gate = Arc::new(Barrier::new(n + 1));
     let mut handles = Vec::new();
     for i in 0..n {
