@@ -241,7 +241,6 @@ impl Channel {
     }
 
     fn refill(&self, mut reader: nsq_store::LogReader, from: u64, end: u64) {
-        use crate::state::batch::Batch;
         use crate::state::channel::MsgRef;
         if self.durable.get().is_none() {
             return;
@@ -273,17 +272,7 @@ impl Channel {
                 None => rb.records,
             }
         };
-        let msgs: Vec<nsq_protocol::Message> = records
-            .iter()
-            .map(|(_, m)| nsq_protocol::Message {
-                timestamp: m.timestamp,
-                attempts: m.attempts,
-                id: m.id,
-                body: m.body.clone(),
-            })
-            .collect();
-        let batch = Arc::new(Batch::explicit(&msgs));
-        batch.set_log_positions(records.iter().map(|(p, _)| *p).collect());
+        let batch = crate::durable::batch_from_log(records.iter().map(|(p, m)| (*p, m)));
         let now = self.clock.now();
         let now_unix = crate::clock::unix_nanos();
         let mut next_due = None::<u64>;

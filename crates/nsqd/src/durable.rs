@@ -217,6 +217,26 @@ pub fn journal_op(
     }
 }
 
+/// A batch of messages read back from a topic log, each with its log position.
+pub(crate) fn batch_from_log<'a>(
+    records: impl Iterator<Item = (u64, &'a LogMessage)>,
+) -> Arc<crate::state::batch::Batch> {
+    let (positions, msgs): (Vec<u64>, Vec<nsq_protocol::Message>) = records
+        .map(|(pos, m)| {
+            let msg = nsq_protocol::Message {
+                timestamp: m.timestamp,
+                attempts: m.attempts,
+                id: m.id,
+                body: m.body.clone(),
+            };
+            (pos, msg)
+        })
+        .unzip();
+    let b = Arc::new(crate::state::batch::Batch::explicit(&msgs));
+    b.set_log_positions(positions.into_boxed_slice());
+    b
+}
+
 /// Messages per batch while replaying a log.
 const REPLAY_RECORDS: usize = 4096;
 /// Bytes per batch while replaying a log.
@@ -231,7 +251,6 @@ pub fn restore_topic(
     name: &str,
     channels: &[(String, bool)],
 ) -> Result<(Arc<crate::topic::Topic>, usize), StoreError> {
-    use crate::state::batch::Batch;
     use crate::state::channel::MsgRef;
 
     let log = store.open_log(name)?;
@@ -321,20 +340,7 @@ pub fn restore_topic(
             if keep.is_empty() {
                 continue;
             }
-            let msgs: Vec<nsq_protocol::Message> = keep
-                .iter()
-                .map(|&i| {
-                    let r = &batch[i];
-                    nsq_protocol::Message {
-                        timestamp: r.msg.timestamp,
-                        attempts: r.msg.attempts,
-                        id: r.msg.id,
-                        body: r.msg.body.clone(),
-                    }
-                })
-                .collect();
-            let b = Arc::new(Batch::explicit(&msgs));
-            b.set_log_positions(keep.iter().map(|&i| batch[i].pos).collect());
+            let b = batch_from_log(keep.iter().map(|&i| (batch[i].pos, &batch[i].msg)));
             let mut next_due = None::<u64>;
             let mut st = ch.state.lock();
             // Ready messages go back as one-message runs in log order; deferred ones keep
@@ -372,20 +378,8 @@ pub fn restore_topic(
                 break;
             }
             n += rb.records.len();
-            let to_batch = |recs: &[&(u64, LogMessage)]| {
-                let msgs: Vec<nsq_protocol::Message> = recs
-                    .iter()
-                    .map(|(_, m)| nsq_protocol::Message {
-                        timestamp: m.timestamp,
-                        attempts: m.attempts,
-                        id: m.id,
-                        body: m.body.clone(),
-                    })
-                    .collect();
-                let b = Arc::new(Batch::explicit(&msgs));
-                b.set_log_positions(recs.iter().map(|(p, _)| *p).collect());
-                b
-            };
+            let to_batch =
+                |recs: &[&(u64, LogMessage)]| batch_from_log(recs.iter().map(|(p, m)| (*p, m)));
             // DPUBs still due later keep their delay; the rest is ready, in log order.
             let (deferred, ready): (Vec<_>, Vec<_>) = rb
                 .records
