@@ -128,6 +128,18 @@ impl<S> NsqStream<S> {
         Some(tls::TlsInfo::from_state(t.get_ref().1))
     }
 
+    /// The plain stream, for a TLS upgrade; any other state is left as it was.
+    fn take_plain(&mut self) -> Result<S, UpgradeError> {
+        match std::mem::replace(self, NsqStream::Broken) {
+            NsqStream::Plain(s) => Ok(s),
+            other => {
+                let from = other.describe();
+                *self = other;
+                Err(UpgradeError::WrongState { to: "TLS", from })
+            }
+        }
+    }
+
     fn take_transport(&mut self, to: &'static str) -> Result<Transport<S>, UpgradeError> {
         match std::mem::replace(self, NsqStream::Broken) {
             NsqStream::Plain(s) => Ok(Transport::Plain(s)),
@@ -172,14 +184,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> NsqStream<S> {
         acceptor: &TlsAcceptor,
         timeout: Duration,
     ) -> Result<(), UpgradeError> {
-        let s = match std::mem::replace(self, NsqStream::Broken) {
-            NsqStream::Plain(s) => s,
-            other => {
-                let from = other.describe();
-                *self = other;
-                return Err(UpgradeError::WrongState { to: "TLS", from });
-            }
-        };
+        let s = self.take_plain()?;
         let t = tokio::time::timeout(timeout, acceptor.accept(s))
             .await
             .map_err(|_| UpgradeError::Timeout(timeout))?
@@ -195,14 +200,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> NsqStream<S> {
         server_name: rustls::pki_types::ServerName<'static>,
         timeout: Duration,
     ) -> Result<(), UpgradeError> {
-        let s = match std::mem::replace(self, NsqStream::Broken) {
-            NsqStream::Plain(s) => s,
-            other => {
-                let from = other.describe();
-                *self = other;
-                return Err(UpgradeError::WrongState { to: "TLS", from });
-            }
-        };
+        let s = self.take_plain()?;
         let connector = TlsConnector::from(config);
         let t = tokio::time::timeout(timeout, connector.connect(server_name, s))
             .await
