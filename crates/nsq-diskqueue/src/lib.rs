@@ -122,7 +122,7 @@ mod scan;
 pub use error::DiskQueueError;
 pub use meta::Metadata;
 pub use queue::{DiskQueue, DiskQueueOptions, RECORD_HEADER_LEN};
-pub use scan::{scan, Scan};
+pub use scan::{scan, scan_first, Scan};
 
 #[cfg(test)]
 mod tests;

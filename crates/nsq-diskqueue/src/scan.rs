@@ -77,6 +77,19 @@ pub fn scan(
     min_msg_size: i32,
     max_msg_size: i32,
 ) -> Result<Scan, DiskQueueError> {
+    scan_first(dir, name, min_msg_size, max_msg_size, usize::MAX)
+}
+
+/// Like [`scan`], but stops after the first `limit` unread records (data files past them are
+/// not read at all): nsqd's hand-back marker says how many records at the head of a queue are
+/// not also in its topic log.
+pub fn scan_first(
+    dir: &Path,
+    name: &str,
+    min_msg_size: i32,
+    max_msg_size: i32,
+    limit: usize,
+) -> Result<Scan, DiskQueueError> {
     let meta_path = dir.join(format!("{name}.diskqueue.meta.dat"));
     let text = match fs::read(&meta_path) {
         Ok(t) => t,
@@ -116,6 +129,9 @@ pub fn scan(
         .copied()
         .chain(std::iter::once(meta.write_file_num + 1))
     {
+        if out.records.len() >= limit {
+            break;
+        }
         let last_missing = if n > meta.write_file_num {
             // The write file may legitimately not exist yet (right after a roll).
             if meta.write_pos > 0 {
@@ -168,7 +184,7 @@ pub fn scan(
         } else {
             0
         };
-        while pos < data.len() {
+        while pos < data.len() && out.records.len() < limit {
             if data.len() - pos < 4 {
                 out.problems.push(format!(
                     "{}: torn record header at offset {pos}",

@@ -657,3 +657,27 @@ fn stale_bytes_in_the_next_write_file_never_resurface() {
         "no stale record after the new ones"
     );
 }
+
+/// `scan_first` returns the head of the queue only, across data files, and reads no file
+/// past the limit (a missing later file is not even noticed).
+#[test]
+fn scan_first_stops_at_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = DiskQueue::open(dir.path(), "h", opts(30)).unwrap();
+    for i in 0..10u8 {
+        q.put(&[b'a' + i; 8]).unwrap();
+    }
+    q.close().unwrap();
+    let all = crate::scan(dir.path(), "h", 1, 1000).unwrap();
+    assert_eq!(all.records.len(), 10);
+    for limit in [0usize, 1, 3, 4, 9, 10, 11] {
+        let s = crate::scan_first(dir.path(), "h", 1, 1000, limit).unwrap();
+        assert_eq!(s.records, all.records[..limit.min(10)], "limit {limit}");
+        assert!(s.problems.is_empty(), "{:?}", s.problems);
+    }
+    // Records are 12 bytes on disk, so a 30-byte file holds 3: file 3 holds the last one.
+    fs::remove_file(dir.path().join("h.diskqueue.000003.dat")).unwrap();
+    let s = crate::scan_first(dir.path(), "h", 1, 1000, 5).unwrap();
+    assert_eq!(s.records.len(), 5);
+    assert!(s.problems.is_empty(), "{:?}", s.problems);
+}

@@ -10,8 +10,8 @@
 //! file, which beats the default. Both sources end up as arguments to the same clap command,
 //! so a bad value is reported the same way wherever it came from.
 //!
-//! A few options configure features nsq-rs does not implement yet (TLS, AUTH, statsd,
-//! ...). They are still accepted, so existing command lines and config files keep
+//! A few options configure features nsq-rs does not implement yet (statsd, e2e latency
+//! percentiles, experiments, topology). They are still accepted, so existing command lines and config files keep
 //! working, and [`Options::unsupported_in_use`] lists the ones that were actually set so the
 //! daemon can say so instead of silently ignoring them.
 
@@ -40,7 +40,8 @@ const CONFIG_RENAMES: &[(&str, &str)] = &[
 ];
 
 /// Flags that are not options in Go (deprecated no-ops), hence not config file keys either.
-const CLI_ONLY: &[&str] = &["verbose", "worker-id"];
+/// `export-go-data` is ours: a one-shot command, not an option.
+const CLI_ONLY: &[&str] = &["verbose", "worker-id", "export-go-data"];
 
 /// The only experiment NSQ 1.3 knows.
 const EXPERIMENTS: &[&str] = &["topology-aware-consumption"];
@@ -280,6 +281,21 @@ pub struct Options {
         hide_default_value = true
     )]
     pub worker_id: bool,
+
+    /// nsq-rs: write every queued message of a stopped node's --data-path to go-diskqueue
+    /// files (as a clean shutdown does), so Go nsqd 1.3 can take the directory over, and exit.
+    #[arg(
+        long,
+        action = ArgAction::Set,
+        value_parser = nsq_cli::parse_go_bool,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        default_value = "false",
+        hide_default_value = true
+    )]
+    pub export_go_data: bool,
 
     // ---- listeners -------------------------------------------------------------------------
     /// Where to accept TCP protocol clients: host:port, or a path for a unix socket.
@@ -815,27 +831,6 @@ impl Options {
                 "{}: accepted for compatibility but has no effect; nsq-rs times out in-flight \
                  and deferred messages with per-channel timers instead of a scan loop",
                 scan.join(", ")
-            ));
-        }
-
-        let mut disk = Vec::new();
-        for (flag, set) in [
-            (
-                "--max-bytes-per-file",
-                self.max_bytes_per_file != d.max_bytes_per_file,
-            ),
-            ("--sync-every", self.sync_every != d.sync_every),
-            ("--sync-timeout", self.sync_timeout != d.sync_timeout),
-        ] {
-            if set {
-                disk.push(flag);
-            }
-        }
-        if !disk.is_empty() {
-            notes.push(format!(
-                "{}: applied when queues are written at shutdown; while running, messages \
-                 beyond --mem-queue-size are not yet spilled to disk",
-                disk.join(", ")
             ));
         }
 
@@ -1449,11 +1444,12 @@ mod tests {
             "--topology-zone",
             "--queue-scan-worker-pool-max",
             "no effect",
-            "--sync-every: applied when queues are written at shutdown",
         ] {
             assert!(all.contains(needle), "{needle} missing from:\n{all}");
         }
-        assert_eq!(notes.len(), 6, "{all}");
+        // --data-path and --sync-every are in force (topic logs and go-diskqueue files).
+        assert!(!all.contains("--sync-every"), "{all}");
+        assert_eq!(notes.len(), 5, "{all}");
         // Supported options do not produce notes.
         let o = parse(&["--mem-queue-size=1", "--snappy=false", "--msg-timeout=5s"]);
         assert!(o.unsupported_in_use().is_empty());
@@ -1510,6 +1506,7 @@ mod tests {
                 "version",
                 "verbose",
                 "worker-id",
+                "export-go-data",
                 "http-api-token",
             ]
             .contains(&long)

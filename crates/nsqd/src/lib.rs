@@ -391,20 +391,7 @@ impl NsqdHandle {
             tokio::time::timeout(std::time::Duration::from_secs(5), self.nsqd.tracker.wait()).await;
         if let Some(d) = self.nsqd.data.clone() {
             let nsqd = self.nsqd.clone();
-            match tokio::task::spawn_blocking(move || {
-                let r = persist::flush(&nsqd, &d);
-                if let Some(store) = &nsqd.store {
-                    durable::flush_journals(&nsqd, true);
-                    for t in nsqd.topics() {
-                        if let Some((_, ts)) = t.store() {
-                            durable::sync_log_blocking(store, ts);
-                        }
-                    }
-                }
-                r
-            })
-            .await
-            {
+            match tokio::task::spawn_blocking(move || persist_all(&nsqd, &d)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::error!("failed to persist everything at shutdown: {e}"),
                 Err(e) => tracing::error!("shutdown flush task failed: {e}"),
@@ -417,14 +404,37 @@ impl NsqdHandle {
     }
 }
 
-/// Binds the listeners and starts serving.
-pub async fn start(opts: Options) -> Result<NsqdHandle, StartError> {
-    let data_path = if opts.data_path.is_empty() {
+/// Everything a clean stop writes: every queued message in go-diskqueue format (from memory
+/// and from the topic logs) and `nsqd.dat` ([`persist::flush`]), then journals and logs
+/// synced.
+fn persist_all(nsqd: &Nsqd, d: &persist::DataDir) -> Result<(), persist::PersistError> {
+    let r = persist::flush(nsqd, d);
+    if let Some(store) = &nsqd.store {
+        durable::flush_journals(nsqd, true);
+        for t in nsqd.topics() {
+            if let Some((_, ts)) = t.store() {
+                durable::sync_log_blocking(store, ts);
+            }
+        }
+    }
+    r
+}
+
+fn data_path(opts: &Options) -> std::path::PathBuf {
+    if opts.data_path.is_empty() {
         std::path::PathBuf::from(".")
     } else {
         std::path::PathBuf::from(&opts.data_path)
-    };
+    }
+}
+
+/// Opens and locks the data directory, reads the hand-back marker, starts the log writer and
+/// restores topics, channels and messages: the daemon's state before it serves.
+async fn open_state(opts: Options) -> Result<(Arc<Nsqd>, Arc<persist::DataDir>), StartError> {
+    let data_path = data_path(&opts);
     let data = persist::DataDir::open(&data_path, &opts)?;
+    // Before the log writer lists the directory: it may remove stale topic logs.
+    data.take_handback()?;
     if opts.mem_queue_size <= 0 {
         tracing::info!(
             "durable mode (--mem-queue-size=0): messages are written to topic logs in {} before OK and kept until FINed",
@@ -441,6 +451,30 @@ pub async fn start(opts: Options) -> Result<NsqdHandle, StartError> {
             .await
             .map_err(|e| StartError::Config(format!("restore task failed: {e}")))??;
     }
+    Ok((nsqd, data))
+}
+
+/// `nsqd --export-go-data`: for a stopped node, writes every queued message of `--data-path`
+/// (memory part of the last clean stop, topic logs, journals) to go-diskqueue files and
+/// `nsqd.dat`, as a clean shutdown does, so Go nsqd 1.3 can take the directory over. Binds
+/// nothing and registers with no lookupd.
+pub async fn export_go_data(mut opts: Options) -> Result<(), StartError> {
+    opts.lookupd_tcp_addresses.clear();
+    let (nsqd, data) = open_state(opts).await?;
+    let n = nsqd.clone();
+    let r = tokio::task::spawn_blocking(move || persist_all(&n, &data))
+        .await
+        .map_err(|e| StartError::Config(format!("export task failed: {e}")))?;
+    nsqd.shutdown.cancel();
+    for t in nsqd.topics() {
+        t.close();
+    }
+    r.map_err(StartError::Data)
+}
+
+/// Binds the listeners and starts serving.
+pub async fn start(opts: Options) -> Result<NsqdHandle, StartError> {
+    let (nsqd, data) = open_state(opts).await?;
     nsqd.tracker
         .spawn(persist::metadata_loop(nsqd.clone(), data.clone()));
     if nsqd.store.is_some() {

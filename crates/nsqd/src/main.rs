@@ -35,6 +35,17 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
+    if opts.export_go_data {
+        return rt.block_on(async move {
+            match nsqd::export_go_data(opts).await {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    tracing::error!("export to go-diskqueue files failed: {e}");
+                    std::process::exit(1);
+                }
+            }
+        });
+    }
     rt.block_on(async move {
         // Before binding: a SIGTERM right after the ports open must still stop us cleanly.
         let mut signals = nsq_cli::daemon::Signals::install();

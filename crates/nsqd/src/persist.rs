@@ -14,13 +14,30 @@
 //!   writes, not 10,000 (Go rewrites the file on every creation).
 //! - **Empty or delete** of a topic or channel also removes its queue files, so a restart
 //!   cannot bring those messages back.
-//! - **Clean shutdown:** every non-ephemeral channel's ready, in-flight and deferred messages
-//!   and every topic's held messages are written to their queues (deferral is lost, attempts
-//!   are kept — Go's `Channel.flush`), then `nsqd.dat`.
-//!
-//! Not yet: messages beyond `--mem-queue-size` stay in memory instead of spilling to disk, and
-//! a crash loses what was only in memory (tracked by the durability issue).
+//! - **Clean shutdown (hand-back to Go):** every non-ephemeral channel's queued, in-flight and
+//!   deferred messages — those in memory *and* those only in its topic log (the spilled or
+//!   durable backlog) — and every topic's held messages (in memory and in its log) are written
+//!   to their go-diskqueue files (deferral is lost, attempts are kept — Go's `Channel.flush`),
+//!   then `nsqd.dat`. The directory is then complete for Go nsqd 1.3.0: it takes over every
+//!   message. `nsqd --export-go-data` does the same for a stopped node (e.g. after a crash).
+//! - **The hand-back marker** (`nsqd.nsqrs-handback.json`, [`HANDBACK_FILE`]) lets the next
+//!   nsq-rs start keep using its topic logs instead of loading the whole export into memory:
+//!   it records, per queue, how many records at the head of the go-diskqueue are *not* also in
+//!   a topic log (they are written first), and the exact text of every go-diskqueue metadata
+//!   file the export left. At start ([`DataDir::take_handback`]):
+//!   - marker `exported` and every metadata file unchanged: the topic logs and journals are
+//!     current; only each queue's head is loaded, and the marker becomes `running`;
+//!   - marker `exported` but the files changed (Go nsqd ran on the directory, consumed and
+//!     rewrote its queues): the topic logs are stale, so they and the journals are removed and
+//!     every queue is loaded whole;
+//!   - marker `running` (nsq-rs stopped without an export, e.g. a crash, after starting from
+//!     an export): logs are current, queue heads are loaded;
+//!   - no marker (a Go directory, an older nsq-rs, or an export that failed part-way): every
+//!     record of every queue is loaded and the logs are current too — a failed export can then
+//!     deliver some messages twice, never zero times.
+//!   The marker is removed before an export starts and written only after it succeeded.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -30,7 +47,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use nsq_diskqueue::{DiskQueue, DiskQueueOptions};
 use nsq_protocol::names::{is_ephemeral, is_valid_channel_name, is_valid_topic_name};
-use nsq_protocol::Message;
+use nsq_protocol::{Message, MessageId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
@@ -44,6 +61,37 @@ pub const METADATA_COALESCE: Duration = Duration::from_millis(200);
 
 /// Messages per batch when loading a queue.
 const LOAD_BATCH: usize = 4096;
+
+/// The hand-back marker's file name (see the module docs).
+pub const HANDBACK_FILE: &str = "nsqd.nsqrs-handback.json";
+
+/// The hand-back marker: which go-diskqueue records are an export of the topic logs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct Handback {
+    /// `exported` (written by a clean shutdown) or `running` (an nsq-rs started from it).
+    state: String,
+    /// Queue name (`topic` or `topic:channel`) → what the export left for it.
+    queues: BTreeMap<String, QueueMark>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct QueueMark {
+    /// Records at the head of the queue that are not in a topic log.
+    own: u64,
+    /// The text of its `.diskqueue.meta.dat` after the export.
+    meta: String,
+}
+
+/// Which go-diskqueue records [`restore`] loads.
+#[derive(Debug, Clone, Default)]
+enum LoadPlan {
+    /// Every unread record.
+    #[default]
+    All,
+    /// Per queue, only this many head records (the rest are in topic logs); a queue not
+    /// listed is loaded whole.
+    Heads(BTreeMap<String, u64>),
+}
 
 /// Data directory failures.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +123,9 @@ pub enum PersistError {
     /// A queue file operation failed.
     #[error(transparent)]
     Queue(#[from] nsq_diskqueue::DiskQueueError),
+    /// Reading a topic log failed.
+    #[error(transparent)]
+    Log(#[from] nsq_store::StoreError),
 }
 
 /// `nsqd.dat`, field for field as Go writes it.
@@ -112,6 +163,7 @@ pub struct DataDir {
     _lock: File,
     queue_opts: DiskQueueOptions,
     dirty: Notify,
+    plan: parking_lot::Mutex<LoadPlan>,
 }
 
 impl DataDir {
@@ -141,6 +193,7 @@ impl DataDir {
                 sync_timeout: opts.sync_timeout,
             },
             dirty: Notify::new(),
+            plan: parking_lot::Mutex::new(LoadPlan::All),
         }))
     }
 
@@ -190,25 +243,8 @@ impl DataDir {
 
     /// Writes `nsqd.dat` atomically: temp file, fsync, rename, fsync of the directory.
     pub fn write_metadata(&self, meta: &MetadataFile) -> Result<(), PersistError> {
-        let path = self.metadata_path();
-        let tmp = self
-            .path
-            .join(format!("nsqd.dat.{}.tmp", std::process::id()));
         let data = serde_json::to_vec(meta).expect("metadata serialises");
-        let io = |what, source| PersistError::Metadata {
-            what,
-            path: path.clone(),
-            source,
-        };
-        let mut f = File::create(&tmp).map_err(|e| io("failed to create temp file for", e))?;
-        f.write_all(&data).map_err(|e| io("failed to write", e))?;
-        f.sync_all().map_err(|e| io("failed to sync", e))?;
-        drop(f);
-        fs::rename(&tmp, &path).map_err(|e| io("failed to rename temp file onto", e))?;
-        if let Ok(d) = File::open(&self.path) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        write_atomic(&self.path, "nsqd.dat", &data)
     }
 
     /// Removes every file of queue `name` (topic, or `topic:channel`). Called from admin
@@ -228,13 +264,22 @@ impl DataDir {
         }
     }
 
-    /// Loads a queue's unread messages without changing its files.
+    /// Loads a queue's unread messages without changing its files (only its head when the
+    /// hand-back marker says the rest is in a topic log).
     fn load_queue(&self, name: &str) -> Vec<Message> {
-        let s = match nsq_diskqueue::scan(
+        let limit = match &*self.plan.lock() {
+            LoadPlan::All => usize::MAX,
+            LoadPlan::Heads(h) => h.get(name).map_or(usize::MAX, |&n| n as usize),
+        };
+        if limit == 0 {
+            return Vec::new();
+        }
+        let s = match nsq_diskqueue::scan_first(
             &self.path,
             name,
             self.queue_opts.min_msg_size,
             self.queue_opts.max_msg_size,
+            limit,
         ) {
             Ok(s) => s,
             Err(e) => {
@@ -255,9 +300,19 @@ impl DataDir {
         out
     }
 
-    /// Replaces a queue's contents with `msgs` and syncs it.
-    fn write_queue(&self, name: &str, msgs: &[MsgRef]) -> Result<(), PersistError> {
-        if msgs.is_empty() {
+    /// Replaces a queue's contents with, in this order, `own` (messages no topic log holds),
+    /// `logged` (in memory and in a log) and the records of `backlog` (only in a log), and
+    /// syncs it. Returns the text of its metadata file, or `None` when there was nothing to
+    /// write (leftover files are removed).
+    fn export_queue(
+        &self,
+        name: &str,
+        own: &[MsgRef],
+        logged: &[MsgRef],
+        backlog: Option<LogRange>,
+    ) -> Result<Option<String>, PersistError> {
+        let total = (own.len() + logged.len()) as u64 + backlog.as_ref().map_or(0, |b| b.count);
+        if total == 0 {
             // Nothing to keep: remove leftover files if there are any, and otherwise touch
             // nothing, so a shutdown with 10,000 idle topics costs no fsyncs.
             if self
@@ -267,26 +322,236 @@ impl DataDir {
             {
                 self.remove_queue(name);
             }
-            return Ok(());
+            return Ok(None);
         }
         let mut q = DiskQueue::open(&self.path, name, self.queue_opts.clone())?;
         q.empty()?;
         let mut buf = BytesMut::new();
-        for m in msgs {
+        let mut put = |q: &mut DiskQueue, ts: i64, attempts: u16, id: &MessageId, body: &[u8]| {
             buf.clear();
+            nsq_protocol::message::put_message_payload(&mut buf, ts, attempts, id, body);
+            q.put(&buf)
+        };
+        for m in own.iter().chain(logged) {
             let b = &m.batch;
-            nsq_protocol::message::put_message_payload(
-                &mut buf,
+            put(
+                &mut q,
                 b.timestamp(m.idx),
                 m.attempts,
                 &b.id(m.idx),
                 b.body(m.idx),
-            );
-            q.put(&buf)?;
+            )?;
+        }
+        if let Some(mut r) = backlog {
+            let mut pos = r.from;
+            let mut written = 0u64;
+            let mut progress = std::time::Instant::now();
+            while pos < r.end {
+                let rb = r.reader.read_range(pos, r.end, LOAD_BATCH, 4 << 20)?;
+                for (p, m) in &rb.records {
+                    if r.skip.as_ref().is_some_and(|s| s.contains(*p)) {
+                        continue;
+                    }
+                    put(&mut q, m.timestamp, m.attempts, &m.id, &m.body)?;
+                    written += 1;
+                }
+                if progress.elapsed() >= Duration::from_secs(5) {
+                    progress = std::time::Instant::now();
+                    tracing::info!(
+                        "exporting {name}: {written} of {} messages from its topic log written so far",
+                        r.count
+                    );
+                }
+                if rb.records.is_empty() || rb.next_pos <= pos {
+                    break;
+                }
+                pos = rb.next_pos;
+            }
+            if written != r.count {
+                tracing::warn!(
+                    "exporting {name}: its topic log gave {written} messages, {} were expected",
+                    r.count
+                );
+            }
         }
         q.close()?;
+        let meta = q.meta_file_path();
+        fs::read_to_string(&meta)
+            .map(Some)
+            .map_err(|source| PersistError::Metadata {
+                what: "failed to read back",
+                path: meta,
+                source,
+            })
+    }
+
+    /// Every go-diskqueue metadata file in the directory: queue name → its text.
+    fn diskqueue_metas(&self) -> Result<BTreeMap<String, String>, PersistError> {
+        let io = |source| PersistError::Open {
+            path: self.path.clone(),
+            source,
+        };
+        let mut out = BTreeMap::new();
+        for e in fs::read_dir(&self.path).map_err(io)? {
+            let e = e.map_err(io)?;
+            let file = e.file_name();
+            let Some(queue) = file
+                .to_str()
+                .and_then(|f| f.strip_suffix(".diskqueue.meta.dat"))
+            else {
+                continue;
+            };
+            // Unreadable counts as changed (the text cannot match).
+            let text = fs::read_to_string(e.path()).unwrap_or_default();
+            out.insert(queue.to_string(), text);
+        }
+        Ok(out)
+    }
+
+    /// Reads the hand-back marker at start, before the topic logs are opened, and decides
+    /// what [`restore`] loads from the go-diskqueue files (see the module docs). Removes the
+    /// topic logs and journals when Go nsqd has taken the directory over since the export.
+    pub fn take_handback(&self) -> Result<(), PersistError> {
+        let path = self.path.join(HANDBACK_FILE);
+        let text = match fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(PersistError::Metadata {
+                    what: "failed to read",
+                    path,
+                    source,
+                })
+            }
+        };
+        let hb: Handback = match serde_json::from_slice(&text) {
+            Ok(h) => h,
+            Err(e) => {
+                // Without it every queue is loaded whole and the logs are used too: at worst
+                // some messages are delivered twice.
+                tracing::error!(
+                    "unreadable hand-back marker {}: {e}; loading every go-diskqueue record",
+                    path.display()
+                );
+                let _ = fs::remove_file(&path);
+                return Ok(());
+            }
+        };
+        if hb.state == "exported" {
+            let found = self.diskqueue_metas()?;
+            let exported: BTreeMap<String, String> = hb
+                .queues
+                .iter()
+                .map(|(q, m)| (q.clone(), m.meta.clone()))
+                .collect();
+            if found != exported {
+                let removed = remove_store_files(&self.path);
+                tracing::warn!(
+                    "{}: the go-diskqueue files changed since nsq-rs exported them (Go nsqd ran \
+                     on this directory): taking them as they are and removing {removed} stale \
+                     topic log and journal files",
+                    self.path.display()
+                );
+                fs::remove_file(&path).map_err(|source| PersistError::Metadata {
+                    what: "failed to remove",
+                    path: path.clone(),
+                    source,
+                })?;
+                sync_dir(&self.path);
+                return Ok(());
+            }
+            tracing::info!(
+                "{}: the go-diskqueue files are nsq-rs's own export; continuing from the topic logs",
+                self.path.display()
+            );
+            let running = Handback {
+                state: "running".into(),
+                queues: hb.queues.clone(),
+            };
+            self.write_handback(&running)?;
+        }
+        *self.plan.lock() =
+            LoadPlan::Heads(hb.queues.iter().map(|(q, m)| (q.clone(), m.own)).collect());
         Ok(())
     }
+
+    fn write_handback(&self, hb: &Handback) -> Result<(), PersistError> {
+        let data = serde_json::to_vec_pretty(hb).expect("marker serialises");
+        write_atomic(&self.path, HANDBACK_FILE, &data)
+    }
+
+    /// Removes the hand-back marker (before an export rewrites the queues), durably.
+    fn remove_handback(&self) -> Result<(), PersistError> {
+        let path = self.path.join(HANDBACK_FILE);
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                sync_dir(&self.path);
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(PersistError::Metadata {
+                what: "failed to remove",
+                path,
+                source,
+            }),
+        }
+    }
+}
+
+/// Part of a topic log to export: `[from, end)` except `skip`, `count` messages.
+struct LogRange {
+    reader: nsq_store::LogReader,
+    from: u64,
+    end: u64,
+    skip: Option<nsq_store::AckSet>,
+    count: u64,
+}
+
+/// fsyncs a directory (errors ignored: the rename or removal itself succeeded).
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Writes `dir/name` atomically: temp file, fsync, rename, fsync of the directory.
+fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> Result<(), PersistError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
+    let io = |what, source| PersistError::Metadata {
+        what,
+        path: path.clone(),
+        source,
+    };
+    let mut f = File::create(&tmp).map_err(|e| io("failed to create temp file for", e))?;
+    f.write_all(data).map_err(|e| io("failed to write", e))?;
+    f.sync_all().map_err(|e| io("failed to sync", e))?;
+    drop(f);
+    fs::rename(&tmp, &path).map_err(|e| io("failed to rename temp file onto", e))?;
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Removes every topic log segment and channel journal in `dir`; returns how many.
+fn remove_store_files(dir: &Path) -> usize {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let ours = name.ends_with(".nsqrs.journal")
+            || (name.ends_with(".log") && name.contains(".nsqrs."));
+        if ours {
+            match fs::remove_file(e.path()) {
+                Ok(()) => n += 1,
+                Err(err) => tracing::error!("cannot remove {}: {err}", e.path().display()),
+            }
+        }
+    }
+    sync_dir(dir);
+    n
 }
 
 fn batches(msgs: &[Message]) -> impl Iterator<Item = Arc<Batch>> + '_ {
@@ -327,7 +592,6 @@ pub fn snapshot(nsqd: &Nsqd) -> MetadataFile {
 /// go-diskqueue files of a clean shutdown (ours or Go's), and in durable mode the topic logs
 /// and channel journals (including topics created too recently to be in `nsqd.dat`).
 pub fn restore(nsqd: &Nsqd, dir: &DataDir) -> Result<(), PersistError> {
-    use std::collections::BTreeMap;
     let meta = dir.read_metadata()?.unwrap_or_default();
     // topic -> (paused, channel -> paused)
     let mut topics: BTreeMap<String, (bool, BTreeMap<String, bool>)> = BTreeMap::new();
@@ -431,42 +695,108 @@ pub fn restore(nsqd: &Nsqd, dir: &DataDir) -> Result<(), PersistError> {
     Ok(())
 }
 
-/// Writes every message and the metadata to disk (clean shutdown).
+/// Writes every queued message and the metadata to disk in Go nsqd 1.3's format (clean
+/// shutdown, `--export-go-data`): what is in memory and what only the topic logs hold, so Go
+/// nsqd can take the directory over. Then writes the hand-back marker, so the next nsq-rs start
+/// continues from its topic logs instead (see the module docs).
 pub fn flush(nsqd: &Nsqd, dir: &DataDir) -> Result<(), PersistError> {
+    dir.remove_handback()?;
     let mut first_err = None;
-    let mut n_msgs = 0usize;
+    let (mut n_msgs, mut n_logged) = (0u64, 0u64);
+    let mut marks = BTreeMap::new();
+    let started = std::time::Instant::now();
     for t in nsqd.topics() {
         if t.ephemeral {
             continue;
         }
+        let reader = t.store().map(|(_, ts)| ts.reader.clone());
+        let range = |from, end, skip, count| match &reader {
+            Some(r) => Some(LogRange {
+                reader: r.clone(),
+                from,
+                end,
+                skip,
+                count,
+            }),
+            None => {
+                tracing::error!(
+                    "TOPIC({}): {count} messages on disk but no log to read",
+                    t.name
+                );
+                None
+            }
+        };
+        let mut queues = Vec::new();
         for ch in t.channels() {
             if ch.ephemeral {
                 continue;
             }
-            let mut msgs = ch.state.lock().drain_all();
-            // Messages in a topic log are safe there when the channel's journal replays them
-            // at the next start; only the rest is written.
+            let (msgs, backlog) = {
+                let mut st = ch.state.lock();
+                (st.drain_all(), st.take_backlog())
+            };
+            // Messages in a topic log come back from it at the next nsq-rs start when the
+            // channel's journal replays them; the rest only from the go-diskqueue file.
             let journaled = ch.durable().is_some();
-            msgs.retain(|m| m.log_pos().is_none() || !journaled);
-            n_msgs += msgs.len();
-            if let Err(e) = dir.write_queue(&format!("{}:{}", t.name, ch.name), &msgs) {
-                tracing::error!("failed to persist channel {}:{}: {e}", t.name, ch.name);
-                first_err.get_or_insert(e);
-            }
+            let (logged, own): (Vec<MsgRef>, Vec<MsgRef>) = msgs
+                .into_iter()
+                .partition(|m| journaled && m.log_pos().is_some());
+            let backlog = backlog.and_then(|(f, e, skip, n)| range(f, e, skip, n));
+            queues.push((format!("{}:{}", t.name, ch.name), own, logged, backlog));
         }
-        let mut msgs = t.drain_held();
-        msgs.retain(|m| m.log_pos().is_none());
-        n_msgs += msgs.len();
-        if let Err(e) = dir.write_queue(&t.name, &msgs) {
-            tracing::error!("failed to persist topic {}: {e}", t.name);
-            first_err.get_or_insert(e);
+        // A topic's held messages with a log position are replayed from its log (no channel)
+        // or by its channels' journals (paused topic).
+        let (logged, own): (Vec<MsgRef>, Vec<MsgRef>) = t
+            .drain_held()
+            .into_iter()
+            .partition(|m| m.log_pos().is_some());
+        let backlog = t
+            .take_held_backlog()
+            .and_then(|(f, e, n)| range(f, e, None, n));
+        queues.push((t.name.clone(), own, logged, backlog));
+        for (name, own, logged, backlog) in queues {
+            let in_log = logged.len() as u64 + backlog.as_ref().map_or(0, |b| b.count);
+            match dir.export_queue(&name, &own, &logged, backlog) {
+                Ok(meta) => {
+                    n_msgs += own.len() as u64 + in_log;
+                    n_logged += in_log;
+                    if let Some(meta) = meta {
+                        let own = own.len() as u64;
+                        marks.insert(name, QueueMark { own, meta });
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("failed to persist {name}: {e}");
+                    first_err.get_or_insert(e);
+                }
+            }
         }
     }
     if let Err(e) = dir.write_metadata(&snapshot(nsqd)) {
         tracing::error!("{e}");
         first_err.get_or_insert(e);
     }
-    tracing::info!("persisted {n_msgs} messages to {}", dir.path().display());
+    match &first_err {
+        None => {
+            let hb = Handback {
+                state: "exported".into(),
+                queues: marks,
+            };
+            if let Err(e) = dir.write_handback(&hb) {
+                tracing::error!("{e}");
+                first_err.get_or_insert(e);
+            }
+            tracing::info!(
+                "persisted {n_msgs} messages ({n_logged} of them also in topic logs) to {} in {:.1?}: Go nsqd 1.3 can take this directory over",
+                dir.path().display(),
+                started.elapsed()
+            );
+        }
+        Some(_) => tracing::error!(
+            "the go-diskqueue files in {} are incomplete: Go nsqd must not take this directory over; nsq-rs restarts from its topic logs (free space, then run nsqd --export-go-data)",
+            dir.path().display()
+        ),
+    }
     match first_err {
         Some(e) => Err(e),
         None => Ok(()),

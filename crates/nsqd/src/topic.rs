@@ -668,6 +668,15 @@ impl Topic {
         out
     }
 
+    /// Takes the held backlog out (the messages the topic holds only in its log), for
+    /// exporting it at shutdown: the log range `[from, end)` and how many messages it holds.
+    pub(crate) fn take_held_backlog(&self) -> Option<(u64, u64, u64)> {
+        let mut inner = self.inner.lock();
+        let from = inner.held_backlog.take()?;
+        let count = std::mem::take(&mut inner.held_backlog_count);
+        Some((from, std::mem::take(&mut inner.held_backlog_end), count))
+    }
+
     /// Whether the topic is paused.
     pub fn is_paused(&self) -> bool {
         self.inner.lock().paused

@@ -606,6 +606,15 @@ impl ChannelState {
         }
     }
 
+    /// Takes the on-disk backlog out, for exporting it at shutdown: the log range
+    /// `[from, end)`, the positions in it that are not this channel's to deliver, and how many
+    /// messages it holds. Nothing reads it back afterwards (a refill under way sees no backlog).
+    pub fn take_backlog(&mut self) -> Option<(u64, u64, Option<nsq_store::AckSet>, u64)> {
+        let from = self.backlog.take()?;
+        let count = std::mem::take(&mut self.backlog_count);
+        Some((from, self.backlog_end, self.backlog_skip.take(), count))
+    }
+
     /// Takes every message out (ready, then in flight, then deferred), for flushing to disk
     /// at shutdown. Deferral and in-flight status are lost, as in Go's `Channel.flush`.
     pub fn drain_all(&mut self) -> Vec<MsgRef> {

@@ -36,6 +36,13 @@ pub fn nsqd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_nsqd"))
 }
 
+/// Go nsqd 1.3.0 from `../shared/reference/` beside the repository, if it is there (CI has
+/// it; a bare clone does not, and tests that need it say so and count as not run).
+pub fn go_nsqd_bin() -> Option<PathBuf> {
+    let p = workspace_root().join("../shared/reference/go-nsq-1.3.0-linux-amd64/nsqd");
+    p.is_file().then_some(p)
+}
+
 /// The workspace root (two levels above this crate's manifest).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -174,9 +181,17 @@ impl TestNsqd {
         Self::spawn(data_path, extra_args)
     }
 
+    /// Starts another nsqd binary (e.g. Go nsqd 1.3.0, see [`go_nsqd_bin`]) the same way.
+    pub fn start_bin(bin: &Path, data_path: &Path, extra_args: &[&str]) -> TestNsqd {
+        Self::spawn_bin(bin, data_path, extra_args)
+    }
+
     fn spawn(data_path: &Path, extra_args: &[&str]) -> TestNsqd {
-        let bin = nsqd_bin();
-        let mut cmd = Command::new(&bin);
+        Self::spawn_bin(&nsqd_bin(), data_path, extra_args)
+    }
+
+    fn spawn_bin(bin: &Path, data_path: &Path, extra_args: &[&str]) -> TestNsqd {
+        let mut cmd = Command::new(bin);
         cmd.arg("--tcp-address=127.0.0.1:0")
             .arg("--http-address=127.0.0.1:0")
             .arg(format!("--data-path={}", data_path.display()))
