@@ -10,13 +10,9 @@ use crate::harness::{wait_until, TestNsqd, READ_TIMEOUT};
 
 fn fixture(name: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/go-nsqd-1.3.0")
+        .join("tests/fixtures/go-nsqd-1.3.0")
         .join(name);
-    assert!(
-        p.is_dir(),
-        "fixture {} not found (shared/ must sit beside the repository)",
-        p.display()
-    );
+    assert!(p.is_dir(), "fixture {} not found", p.display());
     p
 }
 
