@@ -8,8 +8,9 @@
 //! its log like in durable mode, and each channel keeps at most `--mem-queue-size` ready
 //! messages in memory, reading the rest back as its consumers catch up. When every channel
 //! is back under half the limit with nothing left on disk, the topic stops spilling.
-//! Messages that only ever lived in memory are written to go-diskqueue files at a clean
-//! shutdown (as Go does) and are lost by a crash; spilled ones survive both.
+//! Messages that only ever lived in memory are lost by a crash; spilled ones survive it. A
+//! clean shutdown writes all of them, logged or not, to go-diskqueue files so Go nsqd can take
+//! the directory back (`crate::persist`).
 //!
 //! - **Publish:** the batch is handed to the log writer thread; once written (and fsynced when
 //!   `--sync-every=1`; concurrent publishers share fsyncs through group commit) the
@@ -23,9 +24,10 @@
 //! - **Retention:** every few seconds, log segments that no channel still needs are removed
 //!   and journals that have grown are compacted.
 //!
-//! Not yet: a topic's own held messages (no channel yet, or a paused topic) are kept in memory
-//! as well as in the log (no window), and are not journaled, so `/topic/empty` of a
-//! channel-less topic is not durable.
+//! A topic's own held messages (no channel yet, or a paused topic) are in the log and, up to
+//! the memory window, in memory; the rest is the topic's held backlog. They are not journaled:
+//! `/topic/empty` of a channel-less topic rolls the log instead, and of a paused topic with
+//! channels is not yet durable (its channels' journals replay the emptied messages).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
