@@ -290,3 +290,30 @@ fn held_backlog_and_deferred_positions_inside_a_backlog() {
     ch.skip_in_backlog(100);
     assert!(!ch.backlog_skip.as_ref().unwrap().contains(100));
 }
+
+/// The in-flight map's hash keeps a batch's consecutive ids in consecutive buckets with
+/// distinct tags, and two ids from different time units or nodes still differ.
+#[test]
+fn id_hasher_keeps_consecutive_ids_together() {
+    use std::hash::Hasher;
+    let h = |id: u64| {
+        let mut s = super::IdHasher::default();
+        s.write_u64(id);
+        s.finish()
+    };
+    let gen = crate::state::guid::GuidGen::new(7);
+    let first = 1u64 << 40;
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..200u64 {
+        let (a, b) = (h(gen.id(first + i)), h(gen.id(first + i + 1)));
+        if (first + i + 1) & 0xFFF != 0 {
+            assert_eq!((b & 0xFFF), (a & 0xFFF) + 1, "bucket index follows the sequence");
+        }
+        assert_ne!(a >> 57, b >> 57, "neighbouring ids have distinct tags");
+        assert!(seen.insert(a));
+    }
+    // Same sequence, another time unit or node: another hash.
+    let other_node = crate::state::guid::GuidGen::new(8);
+    assert_ne!(h(gen.id(first)), h(other_node.id(first)));
+    assert_ne!(h(gen.id(first)), h(gen.id(first + 4096)));
+}
