@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 use std::sync::OnceLock;
 
 use nsq_net::tls::TlsInfo;
@@ -69,8 +70,10 @@ pub struct ClientInfo {
     pub finish_count: AtomicU64,
     /// REQs.
     pub requeue_count: AtomicU64,
-    /// Messages published by this client, per topic (for `/stats` producers).
-    pub pub_counts: Mutex<Vec<(String, u64)>>,
+    /// Messages published by this client, per topic (for `/stats` producers). The
+    /// connection keeps the counter of the topic it publishes to, so a publish costs one
+    /// atomic add, not a lock and a string compare.
+    pub pub_counts: Mutex<Vec<(String, Arc<AtomicU64>)>>,
     /// Last time (clock ns) the client published.
     pub last_pub: AtomicI64,
     /// Wakes the connection task (RDY change from elsewhere, close).
@@ -118,12 +121,21 @@ impl ClientInfo {
         self.state.load(Ordering::Relaxed)
     }
 
+    /// The counter of messages this client published to `topic` (created at 0).
+    pub fn pub_counter(&self, topic: &str) -> Arc<AtomicU64> {
+        let mut counts = self.pub_counts.lock();
+        match counts.iter().find(|(t, _)| t == topic) {
+            Some((_, c)) => c.clone(),
+            None => {
+                let c = Arc::new(AtomicU64::new(0));
+                counts.push((topic.to_string(), c.clone()));
+                c
+            }
+        }
+    }
+
     /// Records `n` messages published to `topic`.
     pub fn record_pub(&self, topic: &str, n: u64) {
-        let mut counts = self.pub_counts.lock();
-        match counts.iter_mut().find(|(t, _)| t == topic) {
-            Some((_, c)) => *c += n,
-            None => counts.push((topic.to_string(), n)),
-        }
+        self.pub_counter(topic).fetch_add(n, Ordering::Relaxed);
     }
 }

@@ -304,7 +304,7 @@ impl ClientStats {
             .filter(|(t, _)| topic_filter.is_empty() || t == topic_filter)
             .map(|(t, n)| PubCount {
                 topic: t.clone(),
-                count: *n,
+                count: n.load(std::sync::atomic::Ordering::Relaxed),
             })
             .collect();
         let id = c.identity.lock().clone();

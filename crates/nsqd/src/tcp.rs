@@ -227,8 +227,11 @@ struct Conn {
     settings: Settings,
     identified: bool,
     channel: Option<Arc<Channel>>,
-    /// Last topic published to, so the registry lock stays off the per-message path.
-    topic_cache: Option<Arc<Topic>>,
+    /// Last topic published to and this client's counter for it, so neither the registry
+    /// lock nor the `pub_counts` lock is on the per-publish path.
+    topic_cache: Option<(Arc<Topic>, Arc<std::sync::atomic::AtomicU64>)>,
+    /// Whether this connection is listed as a producer (after its first publish).
+    producer: bool,
     pending_fins: Vec<nsq_protocol::MessageId>,
     scratch: Vec<MsgRef>,
     rng: u64,
@@ -270,6 +273,7 @@ impl Conn {
             identified: false,
             channel: None,
             topic_cache: None,
+            producer: false,
             pending_fins: Vec::new(),
             scratch: Vec::new(),
             rng: rng | 1,
@@ -854,20 +858,24 @@ impl Conn {
         what: &'static str,
     ) -> Result<(), ClientError> {
         for attempt in 0..2 {
-            let t = match &self.topic_cache {
-                Some(t) if t.name == topic && !(attempt == 0 && t.is_deleted()) => t.clone(),
+            let (t, counter) = match &self.topic_cache {
+                Some((t, c)) if t.name == topic && !(attempt == 0 && t.is_deleted()) => {
+                    (t.clone(), c.clone())
+                }
                 _ => {
                     let t = self.nsqd.get_or_create_topic(topic);
-                    self.topic_cache = Some(t.clone());
-                    t
+                    let c = self.client.pub_counter(topic);
+                    self.topic_cache = Some((t.clone(), c.clone()));
+                    (t, c)
                 }
             };
             match t.publish(bodies.clone(), n, defer_ns) {
                 Ok(p) => {
-                    if self.client.pub_counts.lock().is_empty() {
+                    if !self.producer {
+                        self.producer = true;
                         self.nsqd.add_producer(&self.client);
                     }
-                    self.client.record_pub(topic, n as u64);
+                    counter.fetch_add(n as u64, Ordering::Relaxed);
                     match p {
                         Published::Done => self.respond(FrameType::Response, OK),
                         Published::Pending(rx) => {

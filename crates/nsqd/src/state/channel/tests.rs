@@ -307,7 +307,11 @@ fn id_hasher_keeps_consecutive_ids_together() {
     for i in 0..200u64 {
         let (a, b) = (h(gen.id(first + i)), h(gen.id(first + i + 1)));
         if (first + i + 1) & 0xFFF != 0 {
-            assert_eq!((b & 0xFFF), (a & 0xFFF) + 1, "bucket index follows the sequence");
+            assert_eq!(
+                (b & 0xFFF),
+                (a & 0xFFF) + 1,
+                "bucket index follows the sequence"
+            );
         }
         assert_ne!(a >> 57, b >> 57, "neighbouring ids have distinct tags");
         assert!(seen.insert(a));
