@@ -88,6 +88,8 @@ pub struct Nsqd {
     /// Start time, Unix seconds.
     pub start_time: i64,
     topics: RwLock<FxHashMap<String, Arc<Topic>>>,
+    /// Serialises topic creation (see [`Nsqd::get_or_create_topic`]).
+    topic_create: Mutex<()>,
     client_seq: AtomicU64,
     producers: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
     /// Cancelled at shutdown.
@@ -141,6 +143,7 @@ impl Nsqd {
             clock: Clock::new(),
             start_time: clock::unix_secs(),
             topics: RwLock::new(FxHashMap::default()),
+            topic_create: Mutex::new(()),
             client_seq: AtomicU64::new(0),
             producers: Mutex::new(BTreeMap::new()),
             shutdown: CancellationToken::new(),
@@ -166,22 +169,26 @@ impl Nsqd {
     }
 
     /// The topic, created if needed. The name must already be valid.
+    ///
+    /// In durable mode a new topic opens its log first (file work); that happens under
+    /// `topic_create`, which serialises creations, and not under the registry lock, so
+    /// lookups of other topics (every connection's first publish, HTTP `/pub`) never wait
+    /// for the disk.
     pub fn get_or_create_topic(&self, name: &str) -> Arc<Topic> {
         if let Some(t) = self.topics.read().get(name) {
             return t.clone();
         }
-        let mut topics = self.topics.write();
-        if let Some(t) = topics.get(name) {
+        let _creating = self.topic_create.lock();
+        if let Some(t) = self.topics.read().get(name) {
             return t.clone();
         }
         let log = match &self.store {
             Some(store)
                 if self.opts.mem_queue_size <= 0 && !nsq_protocol::names::is_ephemeral(name) =>
             {
-                // Durable mode. Opening a log touches the disk; topic creation is rare next
-                // to publishing. (In the default mode a topic opens its log at its first
+                // Durable mode. (In the default mode a topic opens its log at its first
                 // spill.)
-                match store.open_log(name) {
+                match durable::off_runtime(|| store.open_log(name)) {
                     Ok(log) => Some(store.register(log)),
                     Err(e) => {
                         tracing::error!("TOPIC({name}): cannot open its log, messages will only be kept in memory: {e}");
@@ -191,6 +198,7 @@ impl Nsqd {
             }
             _ => None,
         };
+        let mut topics = self.topics.write();
         let t = Arc::new(Topic::new(
             name,
             self.opts.node_id as u16,

@@ -112,6 +112,8 @@ pub struct Topic {
     spilling: AtomicBool,
     /// A switch to spilling is under way (opening the log, creating journals).
     spill_starting: AtomicBool,
+    /// Serialises channel creation (journal files are created outside `inner`'s lock).
+    create_lock: Mutex<()>,
 }
 
 impl Topic {
@@ -157,6 +159,7 @@ impl Topic {
             always_log: mem_queue_size <= 0,
             spilling: AtomicBool::new(false),
             spill_starting: AtomicBool::new(false),
+            create_lock: Mutex::new(()),
         }
     }
 
@@ -361,30 +364,63 @@ impl Topic {
             let Some(ts) = topic.log.get() else {
                 return;
             };
+            // Journals for the channels that have none, created here (two fsyncs each) rather
+            // than on the log writer thread, which every topic shares, or under the topic lock.
+            // Nothing appends to this topic's log until spilling is on, so they start at its
+            // end as known now; `begin_spilling` corrects that if it moved.
+            let provisional = ts.end();
+            let made: Vec<(String, Mutex<Option<nsq_store::ChannelJournal>>)> = topic
+                .channels()
+                .into_iter()
+                .filter(|c| !c.ephemeral && c.durable().is_none())
+                .filter_map(|c| {
+                    let j = store.create_journal(&topic.name, &c.name, provisional)?;
+                    Some((c.name.clone(), j))
+                })
+                .collect();
             let t2 = topic.clone();
             store.call(ts, move |log| {
                 let Some(log) = log else {
                     t2.spill_starting.store(false, Ordering::Release);
                     return;
                 };
-                t2.begin_spilling(log.end_pos());
+                t2.begin_spilling(log.end_pos(), provisional, made);
             });
         });
     }
 
     /// Runs on the log writer thread: every record appended from now on is at `start` or
-    /// later, so journals starting there cover all of them.
-    fn begin_spilling(&self, start: u64) {
+    /// later, so journals starting there cover all of them. `made` are journals created at
+    /// `provisional` (≤ `start`) for the channels that had none.
+    fn begin_spilling(
+        &self,
+        start: u64,
+        provisional: u64,
+        made: Vec<(String, Mutex<Option<nsq_store::ChannelJournal>>)>,
+    ) {
         let (Some(store), Some(ts)) = (&self.store, self.log.get()) else {
             return;
         };
+        let mut made: BTreeMap<String, Mutex<Option<nsq_store::ChannelJournal>>> =
+            made.into_iter().collect();
         let inner = self.inner.lock();
-        if !inner.deleted {
+        let deleted = inner.deleted;
+        if !deleted {
             for ch in inner.channels.values() {
                 if ch.ephemeral || ch.durable().is_some() {
                     continue;
                 }
-                if let Some(j) = store.create_journal(&self.name, &ch.name, start) {
+                let j = match made.remove(&ch.name) {
+                    Some(j) => {
+                        if start > provisional {
+                            crate::durable::journal_op(&j, "start", |j| j.cursor(start));
+                        }
+                        Some(j)
+                    }
+                    // Created while the journals were being made (rare): make it here.
+                    None => store.create_journal(&self.name, &ch.name, start),
+                };
+                if let Some(j) = j {
                     ch.attach_durable((store.clone(), ts.end.clone(), ts.reader.clone(), j));
                 }
             }
@@ -396,6 +432,24 @@ impl Topic {
             );
         }
         drop(inner);
+        // Journals of channels deleted meanwhile. A channel of the same name created since has
+        // its own journal at the same path: leave that one alone (`create_lock` keeps a
+        // creation from starting while we look). A deleted topic may already have a successor
+        // of the same name, whose journals these paths may be: its files are left as they are.
+        let _creating = self.create_lock.lock();
+        for (name, j) in made {
+            if deleted || self.channel(&name).is_some() {
+                continue;
+            }
+            if let Some(j) = j.into_inner() {
+                if let Err(e) = j.delete() {
+                    tracing::error!(
+                        "CHANNEL({}:{name}): removing its unused journal: {e}",
+                        self.name
+                    );
+                }
+            }
+        }
         self.spill_starting.store(false, Ordering::Release);
     }
 
@@ -452,31 +506,58 @@ impl Topic {
     }
 
     /// Returns the channel, creating it if needed (`true` when created).
+    ///
+    /// A channel that needs a journal (the topic has a log) gets it without the topic lock
+    /// held: creating the file costs two fsyncs, and publishers of this topic must not wait for
+    /// them. The journal starts where the channel would have started when creation began; if
+    /// messages were handed out meanwhile (they went to the other channels only), a `Cursor`
+    /// record marks them as not this channel's, under the lock that inserts the channel.
+    /// Creations on one topic are serialised by `create_lock`, never by the topic lock.
     pub fn get_or_create_channel(&self, name: &str) -> Result<(Arc<Channel>, bool), PublishError> {
+        if let Some(ch) = self.existing_channel(name)? {
+            return Ok((ch, false));
+        }
+        let _creating = self.create_lock.lock();
+        let journal = match self.store() {
+            Some((store, t)) if !nsq_protocol::names::is_ephemeral(name) => {
+                let provisional = {
+                    let inner = self.inner.lock();
+                    if inner.deleted {
+                        return Err(PublishError::Exiting);
+                    }
+                    if let Some(ch) = inner.channels.get(name) {
+                        return Ok((ch.clone(), false));
+                    }
+                    Self::channel_start(&inner, t)
+                };
+                store
+                    .create_journal(&self.name, name, provisional)
+                    .map(|j| {
+                        (
+                            provisional,
+                            (store.clone(), t.end.clone(), t.reader.clone(), j),
+                        )
+                    })
+            }
+            _ => None,
+        };
         let mut inner = self.inner.lock();
         if inner.deleted {
             return Err(PublishError::Exiting);
         }
         if let Some(ch) = inner.channels.get(name) {
+            // Only `create_lock` holders insert channels, so this is a restore racing us.
             return Ok((ch.clone(), false));
         }
-        let journal = match self.store() {
-            Some((store, t)) if !nsq_protocol::names::is_ephemeral(name) => {
-                // The first channel inherits what the topic holds; later ones start at the
-                // end of the log, as Go's channels only see messages published after them.
-                // Held messages go to every channel existing when they are released.
-                let holding = inner.held_count > 0 || inner.held_backlog.is_some();
-                let start = if inner.channels.is_empty() || inner.starting || holding {
-                    inner.held_start.unwrap_or_else(|| t.end())
-                } else {
-                    t.end()
-                };
-                store
-                    .create_journal(&self.name, name, start)
-                    .map(|j| (store.clone(), t.end.clone(), t.reader.clone(), j))
+        let journal = journal.map(|(provisional, parts)| {
+            if let Some((_, t)) = self.store() {
+                let start = Self::channel_start(&inner, t);
+                if start > provisional {
+                    crate::durable::journal_op(&parts.3, "start", |j| j.cursor(start));
+                }
             }
-            _ => None,
-        };
+            parts
+        });
         let ch = Channel::new(
             &self.name,
             name,
@@ -496,6 +577,27 @@ impl Topic {
         }
         tracing::info!("TOPIC({}): new channel({})", self.name, name);
         Ok((ch, true))
+    }
+
+    fn existing_channel(&self, name: &str) -> Result<Option<Arc<Channel>>, PublishError> {
+        let inner = self.inner.lock();
+        if inner.deleted {
+            return Err(PublishError::Exiting);
+        }
+        Ok(inner.channels.get(name).cloned())
+    }
+
+    /// Where a channel created now starts in the log. The first channel inherits what the
+    /// topic holds; later ones start at the end of the log, as Go's channels only see
+    /// messages published after them. Held messages go to every channel existing when they
+    /// are released. Never decreases while the topic lives.
+    fn channel_start(inner: &TopicInner, t: &TopicStore) -> u64 {
+        let holding = inner.held_count > 0 || inner.held_backlog.is_some();
+        if inner.channels.is_empty() || inner.starting || holding {
+            inner.held_start.unwrap_or_else(|| t.end())
+        } else {
+            t.end()
+        }
     }
 
     fn flush_held(inner: &mut TopicInner, now: u64) {
