@@ -388,6 +388,13 @@ pub struct Options {
     #[arg(long, value_name = "N", value_parser = nsq_cli::parse_go_int, default_value_t = 10_000)]
     pub mem_queue_size: i64,
 
+    /// nsq-rs: at a clean stop, the most bytes of messages that are only in topic logs to
+    /// also write to go-diskqueue files (so Go nsqd can take the directory over); beyond it
+    /// they stay only in the logs and `--export-go-data` hands the directory over later. 0
+    /// never exports them at a stop; -1 always does.
+    #[arg(long, value_name = "BYTES", value_parser = nsq_cli::parse_go_int, default_value_t = 1 << 30, allow_negative_numbers = true)]
+    pub export_go_data_max_bytes: i64,
+
     /// Size at which a queue file is closed and a new one started, in bytes.
     #[arg(long, value_name = "BYTES", value_parser = nsq_cli::parse_go_int, default_value_t = 104_857_600)]
     pub max_bytes_per_file: i64,
@@ -866,6 +873,7 @@ impl Options {
             "topology_zone" => json!(self.topology_zone),
             "data_path" => json!(self.data_path),
             "mem_queue_size" => json!(self.mem_queue_size),
+            "export_go_data_max_bytes" => json!(self.export_go_data_max_bytes),
             "max_bytes_per_file" => json!(self.max_bytes_per_file),
             "sync_every" => json!(self.sync_every),
             "sync_timeout" => nanos(self.sync_timeout),

@@ -399,7 +399,8 @@ impl NsqdHandle {
             tokio::time::timeout(std::time::Duration::from_secs(5), self.nsqd.tracker.wait()).await;
         if let Some(d) = self.nsqd.data.clone() {
             let nsqd = self.nsqd.clone();
-            match tokio::task::spawn_blocking(move || persist_all(&nsqd, &d)).await {
+            let export = persist::Export::AtStop(nsqd.opts.export_go_data_max_bytes);
+            match tokio::task::spawn_blocking(move || persist_all(&nsqd, &d, export)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::error!("failed to persist everything at shutdown: {e}"),
                 Err(e) => tracing::error!("shutdown flush task failed: {e}"),
@@ -415,8 +416,12 @@ impl NsqdHandle {
 /// Everything a clean stop writes: every queued message in go-diskqueue format (from memory
 /// and from the topic logs) and `nsqd.dat` ([`persist::flush`]), then journals and logs
 /// synced.
-fn persist_all(nsqd: &Nsqd, d: &persist::DataDir) -> Result<(), persist::PersistError> {
-    let r = persist::flush(nsqd, d);
+fn persist_all(
+    nsqd: &Nsqd,
+    d: &persist::DataDir,
+    export: persist::Export,
+) -> Result<(), persist::PersistError> {
+    let r = persist::flush(nsqd, d, export);
     if let Some(store) = &nsqd.store {
         durable::flush_journals(nsqd, true);
         for t in nsqd.topics() {
@@ -470,7 +475,7 @@ pub async fn export_go_data(mut opts: Options) -> Result<(), StartError> {
     opts.lookupd_tcp_addresses.clear();
     let (nsqd, data) = open_state(opts).await?;
     let n = nsqd.clone();
-    let r = tokio::task::spawn_blocking(move || persist_all(&n, &data))
+    let r = tokio::task::spawn_blocking(move || persist_all(&n, &data, persist::Export::Full))
         .await
         .map_err(|e| StartError::Config(format!("export task failed: {e}")))?;
     nsqd.shutdown.cancel();

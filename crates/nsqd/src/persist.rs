@@ -31,7 +31,9 @@
 //!     rewrote its queues): the topic logs are stale, so they and the journals are removed and
 //!     every queue is loaded whole;
 //!   - marker `running` (nsq-rs stopped without an export, e.g. a crash, after starting from
-//!     an export): logs are current, queue heads are loaded;
+//!     an export) or `partial` (the stop left out what only the logs hold: more than
+//!     `--export-go-data-max-bytes`, or more than the free disk space): logs are current,
+//!     queue heads are loaded;
 //!   - no marker (a Go directory, an older nsq-rs, or an export that failed part-way): every
 //!     record of every queue is loaded and the logs are current too — a failed export can then
 //!     deliver some messages twice, never zero times.
@@ -126,6 +128,16 @@ pub enum PersistError {
     /// Reading a topic log failed.
     #[error(transparent)]
     Log(#[from] nsq_store::StoreError),
+    /// An export would not fit on the disk.
+    #[error("exporting to go-diskqueue files in {path} needs about {need} bytes, {free} are free")]
+    NoSpace {
+        /// The data directory.
+        path: PathBuf,
+        /// Bytes the export would write (estimate).
+        need: u64,
+        /// Bytes free.
+        free: u64,
+    },
 }
 
 /// `nsqd.dat`, field for field as Go writes it.
@@ -437,6 +449,12 @@ impl DataDir {
                 return Ok(());
             }
         };
+        if hb.state == "partial" {
+            tracing::info!(
+                "{}: the last stop wrote only the messages that are not in topic logs to go-diskqueue files; continuing from the topic logs",
+                self.path.display()
+            );
+        }
         if hb.state == "exported" {
             let found = self.diskqueue_metas()?;
             let exported: BTreeMap<String, String> = hb
@@ -695,11 +713,85 @@ pub fn restore(nsqd: &Nsqd, dir: &DataDir) -> Result<(), PersistError> {
     Ok(())
 }
 
+/// How much of what the topic logs hold [`flush`] writes to go-diskqueue files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Export {
+    /// A clean stop: at most this many bytes (estimated; negative: no limit), and only if
+    /// they fit on the disk; otherwise only what no log holds, and the stop says how to hand
+    /// the directory to Go later.
+    AtStop(i64),
+    /// `--export-go-data`: everything, or an error before anything is written when it does
+    /// not fit on the disk.
+    Full,
+}
+
+/// Bytes an export of what the topic logs hold would write (estimated from the log ranges
+/// and the topics' average message size; memory counts every message as logged).
+fn logged_bytes_estimate(nsqd: &Nsqd) -> u64 {
+    let mut total = 0u64;
+    for t in nsqd.topics() {
+        if t.ephemeral || !t.has_log() {
+            continue;
+        }
+        let count = t.message_count().max(1);
+        let per_msg = t.message_bytes() / count + MSG_OVERHEAD_ON_DISK;
+        let (held, held_backlog) = t.held_extent();
+        total += held * per_msg + held_backlog;
+        for ch in t.channels() {
+            if ch.ephemeral {
+                continue;
+            }
+            let (mem, backlog) = ch.state.lock().extent();
+            total += mem * per_msg + backlog;
+        }
+    }
+    total
+}
+
+/// A go-diskqueue record's bytes beyond its body: 4-byte length, 8-byte timestamp, 2-byte
+/// attempts, 16-byte id.
+const MSG_OVERHEAD_ON_DISK: u64 = 30;
+
+/// Free bytes for an unprivileged writer on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 /// Writes every queued message and the metadata to disk in Go nsqd 1.3's format (clean
 /// shutdown, `--export-go-data`): what is in memory and what only the topic logs hold, so Go
 /// nsqd can take the directory over. Then writes the hand-back marker, so the next nsq-rs start
-/// continues from its topic logs instead (see the module docs).
-pub fn flush(nsqd: &Nsqd, dir: &DataDir) -> Result<(), PersistError> {
+/// continues from its topic logs instead (see the module docs). With [`Export::AtStop`], what
+/// only the logs hold is left out when it is over the limit or does not fit on the disk (the
+/// marker then says `partial`).
+pub fn flush(nsqd: &Nsqd, dir: &DataDir, export: Export) -> Result<(), PersistError> {
+    let need = logged_bytes_estimate(nsqd);
+    let free = free_bytes(dir.path());
+    // Leave a tenth of the free space (and what the memory part needs) to the rest.
+    let fits = free.is_none_or(|f| need <= f / 10 * 9);
+    let export_logged = match export {
+        Export::Full if !fits => {
+            return Err(PersistError::NoSpace {
+                path: dir.path().to_path_buf(),
+                need,
+                free: free.unwrap_or(0),
+            })
+        }
+        Export::Full => true,
+        Export::AtStop(max) => fits && (max < 0 || need <= max as u64),
+    };
+    if !export_logged && need > 0 {
+        tracing::warn!(
+            "not writing the ~{} MB of messages that are only in topic logs to go-diskqueue files ({}): nsq-rs continues from its logs; to hand this directory to Go nsqd, stop nsq-rs and run nsqd --export-go-data --data-path={}",
+            need >> 20,
+            if fits {
+                "over --export-go-data-max-bytes"
+            } else {
+                "not enough free disk space"
+            },
+            dir.path().display()
+        );
+    }
     dir.remove_handback()?;
     let mut first_err = None;
     let (mut n_msgs, mut n_logged) = (0u64, 0u64);
@@ -741,7 +833,13 @@ pub fn flush(nsqd: &Nsqd, dir: &DataDir) -> Result<(), PersistError> {
             let (logged, own): (Vec<MsgRef>, Vec<MsgRef>) = msgs
                 .into_iter()
                 .partition(|m| journaled && m.log_pos().is_some());
-            let backlog = backlog.and_then(|(f, e, skip, n)| range(f, e, skip, n));
+            let (logged, backlog) = match export_logged {
+                true => (
+                    logged,
+                    backlog.and_then(|(f, e, skip, n)| range(f, e, skip, n)),
+                ),
+                false => (Vec::new(), None),
+            };
             queues.push((format!("{}:{}", t.name, ch.name), own, logged, backlog));
         }
         // A topic's held messages with a log position are replayed from its log (no channel)
@@ -750,9 +848,14 @@ pub fn flush(nsqd: &Nsqd, dir: &DataDir) -> Result<(), PersistError> {
             .drain_held()
             .into_iter()
             .partition(|m| m.log_pos().is_some());
-        let backlog = t
-            .take_held_backlog()
-            .and_then(|(f, e, n)| range(f, e, None, n));
+        let held_backlog = t.take_held_backlog();
+        let (logged, backlog) = match export_logged {
+            true => (
+                logged,
+                held_backlog.and_then(|(f, e, n)| range(f, e, None, n)),
+            ),
+            false => (Vec::new(), None),
+        };
         queues.push((t.name.clone(), own, logged, backlog));
         for (name, own, logged, backlog) in queues {
             let in_log = logged.len() as u64 + backlog.as_ref().map_or(0, |b| b.count);
@@ -779,18 +882,26 @@ pub fn flush(nsqd: &Nsqd, dir: &DataDir) -> Result<(), PersistError> {
     match &first_err {
         None => {
             let hb = Handback {
-                state: "exported".into(),
+                state: if export_logged { "exported" } else { "partial" }.into(),
                 queues: marks,
             };
             if let Err(e) = dir.write_handback(&hb) {
                 tracing::error!("{e}");
                 first_err.get_or_insert(e);
             }
-            tracing::info!(
-                "persisted {n_msgs} messages ({n_logged} of them also in topic logs) to {} in {:.1?}: Go nsqd 1.3 can take this directory over",
-                dir.path().display(),
-                started.elapsed()
-            );
+            if export_logged {
+                tracing::info!(
+                    "persisted {n_msgs} messages ({n_logged} of them also in topic logs) to {} in {:.1?}: Go nsqd 1.3 can take this directory over",
+                    dir.path().display(),
+                    started.elapsed()
+                );
+            } else {
+                tracing::info!(
+                    "persisted {n_msgs} messages that are not in topic logs to {} in {:.1?}",
+                    dir.path().display(),
+                    started.elapsed()
+                );
+            }
         }
         Some(_) => tracing::error!(
             "the go-diskqueue files in {} are incomplete: Go nsqd must not take this directory over; nsq-rs restarts from its topic logs (free space, then run nsqd --export-go-data)",

@@ -770,6 +770,16 @@ impl Topic {
         out
     }
 
+    /// Messages the topic holds in memory, and the log bytes of its held backlog (for
+    /// sizing an export).
+    pub(crate) fn held_extent(&self) -> (u64, u64) {
+        let inner = self.inner.lock();
+        let backlog = inner
+            .held_backlog
+            .map_or(0, |from| inner.held_backlog_end.saturating_sub(from));
+        (inner.held_count, backlog)
+    }
+
     /// Takes the held backlog out (the messages the topic holds only in its log), for
     /// exporting it at shutdown: the log range `[from, end)` and how many messages it holds.
     pub(crate) fn take_held_backlog(&self) -> Option<(u64, u64, u64)> {

@@ -642,6 +642,18 @@ impl ChannelState {
         }
     }
 
+    /// Messages in memory (ready, in flight, deferred) and the log bytes of the on-disk
+    /// backlog (for sizing an export).
+    pub fn extent(&self) -> (u64, u64) {
+        let backlog = self
+            .backlog
+            .map_or(0, |from| self.backlog_end.saturating_sub(from));
+        (
+            self.ready_len + self.in_flight.len() as u64 + self.deferred.len() as u64,
+            backlog,
+        )
+    }
+
     /// Takes the on-disk backlog out, for exporting it at shutdown: the log range
     /// `[from, end)`, the positions in it that are not this channel's to deliver, and how many
     /// messages it holds. Nothing reads it back afterwards (a refill under way sees no backlog).

@@ -378,3 +378,47 @@ fn export_go_data_after_a_crash() {
         );
     }
 }
+
+/// Over `--export-go-data-max-bytes` a clean stop writes only what no topic log holds and says
+/// how to hand the directory over; nsq-rs continues from its logs (exactly once), and
+/// `--export-go-data` then writes the rest.
+#[test]
+fn a_stop_over_the_export_limit_leaves_the_logs_for_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--mem-queue-size=0", "--export-go-data-max-bytes=0"];
+    let mut n = TestNsqd::start_in(dir.path(), &args);
+    post(&n, "/topic/create?topic=big");
+    post(&n, "/channel/create?topic=big&channel=x");
+    let mut p = n.client();
+    let bodies = batch("big", 0, 50);
+    mpub(&mut p, "big", &bodies);
+    assert!(n.terminate().success());
+    n.wait_for_log("nsqd --export-go-data --data-path=", Duration::from_secs(1));
+    assert!(read_queue(dir.path(), "big:x").is_empty());
+    let mut again = TestNsqd::start_in(dir.path(), &args);
+    again.wait_for_log("continuing from the topic logs", Duration::from_secs(1));
+    assert_same(
+        "nsq-rs after a partial stop",
+        &consume(&again, "big", "x", 50),
+        &bodies,
+    );
+    drop(p);
+    let mut p = again.client();
+    let later = batch("later", 0, 20);
+    mpub(&mut p, "big", &later);
+    assert!(again.terminate().success());
+    drop(p);
+    assert!(read_queue(dir.path(), "big:x").is_empty());
+    let out = std::process::Command::new(crate::harness::nsqd_bin())
+        .arg("--export-go-data")
+        .arg(format!("--data-path={}", dir.path().display()))
+        .arg("--mem-queue-size=0")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_same("exported big:x", &read_queue(dir.path(), "big:x"), &later);
+}
