@@ -26,6 +26,7 @@ pub mod durable;
 pub mod http;
 pub mod lookup;
 pub mod persist;
+mod session;
 pub mod state;
 pub mod stats;
 pub mod tcp;
