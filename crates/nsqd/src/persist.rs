@@ -37,7 +37,8 @@
 //!   - no marker (a Go directory, an older nsq-rs, or an export that failed part-way): every
 //!     record of every queue is loaded and the logs are current too — a failed export can then
 //!     deliver some messages twice, never zero times.
-//!   The marker is removed before an export starts and written only after it succeeded.
+//!
+//! The marker is removed before an export starts and written only after it succeeded.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
