@@ -210,9 +210,25 @@ impl Channel {
         }
     }
 
-    /// Wakes consumers waiting for messages.
+    /// Wakes every consumer waiting for messages (timeouts, REQ, unpause, a backlog read,
+    /// `/channel/empty`: rare events where who can take what is not tracked).
     pub fn wake_consumers(&self) {
         self.notify.notify_waiters();
+    }
+
+    /// Wakes the given consumers (those [`ChannelState::take_idle`] chose for new messages)
+    /// through their own `Notify`: its permit covers a consumer that is between its pull
+    /// and its wait, so no wake-up is lost.
+    pub fn wake_clients(&self, ids: &[u64]) {
+        if ids.is_empty() {
+            return;
+        }
+        let clients = self.clients.lock();
+        for id in ids {
+            if let Some(c) = clients.get(id) {
+                c.wake.notify_one();
+            }
+        }
     }
 
     /// Pauses or unpauses delivery.

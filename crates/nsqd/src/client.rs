@@ -76,7 +76,7 @@ pub struct ClientInfo {
     pub pub_counts: Mutex<Vec<(String, Arc<AtomicU64>)>>,
     /// Last time (clock ns) the client published.
     pub last_pub: AtomicI64,
-    /// Wakes the connection task (RDY change from elsewhere, close).
+    /// Wakes the connection task: new messages on its channel chose it (`Channel::wake_clients`).
     pub wake: Notify,
     /// The TLS session, once upgraded.
     pub tls: OnceLock<TlsInfo>,

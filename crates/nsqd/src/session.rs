@@ -630,6 +630,9 @@ impl Session {
                 self.client
                     .state
                     .store(client_state::CLOSING, Ordering::Relaxed);
+                if let Some(ch) = &self.channel {
+                    ch.state.lock().not_idle(self.client.id);
+                }
                 self.respond(FrameType::Response, CLOSE_WAIT);
                 Ok(())
             }
@@ -895,6 +898,11 @@ impl Session {
             )));
         }
         self.client.ready_count.store(count, Ordering::Relaxed);
+        if count == 0 {
+            if let Some(ch) = &self.channel {
+                ch.state.lock().not_idle(self.client.id);
+            }
+        }
         Ok(())
     }
 
@@ -1475,6 +1483,38 @@ mod tests {
         s.handle_input(&mut rbuf).unwrap();
         assert!(rbuf.is_empty());
         assert_eq!(texts(&mut s), ["OK"]);
+    }
+
+    /// Whether `c` was woken (its `Notify` holds a permit).
+    fn woken(c: &ClientInfo) -> bool {
+        use futures::FutureExt;
+        c.wake.notified().now_or_never().is_some()
+    }
+
+    #[tokio::test]
+    async fn a_publish_wakes_only_the_idle_consumers_it_can_feed() {
+        let nsqd = nsqd_with(|_| {});
+        let mut consumers: Vec<Session> = (0..3).map(|_| session(&nsqd)).collect();
+        for c in consumers.iter_mut() {
+            feed(c, b"SUB t c\nRDY 1\n").unwrap();
+            c.pull();
+            assert_eq!(texts(c), ["OK"]);
+        }
+        // RDY 0 takes a consumer out of the running.
+        feed(&mut consumers[2], b"RDY 0\n").unwrap();
+        let mut p = session(&nsqd);
+        feed(&mut p, &pub_cmd("t", b"one")).unwrap();
+        let woke: Vec<bool> = consumers.iter().map(|c| woken(c.client())).collect();
+        assert_eq!(woke, [true, false, false], "one message, one wake-up");
+        consumers[0].pull();
+        assert_eq!(messages(&mut consumers[0]).len(), 1);
+
+        // Two messages: the next idle consumer, then the first again once it is idle.
+        feed(&mut p, &pub_cmd("t", b"two")).unwrap();
+        let woke: Vec<bool> = consumers.iter().map(|c| woken(c.client())).collect();
+        assert_eq!(woke, [false, true, false]);
+        consumers[1].pull();
+        assert_eq!(messages(&mut consumers[1]).len(), 1);
     }
 
     #[tokio::test]

@@ -876,12 +876,20 @@ impl Topic {
 fn deliver(ch: &Channel, held: &Held, now: u64) -> u64 {
     match held {
         Held::Ready(b) => {
+            let mut woken = Vec::new();
             let ready = {
                 let mut st = ch.state.lock();
-                st.put_windowed(b.clone(), 0, b.len());
+                // Wake as many idle consumers as the batch can feed; a batch that stayed in
+                // the log (durable backlog) wakes one, whose pull starts reading it back.
+                let n = if st.put_windowed(b.clone(), 0, b.len()) {
+                    b.len() as u64
+                } else {
+                    1
+                };
+                st.take_idle(n, &mut woken);
                 st.ready_count()
             };
-            ch.wake_consumers();
+            ch.wake_clients(&woken);
             if ch.ephemeral {
                 0
             } else {

@@ -7,10 +7,11 @@
 //! send time (ns since the Unix epoch, big-endian), so the end-to-end figure covers client →
 //! nsqd → client, on one machine's clock.
 //!
-//! Point it at Go nsqd and at nsq-rs with the same flags to compare p99s.
+//! Point it at Go nsqd and at nsq-rs with the same flags to compare p99s. With
+//! `--consumers=N --rdy=1` it is a worker pool on one channel (`scripts/bench-worker-pool.sh`).
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -45,9 +46,13 @@ struct Args {
     /// size of messages (at least 8)
     #[arg(long, default_value_t = 200)]
     size: usize,
-    /// RDY count of the consumer
+    /// RDY count of each consumer
     #[arg(long, default_value_t = 2500)]
     rdy: u64,
+    /// consumer connections on the channel (extension: a worker pool, e.g. 100 with
+    /// --rdy=1, shows whether a publish wakes every idle consumer or only the one it feeds)
+    #[arg(long, default_value_t = 1)]
+    consumers: usize,
 }
 
 fn unix_nanos() -> u64 {
@@ -63,79 +68,19 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(args.rate > 0, "--rate must be positive");
     let expected = args.rate * args.runfor.as_secs_f64() as u64;
     eprintln!(
-        "[bench_latency] {} msg/s of {} B PUBs to {} for {:?}, one consumer with RDY {}",
-        args.rate, args.size, args.topic, args.runfor, args.rdy
+        "[bench_latency] {} msg/s of {} B PUBs to {} for {:?}, {} consumer(s) with RDY {}",
+        args.rate, args.size, args.topic, args.runfor, args.consumers, args.rdy
     );
 
-    // Consumer first, so no message waits for a channel to exist.
-    let mut cs = connect(&args.nsqd_tcp_address)?;
-    let mut cr = FrameReader::default();
-    handshake(&mut cs, &mut cr, "bench_latency_sub", "bench_latency")?;
-    let mut out = BytesMut::new();
-    Command::Sub {
-        topic: args.topic.clone(),
-        channel: args.channel.clone(),
-    }
-    .encode(&mut out);
-    cs.write_all(&out)?;
-    cr.read_ok(&mut cs, "SUB")?;
-    out.clear();
-    Command::Rdy { count: args.rdy }.encode(&mut out);
-    cs.write_all(&out)?;
-    cs.set_read_timeout(Some(Duration::from_millis(200)))?;
-
+    // Consumers first, so no message waits for a channel to exist.
+    anyhow::ensure!(args.consumers > 0, "--consumers must be positive");
     let done = Arc::new(AtomicBool::new(false));
-    let consumer = {
-        let done = done.clone();
-        std::thread::spawn(move || -> anyhow::Result<Vec<u64>> {
-            let mut e2e = Vec::with_capacity(expected as usize);
-            let mut fins = BytesMut::new();
-            let mut idle_since: Option<Instant> = None;
-            loop {
-                match cr.fill(&mut cs) {
-                    Ok(0) => anyhow::bail!("nsqd closed the consumer connection"),
-                    Ok(_) => idle_since = None,
-                    Err(e)
-                        if e.kind() == std::io::ErrorKind::WouldBlock
-                            || e.kind() == std::io::ErrorKind::TimedOut =>
-                    {
-                        if done.load(Ordering::Relaxed) {
-                            let t = *idle_since.get_or_insert_with(Instant::now);
-                            if t.elapsed() > Duration::from_secs(2) {
-                                return Ok(e2e);
-                            }
-                        }
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-                let now = unix_nanos();
-                while let Some(f) = cr.next_buffered()? {
-                    match f.frame_type {
-                        FrameType::Message => {
-                            let m = Message::decode(f.data)?;
-                            let sent = u64::from_be_bytes(m.body[..8].try_into()?);
-                            e2e.push(now.saturating_sub(sent));
-                            Command::Fin { id: m.id }.encode(&mut fins);
-                        }
-                        FrameType::Response if f.is_heartbeat() => {
-                            Command::Nop.encode(&mut fins);
-                        }
-                        FrameType::Error => {
-                            anyhow::bail!("error frame: {}", String::from_utf8_lossy(&f.data))
-                        }
-                        FrameType::Response => {}
-                    }
-                }
-                if !fins.is_empty() {
-                    cs.write_all(&fins)?;
-                    fins.clear();
-                }
-                if done.load(Ordering::Relaxed) && e2e.len() as u64 >= expected {
-                    return Ok(e2e);
-                }
-            }
-        })
-    };
+    let received = Arc::new(AtomicU64::new(0));
+    let mut consumers = Vec::with_capacity(args.consumers);
+    for _ in 0..args.consumers {
+        consumers.push(spawn_consumer(&args, expected, &done, &received)?);
+    }
+    let mut out = BytesMut::new();
 
     let mut ps = connect(&args.nsqd_tcp_address)?;
     let mut pr = FrameReader::default();
@@ -163,10 +108,14 @@ fn main() -> anyhow::Result<()> {
     }
     let elapsed = start.elapsed();
     done.store(true, Ordering::Relaxed);
-    let mut e2e = consumer
-        .join()
-        .map_err(|_| anyhow::anyhow!("consumer thread panicked"))?
-        .context("consumer")?;
+    let mut e2e = Vec::with_capacity(sent as usize);
+    for c in consumers {
+        e2e.extend(
+            c.join()
+                .map_err(|_| anyhow::anyhow!("consumer thread panicked"))?
+                .context("consumer")?,
+        );
+    }
     println!(
         "[bench_latency] published {sent} msgs in {:.3}s ({:.0} msg/s achieved), received {}",
         elapsed.as_secs_f64(),
@@ -187,4 +136,82 @@ fn main() -> anyhow::Result<()> {
         e2e.len()
     );
     Ok(())
+}
+
+/// Connects one consumer (SUB + RDY) and runs it on its own thread: it FINs every message,
+/// records publish -> deliver times, and stops once publishing is done and every consumer
+/// together received `expected` messages (or nothing arrived for 2 s).
+fn spawn_consumer(
+    args: &Args,
+    expected: u64,
+    done: &Arc<AtomicBool>,
+    received: &Arc<AtomicU64>,
+) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<Vec<u64>>>> {
+    let mut cs = connect(&args.nsqd_tcp_address)?;
+    let mut cr = FrameReader::default();
+    handshake(&mut cs, &mut cr, "bench_latency_sub", "bench_latency")?;
+    let mut out = BytesMut::new();
+    Command::Sub {
+        topic: args.topic.clone(),
+        channel: args.channel.clone(),
+    }
+    .encode(&mut out);
+    cs.write_all(&out)?;
+    cr.read_ok(&mut cs, "SUB")?;
+    out.clear();
+    Command::Rdy { count: args.rdy }.encode(&mut out);
+    cs.write_all(&out)?;
+    cs.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let done = done.clone();
+    let received = received.clone();
+    let per_consumer = (expected as usize / args.consumers).max(16);
+    Ok(std::thread::spawn(move || -> anyhow::Result<Vec<u64>> {
+        let mut e2e = Vec::with_capacity(per_consumer);
+        let mut fins = BytesMut::new();
+        let mut idle_since: Option<Instant> = None;
+        loop {
+            match cr.fill(&mut cs) {
+                Ok(0) => anyhow::bail!("nsqd closed the consumer connection"),
+                Ok(_) => idle_since = None,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                {
+                    if done.load(Ordering::Relaxed) {
+                        let t = *idle_since.get_or_insert_with(Instant::now);
+                        if t.elapsed() > Duration::from_secs(2) {
+                            return Ok(e2e);
+                        }
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let now = unix_nanos();
+            while let Some(f) = cr.next_buffered()? {
+                match f.frame_type {
+                    FrameType::Message => {
+                        let m = Message::decode(f.data)?;
+                        let sent = u64::from_be_bytes(m.body[..8].try_into()?);
+                        e2e.push(now.saturating_sub(sent));
+                        received.fetch_add(1, Ordering::Relaxed);
+                        Command::Fin { id: m.id }.encode(&mut fins);
+                    }
+                    FrameType::Response if f.is_heartbeat() => {
+                        Command::Nop.encode(&mut fins);
+                    }
+                    FrameType::Error => {
+                        anyhow::bail!("error frame: {}", String::from_utf8_lossy(&f.data))
+                    }
+                    FrameType::Response => {}
+                }
+            }
+            if !fins.is_empty() {
+                cs.write_all(&fins)?;
+                fins.clear();
+            }
+            if done.load(Ordering::Relaxed) && received.load(Ordering::Relaxed) >= expected {
+                return Ok(e2e);
+            }
+        }
+    }))
 }

@@ -159,6 +159,15 @@ pub struct ChannelCounters {
     pub duplicates_dropped: u64,
 }
 
+/// A subscribed consumer's share of the channel.
+#[derive(Debug, Default, Clone, Copy)]
+struct Consumer {
+    /// Messages in flight to it.
+    in_flight: u32,
+    /// It had RDY credit and found the ready queue empty (it is queued in `idle`).
+    idle: bool,
+}
+
 /// The queue state of one channel.
 #[derive(Debug, Default)]
 pub struct ChannelState {
@@ -168,7 +177,11 @@ pub struct ChannelState {
     timeouts: BinaryHeap<Reverse<(u64, u64)>>,
     deferred: BinaryHeap<Deferred>,
     deferred_seq: u64,
-    consumers: FxHashMap<u64, u32>,
+    consumers: FxHashMap<u64, Consumer>,
+    /// Consumers that found nothing to take while they had credit, oldest first: a new
+    /// message wakes only as many of them as it can feed ([`ChannelState::take_idle`]).
+    /// Entries whose consumer is gone or no longer idle are skipped lazily.
+    idle: VecDeque<u64>,
     /// Paused channels deliver nothing.
     pub paused: bool,
     /// When set, `put` drops messages beyond this ready depth (ephemeral channels, which have
@@ -312,7 +325,7 @@ impl ChannelState {
 
     /// In-flight count of one consumer.
     pub fn consumer_in_flight(&self, client: u64) -> u32 {
-        self.consumers.get(&client).copied().unwrap_or(0)
+        self.consumers.get(&client).map_or(0, |c| c.in_flight)
     }
 
     /// Number of subscribed consumers.
@@ -322,7 +335,7 @@ impl ChannelState {
 
     /// Registers a consumer.
     pub fn add_consumer(&mut self, client: u64) {
-        self.consumers.entry(client).or_insert(0);
+        self.consumers.entry(client).or_default();
     }
 
     /// Unregisters a consumer. Its in-flight messages stay until they time out (Go behaviour).
@@ -421,6 +434,7 @@ impl ChannelState {
     ) -> usize {
         let credit = self.credit(client, rdy).min(max as u64) as usize;
         if credit == 0 || self.ready_len == 0 || !self.consumers.contains_key(&client) {
+            self.set_idle(client, credit > 0 && self.ready_len == 0);
             return 0;
         }
         let mut sample = sample;
@@ -473,8 +487,61 @@ impl ChannelState {
             );
             taken += 1;
         }
-        *self.consumers.get_mut(&client).expect("checked above") += taken as u32;
+        let c = self.consumers.get_mut(&client).expect("checked above");
+        c.in_flight += taken as u32;
+        let idle = self.ready_len == 0 && (c.in_flight as u64) < rdy;
+        self.set_idle(client, idle);
         taken
+    }
+
+    /// Records whether `client` waits for new messages with credit to spare.
+    fn set_idle(&mut self, client: u64, idle: bool) {
+        let Some(c) = self.consumers.get_mut(&client) else {
+            return;
+        };
+        if c.idle == idle {
+            return;
+        }
+        c.idle = idle;
+        if idle {
+            self.idle.push_back(client);
+            if self.idle.len() > 2 * self.consumers.len() + 64 {
+                self.compact_idle();
+            }
+        }
+    }
+
+    /// Drops stale and repeated entries from the idle queue.
+    fn compact_idle(&mut self) {
+        let mut seen = rustc_hash::FxHashSet::default();
+        let consumers = &self.consumers;
+        self.idle
+            .retain(|id| consumers.get(id).is_some_and(|c| c.idle) && seen.insert(*id));
+    }
+
+    /// The consumer will not take messages until it asks again (RDY 0, CLS): a new message
+    /// must not spend its wake-up on it.
+    pub fn not_idle(&mut self, client: u64) {
+        self.set_idle(client, false);
+    }
+
+    /// Takes up to `n` idle consumers, oldest first, to be woken for `n` new ready messages
+    /// (none while paused). Each is idle no more until it finds the queue empty again.
+    pub fn take_idle(&mut self, n: u64, out: &mut Vec<u64>) {
+        if self.paused {
+            return;
+        }
+        while (out.len() as u64) < n {
+            let Some(id) = self.idle.pop_front() else {
+                break;
+            };
+            if let Some(c) = self.consumers.get_mut(&id) {
+                if c.idle {
+                    c.idle = false;
+                    out.push(id);
+                }
+            }
+        }
     }
 
     fn take_in_flight(&mut self, client: u64, key: u64) -> Result<InFlight, InFlightError> {
@@ -485,7 +552,7 @@ impl ChannelState {
         }
         let f = self.in_flight.remove(&key).expect("checked above");
         if let Some(c) = self.consumers.get_mut(&client) {
-            *c = c.saturating_sub(1);
+            c.in_flight = c.in_flight.saturating_sub(1);
         }
         self.maybe_compact();
         Ok(f)
@@ -599,7 +666,7 @@ impl ChannelState {
             }
             let f = self.in_flight.remove(&key).expect("checked above");
             if let Some(c) = self.consumers.get_mut(&f.client) {
-                *c = c.saturating_sub(1);
+                c.in_flight = c.in_flight.saturating_sub(1);
             }
             self.counters.timeout_count += 1;
             self.requeue_ready(f.msg);
@@ -638,7 +705,7 @@ impl ChannelState {
         self.timeouts.clear();
         self.deferred.clear();
         for c in self.consumers.values_mut() {
-            *c = 0;
+            c.in_flight = 0;
         }
     }
 
@@ -684,7 +751,7 @@ impl ChannelState {
         self.timeouts.clear();
         out.extend(self.deferred.drain().map(|d| d.msg));
         for c in self.consumers.values_mut() {
-            *c = 0;
+            c.in_flight = 0;
         }
         out
     }

@@ -321,3 +321,72 @@ fn id_hasher_keeps_consecutive_ids_together() {
     assert_ne!(h(gen.id(first)), h(other_node.id(first)));
     assert_ne!(h(gen.id(first)), h(gen.id(first + 4096)));
 }
+
+fn idle(ch: &mut ChannelState, n: u64) -> Vec<u64> {
+    let mut out = Vec::new();
+    ch.take_idle(n, &mut out);
+    out
+}
+
+#[test]
+fn new_messages_wake_only_as_many_idle_consumers_as_they_feed() {
+    let mut ch = ChannelState::new();
+    for c in 1..=3 {
+        ch.add_consumer(c);
+        assert!(pop(&mut ch, c, 1, 0).is_empty());
+    }
+    // A consumer without credit (RDY reached) is not idle: its own FIN frees it.
+    ch.add_consumer(4);
+    ch.put(batch(1, 100), 0, 1);
+    assert_eq!(pop(&mut ch, 4, 1, 0).len(), 1);
+    // 4 took the message and has no credit left; 1..=3 are still idle, oldest first.
+    assert_eq!(idle(&mut ch, 1), [1]);
+    assert_eq!(idle(&mut ch, 5), [2, 3]);
+    assert!(idle(&mut ch, 5).is_empty(), "each is woken once");
+    // Finding the queue empty again queues it again.
+    assert!(pop(&mut ch, 2, 1, 0).is_empty());
+    assert_eq!(idle(&mut ch, 5), [2]);
+}
+
+#[test]
+fn a_consumer_that_drains_the_queue_with_credit_left_is_idle() {
+    let mut ch = setup(3);
+    assert_eq!(pop(&mut ch, 1, 10, 0).len(), 3);
+    assert_eq!(idle(&mut ch, 5), [1], "took all 3 with 7 credit left");
+    let mut ch = setup(3);
+    assert_eq!(pop(&mut ch, 1, 3, 0).len(), 3);
+    assert!(idle(&mut ch, 5).is_empty(), "no credit left");
+    let mut ch = setup(3);
+    assert_eq!(pop(&mut ch, 1, 2, 0).len(), 2);
+    assert!(idle(&mut ch, 5).is_empty(), "queue not empty");
+}
+
+#[test]
+fn rdy_zero_pause_and_leaving_consumers_are_not_woken() {
+    let mut ch = ChannelState::new();
+    for c in 1..=3 {
+        ch.add_consumer(c);
+        assert!(pop(&mut ch, c, 1, 0).is_empty());
+    }
+    ch.not_idle(1); // RDY 0
+    ch.remove_consumer(2); // disconnected
+    ch.paused = true;
+    assert!(idle(&mut ch, 5).is_empty(), "a paused channel wakes nobody");
+    ch.paused = false;
+    assert_eq!(idle(&mut ch, 5), [3]);
+}
+
+#[test]
+fn the_idle_queue_stays_bounded() {
+    let mut ch = ChannelState::new();
+    ch.add_consumer(1);
+    ch.add_consumer(2);
+    for _ in 0..10_000 {
+        // Idle, then not idle (RDY 0), then idle again: stale entries pile up lazily.
+        assert!(pop(&mut ch, 1, 1, 0).is_empty());
+        ch.not_idle(1);
+        assert!(pop(&mut ch, 2, 1, 0).is_empty());
+    }
+    assert!(ch.idle.len() <= 2 * 2 + 64 + 1, "{}", ch.idle.len());
+    assert_eq!(idle(&mut ch, 5), [2], "only live idle entries, once each");
+}
