@@ -1,6 +1,6 @@
-//! Reads data directories written by the real Go nsqd 1.3.0 (see
-//! `/work/shared/fixtures/go-nsqd-1.3.0/README.md`). The fixtures are read-only, so every test
-//! copies the directory to a temp dir first.
+//! Reads data directories written by the real Go nsqd 1.3.0 (kept in the repository at
+//! `crates/nsqd/tests/fixtures/go-nsqd-1.3.0`, see its README.md). The fixtures are read-only,
+//! so every test copies the directory to a temp dir first.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -11,11 +11,10 @@ use nsq_diskqueue::{DiskQueue, DiskQueueOptions, Metadata};
 use nsq_protocol::message::Message;
 
 fn fixtures_root() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/go-nsqd-1.3.0");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../nsqd/tests/fixtures/go-nsqd-1.3.0");
     assert!(
         root.is_dir(),
-        "Go nsqd 1.3.0 fixtures not found at {} (expected /work/shared/fixtures/go-nsqd-1.3.0 \
-         next to the workspace); these tests need them",
+        "Go nsqd 1.3.0 fixtures not found at {} (they are part of the repository)",
         root.display()
     );
     root
