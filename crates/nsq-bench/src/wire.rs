@@ -90,6 +90,25 @@ impl FrameReader {
         }
     }
 
+    /// Sends `SUB topic channel` and waits for its `OK`.
+    pub fn subscribe<S: Read + Write>(
+        &mut self,
+        s: &mut S,
+        topic: &str,
+        channel: &str,
+    ) -> anyhow::Result<()> {
+        let mut out = BytesMut::new();
+        Command::Sub {
+            topic: topic.to_string(),
+            channel: channel.to_string(),
+        }
+        .encode(&mut out);
+        s.write_all(&out)?;
+        s.flush()?;
+        self.read_ok(s, "SUB")?;
+        Ok(())
+    }
+
     /// Blocks until a non-heartbeat response; fails on an error frame.
     pub fn read_ok<S: Read + Write>(&mut self, s: &mut S, what: &str) -> anyhow::Result<Frame> {
         loop {

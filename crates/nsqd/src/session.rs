@@ -276,10 +276,7 @@ impl Session {
     /// The oldest publish still waiting for the topic log (its answer goes to
     /// [`Session::publish_done`]).
     pub(crate) fn waiting_publish(&mut self) -> Option<&mut PublishReceiver> {
-        match self.replies.front_mut() {
-            Some(Reply::Pending { rx, .. }) => Some(rx),
-            _ => None,
-        }
+        self.io_parts().1
     }
 
     /// The topic log answered the oldest waiting publish: its reply and the replies queued

@@ -150,15 +150,8 @@ fn spawn_consumer(
     let mut cs = connect(&args.nsqd_tcp_address)?;
     let mut cr = FrameReader::default();
     handshake(&mut cs, &mut cr, "bench_latency_sub", "bench_latency")?;
+    cr.subscribe(&mut cs, &args.topic, &args.channel)?;
     let mut out = BytesMut::new();
-    Command::Sub {
-        topic: args.topic.clone(),
-        channel: args.channel.clone(),
-    }
-    .encode(&mut out);
-    cs.write_all(&out)?;
-    cr.read_ok(&mut cs, "SUB")?;
-    out.clear();
     Command::Rdy { count: args.rdy }.encode(&mut out);
     cs.write_all(&out)?;
     cs.set_read_timeout(Some(Duration::from_millis(200)))?;

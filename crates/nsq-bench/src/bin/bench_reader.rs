@@ -63,15 +63,7 @@ fn main() -> anyhow::Result<()> {
             "bench_reader",
             &layers,
         )?;
-        let mut out = BytesMut::new();
-        Command::Sub {
-            topic: args.topic.clone(),
-            channel: args.channel.clone(),
-        }
-        .encode(&mut out);
-        s.write_all(&out)?;
-        s.flush()?;
-        r.read_ok(&mut s, "SUB")?;
+        r.subscribe(&mut s, &args.topic, &args.channel)?;
         let gate = Arc::clone(&start_gate);
         let runfor = args.runfor;
         let rdy = args.rdy;

@@ -322,6 +322,16 @@ fn id_hasher_keeps_consecutive_ids_together() {
     assert_ne!(h(gen.id(first)), h(gen.id(first + 4096)));
 }
 
+/// An empty channel whose consumers 1..=n each found nothing to take with RDY 1.
+fn idle_consumers(n: u64) -> ChannelState {
+    let mut ch = ChannelState::new();
+    for c in 1..=n {
+        ch.add_consumer(c);
+        assert!(pop(&mut ch, c, 1, 0).is_empty());
+    }
+    ch
+}
+
 fn idle(ch: &mut ChannelState, n: u64) -> Vec<u64> {
     let mut out = Vec::new();
     ch.take_idle(n, &mut out);
@@ -330,11 +340,7 @@ fn idle(ch: &mut ChannelState, n: u64) -> Vec<u64> {
 
 #[test]
 fn new_messages_wake_only_as_many_idle_consumers_as_they_feed() {
-    let mut ch = ChannelState::new();
-    for c in 1..=3 {
-        ch.add_consumer(c);
-        assert!(pop(&mut ch, c, 1, 0).is_empty());
-    }
+    let mut ch = idle_consumers(3);
     // A consumer without credit (RDY reached) is not idle: its own FIN frees it.
     ch.add_consumer(4);
     ch.put(batch(1, 100), 0, 1);
@@ -363,11 +369,7 @@ fn a_consumer_that_drains_the_queue_with_credit_left_is_idle() {
 
 #[test]
 fn rdy_zero_pause_and_leaving_consumers_are_not_woken() {
-    let mut ch = ChannelState::new();
-    for c in 1..=3 {
-        ch.add_consumer(c);
-        assert!(pop(&mut ch, c, 1, 0).is_empty());
-    }
+    let mut ch = idle_consumers(3);
     ch.not_idle(1); // RDY 0
     ch.remove_consumer(2); // disconnected
     ch.paused = true;
