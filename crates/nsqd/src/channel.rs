@@ -105,18 +105,13 @@ impl Channel {
     ) -> Arc<Channel> {
         let ephemeral = nsq_protocol::names::is_ephemeral(name);
         let data = if ephemeral { None } else { data };
-        let mut state = ChannelState::new();
-        state.paused = paused;
-        if ephemeral && mem_queue_size > 0 {
-            state.drop_beyond = Some(mem_queue_size as u64);
-        }
-        if !ephemeral && spill {
-            state.mem_window = Some(if mem_queue_size > 0 {
-                mem_queue_size as u64
-            } else {
-                crate::durable::MEMORY_WINDOW
-            });
-        }
+        let drop_beyond = (ephemeral && mem_queue_size > 0).then_some(mem_queue_size as u64);
+        let mem_window = (!ephemeral && spill).then_some(if mem_queue_size > 0 {
+            mem_queue_size as u64
+        } else {
+            crate::durable::MEMORY_WINDOW
+        });
+        let state = ChannelState::with_limits(paused, drop_beyond, mem_window);
         let ch = Arc::new(Channel {
             topic_name: topic_name.to_string(),
             name: name.to_string(),
@@ -233,7 +228,7 @@ impl Channel {
 
     /// Pauses or unpauses delivery.
     pub fn set_paused(&self, paused: bool) {
-        self.state.lock().paused = paused;
+        self.state.lock().set_paused(paused);
         if !paused {
             self.wake_consumers();
         }
@@ -264,14 +259,14 @@ impl Channel {
         let window = self
             .state
             .lock()
-            .mem_window
+            .mem_window()
             .unwrap_or(crate::durable::MEMORY_WINDOW);
         let max = (window / 2).max(1) as usize;
         let rb = match reader.read_range(from, end, max, 8 << 20) {
             Ok(rb) => rb,
             Err(e) => {
                 tracing::error!("reading the backlog of {}: {e}", self.queue_name());
-                self.state.lock().refilling = false;
+                self.state.lock().refill_failed();
                 return;
             }
         };
@@ -279,11 +274,11 @@ impl Channel {
         // under the lock rather than cloning the set, which can be large after a restart.
         let records: Vec<(u64, nsq_store::LogMessage)> = {
             let st = self.state.lock();
-            match &st.backlog_skip {
-                Some(skip) => rb
+            match st.backlog_skip() {
+                Some(_) => rb
                     .records
                     .into_iter()
-                    .filter(|(p, _)| !skip.contains(*p))
+                    .filter(|(p, _)| !st.skips(*p))
                     .collect(),
                 None => rb.records,
             }
@@ -370,7 +365,7 @@ impl Channel {
 
     /// Whether delivery is paused.
     pub fn is_paused(&self) -> bool {
-        self.state.lock().paused
+        self.state.lock().paused()
     }
 
     /// Drops every queued, in-flight and deferred message.

@@ -298,7 +298,7 @@ pub fn restore_topic(
             for d in &recovery.deferred {
                 skip.insert(d.pos);
             }
-            ch.state.lock().backlog_skip = Some(skip);
+            ch.state.lock().set_backlog_skip(skip);
         }
         let mut progress = std::time::Instant::now();
         while let Some(batch) = replay.next_batch()? {
@@ -317,16 +317,7 @@ pub fn restore_topic(
                 for (i, r) in batch.iter().enumerate() {
                     match r.disposition {
                         nsq_store::Disposition::Ready => {
-                            let full = st.mem_window.is_some_and(|w| {
-                                st.backlog.is_some() || st.ready_count() + ready_pending >= w
-                            });
-                            if full {
-                                if st.backlog.is_none() {
-                                    st.backlog = Some(r.pos);
-                                }
-                                st.backlog_end = log_end;
-                                st.backlog_count += 1;
-                            } else {
+                            if st.admit_replayed(r.pos, log_end, ready_pending) {
                                 keep.push(i);
                                 ready_pending += 1;
                             }
@@ -448,8 +439,8 @@ pub fn maintain(nsqd: &crate::Nsqd) {
                 (
                     st.unacked_positions(),
                     st.deferred_entries(),
-                    st.backlog,
-                    st.backlog_skip.clone(),
+                    st.backlog_start(),
+                    st.backlog_skip().cloned(),
                 )
             };
             unacked.sort_unstable();

@@ -399,8 +399,8 @@ fn channel_stats(ch: Arc<Channel>, f: &StatsFilter<'_>) -> ChannelStats {
             st.backend_depth(),
             st.in_flight_count(),
             st.deferred_count(),
-            st.counters,
-            st.paused,
+            st.counters(),
+            st.paused(),
         )
     };
     let client_stats = f.include_clients.then(|| {

@@ -1,13 +1,17 @@
-//! A topic: its channels, its held messages, its id generator.
+//! A topic: the shell around its [`TopicState`] (channels, held messages), its id generator
+//! and its log.
 //!
 //! Publishing copies the bodies once into a [`Batch`] and hands an `Arc` of it to every
 //! channel (Go copies the message struct per channel in `topic.messagePump`; we share the
 //! bodies). While a topic has no channels, or is paused, batches are held by the topic and
-//! handed to the first channel created (or to all channels on unpause), as Go does.
+//! handed to the first channel created (or to all channels on unpause), as Go does; those
+//! decisions are [`TopicState`]'s, unit-tested there. This shell adds what needs I/O or
+//! threads: the log append (durable and spilling mode), opening the log and creating
+//! journals off the lock, and waking consumers.
 //!
 //! Lock order: topic `inner`, then a channel's `state`. Nothing is awaited under either.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -20,6 +24,7 @@ use crate::persist::DataDir;
 use crate::state::batch::Batch;
 use crate::state::channel::MsgRef;
 use crate::state::guid::GuidGen;
+use crate::state::topic::{ChannelSink, Held, TopicState};
 
 /// Publishing failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,45 +58,14 @@ impl Published {
     }
 }
 
-enum Held {
-    Ready(Arc<Batch>),
-    Deferred(Arc<Batch>, u64),
-}
-
-impl Held {
-    fn len(&self) -> u64 {
-        match self {
-            Held::Ready(b) | Held::Deferred(b, _) => b.len() as u64,
-        }
-    }
-}
-
-struct TopicInner {
-    channels: BTreeMap<String, Arc<Channel>>,
-    paused: bool,
-    deleted: bool,
-    held: VecDeque<Held>,
-    held_count: u64,
-    /// Log position of the first held message (where a channel created meanwhile starts).
-    held_start: Option<u64>,
-    /// Held messages beyond the memory window that are only in the log: from this position
-    /// to `held_backlog_end`, `held_backlog_count` of them. Released to the channels as
-    /// their backlog.
-    held_backlog: Option<u64>,
-    held_backlog_end: u64,
-    held_backlog_count: u64,
-    /// Holding messages until channels known to nsqlookupd exist (see
-    /// `Nsqd::precreate_channels_from_lookupd`).
-    starting: bool,
-}
-
 /// One topic.
 pub struct Topic {
     /// Topic name.
     pub name: String,
     /// Whether the name ends in `#ephemeral`.
     pub ephemeral: bool,
-    inner: Mutex<TopicInner>,
+    /// The fan-out state (channels, held messages); see [`TopicState`].
+    inner: Mutex<TopicState<Arc<Channel>>>,
     guid: Mutex<GuidGen>,
     /// Mirrors `inner.deleted` so connections can check their cached handle without a lock.
     deleted: AtomicBool,
@@ -135,18 +109,15 @@ impl Topic {
         Topic {
             name: name.to_string(),
             ephemeral,
-            inner: Mutex::new(TopicInner {
-                channels: BTreeMap::new(),
-                paused: false,
-                deleted: false,
-                held: VecDeque::new(),
-                held_count: 0,
-                held_start: None,
-                held_backlog: None,
-                held_backlog_end: 0,
-                held_backlog_count: 0,
-                starting: false,
-            }),
+            inner: Mutex::new(TopicState::new(
+                if mem_queue_size > 0 {
+                    mem_queue_size as u64
+                } else {
+                    crate::durable::MEMORY_WINDOW
+                },
+                // Go's ephemeral topics have no disk queue: overflow is discarded.
+                (ephemeral && mem_queue_size > 0).then_some(mem_queue_size as u64),
+            )),
             guid: Mutex::new(GuidGen::new(node_id)),
             deleted: AtomicBool::new(false),
             message_count: AtomicU64::new(0),
@@ -176,7 +147,7 @@ impl Topic {
 
     /// Log position of the first message the topic itself holds (durable mode).
     pub(crate) fn held_start(&self) -> Option<u64> {
-        self.inner.lock().held_start
+        self.inner.lock().held_start()
     }
 
     /// Publishes `count` bodies; with `defer_ns`, each channel receives them deferred.
@@ -255,67 +226,21 @@ impl Topic {
     /// topic is paused). Returns whether the topic should start spilling to its log (default
     /// mode: a channel, or the topic itself, now holds `--mem-queue-size` messages or more).
     fn accept(&self, batch: Arc<Batch>, defer_ns: Option<u64>) -> Result<bool, PublishError> {
-        let count = batch.len();
+        let count = batch.len() as u64;
         let bytes = batch.body_bytes() as u64;
-        let mut inner = self.inner.lock();
-        if inner.deleted {
-            return Err(PublishError::Exiting);
-        }
-        self.message_count
-            .fetch_add(count as u64, Ordering::Relaxed);
-        self.message_bytes.fetch_add(bytes, Ordering::Relaxed);
         let held = match defer_ns {
             Some(d) if d > 0 => Held::Deferred(batch, d),
             _ => Held::Ready(batch),
         };
-        if inner.channels.is_empty() || inner.paused || inner.starting {
-            if self.ephemeral
-                && self.mem_queue_size > 0
-                && inner.held_count >= self.mem_queue_size as u64
-            {
-                // Go's ephemeral topics have no disk queue: overflow is discarded.
-                return Ok(false);
-            }
-            self.hold(&mut inner, held);
-            return Ok(self.over_memory_limit(inner.held_count));
-        }
         let now = self.clock.now();
-        let mut most = 0;
-        for ch in inner.channels.values() {
-            most = most.max(deliver(ch, &held, now));
-        }
+        let most = self
+            .inner
+            .lock()
+            .accept(held, now)
+            .map_err(|_| PublishError::Exiting)?;
+        self.message_count.fetch_add(count, Ordering::Relaxed);
+        self.message_bytes.fetch_add(bytes, Ordering::Relaxed);
         Ok(self.over_memory_limit(most))
-    }
-
-    /// Ready messages kept in memory per channel (and by the topic) once messages go through
-    /// the log.
-    fn memory_window(&self) -> u64 {
-        if self.mem_queue_size > 0 {
-            self.mem_queue_size as u64
-        } else {
-            crate::durable::MEMORY_WINDOW
-        }
-    }
-
-    /// Holds a batch in the topic (no channel, paused or starting). A logged ready batch
-    /// beyond the memory window stays only in the log, as the held backlog.
-    fn hold(&self, inner: &mut TopicInner, held: Held) {
-        let (Held::Ready(b) | Held::Deferred(b, _)) = &held;
-        if inner.held_start.is_none() {
-            inner.held_start = b.log_pos(0);
-        }
-        if let (Held::Ready(b), Some(pos)) = (&held, b.log_pos(0)) {
-            if inner.held_backlog.is_some() || inner.held_count >= self.memory_window() {
-                inner.held_backlog.get_or_insert(pos);
-                if let Some(e) = b.log_end(b.len() - 1) {
-                    inner.held_backlog_end = inner.held_backlog_end.max(e);
-                }
-                inner.held_backlog_count += b.len() as u64;
-                return;
-            }
-        }
-        inner.held_count += held.len();
-        inner.held.push_back(held);
     }
 
     /// Whether `queued` in-memory messages call for spilling (default mode only).
@@ -404,9 +329,9 @@ impl Topic {
         let mut made: BTreeMap<String, Mutex<Option<nsq_store::ChannelJournal>>> =
             made.into_iter().collect();
         let inner = self.inner.lock();
-        let deleted = inner.deleted;
+        let deleted = inner.is_deleted();
         if !deleted {
-            for ch in inner.channels.values() {
+            for ch in inner.channels() {
                 if ch.ephemeral || ch.durable().is_some() {
                     continue;
                 }
@@ -461,15 +386,8 @@ impl Topic {
             return false;
         }
         let low = (self.mem_queue_size.max(1) as u64).div_ceil(2);
-        let inner = self.inner.lock();
-        if inner.held_count >= low || inner.held_backlog.is_some() {
+        if !self.inner.lock().below(low) {
             return false;
-        }
-        for ch in inner.channels.values() {
-            let st = ch.state.lock();
-            if st.backlog.is_some() || st.ready_count() >= low {
-                return false;
-            }
         }
         self.spilling.store(false, Ordering::Release);
         tracing::info!(
@@ -482,24 +400,7 @@ impl Topic {
 
     /// After a restart: spill if what was restored is over the memory limit.
     pub(crate) fn spill_if_needed(self: &Arc<Self>) {
-        let most = {
-            let inner = self.inner.lock();
-            let mut most = if inner.held_backlog.is_some() {
-                u64::MAX
-            } else {
-                inner.held_count
-            };
-            for ch in inner.channels.values() {
-                let st = ch.state.lock();
-                let n = if st.backlog.is_some() {
-                    u64::MAX
-                } else {
-                    st.ready_count()
-                };
-                most = most.max(n);
-            }
-            most
-        };
+        let most = self.inner.lock().most_queued();
         if self.over_memory_limit(most) {
             self.start_spill();
         }
@@ -522,13 +423,13 @@ impl Topic {
             Some((store, t)) if !nsq_protocol::names::is_ephemeral(name) => {
                 let provisional = {
                     let inner = self.inner.lock();
-                    if inner.deleted {
+                    if inner.is_deleted() {
                         return Err(PublishError::Exiting);
                     }
-                    if let Some(ch) = inner.channels.get(name) {
+                    if let Some(ch) = inner.channel(name) {
                         return Ok((ch.clone(), false));
                     }
-                    Self::channel_start(&inner, t)
+                    inner.channel_start(t.end())
                 };
                 store
                     .create_journal(&self.name, name, provisional)
@@ -542,16 +443,16 @@ impl Topic {
             _ => None,
         };
         let mut inner = self.inner.lock();
-        if inner.deleted {
+        if inner.is_deleted() {
             return Err(PublishError::Exiting);
         }
-        if let Some(ch) = inner.channels.get(name) {
+        if let Some(ch) = inner.channel(name) {
             // Only `create_lock` holders insert channels, so this is a restore racing us.
             return Ok((ch.clone(), false));
         }
         let journal = journal.map(|(provisional, parts)| {
             if let Some((_, t)) = self.store() {
-                let start = Self::channel_start(&inner, t);
+                let start = inner.channel_start(t.end());
                 if start > provisional {
                     crate::durable::journal_op(&parts.3, "start", |j| j.cursor(start));
                 }
@@ -568,12 +469,9 @@ impl Topic {
             self.store.is_some(),
             journal,
         );
-        inner.channels.insert(name.to_string(), ch.clone());
+        inner.insert_channel(name, ch.clone(), self.clock.now());
         if let (Some(d), false) = (&self.data, ch.ephemeral) {
             d.mark_dirty();
-        }
-        if inner.channels.len() == 1 && !inner.paused && !inner.starting {
-            Self::flush_held(&mut inner, self.clock.now());
         }
         tracing::info!("TOPIC({}): new channel({})", self.name, name);
         Ok((ch, true))
@@ -581,64 +479,10 @@ impl Topic {
 
     fn existing_channel(&self, name: &str) -> Result<Option<Arc<Channel>>, PublishError> {
         let inner = self.inner.lock();
-        if inner.deleted {
+        if inner.is_deleted() {
             return Err(PublishError::Exiting);
         }
-        Ok(inner.channels.get(name).cloned())
-    }
-
-    /// Where a channel created now starts in the log. The first channel inherits what the
-    /// topic holds; later ones start at the end of the log, as Go's channels only see
-    /// messages published after them. Held messages go to every channel existing when they
-    /// are released. Never decreases while the topic lives.
-    fn channel_start(inner: &TopicInner, t: &TopicStore) -> u64 {
-        let holding = inner.held_count > 0 || inner.held_backlog.is_some();
-        if inner.channels.is_empty() || inner.starting || holding {
-            inner.held_start.unwrap_or_else(|| t.end())
-        } else {
-            t.end()
-        }
-    }
-
-    fn flush_held(inner: &mut TopicInner, now: u64) {
-        let held = std::mem::take(&mut inner.held);
-        inner.held_count = 0;
-        inner.held_start = None;
-        let backlog = inner.held_backlog.take();
-        let backlog_count = std::mem::take(&mut inner.held_backlog_count);
-        let backlog_end = std::mem::take(&mut inner.held_backlog_end);
-        // Deferred messages inside the held backlog's range are delivered from memory; the
-        // channels' backlog reads must skip them.
-        let mut skip = Vec::new();
-        for h in &held {
-            if let (Some(hb), Held::Deferred(b, _)) = (backlog, h) {
-                skip.extend(
-                    (0..b.len())
-                        .filter_map(|i| b.log_pos(i))
-                        .filter(|&p| p >= hb),
-                );
-            }
-            for ch in inner.channels.values() {
-                deliver(ch, h, now);
-            }
-        }
-        if let Some(hb) = backlog {
-            for ch in inner.channels.values() {
-                if ch.ephemeral || ch.durable().is_none() {
-                    // Ephemeral channels drop what does not fit in memory; a channel without
-                    // a journal cannot read the log back.
-                    tracing::warn!(
-                        "CHANNEL({}): {backlog_count} messages the topic held on disk are not given to it",
-                        ch.queue_name()
-                    );
-                    continue;
-                }
-                ch.state
-                    .lock()
-                    .add_backlog(hb, backlog_end, backlog_count, &skip);
-                ch.wake_consumers();
-            }
-        }
+        Ok(inner.channel(name).cloned())
     }
 
     /// Recreates a durable channel around its existing journal (restart).
@@ -649,10 +493,10 @@ impl Topic {
     ) -> Option<Arc<Channel>> {
         let (store, t) = self.store()?;
         let mut inner = self.inner.lock();
-        if inner.deleted {
+        if inner.is_deleted() {
             return None;
         }
-        if let Some(ch) = inner.channels.get(name) {
+        if let Some(ch) = inner.channel(name) {
             return Some(ch.clone());
         }
         let ch = Channel::new(
@@ -670,29 +514,29 @@ impl Topic {
                 Mutex::new(Some(journal)),
             )),
         );
-        inner.channels.insert(name.to_string(), ch.clone());
+        inner.insert_channel(name, ch.clone(), self.clock.now());
         Some(ch)
     }
 
     /// An existing channel.
     pub fn channel(&self, name: &str) -> Option<Arc<Channel>> {
-        self.inner.lock().channels.get(name).cloned()
+        self.inner.lock().channel(name).cloned()
     }
 
     /// All channels, sorted by name.
     pub fn channels(&self) -> Vec<Arc<Channel>> {
-        self.inner.lock().channels.values().cloned().collect()
+        self.inner.lock().channels().cloned().collect()
     }
 
     /// Number of channels.
     pub fn channel_count(&self) -> usize {
-        self.inner.lock().channels.len()
+        self.inner.lock().channel_count()
     }
 
     /// Removes and closes a channel; `false` if there was none. Deleting the last channel
     /// frees the topic's log (nobody needs its messages any more).
     pub(crate) fn remove_channel(self: &Arc<Self>, name: &str) -> bool {
-        let ch = self.inner.lock().channels.remove(name);
+        let ch = self.inner.lock().remove_channel(name);
         match ch {
             Some(ch) => {
                 ch.delete();
@@ -709,20 +553,12 @@ impl Topic {
     /// While starting, the topic holds messages even if it has channels; ending it hands the
     /// held messages to every channel.
     pub(crate) fn set_starting(&self, starting: bool) {
-        let mut inner = self.inner.lock();
-        inner.starting = starting;
-        if !starting && !inner.paused && !inner.channels.is_empty() {
-            Self::flush_held(&mut inner, self.clock.now());
-        }
+        self.inner.lock().set_starting(starting, self.clock.now());
     }
 
     /// Pauses or unpauses the topic (a paused topic holds new messages).
     pub fn set_paused(&self, paused: bool) {
-        let mut inner = self.inner.lock();
-        inner.paused = paused;
-        if !paused && !inner.channels.is_empty() && !inner.starting {
-            Self::flush_held(&mut inner, self.clock.now());
-        }
+        self.inner.lock().set_paused(paused, self.clock.now());
         if let Some(d) = &self.data {
             d.mark_dirty();
         }
@@ -741,71 +577,36 @@ impl Topic {
     }
 
     fn restore_held_as(&self, held: Held) {
-        let mut inner = self.inner.lock();
-        if inner.channels.is_empty() || inner.paused {
-            self.hold(&mut inner, held);
-        } else {
-            let now = self.clock.now();
-            for ch in inner.channels.values() {
-                deliver(ch, &held, now);
-            }
-        }
+        self.inner.lock().restore(held, self.clock.now());
     }
 
     /// Takes the messages the topic holds (for flushing to disk at shutdown).
     pub(crate) fn drain_held(&self) -> Vec<MsgRef> {
-        let mut inner = self.inner.lock();
-        inner.held_count = 0;
-        let mut out = Vec::new();
-        for h in std::mem::take(&mut inner.held) {
-            let (Held::Ready(b) | Held::Deferred(b, _)) = h;
-            for idx in 0..b.len() {
-                out.push(MsgRef {
-                    batch: b.clone(),
-                    idx,
-                    attempts: b.initial_attempts(idx),
-                });
-            }
-        }
-        out
+        self.inner.lock().drain_held()
     }
 
     /// Messages the topic holds in memory, and the log bytes of its held backlog (for
     /// sizing an export).
     pub(crate) fn held_extent(&self) -> (u64, u64) {
-        let inner = self.inner.lock();
-        let backlog = inner
-            .held_backlog
-            .map_or(0, |from| inner.held_backlog_end.saturating_sub(from));
-        (inner.held_count, backlog)
+        self.inner.lock().held_extent()
     }
 
     /// Takes the held backlog out (the messages the topic holds only in its log), for
     /// exporting it at shutdown: the log range `[from, end)` and how many messages it holds.
     pub(crate) fn take_held_backlog(&self) -> Option<(u64, u64, u64)> {
-        let mut inner = self.inner.lock();
-        let from = inner.held_backlog.take()?;
-        let count = std::mem::take(&mut inner.held_backlog_count);
-        Some((from, std::mem::take(&mut inner.held_backlog_end), count))
+        self.inner.lock().take_held_backlog()
     }
 
     /// Whether the topic is paused.
     pub fn is_paused(&self) -> bool {
-        self.inner.lock().paused
+        self.inner.lock().is_paused()
     }
 
     /// Drops the messages held by the topic itself (not its channels'), as Go's
     /// `/topic/empty` does. A topic without channels also frees its log, so the emptied
     /// messages do not come back after a restart.
     pub fn empty(self: &Arc<Self>) {
-        {
-            let mut inner = self.inner.lock();
-            inner.held.clear();
-            inner.held_count = 0;
-            inner.held_start = None;
-            inner.held_backlog = None;
-            inner.held_backlog_count = 0;
-        }
+        self.inner.lock().drop_held();
         if let Some(d) = &self.data {
             d.remove_queue(&self.name);
         }
@@ -816,13 +617,12 @@ impl Topic {
 
     /// Messages held by the topic: in memory plus those only in its log.
     pub fn depth(&self) -> u64 {
-        let inner = self.inner.lock();
-        inner.held_count + inner.held_backlog_count
+        self.inner.lock().depth()
     }
 
     /// Messages held by the topic only in its log (Go's `backend_depth`).
     pub fn backend_depth(&self) -> u64 {
-        self.inner.lock().held_backlog_count
+        self.inner.lock().backend_depth()
     }
 
     /// Messages published to the topic.
@@ -838,13 +638,8 @@ impl Topic {
     /// Marks the topic deleted and closes its channels.
     pub(crate) fn close(&self) {
         let mut inner = self.inner.lock();
-        inner.deleted = true;
         self.deleted.store(true, Ordering::Release);
-        inner.held.clear();
-        inner.held_count = 0;
-        inner.held_backlog = None;
-        inner.held_backlog_count = 0;
-        for ch in std::mem::take(&mut inner.channels).into_values() {
+        for ch in inner.close() {
             ch.close();
         }
     }
@@ -871,51 +666,46 @@ impl Topic {
     }
 }
 
-/// Hands a batch to one channel; returns how many ready messages a non-ephemeral channel now
-/// keeps in memory (0 for ephemeral channels, which drop their overflow instead).
-fn deliver(ch: &Channel, held: &Held, now: u64) -> u64 {
-    match held {
-        Held::Ready(b) => {
-            let mut woken = Vec::new();
-            let ready = {
-                let mut st = ch.state.lock();
-                // Wake as many idle consumers as the batch can feed; a batch that stayed in
-                // the log (durable backlog) wakes one, whose pull starts reading it back.
-                let n = if st.put_windowed(b.clone(), 0, b.len()) {
-                    b.len() as u64
-                } else {
-                    1
-                };
-                st.take_idle(n, &mut woken);
-                st.ready_count()
-            };
-            ch.wake_clients(&woken);
-            if ch.ephemeral {
-                0
-            } else {
-                ready
-            }
+/// The topic state reaches its channels through this: the channel's queue state changes under
+/// its own lock (taken inside the topic lock: topic, then channel), and the consumers it can
+/// now feed are woken after that lock is released.
+impl ChannelSink for Arc<Channel> {
+    fn deliver(&self, held: &Held, now: u64) -> u64 {
+        let mut woken = Vec::new();
+        let (due, ready) = {
+            let mut st = self.state.lock();
+            let due = st.take_from_topic(held, now, &mut woken);
+            (due, st.ready_count())
+        };
+        self.wake_clients(&woken);
+        if let Some(due) = due {
+            self.schedule(due);
+            return 0;
         }
-        Held::Deferred(b, d) => {
-            let due = now + d;
-            {
-                let mut st = ch.state.lock();
-                for idx in 0..b.len() {
-                    if let Some(p) = b.log_pos(idx) {
-                        st.skip_in_backlog(p);
-                    }
-                    st.put_deferred(
-                        MsgRef {
-                            batch: b.clone(),
-                            idx,
-                            attempts: 0,
-                        },
-                        due,
-                    );
-                }
-            }
-            ch.schedule(due);
+        if self.ephemeral {
             0
+        } else {
+            ready
         }
+    }
+
+    fn take_backlog(&self, from: u64, end: u64, count: u64, skip: &[u64]) -> bool {
+        if self.ephemeral || self.durable().is_none() {
+            // Ephemeral channels drop what does not fit in memory; a channel without a
+            // journal cannot read the log back.
+            tracing::warn!(
+                "CHANNEL({}): {count} messages the topic held on disk are not given to it",
+                self.queue_name()
+            );
+            return false;
+        }
+        self.state.lock().add_backlog(from, end, count, skip);
+        self.wake_consumers();
+        true
+    }
+
+    fn queued(&self) -> (bool, u64) {
+        let st = self.state.lock();
+        (st.backlog_start().is_some(), st.ready_count())
     }
 }

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use super::batch::Batch;
+use super::topic::Held;
 
 /// A reference to one message of a batch, with its delivery count.
 #[derive(Debug, Clone)]
@@ -183,34 +184,147 @@ pub struct ChannelState {
     /// Entries whose consumer is gone or no longer idle are skipped lazily.
     idle: VecDeque<u64>,
     /// Paused channels deliver nothing.
-    pub paused: bool,
+    paused: bool,
     /// When set, `put` drops messages beyond this ready depth (ephemeral channels, which have
     /// no disk queue to overflow into, as in Go).
-    pub drop_beyond: Option<u64>,
+    drop_beyond: Option<u64>,
     /// Counters for `/stats`.
-    pub counters: ChannelCounters,
+    counters: ChannelCounters,
     /// Durable mode: most ready messages kept in memory; beyond it new messages stay only in
     /// the topic log and are read back as the consumers catch up.
-    pub mem_window: Option<u64>,
+    mem_window: Option<u64>,
     /// Durable mode: messages from this log position on are in the log but not in memory.
-    pub backlog: Option<u64>,
+    backlog: Option<u64>,
     /// How many messages the backlog holds.
-    pub backlog_count: u64,
+    backlog_count: u64,
     /// Where the backlog ends: just past the last record that joined it. Records of the log
     /// past this point are not this channel's yet (e.g. held by a paused topic), so a read
     /// of the backlog stops here rather than at the log's end.
-    pub backlog_end: u64,
+    backlog_end: u64,
     /// Positions inside the backlog that must not be read back (acked before a restart, or
     /// already restored as deferred).
-    pub backlog_skip: Option<nsq_store::AckSet>,
+    backlog_skip: Option<nsq_store::AckSet>,
     /// A backlog read is under way.
-    pub refilling: bool,
+    refilling: bool,
 }
 
 impl ChannelState {
     /// An empty channel.
     pub fn new() -> ChannelState {
         ChannelState::default()
+    }
+
+    /// An empty channel with its limits: `drop_beyond` drops `put` messages beyond that ready
+    /// depth (ephemeral channels: no disk queue to overflow into, as in Go); `mem_window` keeps
+    /// at most that many ready messages of a logged topic in memory, the rest as the backlog.
+    pub fn with_limits(
+        paused: bool,
+        drop_beyond: Option<u64>,
+        mem_window: Option<u64>,
+    ) -> ChannelState {
+        ChannelState {
+            paused,
+            drop_beyond,
+            mem_window,
+            ..ChannelState::default()
+        }
+    }
+
+    /// Whether delivery is paused.
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Pauses or resumes delivery (`pop` hands out nothing while paused).
+    pub fn set_paused(&mut self, paused: bool) {
+        self.paused = paused;
+    }
+
+    /// Counters for `/stats`.
+    pub fn counters(&self) -> ChannelCounters {
+        self.counters
+    }
+
+    /// Most ready messages of a logged topic kept in memory (`None`: no limit, the topic
+    /// cannot log).
+    pub fn mem_window(&self) -> Option<u64> {
+        self.mem_window
+    }
+
+    /// Where the on-disk backlog starts, if there is one.
+    pub fn backlog_start(&self) -> Option<u64> {
+        self.backlog
+    }
+
+    /// Positions inside the backlog that a read must skip.
+    pub fn backlog_skip(&self) -> Option<&nsq_store::AckSet> {
+        self.backlog_skip.as_ref()
+    }
+
+    /// Whether a backlog read must skip the record at `pos`.
+    pub fn skips(&self, pos: u64) -> bool {
+        self.backlog_skip.as_ref().is_some_and(|s| s.contains(pos))
+    }
+
+    /// Restart: the backlog read must skip these positions (acked before the restart, or
+    /// restored as deferred).
+    pub fn set_backlog_skip(&mut self, skip: nsq_store::AckSet) {
+        self.backlog_skip = Some(skip);
+    }
+
+    /// Restart: a ready record at `pos` of a log ending at `log_end` is being replayed, with
+    /// `pending` ready records already chosen for memory but not yet restored. Returns `true`
+    /// when it fits in the memory window (the caller restores it with `restore_one`);
+    /// otherwise it joins the backlog (counted, left in the log) and `false` is returned.
+    pub fn admit_replayed(&mut self, pos: u64, log_end: u64, pending: u64) -> bool {
+        let full = self
+            .mem_window
+            .is_some_and(|w| self.backlog.is_some() || self.ready_len + pending >= w);
+        if !full {
+            return true;
+        }
+        self.backlog.get_or_insert(pos);
+        self.backlog_end = log_end;
+        self.backlog_count += 1;
+        false
+    }
+
+    /// Takes a batch from the topic at time `now`; consumers to wake are appended to
+    /// `woken` (as many idle ones as the batch can feed; one for a batch that stayed in the
+    /// log, whose pull starts reading it back). Returns the due time when the batch is
+    /// deferred, for the channel's timer.
+    pub fn take_from_topic(&mut self, held: &Held, now: u64, woken: &mut Vec<u64>) -> Option<u64> {
+        match held {
+            Held::Ready(b) => {
+                let n = if self.put_windowed(b.clone(), 0, b.len()) {
+                    b.len() as u64
+                } else {
+                    1
+                };
+                self.take_idle(n, woken);
+                None
+            }
+            Held::Deferred(b, delay) => {
+                let due = now + delay;
+                for idx in 0..b.len() {
+                    if let Some(p) = b.log_pos(idx) {
+                        self.skip_in_backlog(p);
+                    }
+                    let msg = MsgRef {
+                        batch: b.clone(),
+                        idx,
+                        attempts: 0,
+                    };
+                    self.put_deferred(msg, due);
+                }
+                Some(due)
+            }
+        }
+    }
+
+    /// A backlog read failed: the next `start_refill` may try again.
+    pub fn refill_failed(&mut self) {
+        self.refilling = false;
     }
 
     /// Messages waiting to be delivered: in memory plus the on-disk backlog (Go's `depth`).

@@ -10,7 +10,10 @@
 //! - [`channel`]: one NSQ channel's ready queue, in-flight set with deadlines, deferred set,
 //!   per-consumer in-flight counts and counters.
 //! - [`guid`]: Go-compatible message ids.
+//! - [`topic`]: one topic's fan-out: its channels, the messages it holds (no channel yet,
+//!   paused, starting) in memory and as a log range, and where a new channel starts.
 
 pub mod batch;
 pub mod channel;
 pub mod guid;
+pub mod topic;
