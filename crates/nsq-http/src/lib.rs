@@ -1,10 +1,13 @@
-//! Pieces of NSQ's HTTP API conventions that nsqd and nsqlookupd (and later nsqadmin) share,
-//! without either daemon depending on the other: query strings parsed exactly as Go's
-//! `url.ParseQuery` parses them ([`query`]), and JSON written with Go's `encoding/json`
-//! escaping ([`json`]). No I/O, no async.
+//! Pieces of NSQ's HTTP API conventions that nsqd, nsqlookupd and nsqadmin share, without one
+//! daemon depending on another: query strings parsed exactly as Go's `url.ParseQuery` parses
+//! them ([`query`]), and JSON written with Go's `encoding/json` escaping ([`json`]); these do
+//! no I/O and need no runtime. With the `serve` feature, the one I/O piece: [`first_line`],
+//! the listener wrapper that answers non-HTTP bytes on an HTTP port as Go's `net/http` does.
 //! The hidden `fuzzing` module holds the body of the `http_query` cargo-fuzz target (see
 //! `docs/FUZZING.md`).
 
+#[cfg(feature = "serve")]
+pub mod first_line;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod json;

@@ -273,9 +273,9 @@ async fn gzip(req: Request, next: Next) -> Response {
 
 /// `GET`/`PUT /config/{opt}`, Go's `doConfig`: only from `--allow-config-from-cidr` (403
 /// `FORBIDDEN` otherwise). `PUT` may set `nsqlookupd_http_addresses` (a JSON array of
-/// strings; applied at once) or `log_level` (a level name; validated and reported, but the
-/// running log filter is not changed: there is no reload hook yet). Both answer with the
-/// option's value as `GET` does.
+/// strings) or `log_level` (a level name), each applied at once: the lookupds are queried from
+/// the next request on, and the level replaces the process's running log filter
+/// ([`nsq_cli::daemon::set_log_level`]). Both answer with the option's value as `GET` does.
 async fn config(
     State(admin): Shared,
     method: axum::http::Method,
@@ -312,10 +312,10 @@ async fn config(
                 let text = std::str::from_utf8(&body).map_err(|_| invalid())?;
                 let level: crate::config::LogLevel = text.parse().map_err(|_| invalid())?;
                 *admin.log_level.lock().unwrap_or_else(|e| e.into_inner()) = level;
-                tracing::warn!(
-                    "PUT /config/log_level = {level}: recorded but not applied (no runtime \
-                     log-level reload yet)"
-                );
+                if let Err(e) = nsq_cli::daemon::set_log_level(level) {
+                    // Only inside another program's logging (in-process tests, an embedding).
+                    tracing::warn!("PUT /config/log_level = {level}: {e}");
+                }
             }
             _ => return Err(ApiError::new(StatusCode::BAD_REQUEST, "INVALID_OPTION")),
         }

@@ -63,7 +63,8 @@ pub struct Admin {
     /// The cluster: `--lookupd-http-address`es can be replaced at run time
     /// (`PUT /config/nsqlookupd_http_addresses`), hence the lock; read it with [`Admin::cluster`].
     cluster: RwLock<Cluster>,
-    /// `--log-level` as last set (`PUT /config/log_level` validates and records it).
+    /// `--log-level` as last set (`PUT /config/log_level` records it here and applies it to
+    /// the process's log filter).
     pub log_level: Mutex<LogLevel>,
     /// `--allow-config-from-cidr`, parsed (`None` when empty: no restriction).
     pub config_cidr: Option<Cidr>,
@@ -183,8 +184,9 @@ pub async fn start(opts: Options) -> Result<AdminHandle, StartError> {
     tracing::info!("HTTP: listening on {}", http_addr);
     let shutdown = CancellationToken::new();
     let app = http::router(admin.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
+    // Non-HTTP first lines get Go's 400 once they end (see `nsq_http::first_line`).
+    let listener = nsq_http::first_line::FirstLineListener::new(listener).tap_io(|conn| {
+        let _ = conn.get_ref().set_nodelay(true);
     });
     if let Some(h) = &admin.history {
         tracing::info!(

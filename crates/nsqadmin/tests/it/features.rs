@@ -215,6 +215,33 @@ fn config_endpoint_is_gated_by_cidr_and_switches_lookupds() {
     assert_eq!(open.http("GET", "/config/base_path", None).body, "\"/\"");
 }
 
+/// `PUT /config/log_level` changes what the running nsqadmin logs: started at `warn`, its
+/// INFO request lines are not written; after the PUT to `info` the same request is logged.
+#[test]
+fn put_config_log_level_changes_the_running_filter() {
+    let admin = start_admin_quiet(&[
+        "--log-level=warn".into(),
+        format!("--nsqd-http-address=127.0.0.1:{}", closed_port()),
+    ]);
+    // The harness's /ping is the first request; this is the second.
+    assert_eq!(admin.http("GET", "/ping", None).status, 200);
+    assert_eq!(admin.http("GET", "/config/log_level", None).body, "3");
+    let r = admin.http("PUT", "/config/log_level", Some("info"));
+    assert_eq!((r.status, r.body.as_str()), (200, "2"));
+    // The PUT's own request line is written after the filter changed; the /ping lines, had
+    // they been written, would come before it through the same pipe.
+    admin.wait_for_log("PUT /config/log_level", Duration::from_secs(5));
+    let logs = admin.logs();
+    assert!(
+        !logs
+            .iter()
+            .any(|l| l.contains("GET /ping") || l.contains("listening on")),
+        "INFO lines logged at --log-level=warn: {logs:#?}"
+    );
+    assert_eq!(admin.http("GET", "/ping", None).status, 200);
+    admin.wait_for_log("200 GET /ping", Duration::from_secs(5));
+}
+
 #[test]
 fn bad_cidr_is_a_startup_error() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_nsqadmin"))

@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Mutex, OnceLock};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -72,20 +72,29 @@ fn parse_listen(line: &str, marker: &str) -> Option<SocketAddr> {
     rest.split_whitespace().next()?.parse().ok()
 }
 
-/// A running child process, killed on drop; its log lines are echoed with a prefix.
+/// A running child process, killed on drop; its log lines are echoed with a prefix and kept
+/// ([`Proc::logs`]).
 pub struct Proc {
     child: Child,
     pub tcp: Option<SocketAddr>,
     pub http: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
     _data: Option<tempfile::TempDir>,
 }
 
 impl Proc {
-    fn spawn(
+    fn spawn(name: &str, cmd: Command, want_tcp: bool, data: Option<tempfile::TempDir>) -> Proc {
+        Self::spawn_at(name, cmd, want_tcp, data, None)
+    }
+
+    /// With `http`, the process listens there and is ready when `/ping` answers (its log level
+    /// may hide the "listening on" lines); otherwise those lines give the addresses.
+    fn spawn_at(
         name: &str,
         mut cmd: Command,
         want_tcp: bool,
         data: Option<tempfile::TempDir>,
+        known_http: Option<SocketAddr>,
     ) -> Proc {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -95,6 +104,8 @@ impl Proc {
         let (tx, rx) = mpsc::channel::<Option<String>>();
         let stderr = child.stderr.take().expect("stderr piped");
         let name2 = name.to_owned();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let kept = logs.clone();
         thread::spawn(move || {
             let mut reader = BufReader::new(stderr);
             let mut raw = Vec::new();
@@ -105,6 +116,7 @@ impl Proc {
                     Ok(_) => {
                         let line = String::from_utf8_lossy(&raw).trim_end().to_string();
                         eprintln!("[{name2} {pid}] {line}");
+                        kept.lock().unwrap().push(line.clone());
                         let _ = tx.send(Some(line));
                     }
                 }
@@ -113,6 +125,26 @@ impl Proc {
         });
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         let (mut tcp, mut http) = (None, None);
+        if let Some(addr) = known_http {
+            loop {
+                // Connecting succeeds once it listens; the request is then queued, not lost.
+                if TcpStream::connect(addr).is_ok()
+                    && http_request(addr, "GET", "/ping", None).status == 200
+                {
+                    http = Some(addr);
+                    break;
+                }
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("{name} exited before answering /ping ({status})");
+                }
+                if Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("{name} did not answer /ping within {STARTUP_TIMEOUT:?}");
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
         while (want_tcp && tcp.is_none()) || http.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
@@ -137,8 +169,23 @@ impl Proc {
             child,
             tcp,
             http: http.unwrap(),
+            logs,
             _data: data,
         }
+    }
+
+    /// Every log line so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        wait_until(
+            timeout,
+            &format!("a log line containing {needle:?}"),
+            || self.logs.lock().unwrap().iter().any(|l| l.contains(needle)),
+        );
     }
 
     /// The process id.
@@ -221,6 +268,20 @@ pub fn start_admin(args: &[String]) -> Proc {
         .arg("--http-client-request-timeout=2s")
         .args(args);
     Proc::spawn("nsqadmin", cmd, false, None)
+}
+
+/// nsqadmin on a port the test picks, ready once `/ping` answers: for a `--log-level` that
+/// hides the "listening on" line.
+pub fn start_admin_quiet(args: &[String]) -> Proc {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nsqadmin"));
+    cmd.arg(format!("--http-address={port}"))
+        .arg("--http-client-connect-timeout=500ms")
+        .arg("--http-client-request-timeout=2s")
+        .args(args);
+    Proc::spawn_at("nsqadmin", cmd, false, None, Some(port))
 }
 
 /// A response from [`http_request`].

@@ -23,8 +23,10 @@
 //!   `--max-body-size` for `/mpub`): a declared `Content-Length` above it is refused before
 //!   reading anything, and a chunked body is read only up to the limit plus one byte, so a
 //!   huge body is never buffered.
-//! - Bytes that are not HTTP (a client probing with the TCP magic `"  V2"`) get hyper's
-//!   `400 Bad Request` before the connection closes, like Go's net/http.
+//! - Bytes that are not HTTP (a V2 client dialing this port by mistake: the TCP magic `"  V2"`,
+//!   then `IDENTIFY\n`) get Go's exact `400 Bad Request` once their first line ends (Go's
+//!   net/http reads the whole line first), then the connection closes
+//!   ([`nsq_http::first_line`]).
 //!
 //! - HTTPS (`--https-address`, only with `--tls-cert`/`--tls-key`) serves the same router
 //!   ([`serve_https`], same TLS configuration as the TCP upgrade, client certificates
@@ -55,6 +57,7 @@ use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
 use futures::StreamExt;
+use nsq_http::first_line::FirstLineListener;
 use nsq_protocol::names::{is_valid_channel_name, is_valid_topic_name};
 use serde::Serialize;
 
@@ -223,9 +226,10 @@ async fn require_token(State(nsqd): Shared, req: Request, next: Next) -> Respons
 /// progress finish (idle keep-alive connections are closed).
 pub async fn serve(nsqd: Arc<Nsqd>, listener: tokio::net::TcpListener) {
     let addr = listener.local_addr().ok();
-    let listener = listener.tap_io(|tcp| {
+    // Non-HTTP first lines get Go's 400 once they end (see `nsq_http::first_line`).
+    let listener = FirstLineListener::new(listener).tap_io(|conn| {
         // Responses are small and written whole: don't let Nagle delay them.
-        let _ = tcp.set_nodelay(true);
+        let _ = conn.get_ref().set_nodelay(true);
     });
     // Go's `httpServer.ServeHTTP` with `tlsRequired`: with `--tls-required=true` (not
     // `tcp-https`) plain HTTP answers every request with 403 and the HTTPS port.
@@ -793,9 +797,16 @@ async fn config_get(
     let Ok(Path(opt)) = opt else {
         return Err(INVALID_OPTION);
     };
+    // `log_level` as last PUT (the process-wide filter), else the flag.
     let v = nsqd
         .lookup
         .http_config_value(&opt)
+        .or_else(|| {
+            (opt == "log_level")
+                .then(nsq_cli::daemon::runtime_log_level)
+                .flatten()
+                .map(|l| l.go_value().to_string())
+        })
         .or_else(|| nsqd.opts.http_config_value(&opt))
         .ok_or(INVALID_OPTION)?;
     Ok(Reply::Json(config_json(&v)))
@@ -805,9 +816,10 @@ async fn config_get(
 /// `log_level` (a bare level name) may be set, as in Go; the body is checked first (413
 /// `INVALID_VALUE` when empty or larger than `--max-msg-size`), then the option.
 ///
-/// `nsqlookupd_tcp_addresses` is applied (peers are added and removed at once, as Go's lookup
-/// loop does); `log_level` is validated and echoed back as Go does, but not applied (there is
-/// no runtime log-level reload hook yet).
+/// Both are applied at once, as in Go: lookupd peers are added and removed (Go's lookup loop),
+/// and the log level replaces the process's running log filter
+/// ([`nsq_cli::daemon::set_log_level`]; it is process-wide, as one daemon runs per process),
+/// which `GET /config/log_level` then reports.
 async fn config_put(
     State(nsqd): Shared,
     opt: Result<Path<String>, axum::extract::rejection::PathRejection>,
@@ -830,13 +842,15 @@ async fn config_put(
         })
     })?;
     let v = opts.http_config_value(&opt).ok_or(INVALID_OPTION)?;
-    if opt == "nsqlookupd_tcp_addresses" {
-        nsqd.lookup.set_addresses(opts.lookupd_tcp_addresses);
-    } else {
-        tracing::warn!(
-            "PUT /config/{opt} = {v}: accepted but not applied (runtime option changes are not \
-             supported yet)"
-        );
+    match opt.as_str() {
+        "nsqlookupd_tcp_addresses" => nsqd.lookup.set_addresses(opts.lookupd_tcp_addresses),
+        "log_level" => {
+            if let Err(e) = nsq_cli::daemon::set_log_level(opts.log_level) {
+                // Only inside another program's logging (in-process tests, an embedding).
+                tracing::warn!("PUT /config/log_level = {}: {e}", opts.log_level);
+            }
+        }
+        _ => {}
     }
     Ok(Reply::Json(config_json(&v)))
 }

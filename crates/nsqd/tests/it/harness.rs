@@ -83,6 +83,13 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
 // The server process
 // ---------------------------------------------------------------------------------------------
 
+/// Two loopback addresses (TCP, HTTP) that nothing listens on right now.
+fn free_ports() -> (SocketAddr, SocketAddr) {
+    let a = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    let b = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    (a.local_addr().unwrap(), b.local_addr().unwrap())
+}
+
 /// A running `nsqd` child process with its own data directory.
 pub struct TestNsqd {
     child: Option<Child>,
@@ -186,14 +193,46 @@ impl TestNsqd {
         Self::spawn_bin(bin, data_path, extra_args)
     }
 
+    /// Starts nsqd like [`TestNsqd::start`] when its log level hides the INFO "listening on"
+    /// lines (`--log-level=warn`): the test picks free ports itself and waits until `/ping`
+    /// answers. (A port taken by someone else in between fails the start; rare on loopback.
+    /// [`TestNsqd::restart`] goes back to `127.0.0.1:0` and the log lines.)
+    pub fn start_quiet(extra_args: &[&str]) -> TestNsqd {
+        let dir = tempfile::Builder::new()
+            .prefix("nsqd-it-")
+            .tempdir()
+            .expect("create temp data dir");
+        let ports = free_ports();
+        let mut n = Self::spawn_bin_at(&nsqd_bin(), dir.path(), extra_args, Some(ports));
+        n.tempdir = Some(dir);
+        n
+    }
+
     fn spawn(data_path: &Path, extra_args: &[&str]) -> TestNsqd {
         Self::spawn_bin(&nsqd_bin(), data_path, extra_args)
     }
 
     fn spawn_bin(bin: &Path, data_path: &Path, extra_args: &[&str]) -> TestNsqd {
+        Self::spawn_bin_at(bin, data_path, extra_args, None)
+    }
+
+    /// `ports`: listen there and wait for `/ping` instead of the "listening on" log lines.
+    fn spawn_bin_at(
+        bin: &Path,
+        data_path: &Path,
+        extra_args: &[&str],
+        ports: Option<(SocketAddr, SocketAddr)>,
+    ) -> TestNsqd {
+        let (tcp_arg, http_arg) = match ports {
+            Some((t, h)) => (format!("--tcp-address={t}"), format!("--http-address={h}")),
+            None => (
+                "--tcp-address=127.0.0.1:0".to_string(),
+                "--http-address=127.0.0.1:0".to_string(),
+            ),
+        };
         let mut cmd = Command::new(bin);
-        cmd.arg("--tcp-address=127.0.0.1:0")
-            .arg("--http-address=127.0.0.1:0")
+        cmd.arg(tcp_arg)
+            .arg(http_arg)
             .arg(format!("--data-path={}", data_path.display()))
             .args(extra_args)
             .stdin(Stdio::null())
@@ -224,7 +263,26 @@ impl TestNsqd {
         let mut http = None;
         let mut eofs = 0;
         let mut failure: Option<String> = None;
-        while tcp.is_none() || http.is_none() {
+        if let Some((t, h)) = ports {
+            loop {
+                if try_http_request(h, "GET", "/ping", b"").is_ok_and(|r| r.status == 200) {
+                    (tcp, http) = (Some(t), Some(h));
+                    break;
+                }
+                if let Ok(Some(status)) = child.try_wait() {
+                    failure = Some(format!("nsqd exited before it was ready (status {status})"));
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    failure = Some(format!(
+                        "nsqd did not answer /ping within {STARTUP_TIMEOUT:?}"
+                    ));
+                    break;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+        while failure.is_none() && (tcp.is_none() || http.is_none()) {
             let now = Instant::now();
             if now >= deadline {
                 failure = Some(format!(

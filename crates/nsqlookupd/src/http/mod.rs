@@ -20,8 +20,9 @@
 //! - `/lookup` lists only producers that pinged within `--inactive-producer-timeout` and
 //!   are not tombstoned for the topic (within `--tombstone-lifetime`); `/nodes` applies the
 //!   inactivity filter only and reports tombstones per topic.
-//! - Bytes that are not HTTP get hyper's `400 Bad Request` before the connection closes,
-//!   like Go's net/http.
+//! - Bytes that are not HTTP (an NSQ client sending its TCP magic here) get Go's exact
+//!   `400 Bad Request` once their first line ends (Go's net/http reads the whole line
+//!   first), then the connection closes ([`nsq_http::first_line`]).
 
 /// Go-compatible JSON escaping (shared with the other daemons).
 pub use nsq_http::json;
@@ -44,6 +45,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
+use nsq_http::first_line::FirstLineListener;
 use nsq_protocol::names::{is_valid_channel_name, is_valid_topic_name};
 use serde::Serialize;
 
@@ -168,8 +170,9 @@ pub fn router(lookupd: Arc<Nsqlookupd>) -> Router {
 /// Serves HTTP on `listener` until shutdown, then lets requests in progress finish.
 pub async fn serve(lookupd: Arc<Nsqlookupd>, listener: tokio::net::TcpListener) {
     let addr = listener.local_addr().ok();
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
+    // Non-HTTP first lines get Go's 400 once they end (see `nsq_http::first_line`).
+    let listener = FirstLineListener::new(listener).tap_io(|conn| {
+        let _ = conn.get_ref().set_nodelay(true);
     });
     let app = router(lookupd.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let shutdown = lookupd.shutdown.clone();
