@@ -166,12 +166,22 @@ impl Client {
     /// that fails before any response byte arrives is retried once on a new connection
     /// (the server may have closed an idle keep-alive connection).
     pub fn request(&mut self, method: &str, path: &str) -> anyhow::Result<Response> {
+        self.request_with_body(method, path, &[])
+    }
+
+    /// Like [`Client::request`], with a request body.
+    pub fn request_with_body(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> anyhow::Result<Response> {
         let reused = self.stream.is_some();
-        match self.try_request(method, path) {
+        match self.try_request(method, path, body) {
             Ok(r) => Ok(r),
             Err(e) if reused => {
                 self.stream = None;
-                self.try_request(method, path)
+                self.try_request(method, path, body)
                     .with_context(|| format!("retry after: {e:#}"))
             }
             Err(e) => {
@@ -181,13 +191,16 @@ impl Client {
         }
     }
 
-    fn try_request(&mut self, method: &str, path: &str) -> anyhow::Result<Response> {
-        let req = format!(
+    fn try_request(&mut self, method: &str, path: &str, body: &[u8]) -> anyhow::Result<Response> {
+        let mut req = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: nsq-bench\r\n\
-             Accept: */*\r\nContent-Length: 0\r\n\r\n",
-            self.addr
-        );
-        self.connect()?.write_all(req.as_bytes())?;
+             Accept: */*\r\nContent-Length: {}\r\n\r\n",
+            self.addr,
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        self.connect()?.write_all(&req)?;
         let mut chunk = [0u8; 16 * 1024];
         let (head, head_len) = loop {
             if let Some(h) = parse_head(&self.buf)? {

@@ -409,7 +409,7 @@ impl ChannelState {
 
     /// Ends a backlog read: `read` messages left the backlog (added with
     /// [`ChannelState::restore_one`] or as deferred) and reading stopped at `next`. Compared
-    /// with [`ChannelState::backlog_end`] under the same lock that `put_windowed` extends it
+    /// with the backlog's end under the same lock that `put_windowed` extends it
     /// under, so a batch that joined the backlog meanwhile is read next time, never missed.
     pub fn finish_refill(&mut self, read: u64, next: u64) {
         self.refilling = false;
@@ -458,7 +458,7 @@ impl ChannelState {
     }
 
     /// Appends messages `start..end` of a fresh batch. Returns how many were dropped
-    /// because of [`ChannelState::drop_beyond`].
+    /// because of `drop_beyond`.
     pub fn put(&mut self, batch: Arc<Batch>, start: u32, end: u32) -> u32 {
         let mut end = end;
         let mut dropped = 0;
