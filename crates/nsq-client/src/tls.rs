@@ -2,45 +2,20 @@
 //! [`Consumer`](crate::Consumer) from go-nsq's options (`tls_root_ca_file`, `tls_cert`,
 //! `tls_key`, `tls_insecure_skip_verify`) and used for every connection's in-band upgrade.
 //!
-//! Why here and not in `nsq-net`: `nsq_net::tls::client_config` covers the common "trust this
-//! CA file" case; go-nsq also trusts the system roots when no CA file is given and can skip
-//! verification, which only a client needs. Files are read once, so a bad path fails at
+//! The rustls configuration itself comes from `nsq_net::tls::client_config_from`, the builder
+//! every client in the workspace shares (the HTTP client too): the CA file, or else the system
+//! roots as Go's `crypto/x509` reads them on Linux (`SSL_CERT_FILE`, then the usual bundles),
+//! a client certificate, skip-verify. Files are read once, so a bad path fails at
 //! `Producer::connect` / `Consumer::new` rather than on every reconnect.
-//!
-//! System roots are read from the files Go's `crypto/x509` reads on Linux (`SSL_CERT_FILE`,
-//! then the usual distribution bundles), so no extra dependency is needed.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use nsq_net::rustls::client::danger::{
-    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
-};
-use nsq_net::rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use nsq_net::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use nsq_net::rustls::{self, ClientConfig, DigitallySignedStruct, RootCertStore};
-use nsq_net::tls::{load_certs, load_key};
+use nsq_net::rustls::pki_types::ServerName;
+use nsq_net::rustls::ClientConfig;
+use nsq_net::tls::ClientTlsOptions;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-
-/// The CA bundles Go's `crypto/x509` looks for on Linux (`root_linux.go`), in its order.
-const SYSTEM_CA_FILES: &[&str] = &[
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/ca-bundle.pem",
-    "/etc/pki/tls/cacert.pem",
-    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
-    "/etc/ssl/cert.pem",
-];
-
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn tls_err(e: impl std::fmt::Display) -> Error {
-    Error::Tls(e.to_string())
-}
 
 /// Whether any TLS option is set, i.e. whether a TLS configuration must be built.
 pub(crate) fn wanted(config: &Config) -> bool {
@@ -56,66 +31,35 @@ pub(crate) fn client_config(config: &Config) -> Result<Option<Arc<ClientConfig>>
     if !wanted(config) {
         return Ok(None);
     }
-    let provider = provider();
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(tls_err)?;
-    let builder = if config.tls_insecure_skip_verify {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoServerVerification {
-                algs: provider.signature_verification_algorithms,
-            }))
-    } else {
-        builder.with_root_certificates(roots(config.tls_root_ca_file.as_deref())?)
+    if config.tls_cert.is_some() != config.tls_key.is_some() {
+        return Err(Error::Config(
+            "tls_cert and tls_key must be given together".into(),
+        ));
+    }
+    if !config.tls_insecure_skip_verify
+        && config.tls_root_ca_file.is_none()
+        && nsq_net::tls::system_roots().is_none()
+    {
+        return Err(Error::Tls(
+            "no tls_root_ca_file given and no system CA bundle found (set tls_root_ca_file, \
+             SSL_CERT_FILE or tls_insecure_skip_verify)"
+                .into(),
+        ));
+    }
+    let opts = ClientTlsOptions {
+        root_ca: config.tls_root_ca_file.clone(),
+        cert: config.tls_cert.clone(),
+        key: config.tls_key.clone(),
+        insecure_skip_verify: config.tls_insecure_skip_verify,
+        min_version: Default::default(),
     };
-    let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => builder
-            .with_client_auth_cert(
-                load_certs(cert).map_err(tls_err)?,
-                load_key(key).map_err(tls_err)?,
-            )
-            .map_err(|e| Error::Tls(format!("client certificate {}: {e}", cert.display())))?,
-        (None, None) => builder.with_no_client_auth(),
-        _ => {
-            return Err(Error::Config(
-                "tls_cert and tls_key must be given together".into(),
-            ))
+    let tls = nsq_net::tls::client_config_from(&opts).map_err(|e| match &config.tls_cert {
+        Some(cert) if matches!(e, nsq_net::tls::TlsError::Rustls(_)) => {
+            Error::Tls(format!("client certificate {}: {e}", cert.display()))
         }
-    };
+        _ => Error::Tls(e.to_string()),
+    })?;
     Ok(Some(Arc::new(tls)))
-}
-
-/// The CA file's certificates, or the system's when no file is configured.
-fn roots(ca_file: Option<&Path>) -> Result<RootCertStore> {
-    let mut roots = RootCertStore::empty();
-    if let Some(path) = ca_file {
-        for cert in load_certs(path).map_err(tls_err)? {
-            roots.add(cert).map_err(|e| {
-                Error::Tls(format!("bad CA certificate in {}: {e}", path.display()))
-            })?;
-        }
-        return Ok(roots);
-    }
-    let candidates = std::env::var_os("SSL_CERT_FILE")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(SYSTEM_CA_FILES.iter().map(PathBuf::from));
-    for path in candidates {
-        if let Ok(certs) = load_certs(&path) {
-            // A system bundle may hold certificates webpki cannot parse; skip those, as Go
-            // skips what it cannot use.
-            roots.add_parsable_certificates(certs);
-            if !roots.is_empty() {
-                return Ok(roots);
-            }
-        }
-    }
-    Err(Error::Tls(
-        "no tls_root_ca_file given and no system CA bundle found (set tls_root_ca_file, \
-         SSL_CERT_FILE or tls_insecure_skip_verify)"
-            .into(),
-    ))
 }
 
 /// The name the server's certificate must carry: `tls_server_name` if set, else the host part
@@ -131,48 +75,6 @@ pub(crate) fn server_name(addr: &str, config: &Config) -> Result<ServerName<'sta
     };
     ServerName::try_from(host.to_owned())
         .map_err(|e| Error::Tls(format!("{host:?} is not a valid TLS server name: {e}")))
-}
-
-/// `tls_insecure_skip_verify`: any certificate is accepted (the handshake signature is still
-/// checked, so the peer holds the key of the certificate it sent).
-#[derive(Debug)]
-struct NoServerVerification {
-    algs: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for NoServerVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.algs.supported_schemes()
-    }
 }
 
 #[cfg(test)]

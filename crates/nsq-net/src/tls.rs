@@ -1,6 +1,8 @@
 //! TLS for NSQ connections with rustls (ring provider): the server configuration nsqd builds
-//! from its `--tls-*` flags (Go's `buildTLSConfig`), a client configuration helper, and what
-//! `/stats` reports about a session.
+//! from its `--tls-*` flags (Go's `buildTLSConfig`), the client configuration every client in
+//! the workspace builds from the same options ([`ClientTlsOptions`]: CA file or the system
+//! roots, client certificate, skip-verify, minimum version; used by nsq-client and
+//! nsq-http-client), and what `/stats` reports about a session.
 //!
 //! Differences from Go's `crypto/tls` that operators can see:
 //! - rustls speaks TLS 1.2 and 1.3 only. `--tls-min-version=tls1.0` / `tls1.1` therefore mean
@@ -14,10 +16,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::client::danger::HandshakeSignatureValid;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{
@@ -191,6 +193,147 @@ pub fn client_config(
         None => builder.with_no_client_auth(),
     };
     Ok(Arc::new(config))
+}
+
+/// The CA bundles Go's `crypto/x509` looks for on Linux (`root_linux.go`), in its order.
+const SYSTEM_CA_FILES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/pki/tls/cacert.pem",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// The system's trusted roots, read from the files Go's `crypto/x509` reads on Linux
+/// (`SSL_CERT_FILE`, then the usual distribution bundles), so no extra dependency is needed.
+/// `None` when no bundle is found. Certificates webpki cannot parse are skipped, as Go skips
+/// what it cannot use.
+pub fn system_roots() -> Option<RootCertStore> {
+    let candidates = std::env::var_os("SSL_CERT_FILE")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(SYSTEM_CA_FILES.iter().map(PathBuf::from));
+    for path in candidates {
+        if let Ok(certs) = load_certs(&path) {
+            let mut roots = RootCertStore::empty();
+            roots.add_parsable_certificates(certs);
+            if !roots.is_empty() {
+                return Some(roots);
+            }
+        }
+    }
+    None
+}
+
+/// The certificates of a PEM CA file as a root store.
+pub fn root_store(path: &Path) -> Result<RootCertStore, TlsError> {
+    load_roots(path)
+}
+
+/// What a TLS *client* can be told (Go's `tls.Config` as nsqadmin's `--http-client-tls-*` and
+/// go-nsq's `tls_*` options fill it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientTlsOptions {
+    /// PEM CA certificates to trust instead of the system roots.
+    pub root_ca: Option<PathBuf>,
+    /// PEM client certificate chain (needs `key`).
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    pub key: Option<PathBuf>,
+    /// Accept any server certificate (the handshake signature is still checked).
+    pub insecure_skip_verify: bool,
+    /// Oldest version offered.
+    pub min_version: MinVersion,
+}
+
+/// A client configuration from [`ClientTlsOptions`]: the CA file or else the system roots, an
+/// optional client certificate. Without a CA file on a machine with no system bundle the root
+/// store is empty, so every verified handshake fails ("invalid peer certificate:
+/// UnknownIssuer"); callers that want to refuse earlier check [`system_roots`] themselves.
+pub fn client_config_from(opts: &ClientTlsOptions) -> Result<ClientConfig, TlsError> {
+    let provider = provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(opts.min_version.versions())?;
+    let builder = if opts.insecure_skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(InsecureServerVerifier {
+                algs: provider.signature_verification_algorithms,
+            }))
+    } else {
+        let roots = match &opts.root_ca {
+            Some(ca) => load_roots(ca)?,
+            None => system_roots().unwrap_or_else(RootCertStore::empty),
+        };
+        builder.with_root_certificates(roots)
+    };
+    match (&opts.cert, &opts.key) {
+        (Some(cert), Some(key)) => {
+            Ok(builder.with_client_auth_cert(load_certs(cert)?, load_key(key)?)?)
+        }
+        (None, None) => Ok(builder.with_no_client_auth()),
+        _ => Err(TlsError::Invalid(
+            "a client certificate and its key must be given together".into(),
+        )),
+    }
+}
+
+/// Skip-verify: any server certificate is accepted, but the handshake signature is still
+/// checked, so the peer holds the key of the certificate it sent.
+#[derive(Debug)]
+pub struct InsecureServerVerifier {
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl InsecureServerVerifier {
+    /// With the ring provider's signature algorithms.
+    pub fn new() -> InsecureServerVerifier {
+        InsecureServerVerifier {
+            algs: provider().signature_verification_algorithms,
+        }
+    }
+}
+
+impl Default for InsecureServerVerifier {
+    fn default() -> Self {
+        InsecureServerVerifier::new()
+    }
+}
+
+impl ServerCertVerifier for InsecureServerVerifier {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
 }
 
 /// Go's `RequireAnyClientCert`: the client must present a certificate and prove it holds the
