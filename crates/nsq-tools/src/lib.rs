@@ -1,8 +1,9 @@
 //! Shared plumbing for NSQ's command-line tools (`nsq_tail`, `to_nsq`, `nsq_stat`,
 //! `nsq_to_file`, `nsq_to_nsq`, `nsq_to_http`), built on `nsq-client`: Go-style flag
 //! parsing, `--version` strings, `--consumer-opt`/`--producer-opt` passthrough, signals,
-//! fatal errors, a minimal HTTP/1.1 client (`/stats`, lookupd, `nsq_to_http`'s requests),
-//! the `--mode` host pool and the `--status-every` timing line.
+//! fatal errors, the tools' HTTP client set-up (`nsq_http_client`: keep-alive, `http://` and
+//! `https://`, `--http-client-tls-root-ca-file`), the `--mode` host pool and the
+//! `--status-every` timing line.
 //!
 //! Every binary follows Go NSQ 1.3's flag names, defaults and validation messages (see
 //! `../shared/nsq-interface.md` §7); differences are documented in the binary's module docs.
@@ -10,10 +11,8 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// The NSQ release whose tools these are.
 pub const NSQ_VERSION: &str = "1.3.0";
@@ -145,128 +144,79 @@ pub fn random_suffix() -> u64 {
     h.finish() % 999_999
 }
 
-/// Strips an optional `http://` scheme and trailing slash: `host:port`.
-pub fn host_port(addr: &str) -> &str {
-    addr.trim_start_matches("http://").trim_end_matches('/')
+/// `--http-client-tls-root-ca-file` (an nsq-rs option: Go's tools have no TLS flags for their
+/// HTTP requests and trust only the system roots, which stay the default here).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct HttpTlsArgs {
+    /// path to a PEM CA file trusted (instead of the system roots) for https:// addresses (nsq-rs)
+    #[arg(long = "http-client-tls-root-ca-file", value_name = "FILE")]
+    pub http_client_tls_root_ca_file: Option<std::path::PathBuf>,
 }
 
-/// One `GET` over HTTP/1.1 (`Connection: close`): returns status and body.
-/// `connect_timeout` bounds the TCP connect, `request_timeout` the rest.
-pub async fn http_get(
-    addr: &str,
-    path: &str,
+/// The tools' HTTP client (`nsq_http_client`, pooled, `http://` and `https://`): `User-Agent`
+/// `<tool>/1.3.0 nsq-rs/<version>`, the given timeouts, the CA file of [`HttpTlsArgs`], and
+/// Go's `http_api` retry over HTTPS when an nsqd with `--tls-required` answers 403 (turn it
+/// off for requests to user endpoints with [`endpoint_client`]).
+pub fn http_client(
+    tool: &str,
+    tls: &HttpTlsArgs,
     connect_timeout: Duration,
     request_timeout: Duration,
-) -> anyhow::Result<(u16, Vec<u8>)> {
-    let hp = host_port(addr);
-    let mut stream = tokio::time::timeout(connect_timeout, TcpStream::connect(hp))
-        .await
-        .map_err(|_| anyhow!("connect to {hp}: timed out after {connect_timeout:?}"))?
-        .with_context(|| format!("connect to {hp}"))?;
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {hp}\r\nAccept: application/vnd.nsq; version=1.0\r\n\
-         User-Agent: nsq-rs/{}\r\nConnection: close\r\n\r\n",
-        env!("CARGO_PKG_VERSION")
-    );
-    let raw = tokio::time::timeout(request_timeout, async {
-        stream.write_all(req.as_bytes()).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        Ok::<_, std::io::Error>(raw)
+) -> anyhow::Result<nsq_http_client::Client> {
+    nsq_http_client::Client::new(nsq_http_client::Options {
+        connect_timeout,
+        request_timeout,
+        tls: nsq_http_client::TlsOptions {
+            root_ca_file: tls.http_client_tls_root_ca_file.clone(),
+            ..Default::default()
+        },
+        user_agent: Some(user_agent(tool)),
+        follow_tls_required: true,
+        ..Default::default()
     })
-    .await
-    .map_err(|_| anyhow!("GET http://{hp}{path}: timed out after {request_timeout:?}"))?
-    .with_context(|| format!("GET http://{hp}{path}"))?;
-    parse_response(&raw).with_context(|| format!("GET http://{hp}{path}"))
+    .context("--http-client-tls-root-ca-file")
 }
 
-fn parse_response(raw: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| anyhow!("malformed HTTP response (no header end)"))?;
-    let head = String::from_utf8_lossy(&raw[..end]);
-    let status: u16 = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!("malformed HTTP status line"))?;
-    let body = &raw[end + 4..];
-    let chunked = head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    let body = if chunked {
-        dechunk(body)?
-    } else {
-        body.to_vec()
-    };
-    Ok((status, body))
-}
-
-fn dechunk(mut data: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or_else(|| anyhow!("truncated chunked body"))?;
-        let size_text = String::from_utf8_lossy(&data[..eol]);
-        let size_text = size_text.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| anyhow!("bad chunk size {size_text:?}"))?;
-        if size == 0 {
-            return Ok(out);
-        }
-        let start = eol + 2;
-        if data.len() < start + size {
-            bail!("truncated chunked body");
-        }
-        out.extend_from_slice(&data[start..start + size]);
-        data = data.get(start + size + 2..).unwrap_or_default();
-    }
-}
-
-/// An `http://host[:port]/path?query` URL split for a raw HTTP/1.1 request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpUrl {
-    /// `host:port` to connect to (port 80 when absent).
-    pub authority: String,
-    /// The `Host` header value (as written in the URL).
-    pub host: String,
-    /// Path and query (`/` when empty).
-    pub path: String,
-}
-
-/// Parses an `http://` URL; `https://` and other schemes are errors (not supported yet).
-pub fn parse_http_url(url: &str) -> anyhow::Result<HttpUrl> {
-    let Some(rest) = url.strip_prefix("http://") else {
-        if url.starts_with("https://") {
-            bail!("{url}: https is not supported yet by nsq-rs (use http://)");
-        }
-        bail!("{url}: unsupported URL (expected http://host:port/path)");
-    };
-    let (host, path) = match rest.find(['/', '?']) {
-        Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_owned()),
-        Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
-        None => (rest, "/".to_owned()),
-    };
-    if host.is_empty() {
-        bail!("{url}: missing host");
-    }
-    let authority = if host
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        host.to_owned()
-    } else {
-        format!("{host}:80")
-    };
-    Ok(HttpUrl {
-        authority,
-        host: host.to_owned(),
-        path,
+/// [`http_client`] for user endpoints (`nsq_to_http`): no TLS_REQUIRED retry, up to
+/// `max_idle` kept-alive connections per host.
+pub fn endpoint_client(
+    tool: &str,
+    tls: &HttpTlsArgs,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    max_idle: usize,
+) -> anyhow::Result<nsq_http_client::Client> {
+    nsq_http_client::Client::new(nsq_http_client::Options {
+        connect_timeout,
+        request_timeout,
+        tls: nsq_http_client::TlsOptions {
+            root_ca_file: tls.http_client_tls_root_ca_file.clone(),
+            ..Default::default()
+        },
+        user_agent: Some(user_agent(tool)),
+        pool_max_idle_per_host: max_idle,
+        ..Default::default()
     })
+    .context("--http-client-tls-root-ca-file")
+}
+
+/// `GET <addr><path>` of an NSQ daemon's API (`addr` is `host:port`, `http://host:port` or
+/// `https://host:port`) with NSQ's V1 `Accept` header: status and body.
+pub async fn http_get(
+    client: &nsq_http_client::Client,
+    addr: &str,
+    path: &str,
+) -> anyhow::Result<(u16, bytes::Bytes)> {
+    let url = nsq_http_client::endpoint(addr, path);
+    let r = client
+        .request(
+            nsq_http_client::Method::GET,
+            &url,
+            &[("Accept", "application/vnd.nsq; version=1.0")],
+            bytes::Bytes::new(),
+        )
+        .await?;
+    Ok((r.status, r.body))
 }
 
 /// Go's `url.QueryEscape`: unreserved bytes kept, space as `+`, the rest `%XX`.
@@ -282,48 +232,6 @@ pub fn query_escape(data: &[u8]) -> String {
         }
     }
     out
-}
-
-/// One HTTP/1.1 request (`Connection: close`) with extra `headers`; returns the status.
-/// `connect_timeout` bounds the TCP connect, `request_timeout` the whole exchange.
-pub async fn http_request(
-    method: &str,
-    url: &HttpUrl,
-    headers: &[(String, String)],
-    body: Option<&[u8]>,
-    connect_timeout: Duration,
-    request_timeout: Duration,
-) -> anyhow::Result<u16> {
-    let work = async {
-        let mut stream = tokio::time::timeout(connect_timeout, TcpStream::connect(&url.authority))
-            .await
-            .map_err(|_| anyhow!("connect to {}: timed out", url.authority))?
-            .with_context(|| format!("connect to {}", url.authority))?;
-        let _ = stream.set_nodelay(true);
-        let mut req = format!(
-            "{method} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-            url.path, url.host
-        );
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        if let Some(b) = body {
-            req.push_str(&format!("Content-Length: {}\r\n", b.len()));
-        }
-        req.push_str("\r\n");
-        let mut buf = req.into_bytes();
-        if let Some(b) = body {
-            buf.extend_from_slice(b);
-        }
-        stream.write_all(&buf).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        let (status, _) = parse_response(&raw)?;
-        Ok::<u16, anyhow::Error>(status)
-    };
-    tokio::time::timeout(request_timeout, work)
-        .await
-        .map_err(|_| anyhow!("{method} http://{}{}: timed out", url.host, url.path))?
 }
 
 /// Upstream selection of `nsq_to_nsq`/`nsq_to_http` (`--mode`).
@@ -464,39 +372,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_plain_and_chunked_responses() {
-        let (s, b) = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").unwrap();
-        assert_eq!((s, b.as_slice()), (200, b"ok".as_slice()));
-        let (s, b) = parse_response(
-            b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
-        )
-        .unwrap();
-        assert_eq!((s, b.as_slice()), (404, b"abcde".as_slice()));
-    }
-
-    #[test]
     fn version_and_suffix() {
         assert!(version_string("nsq_tail").starts_with("nsq_tail v1.3.0 (nsq-rs "));
         assert!(random_suffix() < 999_999);
-        assert_eq!(host_port("http://127.0.0.1:4161/"), "127.0.0.1:4161");
     }
 
     #[test]
-    fn urls_and_escaping() {
-        let u = parse_http_url("http://127.0.0.1:8080/p?q=1").unwrap();
-        assert_eq!(
-            (u.authority.as_str(), u.host.as_str(), u.path.as_str()),
-            ("127.0.0.1:8080", "127.0.0.1:8080", "/p?q=1")
-        );
-        let u = parse_http_url("http://example.com?x").unwrap();
-        assert_eq!(
-            (u.authority.as_str(), u.path.as_str()),
-            ("example.com:80", "/?x")
-        );
-        assert!(parse_http_url("https://x/")
-            .unwrap_err()
-            .to_string()
-            .contains("not supported yet"));
+    fn escaping() {
         assert_eq!(query_escape(b"a b&c=d/~*"), "a+b%26c%3Dd%2F~%2A");
     }
 

@@ -5,11 +5,18 @@
 //!
 //! `--count N` prints N rows and exits 0 (the first poll only sets the baseline for the
 //! rates, as in Go). Errors (unreachable address, unknown topic/channel) are fatal.
+//!
+//! HTTP goes through `nsq_http_client` (one kept-alive connection per daemon across polls).
+//! As Go, addresses are `host:port` and `http://` is refused ("should not contain scheme");
+//! nsq-rs also accepts `https://host:port`, and follows an nsqd with `--tls-required` from its
+//! HTTP port to its HTTPS port as Go's `http_api` does. HTTPS trusts the system roots, or the
+//! PEM file of `--http-client-tls-root-ca-file` (an nsq-rs option).
 
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use clap::{ArgAction, Parser};
+use nsq_http_client::Client;
 use nsq_tools::{fatal, go_bool, go_duration};
 use serde_json::Value;
 
@@ -46,6 +53,8 @@ struct Args {
     /// NSQ topic
     #[arg(long, default_value = "", hide_default_value = true)]
     topic: String,
+    #[command(flatten)]
+    tls: nsq_tools::HttpTlsArgs,
     /// print version
     #[arg(long, action = ArgAction::Set, num_args = 0..=1, require_equals = true,
           default_missing_value = "true", default_value = "false", value_parser = go_bool)]
@@ -65,8 +74,17 @@ fn main() {
         .build()
         .expect("tokio runtime");
     rt.block_on(async {
+        let client = match nsq_tools::http_client(
+            TOOL,
+            &args.tls,
+            args.http_client_connect_timeout,
+            args.http_client_request_timeout,
+        ) {
+            Ok(c) => c,
+            Err(e) => fatal(TOOL, format!("ERROR: {e:#}")),
+        };
         tokio::select! {
-            r = stat_loop(&args) => match r {
+            r = stat_loop(&args, &client) => match r {
                 Ok(()) => {}
                 Err(e) => fatal(TOOL, format!("ERROR: {e:#}")),
             },
@@ -107,7 +125,10 @@ fn validate(args: &Args) {
         ("nsqd-http-address", &args.nsqd_http_address),
         ("lookupd-http-address", &args.lookupd_http_address),
     ] {
-        if addrs.iter().any(|a| a.starts_with("http")) {
+        if addrs
+            .iter()
+            .any(|a| a.starts_with("http") && !a.starts_with("https://"))
+        {
             fatal(
                 TOOL,
                 format!("--{flag} error - address should not contain scheme"),
@@ -190,7 +211,7 @@ fn row(c: &ChannelTotals, o: &ChannelTotals, interval: Duration) -> String {
     )
 }
 
-async fn stat_loop(args: &Args) -> anyhow::Result<()> {
+async fn stat_loop(args: &Args, client: &Client) -> anyhow::Result<()> {
     let mut prev: Option<ChannelTotals> = None;
     let mut i: i64 = 0;
     loop {
@@ -200,12 +221,12 @@ async fn stat_loop(args: &Args) -> anyhow::Result<()> {
             }
         }
         let producers = if args.lookupd_http_address.is_empty() {
-            nsqd_topic_producers(args).await
+            nsqd_topic_producers(args, client).await
         } else {
-            lookupd_topic_producers(args).await
+            lookupd_topic_producers(args, client).await
         }
         .context("failed to get topic producers")?;
-        let c = channel_totals(args, &producers)
+        let c = channel_totals(args, client, &producers)
             .await
             .context("failed to get nsqd stats")?;
         if i % 25 == 0 {
@@ -223,22 +244,17 @@ async fn stat_loop(args: &Args) -> anyhow::Result<()> {
     }
 }
 
-async fn get_json(args: &Args, addr: &str, path: &str) -> anyhow::Result<Value> {
-    let (status, body) = nsq_tools::http_get(
-        addr,
-        path,
-        args.http_client_connect_timeout,
-        args.http_client_request_timeout,
-    )
-    .await?;
+async fn get_json(client: &Client, addr: &str, path: &str) -> anyhow::Result<Value> {
+    let (status, body) = nsq_tools::http_get(client, addr, path).await?;
+    let url = nsq_http_client::endpoint(addr, path);
     if status != 200 {
         bail!(
-            "GET http://{addr}{path}: status {status}: {}",
+            "GET {url}: status {status}: {}",
             String::from_utf8_lossy(&body).trim()
         );
     }
-    let v: Value = serde_json::from_slice(&body)
-        .with_context(|| format!("GET http://{addr}{path}: invalid JSON"))?;
+    let v: Value =
+        serde_json::from_slice(&body).with_context(|| format!("GET {url}: invalid JSON"))?;
     // Pre-1.0 nsqd wrapped answers in {"status_code", "data"}.
     Ok(match v.get("data") {
         Some(d) if v.get("status_code").is_some() => d.clone(),
@@ -272,10 +288,10 @@ fn topics(stats: &Value) -> &[Value] {
 }
 
 /// The nsqd HTTP addresses (of those given) that have the topic.
-async fn nsqd_topic_producers(args: &Args) -> anyhow::Result<Vec<String>> {
+async fn nsqd_topic_producers(args: &Args, client: &Client) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::new();
     for addr in &args.nsqd_http_address {
-        let stats = get_json(args, addr, &stats_path(&args.topic, None)).await?;
+        let stats = get_json(client, addr, &stats_path(&args.topic, None)).await?;
         if topics(&stats)
             .iter()
             .any(|t| t["topic_name"] == *args.topic)
@@ -287,25 +303,20 @@ async fn nsqd_topic_producers(args: &Args) -> anyhow::Result<Vec<String>> {
 }
 
 /// The HTTP addresses of the nsqds every lookupd reports for the topic.
-async fn lookupd_topic_producers(args: &Args) -> anyhow::Result<Vec<String>> {
+async fn lookupd_topic_producers(args: &Args, client: &Client) -> anyhow::Result<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
     let path = format!("/lookup?topic={}", urlencode(&args.topic));
     for addr in &args.lookupd_http_address {
-        let (status, body) = nsq_tools::http_get(
-            addr,
-            &path,
-            args.http_client_connect_timeout,
-            args.http_client_request_timeout,
-        )
-        .await?;
+        let (status, body) = nsq_tools::http_get(client, addr, &path).await?;
+        let url = nsq_http_client::endpoint(addr, &path);
         if status == 404 {
             continue; // lookupd does not know the topic
         }
         if status != 200 {
-            bail!("GET http://{addr}{path}: status {status}");
+            bail!("GET {url}: status {status}");
         }
-        let producers = nsq_client::parse_lookup_response(&body)
-            .map_err(|e| anyhow!("GET http://{addr}{path}: {e}"))?;
+        let producers =
+            nsq_client::parse_lookup_response(&body).map_err(|e| anyhow!("GET {url}: {e}"))?;
         for p in producers {
             let a = format!("{}:{}", p.broadcast_address, p.http_port);
             if !out.contains(&a) {
@@ -316,11 +327,15 @@ async fn lookupd_topic_producers(args: &Args) -> anyhow::Result<Vec<String>> {
     Ok(out)
 }
 
-async fn channel_totals(args: &Args, producers: &[String]) -> anyhow::Result<ChannelTotals> {
+async fn channel_totals(
+    args: &Args,
+    client: &Client,
+    producers: &[String],
+) -> anyhow::Result<ChannelTotals> {
     let mut totals = ChannelTotals::default();
     let mut found = false;
     for addr in producers {
-        let stats = get_json(args, addr, &stats_path(&args.topic, Some(&args.channel))).await?;
+        let stats = get_json(client, addr, &stats_path(&args.topic, Some(&args.channel))).await?;
         for t in topics(&stats)
             .iter()
             .filter(|t| t["topic_name"] == *args.topic)

@@ -6,6 +6,9 @@
 //! SIGINT/SIGTERM (or after `-n` messages) every consumer stops gracefully: the messages
 //! printed are finished, the ones received but not printed are requeued, so nothing is left
 //! in flight.
+//!
+//! `--lookupd-http-address` may be `https://host:port` (nsq-rs; the system roots or
+//! `--http-client-tls-root-ca-file` are trusted).
 
 use std::io::Write;
 use std::time::Duration;
@@ -49,6 +52,8 @@ struct Args {
     /// NSQ topic (may be given multiple times)
     #[arg(long, value_name = "TOPIC")]
     topic: Vec<String>,
+    #[command(flatten)]
+    tls: nsq_tools::HttpTlsArgs,
     /// print version string
     #[arg(long, action = ArgAction::Set, num_args = 0..=1, require_equals = true,
           default_missing_value = "true", default_value = "false", value_parser = go_bool)]
@@ -134,8 +139,19 @@ async fn run(mut args: Args) -> i32 {
         let topic = topic.clone();
         consumers.push(consumer.map(move |m| (topic.clone(), m)).boxed());
     }
-    for addr in &args.lookupd_http_address {
-        check_lookupd(addr).await;
+    if !args.lookupd_http_address.is_empty() {
+        let client = match nsq_tools::http_client(
+            TOOL,
+            &args.tls,
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+        ) {
+            Ok(c) => c,
+            Err(e) => fatal(TOOL, format!("{e:#}")),
+        };
+        for addr in &args.lookupd_http_address {
+            check_lookupd(&client, addr).await;
+        }
     }
 
     let mut stream = futures::stream::select_all(consumers);
@@ -195,14 +211,8 @@ async fn run(mut args: Args) -> i32 {
 
 /// Warns (without exiting: the consumer keeps polling, as go-nsq does) when a lookupd is
 /// not reachable.
-async fn check_lookupd(addr: &str) {
-    let r = nsq_tools::http_get(
-        addr,
-        "/ping",
-        Duration::from_secs(2),
-        Duration::from_secs(5),
-    )
-    .await;
+async fn check_lookupd(client: &nsq_http_client::Client, addr: &str) {
+    let r = nsq_tools::http_get(client, addr, "/ping").await;
     match r {
         Ok((200, _)) => {}
         Ok((status, _)) => {

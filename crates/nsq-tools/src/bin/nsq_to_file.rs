@@ -131,6 +131,8 @@ struct Args {
     /// directory for in-progress files before moving to output-dir
     #[arg(long = "work-dir", default_value = "", hide_default_value = true)]
     work_dir: String,
+    #[command(flatten)]
+    tls: nsq_tools::HttpTlsArgs,
 }
 
 fn main() {
@@ -269,8 +271,21 @@ async fn run(mut args: Args) -> i32 {
     let (ctl_tx, ctl_rx) = watch::channel(Control::default());
     let from_lookupd = args.topic.is_empty();
     let mut topics: Vec<String> = args.topic.clone();
-    if from_lookupd {
-        topics = match lookupd_topics(&args).await {
+    let http = if from_lookupd {
+        match nsq_tools::http_client(
+            TOOL,
+            &args.tls,
+            args.http_client_connect_timeout,
+            args.http_client_request_timeout,
+        ) {
+            Ok(c) => Some(c),
+            Err(e) => fatal(TOOL, format!("{e:#}")),
+        }
+    } else {
+        None
+    };
+    if let Some(http) = &http {
+        topics = match lookupd_topics(&args, http).await {
             Ok(t) => t,
             Err(e) => fatal(TOOL, format!("could not retrieve topic list: {e:#}")),
         };
@@ -298,7 +313,8 @@ async fn run(mut args: Args) -> i32 {
                 ctl_tx.send_modify(|c| c.hup += 1);
             }
             _ = refresh.tick(), if from_lookupd => {
-                match lookupd_topics(&args).await {
+                let Some(http) = &http else { continue };
+                match lookupd_topics(&args, http).await {
                     Ok(list) => {
                         for topic in list {
                             if known.insert(topic.clone()) {
@@ -336,17 +352,14 @@ struct Control {
 }
 
 /// Fetches the topic list of every lookupd (`/topics`), merged and sorted.
-async fn lookupd_topics(args: &Args) -> anyhow::Result<Vec<String>> {
+async fn lookupd_topics(
+    args: &Args,
+    client: &nsq_http_client::Client,
+) -> anyhow::Result<Vec<String>> {
     let mut all = Vec::new();
     let mut errors = Vec::new();
     for addr in &args.lookupd_http_address {
-        let r = nsq_tools::http_get(
-            addr,
-            "/topics",
-            args.http_client_connect_timeout,
-            args.http_client_request_timeout,
-        )
-        .await;
+        let r = nsq_tools::http_get(client, addr, "/topics").await;
         match r {
             Ok((200, body)) => {
                 let v: serde_json::Value = serde_json::from_slice(&body)?;

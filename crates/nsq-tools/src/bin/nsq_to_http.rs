@@ -10,18 +10,25 @@
 //!
 //! Up to `-n` requests run concurrently (and at most `--max-in-flight` messages are held).
 //!
-//! Differences from Go: the HTTP client is a minimal HTTP/1.1 one (one connection per
-//! request, `Connection: close`); `https://` URLs are rejected ("not supported yet");
-//! `hostpool`/`epsilon-greedy` are round-robin skipping hosts that failed recently (see
-//! [`nsq_tools::HostPool`]); the status lines go to stderr.
+//! HTTP goes through `nsq_http_client`: connections are kept alive and reused (up to `-n`
+//! idle ones per host; Go's transport keeps 2), `http://` and `https://` URLs both work,
+//! HTTPS trusting the system roots or the PEM file of `--http-client-tls-root-ca-file` (an
+//! nsq-rs option; Go's nsq_to_http has no TLS flags). `--http-client-connect-timeout` bounds
+//! the TCP connect, `--http-client-request-timeout` the whole request including the TLS
+//! handshake and the response body (read and discarded, at most 64 MiB).
+//!
+//! Differences from Go: `hostpool`/`epsilon-greedy` are round-robin skipping hosts that
+//! failed recently (see [`nsq_tools::HostPool`]); the status lines go to stderr.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use clap::{ArgAction, Parser};
 use futures::StreamExt;
 use nsq_client::{Config, Consumer, Message};
-use nsq_tools::{fatal, go_bool, go_duration, go_int, HostPool, HttpUrl, StatusEvery};
+use nsq_http_client::{Client, Method};
+use nsq_tools::{fatal, go_bool, go_duration, go_int, HostPool, StatusEvery};
 use tokio::sync::Semaphore;
 
 const TOOL: &str = "nsq_to_http";
@@ -82,6 +89,8 @@ struct Args {
     /// nsq topic
     #[arg(long, default_value = "", hide_default_value = true)]
     topic: String,
+    #[command(flatten)]
+    tls: nsq_tools::HttpTlsArgs,
     /// print version string
     #[arg(long, action = ArgAction::Set, num_args = 0..=1, require_equals = true,
           default_missing_value = "true", default_value = "false", value_parser = go_bool)]
@@ -108,7 +117,7 @@ fn main() {
 /// One upstream: for GET the URL template is split around `%s`.
 #[derive(Debug)]
 enum Target {
-    Post(HttpUrl),
+    Post(String),
     Get { raw: String },
 }
 
@@ -118,8 +127,7 @@ struct Shared {
     skip_dead: bool,
     headers: Vec<(String, String)>,
     post_headers: Vec<(String, String)>,
-    connect_timeout: Duration,
-    request_timeout: Duration,
+    client: Client,
     status: StatusEvery,
     sample: f64,
     permits: Semaphore,
@@ -184,14 +192,14 @@ async fn run(args: Args) -> i32 {
     }
     let mut targets = Vec::new();
     for url in &args.post {
-        match nsq_tools::parse_http_url(url) {
-            Ok(u) => targets.push(Target::Post(u)),
+        match nsq_http_client::parse_url(url) {
+            Ok(_) => targets.push(Target::Post(url.clone())),
             Err(e) => fatal(TOOL, format!("invalid --post address: {e}")),
         }
     }
     for url in &args.get {
         // Validate the template with an empty body.
-        if let Err(e) = nsq_tools::parse_http_url(&url.replacen("%s", "", 1)) {
+        if let Err(e) = nsq_http_client::parse_url(&url.replacen("%s", "", 1)) {
             fatal(TOOL, format!("invalid --get address: {e}"));
         }
         targets.push(Target::Get { raw: url.clone() });
@@ -199,14 +207,17 @@ async fn run(args: Args) -> i32 {
     let addresses: Vec<String> = args.post.iter().chain(&args.get).cloned().collect();
     let mut post_headers = headers.clone();
     post_headers.push(("Content-Type".into(), args.content_type.clone()));
-    let ua = ("User-Agent".to_owned(), nsq_tools::user_agent(TOOL));
-    if !headers
-        .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("user-agent"))
-    {
-        headers.push(ua.clone());
-        post_headers.push(ua);
-    }
+    // The client sends `User-Agent: nsq_to_http/1.3.0 nsq-rs/..` unless --header sets one.
+    let client = match nsq_tools::endpoint_client(
+        TOOL,
+        &args.tls,
+        args.http_client_connect_timeout,
+        args.http_client_request_timeout,
+        args.n as usize,
+    ) {
+        Ok(c) => c,
+        Err(e) => fatal(TOOL, format!("{e:#}")),
+    };
 
     let mut config = Config::new();
     config.user_agent = nsq_tools::user_agent(TOOL);
@@ -221,8 +232,7 @@ async fn run(args: Args) -> i32 {
         skip_dead: args.mode != "round-robin",
         headers,
         post_headers,
-        connect_timeout: args.http_client_connect_timeout,
-        request_timeout: args.http_client_request_timeout,
+        client,
         status: StatusEvery::new(TOOL, args.status_every.max(0) as usize),
         sample: args.sample,
         permits: Semaphore::new(args.n as usize),
@@ -276,13 +286,12 @@ async fn handle(shared: Arc<Shared>, msg: Message) {
     let start = Instant::now();
     let i = shared.pool.get(shared.skip_dead);
     let result = match &shared.targets[i] {
-        Target::Post(url) => nsq_tools::http_request(
-            "POST",
+        Target::Post(url) => send(
+            &shared,
+            Method::POST,
             url,
             &shared.post_headers,
-            Some(msg.body()),
-            shared.connect_timeout,
-            shared.request_timeout,
+            Bytes::copy_from_slice(msg.body()),
         )
         .await
         .and_then(|s| {
@@ -294,15 +303,7 @@ async fn handle(shared: Arc<Shared>, msg: Message) {
         }),
         Target::Get { raw } => {
             let url = raw.replacen("%s", &nsq_tools::query_escape(msg.body()), 1);
-            match nsq_tools::parse_http_url(&url) {
-                Ok(u) => nsq_tools::http_request(
-                    "GET",
-                    &u,
-                    &shared.headers,
-                    None,
-                    shared.connect_timeout,
-                    shared.request_timeout,
-                )
+            send(&shared, Method::GET, &url, &shared.headers, Bytes::new())
                 .await
                 .and_then(|s| {
                     if s == 200 {
@@ -310,9 +311,7 @@ async fn handle(shared: Arc<Shared>, msg: Message) {
                     } else {
                         Err(anyhow::anyhow!("got status code {s}"))
                     }
-                }),
-                Err(e) => Err(e),
-            }
+                })
         }
     };
     shared.pool.mark(i, result.is_ok());
@@ -326,4 +325,23 @@ async fn handle(shared: Arc<Shared>, msg: Message) {
             msg.requeue(None);
         }
     }
+}
+
+/// One request through the shared (pooled) client; the status, or why there is none.
+async fn send(
+    shared: &Shared,
+    method: Method,
+    url: &str,
+    headers: &[(String, String)],
+    body: Bytes,
+) -> anyhow::Result<u16> {
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    Ok(shared
+        .client
+        .request(method, url, &headers, body)
+        .await?
+        .status)
 }

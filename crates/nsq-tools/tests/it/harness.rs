@@ -69,6 +69,8 @@ pub struct TestNsqd {
     child: Child,
     pub tcp: SocketAddr,
     pub http: SocketAddr,
+    /// With `--https-address`.
+    pub https: Option<SocketAddr>,
     _dir: tempfile::TempDir,
 }
 
@@ -111,11 +113,13 @@ impl TestNsqd {
         drop(tx);
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         let (mut tcp, mut http, mut eofs, mut lines) = (None, None, 0, Vec::new());
+        let mut https = None;
         while tcp.is_none() || http.is_none() {
             match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(Some(line)) => {
                     tcp = tcp.or_else(|| parse_listen(&line, "TCP: listening on"));
                     http = http.or_else(|| parse_listen(&line, "HTTP: listening on"));
+                    https = https.or_else(|| parse_listen(&line, "HTTPS: listening on"));
                     lines.push(line);
                 }
                 Ok(None) => {
@@ -137,6 +141,7 @@ impl TestNsqd {
             child,
             tcp: tcp.unwrap(),
             http: http.unwrap(),
+            https,
             _dir: dir,
         }
     }

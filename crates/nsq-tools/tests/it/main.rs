@@ -462,3 +462,78 @@ fn nsq_stat_prints_the_table() {
         "     30       0 |      40      40       0     0     0 |       0       0           40       0"
     );
 }
+
+/// nsq_stat against an nsqd that requires TLS: given its HTTPS address as `https://`, and
+/// given its plain HTTP address, which answers `403 TLS_REQUIRED` with the HTTPS port (Go's
+/// `http_api` retries there; so do we). The CA is passed with `--http-client-tls-root-ca-file`.
+#[test]
+fn nsq_stat_over_https() {
+    let pki = nsq_http_client::testing::Pki::new();
+    let nsqd = TestNsqd::start(&[
+        "--https-address=127.0.0.1:0",
+        &format!("--tls-cert={}", pki.server_cert.display()),
+        &format!("--tls-key={}", pki.server_key.display()),
+        "--tls-required=true",
+    ]);
+    let https = nsqd.https.expect("nsqd HTTPS address");
+    // Plain HTTP is refused by nsqd itself, so what follows can only have gone over TLS.
+    let (status, body) = harness::http(nsqd.http, "GET", "/stats?format=json", b"");
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    let ca = format!("--http-client-tls-root-ca-file={}", pki.ca.display());
+    let stat = |addr: String, ca: Option<&str>| {
+        let mut cmd = tool("nsq_stat");
+        cmd.args([
+            "--topic=tls_stats",
+            "--channel=ch",
+            "--count=1",
+            "--interval=100ms",
+        ])
+        .arg(format!("--nsqd-http-address={addr}"));
+        if let Some(ca) = ca {
+            cmd.arg(ca);
+        }
+        run_with_stdin(&mut cmd, b"", WAIT)
+    };
+    // Create the topic and channel and publish over HTTPS with the same client the tools use.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = nsq_http_client::Client::new(nsq_http_client::Options {
+            tls: nsq_http_client::TlsOptions {
+                root_ca_file: Some(pki.ca.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .unwrap();
+        let base = format!("https://{https}");
+        for path in [
+            "/topic/create?topic=tls_stats",
+            "/channel/create?topic=tls_stats&channel=ch",
+            "/mpub?topic=tls_stats",
+        ] {
+            let r = c
+                .request(
+                    nsq_http_client::Method::POST,
+                    &format!("{base}{path}"),
+                    &[],
+                    bytes::Bytes::from("1\n2\n3"),
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.status, 200, "{path}: {:?}", r.body);
+        }
+    });
+    let row = "      0       0 |       3       3       0     0     0 |       0       0            3       0";
+    for addr in [format!("https://{https}"), nsqd.http.to_string()] {
+        let (status, out, err) = stat(addr.clone(), Some(&ca));
+        assert!(status.success(), "{addr}: {status}\n{out}\n{err}");
+        assert_eq!(out.lines().last(), Some(row), "{addr}:\n{out}");
+    }
+    // Without the CA the handshake is refused and nsq_stat says so.
+    let (status, _, err) = stat(format!("https://{https}"), None);
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("certificate"), "{err}");
+}

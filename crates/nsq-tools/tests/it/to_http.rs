@@ -1,103 +1,51 @@
-//! `nsq_to_http` against a tiny HTTP server thread.
+//! `nsq_to_http` against a real HTTP/1.1 server (hyper, and rustls for HTTPS with an rcgen
+//! certificate) that counts the TCP connections it accepts.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
-use std::thread;
+use std::sync::Arc;
+
+use nsq_http_client::testing::{Mode, Pki, Recorded, TestServer};
 
 use crate::harness::{
     num, run_with_stdin, send_signal, wait_exit, wait_until, Guard, TestNsqd, WAIT,
 };
 use crate::tool;
 
-#[derive(Debug, Clone)]
-struct Request {
-    method: String,
-    path: String,
-    headers: Vec<String>,
-    body: Vec<u8>,
-}
-
-/// Answers every request with `status(n)` (n = 0-based request count) and records it.
+/// The real HTTP server of `nsq_http_client::testing`, answering request `n` with
+/// `status(n)`; `ok_requests` are those it answered 200.
 struct Server {
-    addr: SocketAddr,
-    requests: Arc<Mutex<Vec<(Request, u16)>>>,
+    inner: TestServer,
+    status: Arc<dyn Fn(usize) -> u16 + Send + Sync>,
 }
 
 impl Server {
     fn start(status: impl Fn(usize) -> u16 + Send + Sync + 'static) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let requests: Arc<Mutex<Vec<(Request, u16)>>> = Arc::default();
-        let status = Arc::new(status);
-        let reqs = requests.clone();
-        thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { break };
-                let reqs = reqs.clone();
-                let status = status.clone();
-                thread::spawn(move || {
-                    let mut r = BufReader::new(conn.try_clone().unwrap());
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let mut parts = line.split_whitespace();
-                    let method = parts.next().unwrap_or("").to_owned();
-                    let path = parts.next().unwrap_or("").to_owned();
-                    let mut headers = Vec::new();
-                    let mut len = 0;
-                    loop {
-                        let mut h = String::new();
-                        r.read_line(&mut h).unwrap();
-                        let h = h.trim_end().to_owned();
-                        if h.is_empty() {
-                            break;
-                        }
-                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap();
-                        }
-                        headers.push(h);
-                    }
-                    let mut body = vec![0; len];
-                    r.read_exact(&mut body).unwrap();
-                    let code = {
-                        let mut g = reqs.lock().unwrap();
-                        let code = status(g.len());
-                        g.push((
-                            Request {
-                                method,
-                                path,
-                                headers,
-                                body,
-                            },
-                            code,
-                        ));
-                        code
-                    };
-                    let _ = write!(
-                        conn,
-                        "HTTP/1.1 {code} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
-                    );
-                });
-            }
-        });
-        Server { addr, requests }
+        Server::start_mode(Mode::Http, status)
     }
 
-    fn ok_requests(&self) -> Vec<Request> {
-        self.requests
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, c)| *c == 200)
-            .map(|(r, _)| r.clone())
+    fn start_mode(mode: Mode, status: impl Fn(usize) -> u16 + Send + Sync + 'static) -> Server {
+        let status: Arc<dyn Fn(usize) -> u16 + Send + Sync> = Arc::new(status);
+        let s = status.clone();
+        let inner = TestServer::start(mode, move |_, n| (s(n), b"ok".to_vec()));
+        Server { inner, status }
+    }
+
+    fn url(&self) -> String {
+        self.inner.url()
+    }
+
+    fn ok_requests(&self) -> Vec<Recorded> {
+        self.inner
+            .requests()
+            .into_iter()
+            .enumerate()
+            .filter(|(n, _)| (self.status)(*n) == 200)
+            .map(|(_, r)| r)
             .collect()
     }
 
     fn count(&self) -> usize {
-        self.requests.lock().unwrap().len()
+        self.inner.request_count()
     }
 }
 
@@ -140,7 +88,7 @@ fn post_delivers_every_body() {
         &nsqd,
         "hooks",
         &[
-            format!("--post=http://{}/ingest?x=1", server.addr),
+            format!("--post={}/ingest?x=1", server.url()),
             "--header=X-Test: yes".into(),
             "--content-type=text/plain".into(),
             "-n".into(),
@@ -163,15 +111,92 @@ fn post_delivers_every_body() {
         (r.method.as_str(), r.path.as_str()),
         ("POST", "/ingest?x=1")
     );
-    assert!(
-        r.headers.iter().any(|h| h == "X-Test: yes"),
+    assert_eq!(r.header("x-test"), Some("yes"), "{:?}", r.headers);
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain"),
         "{:?}",
         r.headers
     );
     assert!(
-        r.headers.iter().any(|h| h == "Content-Type: text/plain"),
+        r.header("user-agent")
+            .is_some_and(|ua| ua.starts_with("nsq_to_http/1.3.0 nsq-rs/")),
         "{:?}",
         r.headers
+    );
+    // Keep-alive: 300 requests, at most -n (8) at a time, over a few reused connections.
+    assert!(
+        server.inner.connections() <= 16,
+        "{} connections for {} requests",
+        server.inner.connections(),
+        reqs.len()
+    );
+}
+
+#[test]
+fn post_to_an_https_endpoint_reuses_connections() {
+    let pki = Pki::new();
+    let nsqd = TestNsqd::start(&[]);
+    let server = Server::start_mode(Mode::https(&pki), |_| 200);
+    let bodies: Vec<String> = (0..500).map(|i| format!("secure body {i}")).collect();
+    nsqd.mpub("secure_hooks", &bodies);
+    let mut child = spawn(
+        &nsqd,
+        "secure_hooks",
+        &[
+            format!("--post={}/in", server.url()),
+            format!("--http-client-tls-root-ca-file={}", pki.ca.display()),
+            "-n".into(),
+            "4".into(),
+        ],
+    );
+    wait_until(WAIT, "all delivered over https", || {
+        drained(&nsqd, "secure_hooks", 500)
+    });
+    stop(&mut child);
+    let reqs = server.ok_requests();
+    let mut got: Vec<String> = reqs
+        .iter()
+        .map(|r| String::from_utf8(r.body.clone()).unwrap())
+        .collect();
+    got.sort();
+    let mut want = bodies.clone();
+    want.sort();
+    assert_eq!(got, want);
+    assert!(server.url().starts_with("https://"));
+    let conns = server.inner.connections();
+    assert!(
+        conns <= 8 && conns < reqs.len(),
+        "{conns} TLS connections for {} requests (-n 4)",
+        reqs.len()
+    );
+}
+
+#[test]
+fn https_endpoint_with_an_unknown_certificate_is_refused_and_requeued() {
+    let pki = Pki::new();
+    let nsqd = TestNsqd::start(&[]);
+    let server = Server::start_mode(Mode::https(&pki), |_| 200);
+    nsqd.mpub("untrusted", &["x".to_owned()]);
+    // No CA file: the system roots do not know the test CA.
+    let mut child = spawn(
+        &nsqd,
+        "untrusted",
+        &[
+            format!("--post={}/in", server.url()),
+            "--consumer-opt=default_requeue_delay,10ms".into(),
+            "--consumer-opt=backoff_multiplier,10ms".into(),
+        ],
+    );
+    wait_until(WAIT, "a requeue", || {
+        nsqd.channel_stats("untrusted", "nsq_to_http")
+            .is_some_and(|c| num(&c, "requeue_count") >= 2)
+    });
+    stop(&mut child);
+    assert_eq!(
+        server.count(),
+        0,
+        "no request may pass an unverified handshake"
     );
 }
 
@@ -186,7 +211,7 @@ fn server_errors_requeue_until_success() {
         &nsqd,
         "flaky",
         &[
-            format!("--post=http://{}/", server.addr),
+            format!("--post={}/", server.url()),
             "--consumer-opt=default_requeue_delay,50ms".into(),
             "--consumer-opt=backoff_multiplier,10ms".into(),
             "--consumer-opt=max_backoff_duration,100ms".into(),
@@ -215,7 +240,7 @@ fn get_escapes_the_body_into_the_url() {
     let mut child = spawn(
         &nsqd,
         "gets",
-        &[format!("--get=http://{}/hit?data=%s&v=1", server.addr)],
+        &[format!("--get={}/hit?data=%s&v=1", server.url())],
     );
     wait_until(WAIT, "all delivered", || drained(&nsqd, "gets", 2));
     stop(&mut child);
@@ -268,10 +293,10 @@ fn bad_flags_fail_clearly() {
             vec![
                 "--topic=t",
                 "--nsqd-tcp-address=127.0.0.1:1",
-                "--post=https://x/",
+                "--post=ftp://x/",
             ],
             1,
-            "https is not supported yet",
+            "unsupported scheme",
         ),
         (
             vec![
