@@ -41,6 +41,10 @@ pub struct Config {
     pub lookupd_poll_jitter: f64,
     /// Timeout for one nsqlookupd HTTP request (go-nsq `lookupd_poll_timeout`, 60s).
     pub lookupd_poll_timeout: Duration,
+    /// PEM CA file trusted for `https://` lookupd addresses instead of the system roots
+    /// (nsq-rs; go-nsq's lookupd client trusts only the system roots, which stay the default;
+    /// not settable with [`Config::set`]).
+    pub lookupd_tls_root_ca_file: Option<PathBuf>,
     /// Upper bound for the delay of a requeue computed from `default_requeue_delay`
     /// (go-nsq `max_requeue_delay`, 15m).
     pub max_requeue_delay: Duration,
@@ -132,6 +136,7 @@ impl Default for Config {
             lookupd_poll_interval: Duration::from_secs(60),
             lookupd_poll_jitter: 0.3,
             lookupd_poll_timeout: Duration::from_secs(60),
+            lookupd_tls_root_ca_file: None,
             max_requeue_delay: Duration::from_secs(15 * 60),
             default_requeue_delay: Duration::from_secs(90),
             backoff_multiplier: Duration::from_secs(1),

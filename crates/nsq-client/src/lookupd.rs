@@ -1,4 +1,7 @@
-//! nsqlookupd discovery: `GET /lookup?topic=<topic>` over a minimal HTTP/1.1 client.
+//! nsqlookupd discovery: `GET /lookup?topic=<topic>` through `nsq_http_client` (the
+//! workspace's HTTP client: one pooled, kept-alive connection per lookupd across polls,
+//! `http://` and `https://`). HTTPS trusts the system roots, as go-nsq's lookupd client does,
+//! or [`Config::lookupd_tls_root_ca_file`](crate::Config::lookupd_tls_root_ca_file).
 //!
 //! Two response shapes exist (interface §2, §5.2): NSQ ≥ 1.0 sends
 //! `{"channels":[...],"producers":[...]}` with the header `X-NSQ-Content-Type: nsq; version=1.0`;
@@ -7,16 +10,32 @@
 //! registered the topic yet: not an error, the consumer polls again later (go-nsq logs it
 //! and keeps polling).
 
-use std::time::Duration;
-
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+use crate::config::Config;
 use crate::error::{Error, Result};
 
 /// Largest response body accepted from nsqlookupd.
 const MAX_RESPONSE: usize = 16 * 1024 * 1024;
+
+/// The consumer's lookupd HTTP client, built once in `Consumer::new`: go-nsq's
+/// `lookupd_poll_timeout` bounds the connect and the whole request, the `User-Agent` is the
+/// config's.
+pub(crate) fn http_client(config: &Config) -> Result<nsq_http_client::Client> {
+    nsq_http_client::Client::new(nsq_http_client::Options {
+        connect_timeout: config.lookupd_poll_timeout,
+        request_timeout: config.lookupd_poll_timeout,
+        max_response_bytes: MAX_RESPONSE,
+        tls: nsq_http_client::TlsOptions {
+            root_ca_file: config.lookupd_tls_root_ca_file.clone(),
+            ..Default::default()
+        },
+        user_agent: Some(config.user_agent.clone()),
+        pool_max_idle_per_host: 1,
+        ..Default::default()
+    })
+    .map_err(|e| Error::Tls(format!("lookupd_tls_root_ca_file: {e}")))
+}
 
 /// One nsqd as nsqlookupd reports it (`PeerInfo`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -91,26 +110,30 @@ pub fn parse_lookup_response(body: &[u8]) -> Result<Vec<LookupProducer>> {
     Err(Error::Lookupd("no producers in /lookup response".into()))
 }
 
-/// A parsed lookupd address: `host:port` plus a path prefix.
+/// A parsed lookupd address: scheme, `host:port` and a path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LookupdAddr {
+    /// `http` or `https`.
+    pub(crate) scheme: &'static str,
     pub(crate) host_port: String,
     /// The request path, e.g. `/lookup`.
     pub(crate) path: String,
 }
 
-/// Accepts `host:port`, `http://host:port` and `http://host:port/path` (go-nsq: a URL
-/// without a path gets `/lookup`).
+/// Accepts `host:port`, `http://host:port[/path]` and `https://host:port[/path]` (go-nsq: a
+/// URL without a path gets `/lookup`).
 pub(crate) fn parse_lookupd_addr(addr: &str) -> Result<LookupdAddr> {
     let a = addr.trim();
-    let rest = if let Some(r) = a.strip_prefix("http://") {
-        r
+    let (scheme, rest) = if let Some(r) = a.strip_prefix("http://") {
+        ("http", r)
+    } else if let Some(r) = a.strip_prefix("https://") {
+        ("https", r)
     } else if a.contains("://") {
         return Err(Error::Unsupported(format!(
-            "lookupd address {addr:?}: only http:// is supported"
+            "lookupd address {addr:?}: only http:// and https:// are supported"
         )));
     } else {
-        a
+        ("http", a)
     };
     let (host_port, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -122,7 +145,11 @@ pub(crate) fn parse_lookupd_addr(addr: &str) -> Result<LookupdAddr> {
     } else {
         path.to_owned()
     };
-    Ok(LookupdAddr { host_port, path })
+    Ok(LookupdAddr {
+        scheme,
+        host_port,
+        path,
+    })
 }
 
 /// Percent-encodes a query value (topic names only contain `[.a-zA-Z0-9_#-]`, but be safe).
@@ -141,110 +168,37 @@ fn query_escape(s: &str) -> String {
 
 /// Queries one lookupd for `topic`. `Ok(vec![])` when the topic is unknown (404).
 pub(crate) async fn lookup(
+    client: &nsq_http_client::Client,
     addr: &LookupdAddr,
     topic: &str,
-    timeout: Duration,
 ) -> Result<Vec<LookupProducer>> {
     let sep = if addr.path.contains('?') { '&' } else { '?' };
-    let target = format!("{}{sep}topic={}", addr.path, query_escape(topic));
-    let (status, body) = tokio::time::timeout(timeout, http_get(&addr.host_port, &target))
-        .await
-        .map_err(|_| Error::Timeout)??;
-    match status {
-        200 => parse_lookup_response(&body),
-        404 => Ok(Vec::new()),
-        _ => Err(Error::Lookupd(format!(
-            "GET {target}: HTTP {status}: {}",
-            String::from_utf8_lossy(&body).trim()
-        ))),
-    }
-}
-
-/// A bare HTTP/1.1 GET with `Connection: close`; returns status and (de-chunked) body.
-async fn http_get(host_port: &str, target: &str) -> Result<(u16, Vec<u8>)> {
-    let mut stream = TcpStream::connect(host_port).await?;
-    let req = format!(
-        "GET {target} HTTP/1.1\r\nHost: {host_port}\r\nAccept: application/vnd.nsq; version=1.0\r\nUser-Agent: nsq-rs-client/{}\r\nConnection: close\r\n\r\n",
-        env!("CARGO_PKG_VERSION")
+    let url = format!(
+        "{}://{}{}{sep}topic={}",
+        addr.scheme,
+        addr.host_port,
+        addr.path,
+        query_escape(topic)
     );
-    stream.write_all(req.as_bytes()).await?;
-    let mut raw = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
-        raw.extend_from_slice(&chunk[..n]);
-        if raw.len() > MAX_RESPONSE {
-            return Err(Error::Lookupd("response too large".into()));
-        }
-        // Stop early once a Content-Length body is complete (servers may keep the socket).
-        if let Some((status, body)) = parse_http_response(&raw, false)? {
-            return Ok((status, body));
-        }
-    }
-    parse_http_response(&raw, true)?.ok_or_else(|| Error::Lookupd("truncated HTTP response".into()))
-}
-
-/// Parses a complete HTTP/1.1 response; `Ok(None)` if more bytes are needed. With `eof`,
-/// a body without length runs to the end of the data.
-fn parse_http_response(raw: &[u8], eof: bool) -> Result<Option<(u16, Vec<u8>)>> {
-    let Some(head_end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return Ok(None);
-    };
-    let head = String::from_utf8_lossy(&raw[..head_end]);
-    let body = &raw[head_end + 4..];
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or("");
-    let status: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| Error::Lookupd(format!("bad HTTP status line {status_line:?}")))?;
-    let mut content_length = None;
-    let mut chunked = false;
-    for line in lines {
-        if let Some((k, v)) = line.split_once(':') {
-            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
-            if k == "content-length" {
-                content_length = v.parse::<usize>().ok();
-            } else if k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked") {
-                chunked = true;
-            }
-        }
-    }
-    if chunked {
-        return Ok(dechunk(body)?.map(|b| (status, b)));
-    }
-    match content_length {
-        Some(n) if body.len() >= n => Ok(Some((status, body[..n].to_vec()))),
-        Some(_) => Ok(None),
-        None if eof => Ok(Some((status, body.to_vec()))),
-        None => Ok(None),
-    }
-}
-
-/// Decodes a chunked body; `Ok(None)` until the last chunk has arrived.
-fn dechunk(mut data: &[u8]) -> Result<Option<Vec<u8>>> {
-    let mut out = Vec::new();
-    loop {
-        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else {
-            return Ok(None);
-        };
-        let size_text = String::from_utf8_lossy(&data[..eol]);
-        let size_text = size_text.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| Error::Lookupd(format!("bad chunk size {size_text:?}")))?;
-        data = &data[eol + 2..];
-        if size == 0 {
-            return Ok(Some(out));
-        }
-        if data.len() < size + 2 {
-            return Ok(None);
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
+    let r = client
+        .request(
+            nsq_http_client::Method::GET,
+            &url,
+            &[("Accept", "application/vnd.nsq; version=1.0")],
+            bytes::Bytes::new(),
+        )
+        .await
+        .map_err(|e| match e {
+            nsq_http_client::Error::Timeout { .. } => Error::Timeout,
+            e => Error::Lookupd(e.to_string()),
+        })?;
+    match r.status {
+        200 => parse_lookup_response(&r.body),
+        404 => Ok(Vec::new()),
+        status => Err(Error::Lookupd(format!(
+            "GET {url}: HTTP {status}: {}",
+            String::from_utf8_lossy(&r.body).trim()
+        ))),
     }
 }
 
@@ -298,33 +252,14 @@ mod tests {
         );
         let a = parse_lookupd_addr("http://lookupd:4161/api/lookup").unwrap();
         assert_eq!(a.path, "/api/lookup");
-        assert!(parse_lookupd_addr("https://lookupd:4161").is_err());
+        let a = parse_lookupd_addr("https://lookupd:4161").unwrap();
+        assert_eq!(
+            (a.scheme, a.host_port.as_str(), a.path.as_str()),
+            ("https", "lookupd:4161", "/lookup")
+        );
+        assert_eq!(parse_lookupd_addr("lookupd:4161").unwrap().scheme, "http");
+        assert!(parse_lookupd_addr("ftp://lookupd:4161").is_err());
         assert!(parse_lookupd_addr("lookupd").is_err());
         assert_eq!(query_escape("a.b_c-1#ephemeral"), "a.b_c-1%23ephemeral");
-    }
-
-    #[test]
-    fn http_parsing() {
-        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-NSQ-Content-Type: nsq; version=1.0\r\n\r\n{}";
-        assert_eq!(
-            parse_http_response(raw, false).unwrap(),
-            Some((200, b"{}".to_vec()))
-        );
-        assert_eq!(
-            parse_http_response(&raw[..raw.len() - 1], false).unwrap(),
-            None
-        );
-        let chunked =
-            b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"me\r\n3\r\nx\"}\r\n0\r\n\r\n";
-        assert_eq!(
-            parse_http_response(chunked, false).unwrap(),
-            Some((404, b"{\"mex\"}".to_vec()))
-        );
-        let no_len = b"HTTP/1.0 200 OK\r\n\r\nabc";
-        assert_eq!(parse_http_response(no_len, false).unwrap(), None);
-        assert_eq!(
-            parse_http_response(no_len, true).unwrap(),
-            Some((200, b"abc".to_vec()))
-        );
     }
 }

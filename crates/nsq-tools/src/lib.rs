@@ -145,7 +145,9 @@ pub fn random_suffix() -> u64 {
 }
 
 /// `--http-client-tls-root-ca-file` (an nsq-rs option: Go's tools have no TLS flags for their
-/// HTTP requests and trust only the system roots, which stay the default here).
+/// HTTP requests and trust only the system roots, which stay the default here). It applies to
+/// the tool's own requests and to its consumers' `https://` lookupd queries
+/// (`nsq_client::Config::lookupd_tls_root_ca_file`).
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct HttpTlsArgs {
     /// path to a PEM CA file trusted (instead of the system roots) for https:// addresses (nsq-rs)

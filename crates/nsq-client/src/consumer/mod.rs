@@ -76,6 +76,8 @@ pub(crate) struct Shared {
     pub(crate) queue: DeliveryQueue,
     pub(crate) stats: Counters,
     lookupds: Mutex<Vec<LookupdAddr>>,
+    /// The pooled HTTP client of the lookupd queries.
+    lookupd_http: nsq_http_client::Client,
     lookupd_notify: Notify,
     lookupd_started: AtomicBool,
     stop_tx: watch::Sender<bool>,
@@ -288,6 +290,7 @@ impl Consumer {
             ));
         }
         let tls = crate::tls::client_config(&config)?;
+        let lookupd_http = lookupd::http_client(&config)?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::Config("Consumer::new must be called within a Tokio runtime".into())
         })?;
@@ -316,6 +319,7 @@ impl Consumer {
             queue: DeliveryQueue::new(),
             stats: Counters::default(),
             lookupds: Mutex::new(Vec::new()),
+            lookupd_http,
             lookupd_notify: Notify::new(),
             lookupd_started: AtomicBool::new(false),
             stop_tx,
@@ -368,7 +372,8 @@ impl Consumer {
         rx.await.map_err(|_| Error::Closed)?
     }
 
-    /// Adds an nsqlookupd HTTP address (`host:port` or `http://host:port[/path]`) and polls
+    /// Adds an nsqlookupd HTTP address (`host:port`, `http://host:port[/path]` or
+    /// `https://host:port[/path]`) and polls
     /// it (`/lookup?topic=`) right away and then every `lookupd_poll_interval`; every nsqd
     /// it reports (`broadcast_address:tcp_port`) is connected once. Connections to
     /// discovered nsqds that are lost are not retried until the next poll reports them
@@ -761,7 +766,7 @@ async fn lookupd_loop(shared: Arc<Shared>, mut stop_rx: watch::Receiver<bool>) {
             .clone();
         let mut found: Vec<String> = Vec::new();
         for addr in &list {
-            match lookupd::lookup(addr, &shared.topic, config.lookupd_poll_timeout).await {
+            match lookupd::lookup(&shared.lookupd_http, addr, &shared.topic).await {
                 Ok(producers) => {
                     if producers.is_empty() {
                         tracing::debug!(lookupd = %addr.host_port, topic = %shared.topic, "no producers for topic yet");

@@ -474,3 +474,52 @@ async fn lookupd_restart_recovers_registrations() {
     });
     assert_eq!(by_node.len(), 3, "{by_node:?}");
 }
+
+/// An `https://` lookupd address: nsqlookupd serves no HTTPS, so a real HTTPS server (rustls,
+/// rcgen certificate) answers `/lookup` with the real nsqd's address. The consumer trusts the
+/// test CA through `lookupd_tls_root_ca_file`, finds the nsqd and receives what is published;
+/// its polls share one kept-alive TLS connection. Without the CA file nothing is found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_lookupd_address_is_polled_over_one_tls_connection() {
+    use nsq_http_client::testing::{Mode, Pki, TestServer};
+    let pki = Pki::new();
+    let nsqd = TestNsqd::start(&[]);
+    let port = nsqd.tcp.port();
+    let lookupd = TestServer::start(Mode::https(&pki), move |r, _| {
+        assert!(r.path.starts_with("/lookup?topic=tls_lookup"), "{}", r.path);
+        let body = format!(
+            r#"{{"channels":[],"producers":[{{"remote_address":"127.0.0.1:1","hostname":"h",
+            "broadcast_address":"127.0.0.1","tcp_port":{port},"http_port":1,"version":"1.3.0"}}]}}"#
+        );
+        (200, body.into_bytes())
+    });
+    let mut config = lookupd_config(10);
+    config.lookupd_poll_interval = Duration::from_millis(50);
+    config.lookupd_tls_root_ca_file = Some(pki.ca.clone());
+    let consumer = Consumer::new("tls_lookup", "ch", config).unwrap();
+    consumer.connect_to_lookupd(lookupd.url()).await.unwrap();
+    let c = collect(consumer);
+    let want = publish_to(&nsqd, "tls_lookup", bodies("tls", 0, 0..20)).await;
+    c.wait_all(&want, DELIVER).await;
+    let deadline = Instant::now() + WAIT;
+    while lookupd.request_count() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "lookupd polled only {} times",
+            lookupd.request_count()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(lookupd.connections(), 1, "polls reuse one TLS connection");
+    let r = &lookupd.requests()[0];
+    assert_eq!(r.header("accept"), Some("application/vnd.nsq; version=1.0"));
+
+    // Without the CA file the handshake fails: no lookup gets through.
+    let untrusted = TestServer::start(Mode::https(&pki), |_, _| (200, b"{}".to_vec()));
+    let consumer = Consumer::new("tls_lookup", "other", lookupd_config(10)).unwrap();
+    consumer.connect_to_lookupd(untrusted.url()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(untrusted.request_count(), 0);
+    assert!(untrusted.connections() >= 1, "the consumer did try");
+    drop(consumer);
+}

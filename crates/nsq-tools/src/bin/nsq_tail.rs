@@ -113,6 +113,7 @@ async fn run(mut args: Args) -> i32 {
         fatal(TOOL, format!("{e:#}"));
     }
     config.max_in_flight = args.max_in_flight as u64;
+    config.lookupd_tls_root_ca_file = args.tls.http_client_tls_root_ca_file.clone();
 
     // One consumer per topic, merged into one stream of (topic, message).
     let mut consumers = Vec::new();

@@ -245,6 +245,7 @@ async fn run(mut args: Args) -> i32 {
         fatal(TOOL, format!("{e:#}"));
     }
     config.max_in_flight = args.max_in_flight as u64;
+    config.lookupd_tls_root_ca_file = args.tls.http_client_tls_root_ca_file.clone();
 
     let settings = Arc::new(Settings {
         channel: args.channel.clone(),

@@ -225,6 +225,7 @@ async fn run(args: Args) -> i32 {
         fatal(TOOL, format!("{e:#}"));
     }
     config.max_in_flight = args.max_in_flight as u64;
+    config.lookupd_tls_root_ca_file = args.tls.http_client_tls_root_ca_file.clone();
 
     let shared = Arc::new(Shared {
         targets,

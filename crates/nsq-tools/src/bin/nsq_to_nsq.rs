@@ -92,6 +92,8 @@ struct Args {
     /// for JSON messages: pass this field (may be given multiple times)
     #[arg(long = "whitelist-json-field", value_name = "FIELD")]
     whitelist_json_field: Vec<String>,
+    #[command(flatten)]
+    tls: nsq_tools::HttpTlsArgs,
 }
 
 fn main() {
@@ -235,6 +237,7 @@ async fn run(args: Args) -> i32 {
         fatal(TOOL, format!("{e:#}"));
     }
     cconfig.max_in_flight = args.max_in_flight as u64;
+    cconfig.lookupd_tls_root_ca_file = args.tls.http_client_tls_root_ca_file.clone();
     let mut pconfig = Config::new();
     pconfig.user_agent = nsq_tools::user_agent(TOOL);
     if let Err(e) = nsq_tools::apply_opts(&mut pconfig, &args.producer_opt, "producer-opt") {

@@ -537,3 +537,41 @@ fn nsq_stat_over_https() {
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("certificate"), "{err}");
 }
+
+/// nsq_tail with an `https://` lookupd (a real HTTPS server answering `/ping` and `/lookup`
+/// with the real nsqd, since nsqlookupd serves no HTTPS): the consumer's lookupd queries and
+/// the tool's own `/ping` both trust `--http-client-tls-root-ca-file`.
+#[test]
+fn nsq_tail_through_an_https_lookupd() {
+    use nsq_http_client::testing::{Mode, Pki, TestServer};
+    let pki = Pki::new();
+    let nsqd = TestNsqd::start(&[]);
+    nsqd.mpub("tail_tls", &["a".into(), "b".into(), "c".into()]);
+    let port = nsqd.tcp.port();
+    let lookupd = TestServer::start(Mode::https(&pki), move |r, _| {
+        if r.path == "/ping" {
+            return (200, b"OK".to_vec());
+        }
+        let body = format!(
+            r#"{{"channels":[],"producers":[{{"broadcast_address":"127.0.0.1","hostname":"h","tcp_port":{port},"http_port":1,"version":"1.3.0"}}]}}"#
+        );
+        (200, body.into_bytes())
+    });
+    let out = tail(&[
+        "--topic=tail_tls",
+        "-n",
+        "3",
+        "--lookupd-http-address",
+        &lookupd.url(),
+        &format!("--http-client-tls-root-ca-file={}", pki.ca.display()),
+    ]);
+    assert_eq!(out, "a\nb\nc\n");
+    let paths: Vec<String> = lookupd.requests().into_iter().map(|r| r.path).collect();
+    assert!(paths.iter().any(|p| p == "/ping"), "{paths:?}");
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.starts_with("/lookup?topic=tail_tls")),
+        "{paths:?}"
+    );
+}
