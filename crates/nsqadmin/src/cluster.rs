@@ -42,8 +42,9 @@ impl Cluster {
             .client
             .get(addr, path)
             .await
-            .map_err(|e| format!("GET {path}: {e}"))?;
-        serde_json::from_slice(&body).map_err(|e| format!("GET {path}: bad JSON: {e}"))
+            .map_err(|e| e.to_string())?;
+        serde_json::from_slice(&body)
+            .map_err(|e| format!("GET {}: bad JSON: {e}", self.client.url(addr, path)))
     }
 
     /// `GET path` on every address at once.
@@ -63,7 +64,7 @@ impl Cluster {
             let r = match self.client.post(a, path, None).await {
                 Ok(_) => Ok(()),
                 Err(ClientError::Status { status: 404, .. }) if ignore_404 => Ok(()),
-                Err(e) => Err(format!("POST {path}: {e}")),
+                Err(e) => Err(e.to_string()),
             };
             (a.clone(), r)
         }))
@@ -118,12 +119,15 @@ impl Cluster {
                     let path = &path;
                     async move {
                         let r = match self.client.get(a, path).await {
-                            Ok(body) => serde_json::from_slice::<LookupResponse>(&body)
-                                .map_err(|e| format!("GET {path}: bad JSON: {e}")),
+                            Ok(body) => {
+                                serde_json::from_slice::<LookupResponse>(&body).map_err(|e| {
+                                    format!("GET {}: bad JSON: {e}", self.client.url(a, path))
+                                })
+                            }
                             Err(ClientError::Status { status: 404, .. }) => {
                                 Ok(LookupResponse::default())
                             }
-                            Err(e) => Err(format!("GET {path}: {e}")),
+                            Err(e) => Err(e.to_string()),
                         };
                         (a.clone(), r)
                     }

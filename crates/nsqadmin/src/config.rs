@@ -166,21 +166,21 @@ pub struct Options {
     )]
     pub http_api_token: String,
 
-    /// Skip verification of TLS certificates (not yet supported).
+    /// Configure the HTTP client to skip verification of TLS certificates.
     #[arg(long, action = ArgAction::Set, value_parser = nsq_cli::parse_go_bool, value_name = "BOOL",
           num_args = 0..=1, require_equals = true, default_missing_value = "true",
           default_value = "false", hide_default_value = true)]
     pub http_client_tls_insecure_skip_verify: bool,
 
-    /// Path to CA file for the HTTP client (not yet supported).
+    /// Path to CA file for the HTTP client.
     #[arg(long, value_name = "FILE", default_value = "")]
     pub http_client_tls_root_ca_file: String,
 
-    /// Path to certificate file for the HTTP client (not yet supported).
+    /// Path to certificate file for the HTTP client.
     #[arg(long, value_name = "FILE", default_value = "")]
     pub http_client_tls_cert: String,
 
-    /// Path to key file for the HTTP client (not yet supported).
+    /// Path to key file for the HTTP client.
     #[arg(long, value_name = "FILE", default_value = "")]
     pub http_client_tls_key: String,
 
@@ -340,9 +340,14 @@ impl Options {
             }
             _ => {}
         }
-        if self.http_client_tls_cert.is_empty() != self.http_client_tls_key.is_empty() {
+        if !self.http_client_tls_cert.is_empty() && self.http_client_tls_key.is_empty() {
             return Err(
-                "--http-client-tls-cert and --http-client-tls-key must both be provided".into(),
+                "--http-client-tls-key must be specified with --http-client-tls-cert".into(),
+            );
+        }
+        if !self.http_client_tls_key.is_empty() && self.http_client_tls_cert.is_empty() {
+            return Err(
+                "--http-client-tls-cert must be specified with --http-client-tls-key".into(),
             );
         }
         Ok(())
@@ -422,18 +427,6 @@ impl Options {
         }
         if self.statsd_interval != d.statsd_interval {
             out.push("--statsd-interval");
-        }
-        if self.http_client_tls_insecure_skip_verify {
-            out.push("--http-client-tls-insecure-skip-verify");
-        }
-        if !self.http_client_tls_root_ca_file.is_empty() {
-            out.push("--http-client-tls-root-ca-file");
-        }
-        if !self.http_client_tls_cert.is_empty() {
-            out.push("--http-client-tls-cert");
-        }
-        if !self.http_client_tls_key.is_empty() {
-            out.push("--http-client-tls-key");
         }
         if !self.dev_static_dir.is_empty() {
             out.push("--dev-static-dir");

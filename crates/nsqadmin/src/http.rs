@@ -1044,14 +1044,6 @@ impl Admin {
         if endpoint.is_empty() {
             return;
         }
-        let Some(rest) = endpoint.strip_prefix("http://") else {
-            tracing::warn!("notification endpoint {endpoint:?}: only http:// is supported");
-            return;
-        };
-        let (addr, path) = match rest.find('/') {
-            Some(i) => (rest[..i].to_owned(), rest[i..].to_owned()),
-            None => (rest.to_owned(), "/".to_owned()),
-        };
         let mut body = json!({
             "action": action,
             "topic": topic,
@@ -1073,7 +1065,7 @@ impl Admin {
         let client = self.cluster().client;
         tokio::spawn(async move {
             let bytes = nsq_http::json::to_vec(&body);
-            if let Err(e) = client.post(&addr, &path, Some(&bytes)).await {
+            if let Err(e) = client.post_json_to(&endpoint, &bytes).await {
                 tracing::warn!("failed to POST notification to {endpoint}: {e}");
             }
         });

@@ -10,7 +10,8 @@
 //!
 //! # Layout
 //! - [`config`]: every flag of Go nsqadmin 1.3, plus `--config`.
-//! - [`client`]: a minimal HTTP/1.1 client with connect and request timeouts.
+//! - [`client`]: the shared `nsq_http_client` set up from Go's `--http-client-*` flags
+//!   (keep-alive, timeouts, `--http-client-tls-*`, `https://` daemons, TLS_REQUIRED retry).
 //! - [`model`]: upstream and API JSON shapes and the sans-I/O aggregation across nodes.
 //! - [`cluster`]: the fan-outs (reads and actions).
 //! - [`history`]: the background sampler and its rings (rates, depth trends).
@@ -101,12 +102,7 @@ impl Admin {
                 usize::from(opts.stats_sample_count),
             ))
         });
-        let client = Client {
-            connect_timeout: opts.http_client_connect_timeout,
-            request_timeout: opts.http_client_request_timeout,
-            bearer: (!opts.http_api_token.is_empty())
-                .then(|| &*Box::leak(opts.http_api_token.clone().into_boxed_str())),
-        };
+        let client = Client::new(&opts).map_err(StartError::Options)?;
         let cluster = Cluster {
             client,
             upstream: Admin::upstream_for(&opts.lookupd_http_addresses, &opts),

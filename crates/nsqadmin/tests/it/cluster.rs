@@ -477,3 +477,112 @@ fn admin_users_and_notifications() {
     // Reads need no privileges.
     assert_eq!(admin.get_json("/api/topics/guarded")["paused"], true);
 }
+
+/// POST over HTTPS to an nsqd, trusting `ca` (the nsqd below refuses plain HTTP).
+fn https_post(ca: &std::path::Path, addr: &str, path: &str, body: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = nsq_http_client::Client::new(nsq_http_client::Options {
+            tls: nsq_http_client::TlsOptions {
+                root_ca_file: Some(ca.to_owned()),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .unwrap();
+        let r = c
+            .request(
+                nsq_http_client::Method::POST,
+                &format!("https://{addr}{path}"),
+                &[],
+                bytes::Bytes::from(body.to_owned()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "POST {path}: {:?}", r.body);
+    });
+}
+
+/// nsqadmin against an nsqd whose HTTP API is reachable only over HTTPS (`--tls-required`:
+/// plain HTTP answers 403 TLS_REQUIRED): given as `--nsqd-http-address=https://…`, and found
+/// through nsqlookupd (which reports only the HTTP port; nsqadmin follows the 403 to the HTTPS
+/// port as Go's `http_api` does), with `--http-client-tls-root-ca-file`; without it the node
+/// is an error row that says why. An action (pause) goes over HTTPS too.
+#[test]
+fn nsqd_reachable_only_over_https() {
+    let _guard = cluster_lock();
+    let pki = nsq_http_client::testing::Pki::new();
+    let lookupd = start_lookupd();
+    let data = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(daemon_bin("nsqd"));
+    cmd.arg("--tcp-address=127.0.0.1:0")
+        .arg("--http-address=127.0.0.1:0")
+        .arg("--https-address=127.0.0.1:0")
+        .arg(format!("--tls-cert={}", pki.server_cert.display()))
+        .arg(format!("--tls-key={}", pki.server_key.display()))
+        .arg("--tls-required=true")
+        .arg("--broadcast-address=127.0.0.1")
+        .arg(format!("--lookupd-tcp-address={}", lookupd.tcp.unwrap()))
+        .arg(format!("--data-path={}", data.path().display()));
+    let nsqd = Proc::spawn_cmd("nsqd", cmd);
+    let https = nsqd
+        .logs()
+        .iter()
+        .find_map(|l| {
+            l.split("HTTPS: listening on ")
+                .nth(1)
+                .map(|a| a.trim().to_owned())
+        })
+        .expect("nsqd logs its HTTPS address");
+    assert_eq!(nsqd.http("GET", "/stats?format=json", None).status, 403);
+    https_post(&pki.ca, &https, "/topic/create?topic=secure", "");
+    https_post(
+        &pki.ca,
+        &https,
+        "/channel/create?topic=secure&channel=ch",
+        "",
+    );
+    https_post(&pki.ca, &https, "/mpub?topic=secure", "1\n2\n3");
+    let ca = format!("--http-client-tls-root-ca-file={}", pki.ca.display());
+
+    let direct = start_admin(&[format!("--nsqd-http-address=https://{https}"), ca.clone()]);
+    let t = direct.get_json("/api/topics/secure");
+    assert_eq!(t["message"], "", "{t}");
+    assert_eq!(t["message_count"], 3, "{t}");
+    assert_eq!(channel(&t, "ch")["depth"], 3, "{t}");
+    let nodes = direct.get_json("/api/nodes");
+    assert_eq!(nodes["nodes"].as_array().unwrap().len(), 1, "{nodes}");
+    // Nodes are named by broadcast address and HTTP port (from /info); the node page asks
+    // that port, gets 403 TLS_REQUIRED and follows it to HTTPS.
+    let node = format!("127.0.0.1:{}", nsqd.http.port());
+    let r = direct.http("GET", &format!("/api/nodes/{node}"), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["total_messages"], 3, "{}", r.body);
+    let r = direct.http(
+        "POST",
+        "/api/topics/secure/ch",
+        Some(r#"{"action":"pause"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["message"], "", "{}", r.body);
+    let t = direct.get_json("/api/topics/secure/ch");
+    assert_eq!(t["paused"], true, "{t}");
+
+    let via_lookupd = start_admin(&[format!("--lookupd-http-address={}", lookupd.http), ca]);
+    wait_until(WAIT, "the TLS-only nsqd through lookupd", || {
+        let r = via_lookupd.http("GET", "/api/topics/secure", None);
+        r.status == 200 && r.json()["message_count"] == 3
+    });
+    let t = via_lookupd.get_json("/api/topics/secure");
+    assert_eq!(t["message"], "", "{t}");
+    assert_eq!(t["nodes"].as_array().unwrap().len(), 1, "{t}");
+
+    let untrusting = start_admin(&[format!("--nsqd-http-address=https://{https}")]);
+    let r = untrusting.http("GET", "/api/topics/secure", None);
+    assert_eq!(r.status, 502, "{}", r.body);
+    let msg = r.json()["message"].as_str().unwrap_or_default().to_owned();
+    assert!(msg.contains("certificate"), "{msg}");
+}

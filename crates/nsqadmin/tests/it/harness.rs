@@ -174,6 +174,12 @@ impl Proc {
         }
     }
 
+    /// A daemon started from a prepared command, ready once it logged its TCP and HTTP
+    /// listeners.
+    pub fn spawn_cmd(name: &str, cmd: Command) -> Proc {
+        Self::spawn(name, cmd, true, None)
+    }
+
     /// Every log line so far.
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap().clone()
