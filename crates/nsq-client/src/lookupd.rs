@@ -180,18 +180,10 @@ pub(crate) async fn lookup(
         addr.path,
         query_escape(topic)
     );
-    let r = client
-        .request(
-            nsq_http_client::Method::GET,
-            &url,
-            &[("Accept", "application/vnd.nsq; version=1.0")],
-            bytes::Bytes::new(),
-        )
-        .await
-        .map_err(|e| match e {
-            nsq_http_client::Error::Timeout { .. } => Error::Timeout,
-            e => Error::Lookupd(e.to_string()),
-        })?;
+    let r = client.get_nsq(&url).await.map_err(|e| match e {
+        nsq_http_client::Error::Timeout { .. } => Error::Timeout,
+        e => Error::Lookupd(e.to_string()),
+    })?;
     match r.status {
         200 => parse_lookup_response(&r.body),
         404 => Ok(Vec::new()),

@@ -47,6 +47,9 @@ pub use hyper::{HeaderMap, Method};
 pub mod testing;
 pub use nsq_net::tls::MinVersion;
 
+/// The `Accept` header NSQ's Go clients send to the daemons' APIs (`http_api`'s V1 format).
+pub const ACCEPT_NSQ_V1: (&str, &str) = ("Accept", "application/vnd.nsq; version=1.0");
+
 /// How long a failed response's body may be when quoted in an [`Error::Status`].
 const QUOTED_BODY: usize = 200;
 
@@ -293,6 +296,12 @@ impl Client {
     /// `GET url`, any status.
     pub async fn get(&self, url: &str) -> Result<Response, Error> {
         self.request(Method::GET, url, &[], Bytes::new()).await
+    }
+
+    /// `GET url` of an NSQ daemon's API, with [`ACCEPT_NSQ_V1`]; any status.
+    pub async fn get_nsq(&self, url: &str) -> Result<Response, Error> {
+        self.request(Method::GET, url, &[ACCEPT_NSQ_V1], Bytes::new())
+            .await
     }
 
     /// One request with extra `headers` and `body` (sent with a `Content-Length`; none when

@@ -17,7 +17,8 @@ use hyper_util::rt::TokioIo;
 use nsq_net::rustls;
 
 /// A CA, a server certificate for `localhost` and `127.0.0.1` signed by it, a client
-/// certificate signed by it, and an unrelated CA.
+/// certificate (CN `client-1`) signed by it, and an unrelated CA with its own client
+/// certificate (CN `intruder`).
 pub struct Pki {
     _dir: tempfile::TempDir,
     /// The CA certificate (PEM).
@@ -30,8 +31,29 @@ pub struct Pki {
     pub client_cert: PathBuf,
     /// Its key (PEM).
     pub client_key: PathBuf,
-    /// A CA that signed nothing here.
+    /// A CA unrelated to `ca`.
     pub other_ca: PathBuf,
+    /// A client certificate signed by `other_ca` (PEM).
+    pub other_client_cert: PathBuf,
+    /// Its key (PEM).
+    pub other_client_key: PathBuf,
+}
+
+fn client_cert(
+    cn: &str,
+    ca: &rcgen::Certificate,
+    ca_key: &rcgen::KeyPair,
+) -> (rcgen::Certificate, rcgen::KeyPair) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    (
+        params.signed_by(&key, ca, ca_key).expect("client cert"),
+        key,
+    )
 }
 
 fn ca(name: &str) -> (rcgen::Certificate, rcgen::KeyPair) {
@@ -52,22 +74,15 @@ impl Pki {
             .tempdir()
             .expect("tempdir");
         let p = |name: &str| dir.path().join(name);
-        let (ca_cert, ca_key) = ca("nsq-rs HTTP test CA");
+        let (ca_cert, ca_key) = ca("nsq-rs test CA");
         let server_key = rcgen::KeyPair::generate().expect("key");
         let server = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
             .expect("params")
             .signed_by(&server_key, &ca_cert, &ca_key)
             .expect("server cert");
-        let client_key = rcgen::KeyPair::generate().expect("key");
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "http-client-1");
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        let client = params
-            .signed_by(&client_key, &ca_cert, &ca_key)
-            .expect("client cert");
-        let (other, _) = ca("some other CA");
+        let (client, client_key) = client_cert("client-1", &ca_cert, &ca_key);
+        let (other, other_key) = ca("some other CA");
+        let (other_client, other_client_key) = client_cert("intruder", &other, &other_key);
         for (name, pem) in [
             ("ca.pem", ca_cert.pem()),
             ("server.pem", server.pem()),
@@ -75,6 +90,8 @@ impl Pki {
             ("client.pem", client.pem()),
             ("client.key", client_key.serialize_pem()),
             ("other-ca.pem", other.pem()),
+            ("other-client.pem", other_client.pem()),
+            ("other-client.key", other_client_key.serialize_pem()),
         ] {
             std::fs::write(p(name), pem).expect("write PEM");
         }
@@ -85,6 +102,8 @@ impl Pki {
             client_cert: p("client.pem"),
             client_key: p("client.key"),
             other_ca: p("other-ca.pem"),
+            other_client_cert: p("other-client.pem"),
+            other_client_key: p("other-client.key"),
             _dir: dir,
         }
     }
@@ -345,6 +364,30 @@ async fn serve<I>(
     let _ = hyper::server::conn::http1::Builder::new()
         .serve_connection(io, service)
         .await;
+}
+
+/// One request from synchronous test code (on its own runtime) through a [`crate::Client`]
+/// trusting `ca`: status and body. Panics if no answer comes.
+pub fn request_blocking(ca: &Path, method: crate::Method, url: &str, body: &str) -> (u16, Vec<u8>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let c = crate::Client::new(crate::Options {
+            tls: crate::TlsOptions {
+                root_ca_file: Some(ca.to_owned()),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .expect("client");
+        let r = c
+            .request(method, url, &[], Bytes::from(body.to_owned()))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        (r.status, r.body.to_vec())
+    })
 }
 
 /// A rustls client configuration trusting `ca` (for tests that dial the server themselves).

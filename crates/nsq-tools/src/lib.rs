@@ -155,10 +155,30 @@ pub struct HttpTlsArgs {
     pub http_client_tls_root_ca_file: Option<std::path::PathBuf>,
 }
 
-/// The tools' HTTP client (`nsq_http_client`, pooled, `http://` and `https://`): `User-Agent`
-/// `<tool>/1.3.0 nsq-rs/<version>`, the given timeouts, the CA file of [`HttpTlsArgs`], and
-/// Go's `http_api` retry over HTTPS when an nsqd with `--tls-required` answers 403 (turn it
-/// off for requests to user endpoints with [`endpoint_client`]).
+impl HttpTlsArgs {
+    /// The client options every tool starts from: `User-Agent` `<tool>/1.3.0 nsq-rs/<version>`,
+    /// the given timeouts, the CA file.
+    fn options(
+        &self,
+        tool: &str,
+        connect_timeout: Duration,
+        request_timeout: Duration,
+    ) -> nsq_http_client::Options {
+        nsq_http_client::Options {
+            connect_timeout,
+            request_timeout,
+            tls: nsq_http_client::TlsOptions {
+                root_ca_file: self.http_client_tls_root_ca_file.clone(),
+                ..Default::default()
+            },
+            user_agent: Some(user_agent(tool)),
+            ..Default::default()
+        }
+    }
+}
+
+/// The tools' client for NSQ daemons (`nsq_http_client`, pooled, `http://` and `https://`),
+/// with Go's `http_api` retry over HTTPS when an nsqd with `--tls-required` answers 403.
 pub fn http_client(
     tool: &str,
     tls: &HttpTlsArgs,
@@ -166,21 +186,14 @@ pub fn http_client(
     request_timeout: Duration,
 ) -> anyhow::Result<nsq_http_client::Client> {
     nsq_http_client::Client::new(nsq_http_client::Options {
-        connect_timeout,
-        request_timeout,
-        tls: nsq_http_client::TlsOptions {
-            root_ca_file: tls.http_client_tls_root_ca_file.clone(),
-            ..Default::default()
-        },
-        user_agent: Some(user_agent(tool)),
         follow_tls_required: true,
-        ..Default::default()
+        ..tls.options(tool, connect_timeout, request_timeout)
     })
     .context("--http-client-tls-root-ca-file")
 }
 
-/// [`http_client`] for user endpoints (`nsq_to_http`): no TLS_REQUIRED retry, up to
-/// `max_idle` kept-alive connections per host.
+/// The client for user endpoints (`nsq_to_http`): no TLS_REQUIRED retry, up to `max_idle`
+/// kept-alive connections per host.
 pub fn endpoint_client(
     tool: &str,
     tls: &HttpTlsArgs,
@@ -189,15 +202,8 @@ pub fn endpoint_client(
     max_idle: usize,
 ) -> anyhow::Result<nsq_http_client::Client> {
     nsq_http_client::Client::new(nsq_http_client::Options {
-        connect_timeout,
-        request_timeout,
-        tls: nsq_http_client::TlsOptions {
-            root_ca_file: tls.http_client_tls_root_ca_file.clone(),
-            ..Default::default()
-        },
-        user_agent: Some(user_agent(tool)),
         pool_max_idle_per_host: max_idle,
-        ..Default::default()
+        ..tls.options(tool, connect_timeout, request_timeout)
     })
     .context("--http-client-tls-root-ca-file")
 }
@@ -209,14 +215,8 @@ pub async fn http_get(
     addr: &str,
     path: &str,
 ) -> anyhow::Result<(u16, bytes::Bytes)> {
-    let url = nsq_http_client::endpoint(addr, path);
     let r = client
-        .request(
-            nsq_http_client::Method::GET,
-            &url,
-            &[("Accept", "application/vnd.nsq; version=1.0")],
-            bytes::Bytes::new(),
-        )
+        .get_nsq(&nsq_http_client::endpoint(addr, path))
         .await?;
     Ok((r.status, r.body))
 }

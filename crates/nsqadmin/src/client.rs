@@ -137,7 +137,7 @@ impl Client {
         json: Option<&[u8]>,
     ) -> Result<nsq_http_client::Response, ClientError> {
         let auth = self.bearer.as_ref().map(|t| format!("Bearer {t}"));
-        let mut headers = vec![("Accept", "application/vnd.nsq; version=1.0")];
+        let mut headers = vec![nsq_http_client::ACCEPT_NSQ_V1];
         if let Some(a) = &auth {
             headers.push(("Authorization", a.as_str()));
         }

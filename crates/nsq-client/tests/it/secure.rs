@@ -5,7 +5,6 @@
 //! Certificates are generated per test with rcgen; the auth server is a small HTTP server in
 //! the test that nsqd queries over loopback.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
@@ -14,89 +13,24 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::{TestNsqd, WAIT};
 
-/// A CA, a server certificate for `localhost`/`127.0.0.1`, a client certificate signed by
-/// the CA, and an unrelated CA with its own client certificate.
-pub struct Pki {
-    _dir: tempfile::TempDir,
-    pub ca: PathBuf,
-    pub server_cert: PathBuf,
-    pub server_key: PathBuf,
-    pub client_cert: PathBuf,
-    pub client_key: PathBuf,
-    pub other_ca: PathBuf,
-    pub other_client_cert: PathBuf,
-    pub other_client_key: PathBuf,
-}
-
-fn ca(name: &str) -> (rcgen::Certificate, rcgen::KeyPair) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    (params.self_signed(&key).unwrap(), key)
-}
-
-fn client_cert(
-    cn: &str,
-    ca: &rcgen::Certificate,
-    ca_key: &rcgen::KeyPair,
-) -> (rcgen::Certificate, rcgen::KeyPair) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, cn);
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    (params.signed_by(&key, ca, ca_key).unwrap(), key)
-}
+/// The shared test PKI (`nsq_http_client::testing::Pki`): a CA, a server certificate for
+/// `localhost`/`127.0.0.1`, a client certificate `client-1` signed by the CA, and an
+/// unrelated CA with its own client certificate `intruder`.
+pub use nsq_http_client::testing::Pki;
 
 pub fn pki() -> Pki {
-    let dir = tempfile::Builder::new()
-        .prefix("nsq-client-pki-")
-        .tempdir()
-        .unwrap();
-    let p = |name: &str| dir.path().join(name);
-    let (ca_cert, ca_key) = ca("nsq-rs test CA");
-    let server_key = rcgen::KeyPair::generate().unwrap();
-    let server = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
-        .unwrap()
-        .signed_by(&server_key, &ca_cert, &ca_key)
-        .unwrap();
-    let (client, client_key) = client_cert("client-1", &ca_cert, &ca_key);
-    let (other_ca, other_ca_key) = ca("some other CA");
-    let (other_client, other_client_key) = client_cert("intruder", &other_ca, &other_ca_key);
-    let files = [
-        ("ca.pem", ca_cert.pem()),
-        ("server.pem", server.pem()),
-        ("server.key", server_key.serialize_pem()),
-        ("client.pem", client.pem()),
-        ("client.key", client_key.serialize_pem()),
-        ("other-ca.pem", other_ca.pem()),
-        ("other-client.pem", other_client.pem()),
-        ("other-client.key", other_client_key.serialize_pem()),
-    ];
-    for (name, pem) in files {
-        std::fs::write(p(name), pem).unwrap();
-    }
-    Pki {
-        ca: p("ca.pem"),
-        server_cert: p("server.pem"),
-        server_key: p("server.key"),
-        client_cert: p("client.pem"),
-        client_key: p("client.key"),
-        other_ca: p("other-ca.pem"),
-        other_client_cert: p("other-client.pem"),
-        other_client_key: p("other-client.key"),
-        _dir: dir,
-    }
+    Pki::new()
 }
 
-impl Pki {
+/// nsqd flags for a PKI.
+pub trait NsqdFlags {
     /// nsqd flags serving TLS with this PKI's server certificate (and its HTTPS listener,
     /// which a certificate turns on, on a free port).
-    pub fn nsqd_flags(&self) -> Vec<String> {
+    fn nsqd_flags(&self) -> Vec<String>;
+}
+
+impl NsqdFlags for Pki {
+    fn nsqd_flags(&self) -> Vec<String> {
         vec![
             "--https-address=127.0.0.1:0".into(),
             format!("--tls-cert={}", self.server_cert.display()),

@@ -495,37 +495,19 @@ fn nsq_stat_over_https() {
         run_with_stdin(&mut cmd, b"", WAIT)
     };
     // Create the topic and channel and publish over HTTPS with the same client the tools use.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let c = nsq_http_client::Client::new(nsq_http_client::Options {
-            tls: nsq_http_client::TlsOptions {
-                root_ca_file: Some(pki.ca.clone()),
-                ..Default::default()
-            },
-            ..Default::default()
-        })
-        .unwrap();
-        let base = format!("https://{https}");
-        for path in [
-            "/topic/create?topic=tls_stats",
-            "/channel/create?topic=tls_stats&channel=ch",
-            "/mpub?topic=tls_stats",
-        ] {
-            let r = c
-                .request(
-                    nsq_http_client::Method::POST,
-                    &format!("{base}{path}"),
-                    &[],
-                    bytes::Bytes::from("1\n2\n3"),
-                )
-                .await
-                .unwrap();
-            assert_eq!(r.status, 200, "{path}: {:?}", r.body);
-        }
-    });
+    for path in [
+        "/topic/create?topic=tls_stats",
+        "/channel/create?topic=tls_stats&channel=ch",
+        "/mpub?topic=tls_stats",
+    ] {
+        let (status, body) = nsq_http_client::testing::request_blocking(
+            &pki.ca,
+            nsq_http_client::Method::POST,
+            &format!("https://{https}{path}"),
+            "1\n2\n3",
+        );
+        assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
+    }
     let row = "      0       0 |       3       3       0     0     0 |       0       0            3       0";
     for addr in [format!("https://{https}"), nsqd.http.to_string()] {
         let (status, out, err) = stat(addr.clone(), Some(&ca));

@@ -5,52 +5,14 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread;
 
 use crate::harness::{num, run_with_stdin, TestNsqd, WAIT};
 use crate::tool;
 
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    /// A CA and a server certificate for `localhost` and `127.0.0.1` signed by it.
-    fn new() -> Pki {
-        let dir = tempfile::Builder::new()
-            .prefix("nsq-tools-pki-")
-            .tempdir()
-            .unwrap();
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "nsq-tools test CA");
-        let ca = params.self_signed(&ca_key).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
-            .unwrap()
-            .signed_by(&key, &ca, &ca_key)
-            .unwrap();
-        let other_key = rcgen::KeyPair::generate().unwrap();
-        let mut other = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        other.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let other = other.self_signed(&other_key).unwrap();
-        let pki = Pki { dir };
-        std::fs::write(pki.path("ca.pem"), ca.pem()).unwrap();
-        std::fs::write(pki.path("server.pem"), cert.pem()).unwrap();
-        std::fs::write(pki.path("server.key"), key.serialize_pem()).unwrap();
-        std::fs::write(pki.path("other-ca.pem"), other.pem()).unwrap();
-        pki
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-}
+use nsq_http_client::testing::Pki;
 
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
@@ -100,12 +62,12 @@ fn to_nsq_and_nsq_tail_over_tls_with_compression_and_auth() {
     let (auth_addr, queries) = auth_server();
     let nsqd = TestNsqd::start(&[
         "--https-address=127.0.0.1:0",
-        &format!("--tls-cert={}", p(&pki.path("server.pem"))),
-        &format!("--tls-key={}", p(&pki.path("server.key"))),
+        &format!("--tls-cert={}", p(&pki.server_cert)),
+        &format!("--tls-key={}", p(&pki.server_key)),
         "--tls-required=tcp-https",
         &format!("--auth-http-address={auth_addr}"),
     ]);
-    let ca_opt = format!("tls_root_ca_file,{}", p(&pki.path("ca.pem")));
+    let ca_opt = format!("tls_root_ca_file,{}", p(&pki.ca));
     let lines: Vec<String> = (0..100).map(|i| format!("secure line {i}")).collect();
     let input = lines.join("\n");
 
@@ -169,10 +131,7 @@ fn to_nsq_and_nsq_tail_over_tls_with_compression_and_auth() {
             "nsq_tail",
             vec![
                 "--consumer-opt=tls_v1,true".into(),
-                format!(
-                    "--consumer-opt=tls_root_ca_file,{}",
-                    p(&pki.path("other-ca.pem"))
-                ),
+                format!("--consumer-opt=tls_root_ca_file,{}", p(&pki.other_ca)),
                 "--consumer-opt=auth_secret,good".into(),
             ],
             "TLS: ",

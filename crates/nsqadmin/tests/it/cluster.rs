@@ -480,30 +480,13 @@ fn admin_users_and_notifications() {
 
 /// POST over HTTPS to an nsqd, trusting `ca` (the nsqd below refuses plain HTTP).
 fn https_post(ca: &std::path::Path, addr: &str, path: &str, body: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let c = nsq_http_client::Client::new(nsq_http_client::Options {
-            tls: nsq_http_client::TlsOptions {
-                root_ca_file: Some(ca.to_owned()),
-                ..Default::default()
-            },
-            ..Default::default()
-        })
-        .unwrap();
-        let r = c
-            .request(
-                nsq_http_client::Method::POST,
-                &format!("https://{addr}{path}"),
-                &[],
-                bytes::Bytes::from(body.to_owned()),
-            )
-            .await
-            .unwrap();
-        assert_eq!(r.status, 200, "POST {path}: {:?}", r.body);
-    });
+    let (status, r) = nsq_http_client::testing::request_blocking(
+        ca,
+        nsq_http_client::Method::POST,
+        &format!("https://{addr}{path}"),
+        body,
+    );
+    assert_eq!(status, 200, "POST {path}: {}", String::from_utf8_lossy(&r));
 }
 
 /// nsqadmin against an nsqd whose HTTP API is reachable only over HTTPS (`--tls-required`:
