@@ -39,7 +39,7 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::Uri;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 pub use hyper::{HeaderMap, Method};
 
@@ -281,6 +281,8 @@ impl Client {
         let inner = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(opts.pool_max_idle_per_host)
             .pool_idle_timeout(opts.pool_idle_timeout)
+            // The timer lets the pool close idle connections in the background.
+            .pool_timer(TokioTimer::new())
             .build(https);
         Ok(Client {
             inner,

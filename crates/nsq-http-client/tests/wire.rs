@@ -88,6 +88,27 @@ async fn plain_http_keep_alive_and_pool_off() {
 }
 
 #[tokio::test]
+async fn idle_connections_expire_after_the_pool_idle_timeout() {
+    let server = TestServer::start(Mode::Http, |_, _| (200, b"ok".to_vec()));
+    let c = Client::new(Options {
+        pool_idle_timeout: Duration::from_millis(100),
+        ..Options::default()
+    })
+    .unwrap();
+    let url = format!("{}/ping", server.url());
+    c.get(&url).await.unwrap();
+    c.get(&url).await.unwrap();
+    assert_eq!(server.connections(), 1);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    c.get(&url).await.unwrap();
+    assert_eq!(
+        server.connections(),
+        2,
+        "the idle connection was dropped, a new one dialled"
+    );
+}
+
+#[tokio::test]
 async fn wrong_ca_is_a_connect_error_and_skip_verify_connects() {
     let pki = Pki::new();
     let server = TestServer::start(Mode::https(&pki), |_, _| (200, b"ok".to_vec()));
