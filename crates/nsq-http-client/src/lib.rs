@@ -1,5 +1,6 @@
 //! The workspace's one HTTP client: what nsqadmin, the tools (`nsq_to_http`, `nsq_stat`, the
-//! lookupd queries of every consumer) and nsq-client's lookupd discovery use to talk HTTP/1.1.
+//! lookupd queries of every consumer), nsq-client's lookupd discovery and nsqd (its auth
+//! servers, its lookupd channel queries) use to talk HTTP/1.1.
 //!
 //! It is a thin wrapper over hyper-util's pooled `legacy::Client` with hyper-rustls:
 //! - **keep-alive**: connections are pooled per scheme/host/port and reused (idle ones are
@@ -269,6 +270,21 @@ impl Client {
             min_version: opts.tls.min_version,
         })
         .map_err(|e| Error::Tls(e.to_string()))?;
+        Ok(Client::build(opts, tls))
+    }
+
+    /// Builds the client on a rustls configuration the caller already has (`opts.tls` is
+    /// not read): for a daemon that builds its client TLS once from its own flags (nsqd's
+    /// `--tls-root-ca-file` / `--tls-min-version` for its auth servers) and makes clients
+    /// from it without reading certificate files again.
+    pub fn with_tls_config(
+        opts: Options,
+        tls: std::sync::Arc<nsq_net::rustls::ClientConfig>,
+    ) -> Client {
+        Client::build(opts, std::sync::Arc::unwrap_or_clone(tls))
+    }
+
+    fn build(opts: Options, tls: nsq_net::rustls::ClientConfig) -> Client {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -284,10 +300,10 @@ impl Client {
             // The timer lets the pool close idle connections in the background.
             .pool_timer(TokioTimer::new())
             .build(https);
-        Ok(Client {
+        Client {
             inner,
             opts: std::sync::Arc::new(opts),
-        })
+        }
     }
 
     /// The options it was built with.

@@ -9,8 +9,12 @@
 //!   `url.Values` marshals them, every value in an array.
 //!
 //! An address without `://` means `http://<address>/auth`. A 403 from a plain-HTTP server is
-//! retried once over HTTPS on the `https_port` its body names (Go's `httpsEndpoint`); HTTPS
-//! trusts `--tls-root-ca-file`.
+//! retried once over HTTPS on the `https_port` its body names (Go's `httpsEndpoint`). HTTPS
+//! trusts `--tls-root-ca-file`, or the system roots without it (Go's `buildClientTLSConfig`;
+//! no client certificate is presented, as in Go). The requests go through the workspace's one
+//! HTTP client, `nsq-http-client`, with `--http-client-connect-timeout` and
+//! `--http-client-request-timeout`, one connection per query as Go (see
+//! `AuthClient::http_client`).
 //!
 //! The answer must be HTTP 200 with `{"ttl": >0, "identity", "identity_url",
 //! "authorizations": [{"topic": regex, "channels": [regex], "permissions": ["subscribe" |
@@ -26,7 +30,6 @@ use std::time::{Duration, Instant};
 
 use regex::Regex;
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A query to the auth servers failed.
 #[derive(Debug, thiserror::Error)]
@@ -251,7 +254,8 @@ pub struct AuthClient {
     pub connect_timeout: Duration,
     /// `--http-client-request-timeout`.
     pub request_timeout: Duration,
-    /// Trust for HTTPS auth servers (`--tls-root-ca-file`).
+    /// Trust for HTTPS auth servers (`--tls-root-ca-file`); `None` trusts the system roots,
+    /// as Go's `buildClientTLSConfig` does without a CA file.
     pub tls: Option<std::sync::Arc<nsq_net::rustls::ClientConfig>>,
 }
 
@@ -264,18 +268,81 @@ pub fn endpoint(address: &str) -> String {
     }
 }
 
+/// The largest auth server answer read.
+const MAX_RESPONSE: usize = 4 << 20;
+
+/// The system roots (read once per process, as Go's `crypto/x509` does): the trust of an
+/// [`AuthClient`] without `--tls-root-ca-file`, and of the lookupd channel queries.
+pub(crate) fn system_roots() -> std::sync::Arc<nsq_net::rustls::ClientConfig> {
+    static ROOTS: std::sync::OnceLock<std::sync::Arc<nsq_net::rustls::ClientConfig>> =
+        std::sync::OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let opts = nsq_net::tls::ClientTlsOptions::default();
+            let cfg = nsq_net::tls::client_config_from(&opts).unwrap_or_else(|_| {
+                // Only a bad client certificate can fail, and none is given.
+                unreachable!("a TLS client configuration without files cannot fail")
+            });
+            std::sync::Arc::new(cfg)
+        })
+        .clone()
+}
+
+/// An `nsq_http_client::Error` as an [`AuthError`], without the URL: a GET's URL carries the
+/// secret, which must not reach the log.
+fn transport_error(e: nsq_http_client::Error) -> AuthError {
+    use nsq_http_client::Error as E;
+    match e {
+        E::InvalidUrl { url, .. } => AuthError::BadAddress(url),
+        E::Connect { reason, .. } => AuthError::Transport(format!("connect: {reason}")),
+        E::Request { reason, .. } => AuthError::Transport(reason),
+        E::Timeout { after, .. } => {
+            AuthError::Transport(format!("request timed out after {after:?}"))
+        }
+        E::BodyTooLarge { limit, .. } => {
+            AuthError::BadResponse(format!("response larger than {limit} bytes"))
+        }
+        E::Status { status, body, .. } => AuthError::Status { status, body },
+        other @ (E::InvalidHeader { .. } | E::Tls(_)) => AuthError::Transport(other.to_string()),
+    }
+}
+
 impl AuthClient {
+    /// The HTTP client for one AUTH query (the workspace's `nsq-http-client`): Go's
+    /// `http_api.NewClient(clientTLSConfig, connectTimeout, requestTimeout)`, which Go
+    /// `QueryAuthd` builds anew for every query, so Go never reuses a connection to the auth
+    /// server across AUTH commands. Neither do we, but where Go's abandoned transport keeps
+    /// the connection open and idle for 90 s, ours keeps no idle connection and closes it once
+    /// the answer is read. `connect_timeout` bounds the TCP connect, `request_timeout` each
+    /// exchange (a 403's HTTPS retry gets its own, as Go's second `Do`).
+    fn http_client(&self) -> nsq_http_client::Client {
+        let tls = self.tls.clone().unwrap_or_else(system_roots);
+        nsq_http_client::Client::with_tls_config(
+            nsq_http_client::Options {
+                connect_timeout: self.connect_timeout,
+                request_timeout: self.request_timeout,
+                max_response_bytes: MAX_RESPONSE,
+                user_agent: Some(format!("nsqd/{}", nsq_protocol::NSQ_VERSION)),
+                pool_max_idle_per_host: 0,
+                follow_tls_required: false,
+                ..nsq_http_client::Options::default()
+            },
+            tls,
+        )
+    }
+
     /// Go's `QueryAnyAuthd`: every server once, from a random start, until one answers.
     pub async fn query_any(&self, req: &AuthRequest) -> Result<AuthState, AuthError> {
         let n = self.addresses.len();
         if n == 0 {
             return Err(AuthError::All("no auth servers configured".into()));
         }
+        let http = self.http_client();
         let start = random_index(n);
         let mut errors: Vec<String> = Vec::new();
         for i in 0..n {
             let a = &self.addresses[(start + i) % n];
-            match self.query(a, req).await {
+            match self.query_with(&http, a, req).await {
                 Ok(s) => return Ok(s),
                 Err(e) => errors.push(format!("failed to auth against {a} - {e}")),
             }
@@ -285,9 +352,25 @@ impl AuthClient {
 
     /// Go's `QueryAuthd` against one server.
     pub async fn query(&self, address: &str, req: &AuthRequest) -> Result<AuthState, AuthError> {
+        self.query_with(&self.http_client(), address, req).await
+    }
+
+    async fn query_with(
+        &self,
+        http: &nsq_http_client::Client,
+        address: &str,
+        req: &AuthRequest,
+    ) -> Result<AuthState, AuthError> {
         let mut url = endpoint(address);
+        if !self.post {
+            // Go appends "?" and the values to the endpoint as given; we join an endpoint
+            // that already has a query with '&', so the server can still parse both.
+            let sep = if url.contains('?') { '&' } else { '?' };
+            url.push(sep);
+            url.push_str(&req.query_string());
+        }
         for _ in 0..2 {
-            let resp = self.request(&url, req).await?;
+            let resp = self.request(http, &url, req).await?;
             if resp.status == 200 {
                 return parse_response(&resp.body, Instant::now());
             }
@@ -305,127 +388,30 @@ impl AuthClient {
         ))
     }
 
-    async fn request(&self, url: &str, req: &AuthRequest) -> Result<HttpResponse, AuthError> {
-        let u = url::Url::parse(url).map_err(|_| AuthError::BadAddress(url.to_string()))?;
-        let host = u
-            .host_str()
-            .ok_or_else(|| AuthError::BadAddress(url.to_string()))?
-            .to_string();
-        let https = match u.scheme() {
-            "http" => false,
-            "https" => true,
-            _ => return Err(AuthError::BadAddress(url.to_string())),
-        };
-        let port = u.port_or_known_default().unwrap_or(80);
-        let mut target = u.path().to_string();
-        let mut head = String::new();
-        let body = if self.post {
-            if let Some(q) = u.query() {
-                target.push('?');
-                target.push_str(q);
-            }
-            let b = req.json_body();
-            let _ = write!(
-                head,
-                "POST {target} HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-                b.len()
-            );
-            b
-        } else {
-            // Go appends "?" + the values to the endpoint as given.
-            let sep = if u.query().is_some() { '&' } else { '?' };
-            if let Some(q) = u.query() {
-                target.push('?');
-                target.push_str(q);
-            }
-            target.push(sep);
-            target.push_str(&req.query_string());
-            let _ = write!(head, "GET {target} HTTP/1.0\r\n");
-            Vec::new()
-        };
-        let host_header = match u.port() {
-            Some(p) => format!("{host}:{p}"),
-            None => host.clone(),
-        };
-        let _ = write!(
-            head,
-            "Host: {host_header}\r\nAccept: application/vnd.nsq; version=1.0\r\nUser-Agent: nsqd/{}\r\n\r\n",
-            nsq_protocol::NSQ_VERSION
-        );
-        let mut raw = head.into_bytes();
-        raw.extend_from_slice(&body);
-
-        let tcp = tokio::time::timeout(
-            self.connect_timeout,
-            tokio::net::TcpStream::connect((host.as_str(), port)),
-        )
-        .await
-        .map_err(|_| AuthError::Transport(format!("connect to {host}:{port} timed out")))?
-        .map_err(|e| AuthError::Transport(format!("connect to {host}:{port}: {e}")))?;
-        let exchange = async {
-            let mut buf = Vec::new();
-            if https {
-                let cfg = self.tls.clone().ok_or_else(|| {
-                    AuthError::Transport(
-                        "an https auth server needs --tls-root-ca-file to verify it".into(),
-                    )
-                })?;
-                let name = nsq_net::rustls::pki_types::ServerName::try_from(host.clone())
-                    .map_err(|_| AuthError::BadAddress(url.to_string()))?;
-                let mut s = nsq_net::TlsConnector::from(cfg)
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| AuthError::Transport(format!("TLS: {e}")))?;
-                s.write_all(&raw)
-                    .await
-                    .map_err(|e| AuthError::Transport(format!("write: {e}")))?;
-                // Servers often close without close_notify; keep what arrived.
-                let _ = (&mut s).take(MAX_RESPONSE).read_to_end(&mut buf).await;
-            } else {
-                let mut s = tcp;
-                s.write_all(&raw)
-                    .await
-                    .map_err(|e| AuthError::Transport(format!("write: {e}")))?;
-                s.take(MAX_RESPONSE)
-                    .read_to_end(&mut buf)
-                    .await
-                    .map_err(|e| AuthError::Transport(format!("read: {e}")))?;
-            }
-            parse_http_response(&buf)
-        };
-        tokio::time::timeout(self.request_timeout, exchange)
+    /// One exchange: Go's `GETV1` (Accept: the NSQ V1 type) or `POSTV1` (the values as JSON,
+    /// `Content-Type: application/json`).
+    async fn request(
+        &self,
+        http: &nsq_http_client::Client,
+        url: &str,
+        req: &AuthRequest,
+    ) -> Result<nsq_http_client::Response, AuthError> {
+        let r = if self.post {
+            http.request(
+                nsq_http_client::Method::POST,
+                url,
+                &[
+                    nsq_http_client::ACCEPT_NSQ_V1,
+                    ("Content-Type", "application/json"),
+                ],
+                req.json_body().into(),
+            )
             .await
-            .map_err(|_| {
-                AuthError::Transport(format!(
-                    "request timed out after {:?}",
-                    self.request_timeout
-                ))
-            })?
+        } else {
+            http.get_nsq(url).await
+        };
+        r.map_err(transport_error)
     }
-}
-
-const MAX_RESPONSE: u64 = 4 << 20;
-
-struct HttpResponse {
-    status: u16,
-    body: Vec<u8>,
-}
-
-fn parse_http_response(buf: &[u8]) -> Result<HttpResponse, AuthError> {
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| AuthError::Transport("malformed HTTP response".into()))?;
-    let head = String::from_utf8_lossy(&buf[..split]);
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| AuthError::Transport("malformed HTTP status line".into()))?;
-    Ok(HttpResponse {
-        status,
-        body: buf[split + 4..].to_vec(),
-    })
 }
 
 /// Go's `httpsEndpoint`: the same URL with scheme https and the `https_port` of the body.

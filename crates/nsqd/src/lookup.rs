@@ -537,56 +537,48 @@ impl Registered {
     }
 }
 
-/// Asks a lookupd's HTTP API which channels a topic has (`GET /channels?topic=`), accepting
-/// both the 1.0 body `{"channels":[...]}` and the older wrapped `{"data":{"channels":[...]}}`.
+/// Asks a lookupd's HTTP API which channels a topic has (`GET /channels?topic=`, Go's
+/// `GetLookupdTopicChannels`), accepting both the 1.0 body `{"channels":[...]}` and the older
+/// wrapped `{"data":{"channels":[...]}}`; a 404 (topic unknown there) is no channels.
+///
+/// Through the workspace's one HTTP client (`nsq-http-client`), with `timeout` bounding the
+/// connect and the whole exchange. The client is made per call because the caller
+/// (`Nsqd::precreate_channels_from_lookupd`) holds none, so each query is its own connection;
+/// Go keeps one client for the daemon's life and reuses it.
 pub async fn query_channels(
     http_addr: &str,
     topic: &str,
     timeout: std::time::Duration,
 ) -> Result<Vec<String>, String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let fut = async {
-        let mut s = tokio::net::TcpStream::connect(http_addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let q: String = form_urlencoded::byte_serialize(topic.as_bytes()).collect();
-        let req = format!(
-            "GET /channels?topic={q} HTTP/1.0\r\nHost: {http_addr}\r\nAccept: application/vnd.nsq; version=1.0\r\n\r\n"
-        );
-        s.write_all(req.as_bytes())
-            .await
-            .map_err(|e| format!("write: {e}"))?;
-        let mut buf = Vec::new();
-        s.take(4 << 20)
-            .read_to_end(&mut buf)
-            .await
-            .map_err(|e| format!("read: {e}"))?;
-        let text = String::from_utf8_lossy(&buf);
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .ok_or("malformed HTTP response")?;
-        let status = head.split_whitespace().nth(1).unwrap_or("");
-        if status == "404" {
-            return Ok(Vec::new());
-        }
-        if status != "200" {
-            return Err(format!("HTTP status {status}"));
-        }
-        let v: serde_json::Value =
-            serde_json::from_str(body).map_err(|e| format!("bad JSON: {e}"))?;
-        let list = v
-            .get("channels")
-            .or_else(|| v.get("data").and_then(|d| d.get("channels")))
-            .and_then(|c| c.as_array())
-            .ok_or("no channels in response")?;
-        Ok(list
-            .iter()
-            .filter_map(|c| c.as_str().map(String::from))
-            .collect())
-    };
-    tokio::time::timeout(timeout, fut)
-        .await
-        .map_err(|_| format!("timed out after {timeout:?}"))?
+    let client = nsq_http_client::Client::with_tls_config(
+        nsq_http_client::Options {
+            connect_timeout: timeout,
+            request_timeout: timeout,
+            max_response_bytes: 4 << 20,
+            user_agent: Some(format!("nsqd/{}", nsq_protocol::NSQ_VERSION)),
+            pool_max_idle_per_host: 0,
+            ..nsq_http_client::Options::default()
+        },
+        crate::auth::system_roots(),
+    );
+    let q: String = form_urlencoded::byte_serialize(topic.as_bytes()).collect();
+    let url = nsq_http_client::endpoint(http_addr, &format!("/channels?topic={q}"));
+    let resp = client.get_nsq(&url).await.map_err(|e| e.to_string())?;
+    if resp.status == 404 {
+        return Ok(Vec::new());
+    }
+    let resp = resp.ok().map_err(|e| e.to_string())?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&resp.body).map_err(|e| format!("bad JSON: {e}"))?;
+    let list = v
+        .get("channels")
+        .or_else(|| v.get("data").and_then(|d| d.get("channels")))
+        .and_then(|c| c.as_array())
+        .ok_or("no channels in response")?;
+    Ok(list
+        .iter()
+        .filter_map(|c| c.as_str().map(String::from))
+        .collect())
 }
 
 #[cfg(test)]

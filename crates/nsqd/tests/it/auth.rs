@@ -1,6 +1,7 @@
 //! AUTH through the real wire: the `nsqd` binary asks a small real auth HTTP server (axum, on
 //! its own runtime thread, loopback, free port) what a secret allows; raw V2 clients and
-//! pynsq (`auth_secret`) drive it.
+//! pynsq (`auth_secret`) drive it. Over HTTPS, nsq-http-client's test server (rcgen PKI,
+//! counting connections) plays the auth server.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -10,6 +11,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::IntoResponse;
 use axum::Router;
+use nsq_http_client::testing::{Mode, Pki as HttpPki, Recorded, TestServer};
 use serde_json::{json, Value};
 
 use crate::harness::TestNsqd;
@@ -369,4 +371,127 @@ async fn auth_over_tls_sends_the_certificate_common_name() {
     let q = srv.seen().pop().unwrap();
     assert_eq!(q.get("tls"), Some("true"));
     assert_eq!(q.get("common_name"), Some("client-cn"));
+}
+
+/// An auth server of `nsq_http_client::testing` (plain or HTTPS, counting connections) that
+/// grants [`grant`] to the secret `good` (from a GET's query or a POST's JSON body) and
+/// refuses anything else.
+fn recording_auth_server(mode: Mode) -> TestServer {
+    TestServer::start(mode, |r: &Recorded, _| {
+        let secret = if r.method == "POST" {
+            let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+            v["secret"][0].as_str().unwrap_or("").to_string()
+        } else {
+            let q = r.path.split_once('?').map_or("", |(_, q)| q);
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "secret")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        if secret == "good" {
+            (200, grant(3600).to_string().into_bytes())
+        } else {
+            (403, br#"{"message":"NO"}"#.to_vec())
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_over_https_trusts_the_tls_root_ca_file_one_connection_per_query() {
+    let pki = HttpPki::new();
+    let srv = recording_auth_server(Mode::https(&pki));
+    let nsqd = TestNsqd::start(&[
+        &format!("--auth-http-address={}/auth", srv.url()),
+        &format!("--tls-root-ca-file={}", pki.ca.display()),
+    ]);
+    for i in 0..2 {
+        let mut w = authed_wire(&nsqd, "good").await;
+        let resp: Value = serde_json::from_slice(&w.frame().await.data).unwrap();
+        assert_eq!(resp["identity"], json!("alice"), "{resp}");
+        w.send_cmd("PUB pub_https", Some(format!("m{i}").as_bytes()))
+            .await;
+        w.expect_ok().await;
+    }
+    let reqs = srv.requests();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    for (i, r) in reqs.iter().enumerate() {
+        assert_eq!(r.method, "GET");
+        assert_eq!(
+            r.path,
+            "/auth?common_name=&remote_ip=127.0.0.1&secret=good&tls=false"
+        );
+        assert_eq!(r.header("accept"), Some("application/vnd.nsq; version=1.0"));
+        assert!(
+            r.header("user-agent")
+                .is_some_and(|u| u.starts_with("nsqd/")),
+            "{r:?}"
+        );
+        // As Go: nsqd's client TLS configuration has no certificate of its own.
+        assert!(!r.client_cert, "{r:?}");
+        // Go builds a new HTTP client for every auth query, so it never reuses a connection
+        // across AUTH commands; neither do we.
+        assert_eq!(r.connection, i, "{reqs:?}");
+    }
+    assert_eq!(srv.connections(), 2);
+    assert_eq!(
+        nsqd.topic_stats("pub_https").unwrap()["message_count"],
+        json!(2)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_https_without_the_ca_is_refused_and_tls_required_is_followed() {
+    let pki = HttpPki::new();
+    let https = recording_auth_server(Mode::https(&pki));
+
+    // No --tls-root-ca-file: the system roots (which do not hold the test CA) are trusted,
+    // so the handshake fails and so does AUTH; the secret is not sent.
+    let nsqd = TestNsqd::start(&[&format!("--auth-http-address={}/auth", https.url())]);
+    let mut w = authed_wire(&nsqd, "good").await;
+    assert_eq!(
+        w.expect_error("E_AUTH_FAILED").await,
+        "E_AUTH_FAILED AUTH failed"
+    );
+    let line = nsqd.wait_for_log("failed to auth against", Duration::from_secs(5));
+    assert!(line.contains("certificate"), "{line}");
+    assert!(
+        !line.contains("secret=good"),
+        "the secret stays out of the log: {line}"
+    );
+    assert_eq!(https.request_count(), 0);
+    assert!(https.connections() >= 1);
+    drop(nsqd);
+
+    // A plain auth server answering Go's TLS_REQUIRED 403: the query is sent again over
+    // HTTPS to the port the body names (Go's httpsEndpoint), here as a POST.
+    let port = https.addr.port();
+    let plain = TestServer::start(Mode::Http, move |_, _| {
+        (
+            403,
+            format!(r#"{{"message":"TLS_REQUIRED","https_port":{port}}}"#).into_bytes(),
+        )
+    });
+    let nsqd = TestNsqd::start(&[
+        &format!("--auth-http-address={}", plain.addr),
+        "--auth-http-request-method=post",
+        &format!("--tls-root-ca-file={}", pki.ca.display()),
+    ]);
+    let mut w = authed_wire(&nsqd, "good").await;
+    w.frame().await;
+    w.send_cmd("PUB pub_redirect", Some(b"x")).await;
+    w.expect_ok().await;
+    let first = plain.requests();
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(
+        (first[0].method.as_str(), first[0].path.as_str()),
+        ("POST", "/auth")
+    );
+    let r = https.requests().pop().expect("the HTTPS retry");
+    assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/auth"));
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let body: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        body,
+        json!({"common_name": [""], "remote_ip": ["127.0.0.1"], "secret": ["good"], "tls": ["false"]})
+    );
 }
