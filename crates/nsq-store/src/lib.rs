@@ -117,7 +117,9 @@
 //! backlog to the first channel). Segment `i` may be deleted when every channel's lowest
 //! unacked position is at or beyond the base of segment `i + 1`, i.e. call
 //! [`TopicLog::remove_segments_before`] with the minimum over channels. A channel being deleted
-//! or emptied simply stops holding segments back.
+//! or emptied simply stops holding segments back. Removal unlinks the names at once but hands
+//! back the open files ([`RemovedSegments`]): the space is freed where that is dropped, so the
+//! slow part of deleting a large file stays off the log writer thread.
 //!
 //! # Sizes and costs
 //!
@@ -145,8 +147,8 @@ pub use commit::{Committer, Completion, LogWriterThread, SyncPolicy, TopicId};
 pub use error::StoreError;
 pub use journal::{journal_path, AckSet, ChannelJournal, ChannelRecovery, DeferredEntry};
 pub use log::{
-    record_len, Appended, LogMessage, LogOptions, LogReader, MessageRef, ReadBatch, TopicLog,
-    MESSAGE_OVERHEAD,
+    record_len, Appended, LogMessage, LogOptions, LogReader, MessageRef, ReadBatch,
+    RemovedSegments, TopicLog, MESSAGE_OVERHEAD,
 };
 pub use recover::{recover_channel, ChannelReplay, Disposition, Recovered};
 

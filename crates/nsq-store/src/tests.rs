@@ -325,7 +325,7 @@ fn reader_bounds_and_removed_segments() {
     let segs = log.segments();
     assert!(segs.len() >= 5);
     // Nothing before the second segment's base: only segment 0 can go.
-    assert_eq!(log.remove_segments_before(segs[1] + 1).unwrap(), 1);
+    assert_eq!(log.remove_segments_before(segs[1] + 1).unwrap().count(), 1);
     assert_eq!(log.start_pos(), segs[1]);
     assert_eq!(r.start_pos(), segs[1]);
     // A reader in a removed segment continues at the first retained position.
@@ -335,13 +335,21 @@ fn reader_bounds_and_removed_segments() {
     assert_eq!(got[0].0, segs[1]);
     assert_eq!(got.last().unwrap().1, all[49]);
     // Everything: the active segment stays.
-    let n = log.remove_segments_before(u64::MAX).unwrap();
+    let removed = log.remove_segments_before(u64::MAX).unwrap();
+    // The names are gone at once; the files stay open (their space is freed on drop).
+    assert!(!removed.holds_nothing());
+    assert_eq!(seg_files(dir.path()).len(), 1);
+    let n = removed.count();
+    drop(removed);
     assert_eq!(n, segs.len() - 2);
     assert_eq!(log.segments(), vec![*segs.last().unwrap()]);
     assert_eq!(seg_files(dir.path()).len(), 1);
     // Roll, then even that can go.
     log.roll().unwrap();
-    assert_eq!(log.remove_segments_before(log.end_pos()).unwrap(), 1);
+    assert_eq!(
+        log.remove_segments_before(log.end_pos()).unwrap().count(),
+        1
+    );
     assert!(read_all(&mut r, 0).is_empty());
     log.append(&[msg(99, 5)]).unwrap();
     log.flush().unwrap();
@@ -355,7 +363,7 @@ fn reader_bounds_and_removed_segments() {
 
     let mut r = log.reader();
     assert_eq!(read_all(&mut r, 0).len(), 1);
-    log.delete_all().unwrap();
+    drop(log.delete_all().unwrap());
     assert!(seg_files(dir.path()).is_empty());
     assert!(read_all(&mut r, 0).is_empty());
 }
@@ -754,7 +762,7 @@ fn recovery_after_segments_were_removed_and_empty_channel() {
     // Channel emptied: everything so far is dropped.
     j.cursor(log.end_pos()).unwrap();
     let a = log.append(&msgs(100..110, |_| 50)).unwrap();
-    log.remove_segments_before(a.first).unwrap();
+    drop(log.remove_segments_before(a.first).unwrap());
     log.close().unwrap();
     j.flush().unwrap();
     drop(j);
@@ -873,7 +881,7 @@ fn writer_thread_group_commit() {
     w.remove_topic(id, move |l| tx.send(l).unwrap());
     let log = rx.recv().unwrap().unwrap();
     assert_eq!(log.synced_upto(), end);
-    log.delete_all().unwrap();
+    drop(log.delete_all().unwrap());
     std::sync::Arc::into_inner(w).unwrap().shutdown();
 }
 

@@ -395,8 +395,11 @@ impl Channel {
         self.close();
         self.remove_disk_queue();
         if let Some(d) = self.durable.get() {
-            if let Some(j) = d.journal.lock().take() {
-                if let Err(e) = j.delete() {
+            let journal = d.journal.lock().take();
+            if let Some(j) = journal {
+                // An unlink and a directory fsync: off the runtime's worker (HTTP
+                // `/channel/delete` and `/topic/delete` call this from a handler).
+                if let Err(e) = crate::durable::off_runtime(|| j.delete()) {
                     tracing::error!("failed to delete journal of {}: {e}", self.queue_name());
                 }
             }

@@ -119,8 +119,15 @@ impl Store {
                 return;
             }
             match log.remove_segments_before(end) {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!("TOPIC({}): removed {n} idle log segments", t.name),
+                Ok(removed) if removed.count() == 0 => {}
+                Ok(removed) => {
+                    tracing::debug!(
+                        "TOPIC({}): removed {} idle log segments",
+                        t.name,
+                        removed.count()
+                    );
+                    free_off_writer(removed);
+                }
                 Err(e) => tracing::error!("TOPIC({}): removing idle log segments: {e}", t.name),
             }
         });
@@ -151,8 +158,9 @@ impl Store {
     pub fn delete_log(&self, t: &TopicStore) {
         self.writer.remove_topic(t.id, |log| {
             if let Some(log) = log {
-                if let Err(e) = log.delete_all() {
-                    tracing::error!("failed to delete topic log: {e}");
+                match log.delete_all() {
+                    Ok(removed) => free_off_writer(removed),
+                    Err(e) => tracing::error!("failed to delete topic log: {e}"),
                 }
             }
         });
@@ -498,12 +506,38 @@ pub fn maintain(nsqd: &crate::Nsqd) {
         store.call(ts, move |log| {
             if let Some(log) = log {
                 match log.remove_segments_before(keep_from) {
-                    Ok(0) => {}
-                    Ok(n) => tracing::debug!("removed {n} log segments of {}", log.topic()),
+                    Ok(removed) if removed.count() == 0 => {}
+                    Ok(removed) => {
+                        tracing::debug!(
+                            "removed {} log segments of {}",
+                            removed.count(),
+                            log.topic()
+                        );
+                        free_off_writer(removed);
+                    }
                     Err(e) => tracing::error!("log retention for {}: {e}", log.topic()),
                 }
             }
         });
+    }
+}
+
+/// Frees removed log segments' space (closes their unlinked files: ~35 ms per 100 MB segment
+/// on an idle ext4 VM disk) on a short-lived `nsqd-free-segments` thread instead of the log
+/// writer thread, where it would hold up every topic's appends (see
+/// [`nsq_store::RemovedSegments`]). Retention removes a segment at most once per maintenance
+/// tick and topic, so these threads are few and brief; if one cannot be started, the files
+/// are closed here.
+fn free_off_writer(removed: nsq_store::RemovedSegments) {
+    if removed.holds_nothing() {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("nsqd-free-segments".into())
+        .spawn(move || drop(removed));
+    if let Err(e) = spawned {
+        // `spawn` dropped the closure, and with it the files, on this thread.
+        tracing::warn!("freed removed log segments on the log writer thread: {e}");
     }
 }
 

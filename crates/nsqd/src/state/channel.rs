@@ -667,9 +667,7 @@ impl ChannelState {
         // One probe of the map (as in `pop`).
         let f = match self.in_flight.entry(key) {
             Entry::Vacant(_) => return Err(InFlightError::NotInFlight),
-            Entry::Occupied(f) if f.get().client != client => {
-                return Err(InFlightError::NotOwner)
-            }
+            Entry::Occupied(f) if f.get().client != client => return Err(InFlightError::NotOwner),
             Entry::Occupied(f) => f.remove(),
         };
         if let Some(c) = self.consumers.get_mut(&client) {
