@@ -17,9 +17,15 @@
 //! - `bench_topics`: the "many idle topics" bar: creation time, idle CPU, RSS and `/stats`
 //!   latency with 10,000 topics.
 //!
-//! Everything is blocking `std` I/O on threads (one connection per core, like Go's tools use
-//! one goroutine per `GOMAXPROCS`), except `bench_channels` which holds 10,000 connections
-//! and uses tokio. Client loops batch their writes so that the client costs as little CPU as
+//! - `bench_http_pub`: `POST /pub` over keep-alive connections: msg/s, latency, nsqd CPU per
+//!   message.
+//!
+//! TCP is blocking `std` I/O on threads (one connection per core, like Go's tools use one
+//! goroutine per `GOMAXPROCS`), except `bench_channels` which holds 10,000 connections and
+//! uses tokio. HTTP goes through the workspace's one HTTP client, `nsq-http-client`, on a
+//! current-thread tokio runtime ([`http`]), except the two request-rate figures
+//! (`bench_http_pub`, `bench_topics`' creation), which a measurement showed it would cap
+//! ([`raw_http`] has the numbers). Client loops batch their writes so that the client costs as little CPU as
 //! possible: on a shared 2-core machine every cycle the client burns is a cycle nsqd does
 //! not get.
 
@@ -27,5 +33,6 @@ pub mod args;
 pub mod http;
 pub mod layers;
 pub mod procfs;
+pub mod raw_http;
 pub mod report;
 pub mod wire;

@@ -20,7 +20,7 @@ use anyhow::{bail, Context};
 use bytes::BytesMut;
 use clap::Parser;
 use nsq_bench::args::{parse_go_duration, parse_go_style};
-use nsq_bench::http::{self, channel_depths, create_channel, create_topic};
+use nsq_bench::http::{channel_depths, BlockingApi};
 use nsq_bench::procfs::rss_bytes;
 use nsq_bench::report::human_bytes;
 use nsq_bench::wire::{connect, handshake, FrameReader};
@@ -65,10 +65,10 @@ fn main() -> anyhow::Result<()> {
         args.size > 0 && args.batch_size > 0,
         "--size and --batch-size must be > 0"
     );
-    let mut h = http::Client::new(&args.nsqd_http_address);
-    create_topic(&mut h, &args.topic)?;
+    let h = BlockingApi::new(&args.nsqd_http_address)?;
+    h.create_topic(&args.topic)?;
     for i in 0..args.channels {
-        create_channel(&mut h, &args.topic, &format!("ch{i}"))?;
+        h.create_channel(&args.topic, &format!("ch{i}"))?;
     }
     // Let creation settle (lazily started per-topic work, allocator warm-up).
     std::thread::sleep(Duration::from_millis(500));
@@ -115,7 +115,7 @@ fn main() -> anyhow::Result<()> {
     let deadline = Instant::now() + args.timeout;
     let mut last_print = Instant::now();
     loop {
-        let st = http::stats(&mut h, Some(&args.topic))?;
+        let st = h.stats(Some(&args.topic))?;
         let depths = channel_depths(&st, &args.topic).context("topic missing from /stats")?;
         let done = depths.len() >= args.channels && depths.iter().all(|(_, d)| *d == args.count);
         if done {

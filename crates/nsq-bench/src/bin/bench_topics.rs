@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use nsq_bench::args::{parse_go_duration, parse_go_style};
-use nsq_bench::http::{self, create_channel, create_topic};
+use nsq_bench::http::{query_escape, BlockingApi, Method};
 use nsq_bench::procfs::{clock_ticks_per_sec, cpu_ticks, rss_bytes};
+use nsq_bench::raw_http::Conn;
 use nsq_bench::report::human_bytes;
 
 /// Idle-topics benchmark: creation time, idle CPU, RSS and /stats latency.
@@ -50,7 +51,8 @@ fn main() -> anyhow::Result<()> {
     let conc = args.concurrency.max(1);
     let rss0 = rss_bytes(args.pid)?;
 
-    // 1. Creation.
+    // 1. Creation: one thread and one kept-alive connection per `--concurrency`, through
+    // `raw_http` (nsq-http-client would cap the rate it reports; see `raw_http`).
     let shared = Arc::new((
         args.nsqd_http_address.clone(),
         args.prefix.clone(),
@@ -63,11 +65,14 @@ fn main() -> anyhow::Result<()> {
         let num = args.num;
         handles.push(std::thread::spawn(move || -> anyhow::Result<()> {
             let (addr, prefix, channel) = &*shared;
-            let mut c = http::Client::new(addr);
+            let mut c = Conn::new(addr);
             for i in (w..num).step_by(conc) {
-                let topic = format!("{prefix}{i}");
-                create_topic(&mut c, &topic)?;
-                create_channel(&mut c, &topic, channel)?;
+                let topic = query_escape(&format!("{prefix}{i}"));
+                c.expect_ok_post(&format!("/topic/create?topic={topic}"))?;
+                c.expect_ok_post(&format!(
+                    "/channel/create?topic={topic}&channel={}",
+                    query_escape(channel)
+                ))?;
             }
             Ok(())
         }));
@@ -110,13 +115,14 @@ fn main() -> anyhow::Result<()> {
         (rss1 as f64 - rss0 as f64) / args.num.max(1) as f64
     );
 
-    // 3. /stats latency.
-    let mut c = http::Client::new(&args.nsqd_http_address);
+    // 3. /stats latency, over one kept-alive connection of nsq-http-client (faster than
+    // the old hand-written chunked decoding; see `raw_http`).
+    let api = BlockingApi::new(&args.nsqd_http_address)?;
     let mut times = Vec::new();
     let mut size = 0;
     for _ in 0..5 {
         let t = Instant::now();
-        let r = c.expect_ok("GET", "/stats?format=json")?;
+        let r = api.expect_ok(Method::GET, "/stats?format=json")?;
         times.push(t.elapsed().as_secs_f64() * 1000.0);
         size = r.body.len();
         serde_json::from_slice::<serde_json::Value>(&r.body)?;
