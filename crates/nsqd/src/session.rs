@@ -45,6 +45,8 @@ use crate::Nsqd;
 pub(crate) const WRITE_HIGH_WATER: usize = 1 << 20;
 /// Most messages taken from a channel per pull.
 const MAX_PULL: usize = 512;
+/// Upper bound of [`Session::coalesce_for`] (tokio's timers tick in milliseconds).
+const COALESCE_MAX: Duration = Duration::from_millis(1);
 /// Stop reading commands while this many replies wait for the topic log.
 const MAX_PENDING_REPLIES: usize = 4096;
 
@@ -132,6 +134,8 @@ impl Close {
 struct Settings {
     heartbeat: Option<Duration>,
     output_buffer_size: usize,
+    /// Zero when the client disabled it (`-1`): then nothing is held back.
+    output_buffer_timeout: Duration,
     msg_timeout: Duration,
     sample_rate: u8,
 }
@@ -163,6 +167,8 @@ pub(crate) struct Session {
     producer: bool,
     pending_fins: Vec<nsq_protocol::MessageId>,
     scratch: Vec<MsgRef>,
+    /// This client's in-flight count on its channel after the last pull.
+    held: u32,
     rng: u64,
     heartbeat_changed: bool,
     replies: VecDeque<Reply>,
@@ -180,6 +186,7 @@ impl Session {
             // Go: ClientTimeout (60 s) / 2.
             heartbeat: Some(Duration::from_secs(30)),
             output_buffer_size: 16 * 1024,
+            output_buffer_timeout: o.output_buffer_timeout,
             msg_timeout: o.msg_timeout,
             sample_rate: 0,
         };
@@ -203,6 +210,7 @@ impl Session {
             producer: false,
             pending_fins: Vec::new(),
             scratch: Vec::new(),
+            held: 0,
             rng: rng | 1,
             heartbeat_changed: false,
             replies: VecDeque::new(),
@@ -261,6 +269,23 @@ impl Session {
             && self.client.state() == client_state::SUBSCRIBED
             && self.client.ready_count.load(Ordering::Relaxed) > 0
             && self.wbuf.len() < self.settings.output_buffer_size
+    }
+
+    /// How long the loop may hold back a small write of message frames so that more FINs
+    /// (and so more credit) arrive and the next write carries more frames: only while the
+    /// client still holds at least half of its RDY unfinished (it is busy, not starving), and
+    /// never longer than its `output_buffer_timeout` (Go holds frames up to that long too).
+    pub(crate) fn coalesce_for(&self) -> Option<Duration> {
+        let rdy = self.client.ready_count.load(Ordering::Relaxed);
+        let obt = self.settings.output_buffer_timeout;
+        (self.channel.is_some()
+            && rdy >= 4
+            && (self.held as u64) * 2 >= rdy
+            && !self.wbuf.is_empty()
+            && self.wbuf.len() < self.settings.output_buffer_size / 2
+            && !obt.is_zero()
+            && self.replies.is_empty())
+        .then(|| obt.min(COALESCE_MAX))
     }
 
     /// The output buffer and the oldest waiting publish at once, for a loop that waits on
@@ -781,6 +806,7 @@ impl Session {
         self.settings = Settings {
             heartbeat,
             output_buffer_size,
+            output_buffer_timeout,
             msg_timeout,
             sample_rate: sample_rate as u8,
         };
@@ -977,15 +1003,20 @@ impl Session {
         let mut msgs = std::mem::take(&mut self.scratch);
         let sample =
             (self.settings.sample_rate > 0).then_some((self.settings.sample_rate, &mut self.rng));
-        let n = ch.state.lock().pop(
-            self.client.id,
-            rdy,
-            MAX_PULL,
-            timeout,
-            now,
-            sample,
-            &mut msgs,
-        );
+        let n = {
+            let mut st = ch.state.lock();
+            let n = st.pop(
+                self.client.id,
+                rdy,
+                MAX_PULL,
+                timeout,
+                now,
+                sample,
+                &mut msgs,
+            );
+            self.held = st.consumer_in_flight(self.client.id);
+            n
+        };
         ch.maybe_refill();
         if n > 0 {
             ch.schedule(now + timeout);
@@ -1165,6 +1196,70 @@ mod tests {
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].attempts, 2);
         assert_eq!(consumer.client().requeue_count.load(Ordering::Relaxed), 1);
+    }
+
+    /// A small write of message frames may wait (≤ 1 ms, ≤ `output_buffer_timeout`) only
+    /// while the client still holds at least half of its RDY; never for RDY below 4, never
+    /// with `output_buffer_timeout` disabled, never once the buffer is half full.
+    #[tokio::test]
+    async fn small_writes_wait_only_while_the_client_holds_half_its_rdy() {
+        let nsqd = nsqd_with(|_| {});
+        let publish = |n: usize| {
+            let mut producer = session(&nsqd);
+            let mut input = Vec::new();
+            for _ in 0..n {
+                input.extend(pub_cmd("t", b"m"));
+            }
+            feed(&mut producer, &input).unwrap();
+        };
+        let subscribe = |channel: &str, identify: Option<&str>, rdy: u64| {
+            let mut c = session(&nsqd);
+            let mut cmd = Vec::new();
+            if let Some(body) = identify {
+                cmd.extend_from_slice(b"IDENTIFY\n");
+                cmd.extend_from_slice(&(body.len() as u32).to_be_bytes());
+                cmd.extend_from_slice(body.as_bytes());
+            }
+            cmd.extend_from_slice(format!("SUB t {channel}\nRDY {rdy}\n").as_bytes());
+            feed(&mut c, &cmd).unwrap();
+            frames(&mut c);
+            c
+        };
+
+        let mut c = subscribe("c", None, 10);
+        assert_eq!(c.coalesce_for(), None, "nothing to write");
+        publish(10);
+        c.pull();
+        // All 10 of RDY 10 held, a few small frames buffered: wait for more credit.
+        assert_eq!(c.coalesce_for(), Some(Duration::from_millis(1)));
+        let got = messages(&mut c);
+        assert_eq!(got.len(), 10);
+        // FIN 7: 3 held. One more delivered makes 4 of 10, under half: it could starve.
+        let mut fins = BytesMut::new();
+        for m in &got[..7] {
+            nsq_protocol::command::encode_fin(&mut fins, &m.id);
+        }
+        feed(&mut c, &fins).unwrap();
+        publish(1);
+        c.pull();
+        assert_eq!(c.coalesce_for(), None);
+        assert_eq!(messages(&mut c).len(), 1);
+        // A fifth held: half of RDY, busy enough to wait.
+        publish(1);
+        c.pull();
+        assert_eq!(c.coalesce_for(), Some(Duration::from_millis(1)));
+
+        // RDY 1 (a worker pool) and a disabled output_buffer_timeout never wait.
+        let mut one = subscribe("one", None, 1);
+        publish(1);
+        one.pull();
+        assert!(!one.out().is_empty());
+        assert_eq!(one.coalesce_for(), None, "holds 1 of RDY 1, but RDY < 4");
+        let mut off = subscribe("off", Some(r#"{"output_buffer_timeout":-1}"#), 10);
+        publish(10);
+        off.pull();
+        assert!(!off.out().is_empty());
+        assert_eq!(off.coalesce_for(), None);
     }
 
     #[tokio::test]
