@@ -10,8 +10,9 @@
 //!
 //! An address without `://` means `http://<address>/auth`. A 403 from a plain-HTTP server is
 //! retried once over HTTPS on the `https_port` its body names (Go's `httpsEndpoint`). HTTPS
-//! trusts `--tls-root-ca-file`, or the system roots without it (Go's `buildClientTLSConfig`;
-//! no client certificate is presented, as in Go). The requests go through the workspace's one
+//! trusts `--tls-root-ca-file`, or the system roots without it, and offers nothing older than
+//! `--tls-min-version` (Go's `buildClientTLSConfig`; no client certificate is presented, as in
+//! Go). The requests go through the workspace's one
 //! HTTP client, `nsq-http-client`, with `--http-client-connect-timeout` and
 //! `--http-client-request-timeout`, one connection per query as Go (see
 //! `AuthClient::http_client`).
@@ -254,8 +255,9 @@ pub struct AuthClient {
     pub connect_timeout: Duration,
     /// `--http-client-request-timeout`.
     pub request_timeout: Duration,
-    /// Trust for HTTPS auth servers (`--tls-root-ca-file`); `None` trusts the system roots,
-    /// as Go's `buildClientTLSConfig` does without a CA file.
+    /// Trust for HTTPS auth servers (`--tls-root-ca-file`, `--tls-min-version`); `None`
+    /// trusts the system roots at the default versions, as Go's `buildClientTLSConfig` does
+    /// without a CA file.
     pub tls: Option<std::sync::Arc<nsq_net::rustls::ClientConfig>>,
 }
 

@@ -516,17 +516,27 @@ pub async fn start(opts: Options) -> Result<NsqdHandle, StartError> {
     }
     if !nsqd.opts.auth_http_addresses.is_empty() {
         let o = &nsqd.opts;
-        let tls = if o.tls_root_ca_file.is_empty() {
+        // Go's `buildClientTLSConfig`: `--tls-min-version` and `--tls-root-ca-file` (else the
+        // system roots), no client certificate.
+        let min_version =
+            nsq_net::tls::MinVersion::from_flag(&o.tls_min_version).unwrap_or_default();
+        let tls = if o.tls_root_ca_file.is_empty() && min_version == Default::default() {
             None
         } else {
-            Some(
-                nsq_net::tls::client_config(std::path::Path::new(&o.tls_root_ca_file), None)
-                    .map_err(|e| {
-                        StartError::Config(format!(
-                            "cannot use --tls-root-ca-file for the auth client: {e}"
-                        ))
-                    })?,
-            )
+            let opts = nsq_net::tls::ClientTlsOptions {
+                root_ca: (!o.tls_root_ca_file.is_empty())
+                    .then(|| std::path::PathBuf::from(&o.tls_root_ca_file)),
+                min_version,
+                ..Default::default()
+            };
+            Some(std::sync::Arc::new(
+                nsq_net::tls::client_config_from(&opts).map_err(|e| {
+                    StartError::Config(format!(
+                        "cannot build the auth client's TLS configuration \
+                         (--tls-root-ca-file, --tls-min-version): {e}"
+                    ))
+                })?,
+            ))
         };
         let _ = nsqd.auth.set(auth::AuthClient {
             addresses: o.auth_http_addresses.clone(),
