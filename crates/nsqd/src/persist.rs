@@ -65,6 +65,46 @@ pub const METADATA_COALESCE: Duration = Duration::from_millis(200);
 /// Messages per batch when loading a queue.
 const LOAD_BATCH: usize = 4096;
 
+/// Message payloads (go-diskqueue records of Go's message encoding) gathered for one
+/// `DiskQueue::put_batch`.
+#[derive(Default)]
+struct PayloadBatch {
+    bytes: BytesMut,
+    ends: Vec<usize>,
+}
+
+impl PayloadBatch {
+    fn push(&mut self, ts: i64, attempts: u16, id: &MessageId, body: &[u8]) {
+        nsq_protocol::message::put_message_payload(&mut self.bytes, ts, attempts, id, body);
+        self.ends.push(self.bytes.len());
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Appends everything gathered to `q` and starts over.
+    fn write_to(&mut self, q: &mut DiskQueue) -> Result<(), nsq_diskqueue::DiskQueueError> {
+        if self.ends.is_empty() {
+            return Ok(());
+        }
+        let mut start = 0;
+        let payloads: Vec<&[u8]> = self
+            .ends
+            .iter()
+            .map(|&end| {
+                let p = &self.bytes[start..end];
+                start = end;
+                p
+            })
+            .collect();
+        let res = q.put_batch(&payloads);
+        self.bytes.clear();
+        self.ends.clear();
+        res
+    }
+}
+
 /// The hand-back marker's file name (see the module docs).
 pub const HANDBACK_FILE: &str = "nsqd.nsqrs-handback.json";
 
@@ -339,22 +379,17 @@ impl DataDir {
         }
         let mut q = DiskQueue::open(&self.path, name, self.queue_opts.clone())?;
         q.empty()?;
-        let mut buf = BytesMut::new();
-        let mut put = |q: &mut DiskQueue, ts: i64, attempts: u16, id: &MessageId, body: &[u8]| {
-            buf.clear();
-            nsq_protocol::message::put_message_payload(&mut buf, ts, attempts, id, body);
-            q.put(&buf)
-        };
+        // Records go out through `DiskQueue::put_batch`, up to LOAD_BATCH at a time: one
+        // `write` per batch and data file instead of one per message.
+        let mut batch = PayloadBatch::default();
         for m in own.iter().chain(logged) {
             let b = &m.batch;
-            put(
-                &mut q,
-                b.timestamp(m.idx),
-                m.attempts,
-                &b.id(m.idx),
-                b.body(m.idx),
-            )?;
+            batch.push(b.timestamp(m.idx), m.attempts, &b.id(m.idx), b.body(m.idx));
+            if batch.len() >= LOAD_BATCH {
+                batch.write_to(&mut q)?;
+            }
         }
+        batch.write_to(&mut q)?;
         if let Some(mut r) = backlog {
             let mut pos = r.from;
             let mut written = 0u64;
@@ -365,9 +400,10 @@ impl DataDir {
                     if r.skip.as_ref().is_some_and(|s| s.contains(*p)) {
                         continue;
                     }
-                    put(&mut q, m.timestamp, m.attempts, &m.id, &m.body)?;
+                    batch.push(m.timestamp, m.attempts, &m.id, &m.body);
                     written += 1;
                 }
+                batch.write_to(&mut q)?;
                 if progress.elapsed() >= Duration::from_secs(5) {
                     progress = std::time::Instant::now();
                     tracing::info!(
