@@ -206,23 +206,12 @@ impl DiskQueue {
         if self.write_file.is_none() {
             self.open_write_file()?;
         }
-        let path = self.data_file_path(self.write_file_num);
         self.write_buf.clear();
         self.write_buf
             .extend_from_slice(&(len as i32).to_be_bytes());
         self.write_buf.extend_from_slice(payload);
-        let file = self.write_file.as_mut().expect("write file opened above");
         // one write call per record, like Go ("only write to the file once")
-        if let Err(source) = file.write_all(&self.write_buf) {
-            // Cut off whatever part of the record made it, then let the next put reopen and
-            // seek to write_pos again.
-            if let Err(e) = file.set_len(self.write_pos as u64) {
-                warn!(queue = %self.name, "DISKQUEUE({}) failed to truncate {} back to {} after a failed write - {e}",
-                    self.name, path.display(), self.write_pos);
-            }
-            self.write_file = None;
-            return Err(DiskQueueError::Write { path, source });
-        }
+        self.write_pending()?;
         self.write_pos += total;
         self.depth += 1;
         self.count += 1;
@@ -269,16 +258,7 @@ impl DiskQueue {
                 end += total;
                 i += 1;
             }
-            let path = self.data_file_path(self.write_file_num);
-            let file = self.write_file.as_mut().expect("write file opened above");
-            if let Err(source) = file.write_all(&self.write_buf) {
-                if let Err(e) = file.set_len(self.write_pos as u64) {
-                    warn!(queue = %self.name, "DISKQUEUE({}) failed to truncate {} back to {} after a failed write - {e}",
-                        self.name, path.display(), self.write_pos);
-                }
-                self.write_file = None;
-                return Err(DiskQueueError::Write { path, source });
-            }
+            self.write_pending()?;
             let n = (i - start) as i64;
             self.write_pos = end;
             self.depth += n;
@@ -286,6 +266,27 @@ impl DiskQueue {
         }
         self.sync_if_due();
         Ok(())
+    }
+
+    /// Writes `write_buf` (whole records) at `write_pos` of the open write file in one call.
+    /// On failure whatever part made it is cut off again, and the next put reopens the file
+    /// and seeks to `write_pos`.
+    fn write_pending(&mut self) -> Result<(), DiskQueueError> {
+        let file = self
+            .write_file
+            .as_mut()
+            .expect("write file opened by the caller");
+        let Err(source) = file.write_all(&self.write_buf) else {
+            return Ok(());
+        };
+        let cut = file.set_len(self.write_pos as u64);
+        self.write_file = None;
+        let path = self.data_file_path(self.write_file_num);
+        if let Err(e) = cut {
+            warn!(queue = %self.name, "DISKQUEUE({}) failed to truncate {} back to {} after a failed write - {e}",
+                self.name, path.display(), self.write_pos);
+        }
+        Err(DiskQueueError::Write { path, source })
     }
 
     fn check_size(&self, len: usize) -> Result<(), DiskQueueError> {
