@@ -75,6 +75,15 @@ pub struct Config {
     /// Percentage (0–99) of the channel's messages to receive; 0 disables sampling
     /// (go-nsq `sample_rate`).
     pub sample_rate: u8,
+    /// This client's region, sent in IDENTIFY as `topology_region` (go-nsq master's
+    /// `topology_region`, unreleased; empty by default). An nsqd run with
+    /// `--enable-experiment=topology-aware-consumption` and the same `--topology-region`
+    /// prefers this consumer over ones from other regions.
+    pub topology_region: String,
+    /// This client's zone, sent in IDENTIFY as `topology_zone` (go-nsq master's
+    /// `topology_zone`); an nsqd with the experiment and the same `--topology-zone` prefers
+    /// this consumer over all others.
+    pub topology_zone: String,
     /// Server-side output buffer size in bytes; `-1` disables buffering, 0 means the server's
     /// default (go-nsq `output_buffer_size`, 16384).
     pub output_buffer_size: i64,
@@ -148,6 +157,8 @@ impl Default for Config {
             user_agent: format!("nsq-rs-client/{}", env!("CARGO_PKG_VERSION")),
             heartbeat_interval: Some(Duration::from_secs(30)),
             sample_rate: 0,
+            topology_region: String::new(),
+            topology_zone: String::new(),
             output_buffer_size: 16384,
             output_buffer_timeout: Some(Duration::from_millis(250)),
             max_in_flight: 1,
@@ -212,6 +223,8 @@ impl Config {
             "client_id" => self.client_id = value.to_owned(),
             "hostname" => self.hostname = value.to_owned(),
             "user_agent" => self.user_agent = value.to_owned(),
+            "topology_region" => self.topology_region = value.to_owned(),
+            "topology_zone" => self.topology_zone = value.to_owned(),
             "heartbeat_interval" => {
                 self.heartbeat_interval = if value.starts_with('-') {
                     None
@@ -330,8 +343,9 @@ impl Config {
             deflate_level: Some(i64::from(self.deflate_level)),
             sample_rate: Some(self.sample_rate as i64),
             msg_timeout: Some(self.msg_timeout.map_or(0, |d| d.as_millis() as i64)),
-            topology_region: None,
-            topology_zone: None,
+            // go-nsq (master) always sends both, empty when unset.
+            topology_region: Some(self.topology_region.clone()),
+            topology_zone: Some(self.topology_zone.clone()),
         }
     }
 
@@ -429,6 +443,8 @@ mod tests {
         c.set("output_buffer_timeout", "100ms").unwrap();
         c.set("lookupd_poll_jitter", "0.5").unwrap();
         c.set("sample_rate", "10").unwrap();
+        c.set("topology-zone", "z1").unwrap();
+        c.set("topology_region", "r1").unwrap();
         c.set("snappy", "false").unwrap();
         c.set("requeue_on_drop", "f").unwrap();
         assert_eq!(c.max_in_flight, 200);
@@ -437,6 +453,13 @@ mod tests {
         assert_eq!(c.output_buffer_timeout, Some(Duration::from_millis(100)));
         assert_eq!(c.lookupd_poll_jitter, 0.5);
         assert_eq!(c.sample_rate, 10);
+        assert_eq!(
+            (c.topology_zone.as_str(), c.topology_region.as_str()),
+            ("z1", "r1")
+        );
+        let id = c.identify_request();
+        assert_eq!(id.topology_zone.as_deref(), Some("z1"));
+        assert_eq!(id.topology_region.as_deref(), Some("r1"));
         assert!(!c.requeue_on_drop);
         assert!(matches!(
             c.set("tls_min_version", "tls1.2"),

@@ -183,7 +183,15 @@ impl Channel {
     pub fn remove_client(&self, id: u64) -> usize {
         let mut clients = self.clients.lock();
         clients.remove(&id);
-        self.state.lock().remove_consumer(id);
+        let wake = {
+            let mut st = self.state.lock();
+            st.remove_consumer(id);
+            st.take_topology_wake()
+        };
+        if wake {
+            // Topology-aware consumption: a local consumer left; the others may take over.
+            self.wake_consumers();
+        }
         clients.len()
     }
 

@@ -11,7 +11,7 @@
 //! so a bad value is reported the same way wherever it came from.
 //!
 //! A few options configure features nsq-rs does not implement yet (statsd, e2e latency
-//! percentiles, experiments, topology). They are still accepted, so existing command lines and config files keep
+//! percentiles). They are still accepted, so existing command lines and config files keep
 //! working, and [`Options::unsupported_in_use`] lists the ones that were actually set so the
 //! daemon can say so instead of silently ignoring them.
 
@@ -783,6 +783,17 @@ impl Options {
         Ok(())
     }
 
+    /// `--enable-experiment=topology-aware-consumption` (Go's `HasExperiment`; the flag may be
+    /// given more than once, or as the TOML list `enable_experiment`): channels give messages
+    /// to consumers of this node's `--topology-zone` first, then of its `--topology-region`,
+    /// then anyone (see `state::channel::ChannelState::set_locality`). Go added it after
+    /// v1.3.0 (nsqio/nsq 1cd62978, merged in #1301); 1.3.0 itself has no experiments.
+    pub fn topology_aware_consumption(&self) -> bool {
+        self.enable_experiments
+            .iter()
+            .any(|e| e == "topology-aware-consumption")
+    }
+
     /// Notes about options that were set but configure something nsq-rs does not do yet, for
     /// `main` to log as warnings. Empty when only supported options differ from the defaults.
     pub fn unsupported_in_use(&self) -> Vec<String> {
@@ -805,13 +816,8 @@ impl Options {
             );
         }
 
-        if !self.enable_experiments.is_empty() {
-            notes.push(format!(
-                "--enable-experiment {}: experiments are not yet supported",
-                self.enable_experiments.join(",")
-            ));
-        }
-
+        // Topology-aware consumption is built; these notes are about settings that make it
+        // do nothing (Go accepts them silently).
         let mut topology = Vec::new();
         if !self.topology_region.is_empty() {
             topology.push("--topology-region");
@@ -819,9 +825,17 @@ impl Options {
         if !self.topology_zone.is_empty() {
             topology.push("--topology-zone");
         }
-        if !topology.is_empty() {
+        if self.topology_aware_consumption() && topology.is_empty() {
+            notes.push(
+                "--enable-experiment=topology-aware-consumption without --topology-zone or \
+                 --topology-region: no consumer is local, delivery is unchanged"
+                    .to_owned(),
+            );
+        }
+        if !self.topology_aware_consumption() && !topology.is_empty() {
             notes.push(format!(
-                "{}: topology-aware delivery is not yet supported",
+                "{}: only reported (IDENTIFY, /info, lookupd); delivery prefers local \
+                 consumers only with --enable-experiment=topology-aware-consumption",
                 topology.join(", ")
             ));
         }
@@ -1448,16 +1462,25 @@ mod tests {
         for needle in [
             "--statsd-address",
             "--e2e-processing-latency-percentile",
-            "--enable-experiment",
-            "--topology-zone",
             "--queue-scan-worker-pool-max",
             "no effect",
         ] {
             assert!(all.contains(needle), "{needle} missing from:\n{all}");
         }
-        // --data-path and --sync-every are in force (topic logs and go-diskqueue files).
+        // --data-path and --sync-every are in force (topic logs and go-diskqueue files), and so
+        // is topology-aware consumption with a zone.
         assert!(!all.contains("--sync-every"), "{all}");
-        assert_eq!(notes.len(), 5, "{all}");
+        assert!(!all.contains("--topology-zone"), "{all}");
+        assert_eq!(notes.len(), 3, "{all}");
+        assert!(o.topology_aware_consumption());
+        // Topology settings that make the experiment do nothing are pointed out.
+        let o = parse(&["--topology-zone=z"]);
+        assert!(!o.topology_aware_consumption());
+        let all = o.unsupported_in_use().join("\n");
+        assert!(all.contains("--topology-zone: only reported"), "{all}");
+        let o = parse(&["--enable-experiment", "topology-aware-consumption"]);
+        let all = o.unsupported_in_use().join("\n");
+        assert!(all.contains("no consumer is local"), "{all}");
         // Supported options do not produce notes.
         let o = parse(&["--mem-queue-size=1", "--snappy=false", "--msg-timeout=5s"]);
         assert!(o.unsupported_in_use().is_empty());

@@ -653,7 +653,14 @@ impl Session {
                     .state
                     .store(client_state::CLOSING, Ordering::Relaxed);
                 if let Some(ch) = &self.channel {
-                    ch.state.lock().not_idle(self.client.id);
+                    let wake = {
+                        let mut st = ch.state.lock();
+                        st.not_idle(self.client.id);
+                        st.take_topology_wake()
+                    };
+                    if wake {
+                        ch.wake_consumers();
+                    }
                 }
                 self.respond(FrameType::Response, CLOSE_WAIT);
                 Ok(())
@@ -900,6 +907,23 @@ impl Session {
                 "SUB failed to deleted topic/channel",
             ));
         };
+        let o = &self.nsqd.opts;
+        if o.topology_aware_consumption() {
+            // Go (protocol_v2.go messagePump, after v1.3.0): zone-local when the IDENTIFY
+            // zone equals --topology-zone, region-local likewise; an empty --topology-zone
+            // has no zone channel, so nobody is zone-local then (same for the region).
+            let local = {
+                let id = self.client.identity.lock();
+                if !o.topology_zone.is_empty() && id.topology_zone == o.topology_zone {
+                    crate::state::channel::LOCAL_ZONE
+                } else if !o.topology_region.is_empty() && id.topology_region == o.topology_region {
+                    crate::state::channel::LOCAL_REGION
+                } else {
+                    0
+                }
+            };
+            ch.state.lock().set_locality(self.client.id, local);
+        }
         self.client
             .state
             .store(client_state::SUBSCRIBED, Ordering::Relaxed);
@@ -923,7 +947,15 @@ impl Session {
         self.client.ready_count.store(count, Ordering::Relaxed);
         if count == 0 {
             if let Some(ch) = &self.channel {
-                ch.state.lock().not_idle(self.client.id);
+                let wake = {
+                    let mut st = ch.state.lock();
+                    st.not_idle(self.client.id);
+                    st.take_topology_wake()
+                };
+                if wake {
+                    // A same-zone/region consumer stopped: the others may take its messages.
+                    ch.wake_consumers();
+                }
             }
         }
         Ok(())
@@ -1003,7 +1035,7 @@ impl Session {
         let mut msgs = std::mem::take(&mut self.scratch);
         let sample =
             (self.settings.sample_rate > 0).then_some((self.settings.sample_rate, &mut self.rng));
-        let n = {
+        let (n, wake) = {
             let mut st = ch.state.lock();
             let n = st.pop(
                 self.client.id,
@@ -1015,8 +1047,13 @@ impl Session {
                 &mut msgs,
             );
             self.held = st.consumer_in_flight(self.client.id);
-            n
+            (n, st.take_topology_wake())
         };
+        if wake {
+            // Topology-aware consumption: this (local) consumer ran out of credit with
+            // messages left, which the less local ones were held back from.
+            ch.wake_consumers();
+        }
         ch.maybe_refill();
         if n > 0 {
             ch.schedule(now + timeout);

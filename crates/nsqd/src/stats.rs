@@ -117,6 +117,16 @@ pub struct ChannelStats {
     pub deferred_count: u64,
     /// Messages received from the topic.
     pub message_count: u64,
+    /// Topology-aware consumption (Go after v1.3.0): deliveries to same-zone consumers;
+    /// omitted when 0, as Go's `omitempty`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub zone_local_msg_count: u64,
+    /// Deliveries to same-region consumers; omitted when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub region_local_msg_count: u64,
+    /// Deliveries to other consumers while the experiment is on; omitted when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub global_msg_count: u64,
     /// Explicit requeues.
     pub requeue_count: u64,
     /// In-flight timeouts.
@@ -129,6 +139,10 @@ pub struct ChannelStats {
     pub paused: bool,
     /// Always empty: percentiles are not implemented.
     pub e2e_processing_latency: E2eLatency,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Go's `quantile.Result`.
@@ -417,6 +431,9 @@ fn channel_stats(ch: Arc<Channel>, f: &StatsFilter<'_>) -> ChannelStats {
         in_flight_count,
         deferred_count,
         message_count: counters.message_count,
+        zone_local_msg_count: counters.zone_local_msg_count,
+        region_local_msg_count: counters.region_local_msg_count,
+        global_msg_count: counters.global_msg_count,
         requeue_count: counters.requeue_count,
         timeout_count: counters.timeout_count,
         client_count: clients.len(),

@@ -159,6 +159,13 @@ pub struct ChannelCounters {
     pub timeout_count: u64,
     /// Messages dropped because a message with the same id was already in flight.
     pub duplicates_dropped: u64,
+    /// Topology-aware consumption: deliveries to same-zone consumers (Go's
+    /// `zone_local_msg_count`).
+    pub zone_local_msg_count: u64,
+    /// Topology-aware consumption: deliveries to same-region consumers.
+    pub region_local_msg_count: u64,
+    /// Topology-aware consumption: deliveries to the other consumers.
+    pub global_msg_count: u64,
 }
 
 /// A subscribed consumer's share of the channel.
@@ -168,7 +175,20 @@ struct Consumer {
     in_flight: u32,
     /// It had RDY credit and found the ready queue empty (it is queued in `idle`).
     idle: bool,
+    /// Topology-aware consumption only: how local it is to this nsqd ([`LOCAL_ZONE`],
+    /// [`LOCAL_REGION`], 0 for anyone else).
+    local: u8,
+    /// Topology-aware consumption only: the RDY it last pulled with (0 after RDY 0 / CLS), so
+    /// others can tell whether it still has credit.
+    rdy: u64,
 }
+
+/// [`ChannelState::set_locality`]: the consumer identified the zone of this nsqd's
+/// `--topology-zone`.
+pub const LOCAL_ZONE: u8 = 2;
+/// [`ChannelState::set_locality`]: the consumer identified the region of this nsqd's
+/// `--topology-region` (and not its zone).
+pub const LOCAL_REGION: u8 = 1;
 
 /// The queue state of one channel.
 #[derive(Debug, Default)]
@@ -207,6 +227,14 @@ pub struct ChannelState {
     backlog_skip: Option<nsq_store::AckSet>,
     /// A backlog read is under way.
     refilling: bool,
+    /// `--enable-experiment=topology-aware-consumption`: set by the first
+    /// [`ChannelState::set_locality`]; off, nothing below costs more than this one test in
+    /// [`ChannelState::pop`].
+    topology: bool,
+    /// Topology mode: a more local consumer lost its credit (or left) while messages were
+    /// ready, so less local ones that were held back must be woken
+    /// ([`ChannelState::take_topology_wake`]).
+    topology_wake: bool,
 }
 
 impl ChannelState {
@@ -455,6 +483,9 @@ impl ChannelState {
 
     /// Unregisters a consumer. Its in-flight messages stay until they time out (Go behaviour).
     pub fn remove_consumer(&mut self, client: u64) {
+        if self.topology {
+            self.lost_credit(client);
+        }
         self.consumers.remove(&client);
     }
 
@@ -536,8 +567,86 @@ impl ChannelState {
     /// Moves up to `max` ready messages (bounded by RDY credit) in flight for `client`,
     /// appending them to `out` with attempts already incremented. A non-zero `sample_rate`
     /// (1..=99) discards messages the sampler rejects, as Go does.
+    ///
+    /// With topology-aware consumption on ([`ChannelState::set_locality`]) a consumer takes
+    /// nothing while a more local one has credit; see [`ChannelState::pop_by_locality`].
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     pub fn pop(
+        &mut self,
+        client: u64,
+        rdy: u64,
+        max: usize,
+        msg_timeout: u64,
+        now: u64,
+        sample: Option<(u8, &mut u64)>,
+        out: &mut Vec<MsgRef>,
+    ) -> usize {
+        // The only cost of the experiment when it is off: this one test per pull.
+        if self.topology {
+            return self.pop_by_locality(client, rdy, max, msg_timeout, now, sample, out);
+        }
+        self.pop_any(client, rdy, max, msg_timeout, now, sample, out)
+    }
+
+    /// Topology-aware [`ChannelState::pop`]: records `client`'s RDY; while a more local
+    /// consumer has credit and messages are ready, `client` takes nothing and waits in the
+    /// idle queue (a publish wakes the more local idle consumers first; when they run out of
+    /// credit or leave, [`ChannelState::take_topology_wake`] says to wake everyone).
+    ///
+    /// Go (nsqd/channel.go `put`, after v1.3.0) offers each message to an unbuffered
+    /// zone-local channel, then zone- or region-local, then the memory channel, so whichever
+    /// pump of the best tier is waiting in `select` at that instant wins. Here "waiting" is
+    /// "has credit": a local consumer that is busy writing keeps its claim.
+    #[cold]
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn pop_by_locality(
+        &mut self,
+        client: u64,
+        rdy: u64,
+        max: usize,
+        msg_timeout: u64,
+        now: u64,
+        sample: Option<(u8, &mut u64)>,
+        out: &mut Vec<MsgRef>,
+    ) -> usize {
+        let Some(me) = self.consumers.get_mut(&client) else {
+            return self.pop_any(client, rdy, max, msg_timeout, now, sample, out);
+        };
+        let had_credit = (me.in_flight as u64) < me.rdy;
+        me.rdy = rdy;
+        let local = me.local;
+        let has_credit = (me.in_flight as u64) < rdy;
+        if has_credit && !self.paused && self.ready_len > 0 && local < LOCAL_ZONE {
+            let outranked = self
+                .consumers
+                .values()
+                .any(|c| c.local > local && (c.in_flight as u64) < c.rdy);
+            if outranked {
+                self.set_idle(client, true);
+                return 0;
+            }
+        }
+        let n = self.pop_any(client, rdy, max, msg_timeout, now, sample, out);
+        let counter = match local {
+            LOCAL_ZONE => &mut self.counters.zone_local_msg_count,
+            LOCAL_REGION => &mut self.counters.region_local_msg_count,
+            _ => &mut self.counters.global_msg_count,
+        };
+        *counter += n as u64;
+        let left = self.consumer_in_flight(client) as u64;
+        if local > 0 && (has_credit || had_credit) && left >= rdy && self.ready_len > 0 {
+            // Its credit is used up (or its RDY lowered) with messages left: the less local
+            // ones may take them.
+            self.topology_wake = true;
+        }
+        n
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn pop_any(
         &mut self,
         client: u64,
         rdy: u64,
@@ -613,6 +722,39 @@ impl ChannelState {
         taken
     }
 
+    /// Topology-aware consumption (`--enable-experiment=topology-aware-consumption`): how
+    /// local `client` is ([`LOCAL_ZONE`], [`LOCAL_REGION`] or 0). From then on this channel
+    /// gives its messages to the most local consumers that have credit; the others take
+    /// messages only while none of those has any.
+    pub fn set_locality(&mut self, client: u64, local: u8) {
+        self.topology = true;
+        if let Some(c) = self.consumers.get_mut(&client) {
+            c.local = local;
+        }
+    }
+
+    /// Topology mode: whether less local consumers must be woken because a more local one
+    /// lost its credit or left while messages were ready (cleared by the call).
+    #[inline]
+    pub fn take_topology_wake(&mut self) -> bool {
+        if self.topology_wake {
+            self.topology_wake = false;
+            return true;
+        }
+        false
+    }
+
+    /// Topology mode: `client` will take nothing until it sends RDY again.
+    fn lost_credit(&mut self, client: u64) {
+        if let Some(c) = self.consumers.get_mut(&client) {
+            let had = c.local > 0 && (c.in_flight as u64) < c.rdy;
+            c.rdy = 0;
+            if had && self.ready_len > 0 {
+                self.topology_wake = true;
+            }
+        }
+    }
+
     /// Records whether `client` waits for new messages with credit to spare.
     fn set_idle(&mut self, client: u64, idle: bool) {
         let Some(c) = self.consumers.get_mut(&client) else {
@@ -641,6 +783,9 @@ impl ChannelState {
     /// The consumer will not take messages until it asks again (RDY 0, CLS): a new message
     /// must not spend its wake-up on it.
     pub fn not_idle(&mut self, client: u64) {
+        if self.topology {
+            self.lost_credit(client);
+        }
         self.set_idle(client, false);
     }
 
@@ -649,6 +794,9 @@ impl ChannelState {
     pub fn take_idle(&mut self, n: u64, out: &mut Vec<u64>) {
         if self.paused {
             return;
+        }
+        if self.topology {
+            return self.take_idle_by_locality(n, out);
         }
         while (out.len() as u64) < n {
             let Some(id) = self.idle.pop_front() else {
@@ -661,6 +809,28 @@ impl ChannelState {
                 }
             }
         }
+    }
+
+    /// Topology mode's [`ChannelState::take_idle`]: same-zone idle consumers first, then
+    /// same-region ones, then the others, each group oldest first.
+    #[cold]
+    fn take_idle_by_locality(&mut self, n: u64, out: &mut Vec<u64>) {
+        for local in [LOCAL_ZONE, LOCAL_REGION, 0] {
+            for &id in &self.idle {
+                if out.len() as u64 >= n {
+                    break;
+                }
+                if let Some(c) = self.consumers.get_mut(&id) {
+                    if c.idle && c.local == local {
+                        c.idle = false;
+                        out.push(id);
+                    }
+                }
+            }
+        }
+        let consumers = &self.consumers;
+        self.idle
+            .retain(|id| consumers.get(id).is_some_and(|c| c.idle));
     }
 
     fn take_in_flight(&mut self, client: u64, key: u64) -> Result<InFlight, InFlightError> {

@@ -13,3 +13,4 @@ mod lookup;
 mod persistence;
 mod protocol;
 mod tls;
+mod topology;

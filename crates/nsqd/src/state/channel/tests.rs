@@ -392,3 +392,152 @@ fn the_idle_queue_stays_bounded() {
     assert!(ch.idle.len() <= 2 * 2 + 64 + 1, "{}", ch.idle.len());
     assert_eq!(idle(&mut ch, 5), [2], "only live idle entries, once each");
 }
+
+/// Topology-aware consumption: consumer 1 is in this nsqd's zone, 2 in its region, 3 elsewhere.
+fn topology(n: u32) -> ChannelState {
+    let mut ch = ChannelState::new();
+    for c in [1, 2, 3] {
+        ch.add_consumer(c);
+    }
+    ch.set_locality(1, LOCAL_ZONE);
+    ch.set_locality(2, LOCAL_REGION);
+    ch.set_locality(3, 0);
+    ch.put(batch(n, 0), 0, n);
+    ch
+}
+
+#[test]
+fn topology_same_zone_consumer_with_credit_gets_everything() {
+    let mut ch = topology(6);
+    // The zone-local consumer announces its credit by pulling (it takes up to its RDY).
+    assert_eq!(
+        bodies(&pop(&mut ch, 1, 10, 0)),
+        ["m0", "m1", "m2", "m3", "m4", "m5"]
+    );
+    ch.put(batch(3, 100), 0, 3);
+    // It still has credit: the others take nothing, however often they ask.
+    assert!(pop(&mut ch, 3, 10, 0).is_empty());
+    assert!(pop(&mut ch, 2, 10, 0).is_empty());
+    assert!(!ch.take_topology_wake());
+    // A publish wakes the local consumer first, then region, then the others.
+    let mut woken = Vec::new();
+    ch.take_idle(1, &mut woken);
+    assert_eq!(
+        woken,
+        [1],
+        "one message: only the zone-local idle consumer is woken"
+    );
+    assert_eq!(pop(&mut ch, 1, 10, 0).len(), 3);
+    assert_eq!(ch.consumer_in_flight(1), 9);
+    assert_eq!(ch.consumer_in_flight(2) + ch.consumer_in_flight(3), 0);
+    ch.put(batch(1, 200), 0, 1);
+    let mut woken = Vec::new();
+    ch.take_idle(3, &mut woken);
+    assert_eq!(woken, [1, 2, 3], "by locality, not by age");
+}
+
+#[test]
+fn topology_falls_back_to_region_then_anyone_when_local_has_no_credit() {
+    let mut ch = topology(10);
+    assert_eq!(bodies(&pop(&mut ch, 1, 2, 0)), ["m0", "m1"]);
+    // Its RDY is full with messages left: whoever was held back must be woken.
+    assert!(ch.take_topology_wake());
+    assert!(!ch.take_topology_wake(), "cleared by the call");
+    // The region-local one is next while it has credit, then anyone.
+    assert_eq!(bodies(&pop(&mut ch, 2, 3, 0)), ["m2", "m3", "m4"]);
+    assert!(ch.take_topology_wake());
+    assert_eq!(bodies(&pop(&mut ch, 3, 2, 0)), ["m5", "m6"]);
+    assert!(
+        !ch.take_topology_wake(),
+        "only local consumers' credit holds others back"
+    );
+    // A FIN gives the zone-local one credit again: it is preferred again.
+    let m = ch
+        .in_flight
+        .values()
+        .find(|f| f.client == 1)
+        .unwrap()
+        .msg
+        .key();
+    ch.fin(1, m).unwrap();
+    ch.fin(
+        3,
+        ch.in_flight
+            .values()
+            .find(|f| f.client == 3)
+            .unwrap()
+            .msg
+            .key(),
+    )
+    .unwrap();
+    assert!(
+        pop(&mut ch, 3, 2, 0).is_empty(),
+        "held back while 1 has credit"
+    );
+    assert_eq!(bodies(&pop(&mut ch, 1, 2, 0)), ["m7"]);
+    assert!(ch.take_topology_wake());
+    // RDY 0 (or CLS) of the region one with messages left also hands over.
+    ch.fin(
+        2,
+        ch.in_flight
+            .values()
+            .find(|f| f.client == 2)
+            .unwrap()
+            .msg
+            .key(),
+    )
+    .unwrap();
+    assert!(
+        pop(&mut ch, 3, 2, 0).is_empty(),
+        "held back while 2 has credit"
+    );
+    ch.not_idle(2);
+    assert!(ch.take_topology_wake());
+    assert_eq!(bodies(&pop(&mut ch, 3, 2, 0)), ["m8"]);
+    // A local consumer leaving hands over too.
+    ch.put(batch(2, 300), 0, 2);
+    ch.fin(
+        1,
+        ch.in_flight
+            .values()
+            .find(|f| f.client == 1)
+            .unwrap()
+            .msg
+            .key(),
+    )
+    .unwrap();
+    assert_eq!(
+        pop(&mut ch, 1, 2, 0).len(),
+        1,
+        "m9: 1 in flight left, RDY 2"
+    );
+    ch.fin(
+        1,
+        ch.in_flight
+            .values()
+            .find(|f| f.client == 1)
+            .unwrap()
+            .msg
+            .key(),
+    )
+    .unwrap();
+    ch.put(batch(1, 400), 0, 1);
+    assert!(pop(&mut ch, 3, 5, 0).is_empty());
+    ch.remove_consumer(1);
+    assert!(ch.take_topology_wake());
+    assert_eq!(pop(&mut ch, 3, 5, 0).len(), 3);
+}
+
+#[test]
+fn topology_off_consumers_share_as_before() {
+    let mut ch = setup(6);
+    assert_eq!(bodies(&pop(&mut ch, 2, 2, 0)), ["m0", "m1"]);
+    assert_eq!(bodies(&pop(&mut ch, 1, 2, 0)), ["m2", "m3"]);
+    assert_eq!(bodies(&pop(&mut ch, 2, 5, 0)), ["m4", "m5"]);
+    assert!(!ch.take_topology_wake());
+    // Idle consumers are woken oldest first, whatever they identified.
+    let mut woken = Vec::new();
+    ch.take_idle(2, &mut woken);
+    assert_eq!(woken, [2], "1 has no credit left; 2 has");
+    assert!(!ch.topology);
+}
