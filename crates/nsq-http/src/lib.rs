@@ -12,3 +12,5 @@ pub mod first_line;
 pub mod fuzzing;
 pub mod json;
 pub mod query;
+#[cfg(all(feature = "serve", feature = "testing"))]
+pub mod testing;

@@ -57,26 +57,12 @@ fn unsupported_flags_are_accepted_and_logged_and_base_path_is_respected() {
 /// client gets Go's net/http 400 once its first line ends, then the connection closes.
 #[test]
 fn non_http_first_line_gets_gos_400_after_it_ends() {
-    use std::io::{ErrorKind, Read, Write};
-    use std::time::Duration;
     let admin = start_admin(&[format!("--nsqd-http-address=127.0.0.1:{}", closed_port())]);
-    let mut s = std::net::TcpStream::connect(admin.http).unwrap();
-    s.write_all(b"  V2").unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    match s.read(&mut [0u8; 1]) {
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-        other => panic!("answered or closed before the first line ended: {other:?}"),
-    }
-    s.write_all(b"IDENTIFY\n").unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out)
-        .expect("the server closes after its answer");
+    let out =
+        nsq_http::testing::v2_client_on_http_port(admin.http, std::time::Duration::from_secs(5));
     assert_eq!(
         String::from_utf8_lossy(&out),
-        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
-         Connection: close\r\n\r\n400 Bad Request"
+        String::from_utf8_lossy(nsq_http::first_line::GO_BAD_REQUEST)
     );
     assert_eq!(admin.http("GET", "/ping", None).status, 200);
 }

@@ -4,7 +4,7 @@
 //! being read, non-HTTP bytes get Go's 400 after their first line). Handler-level details (every error code, JSON
 //! byte layout) are unit-tested in `src/http/tests.rs`.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -357,27 +357,10 @@ fn msg_too_big_is_refused_without_reading_the_body() {
 }
 
 /// Go nsqd 1.3.0's answer to a first line that is not HTTP (captured from it; net/http).
-const GO_400: &str = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
-                      Connection: close\r\n\r\n400 Bad Request";
+const GO_400: &[u8] = nsq_http::first_line::GO_BAD_REQUEST;
 
-/// A V2 client dialing the HTTP port by mistake: it sends the magic, then (after a pause in
-/// which nothing may arrive and the connection must stay open) its first command; returns
-/// everything the server writes until it closes.
 fn v2_client_on_http_port(addr: std::net::SocketAddr) -> Vec<u8> {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(b"  V2").unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    match s.read(&mut [0u8; 1]) {
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-        other => panic!("answered or closed before the first line ended: {other:?}"),
-    }
-    s.write_all(b"IDENTIFY\n").unwrap();
-    s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out)
-        .expect("the server closes after its answer");
-    out
+    nsq_http::testing::v2_client_on_http_port(addr, READ_TIMEOUT)
 }
 
 /// Go's net/http reads the whole first line before it answers, so the client reads Go's 400
@@ -386,7 +369,10 @@ fn v2_client_on_http_port(addr: std::net::SocketAddr) -> Vec<u8> {
 fn v2_client_on_the_http_port_gets_gos_400_after_its_first_line() {
     let nsqd = TestNsqd::start(&[]);
     let ours = v2_client_on_http_port(nsqd.http_addr());
-    assert_eq!(String::from_utf8_lossy(&ours), GO_400);
+    assert_eq!(
+        String::from_utf8_lossy(&ours),
+        String::from_utf8_lossy(GO_400)
+    );
     assert_ok(&nsqd.http_get("/ping"));
 
     let Some(go) = go_nsqd_bin() else {

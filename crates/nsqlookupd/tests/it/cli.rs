@@ -1,7 +1,5 @@
-use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::process::Command;
-use std::time::Duration;
 
 use crate::harness::{bin, http_raw, TestLookupd, READ_TIMEOUT};
 
@@ -63,27 +61,13 @@ fn config_file_and_go_style_flags() {
 /// the HTTP port reads Go's exact 400 only after its first line, then the connection closes.
 #[test]
 fn http_port_answers_non_http_with_gos_400_after_the_first_line() {
-    const GO_400: &str = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
-                          Connection: close\r\n\r\n400 Bad Request";
+    let go_400 = String::from_utf8_lossy(nsq_http::first_line::GO_BAD_REQUEST);
     let l = TestLookupd::start(&[]);
-    let mut s = TcpStream::connect(l.http).unwrap();
-    s.write_all(b"  V2").unwrap();
-    // Nothing within 300 ms, and the connection stays open.
-    s.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    match s.read(&mut [0u8; 1]) {
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-        other => panic!("answered or closed before the first line ended: {other:?}"),
-    }
-    s.write_all(b"IDENTIFY\n").unwrap();
-    s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out)
-        .expect("the server closes after its answer");
-    assert_eq!(String::from_utf8_lossy(&out), GO_400);
+    let out = nsq_http::testing::v2_client_on_http_port(l.http, READ_TIMEOUT);
+    assert_eq!(String::from_utf8_lossy(&out), go_400);
     // The whole line at once (the lookup protocol's own magic) gets the same.
     let out = http_raw(l.http, b"  V1IDENTIFY\n");
-    assert_eq!(String::from_utf8_lossy(&out), GO_400);
+    assert_eq!(String::from_utf8_lossy(&out), go_400);
     assert_eq!(l.http("GET", "/ping").status, 200);
 }
 
