@@ -43,7 +43,7 @@ const CONFIG_RENAMES: &[(&str, &str)] = &[
 /// `export-go-data` is ours: a one-shot command, not an option.
 const CLI_ONLY: &[&str] = &["verbose", "worker-id", "export-go-data"];
 
-/// The only experiment NSQ 1.3 knows.
+/// The only experiment Go nsqd knows (added on its master after v1.3.0, which has none).
 const EXPERIMENTS: &[&str] = &["topology-aware-consumption"];
 
 /// Why options could not be loaded or are not acceptable.
