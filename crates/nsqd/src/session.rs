@@ -652,16 +652,7 @@ impl Session {
                 self.client
                     .state
                     .store(client_state::CLOSING, Ordering::Relaxed);
-                if let Some(ch) = &self.channel {
-                    let wake = {
-                        let mut st = ch.state.lock();
-                        st.not_idle(self.client.id);
-                        st.take_topology_wake()
-                    };
-                    if wake {
-                        ch.wake_consumers();
-                    }
-                }
+                self.stop_receiving();
                 self.respond(FrameType::Response, CLOSE_WAIT);
                 Ok(())
             }
@@ -932,6 +923,22 @@ impl Session {
         Ok(())
     }
 
+    /// RDY 0 or CLS: this consumer no longer waits for messages; if it was a same-zone/region
+    /// consumer holding back the others (topology-aware consumption), they are woken.
+    fn stop_receiving(&self) {
+        let Some(ch) = &self.channel else {
+            return;
+        };
+        let wake = {
+            let mut st = ch.state.lock();
+            st.not_idle(self.client.id);
+            st.take_topology_wake()
+        };
+        if wake {
+            ch.wake_consumers();
+        }
+    }
+
     fn rdy(&mut self, count: u64) -> Result<(), ClientError> {
         match self.client.state() {
             client_state::CLOSING => return Ok(()),
@@ -946,17 +953,7 @@ impl Session {
         }
         self.client.ready_count.store(count, Ordering::Relaxed);
         if count == 0 {
-            if let Some(ch) = &self.channel {
-                let wake = {
-                    let mut st = ch.state.lock();
-                    st.not_idle(self.client.id);
-                    st.take_topology_wake()
-                };
-                if wake {
-                    // A same-zone/region consumer stopped: the others may take its messages.
-                    ch.wake_consumers();
-                }
-            }
+            self.stop_receiving();
         }
         Ok(())
     }
