@@ -122,6 +122,13 @@ pub struct Config {
     /// Name checked against the server's certificate (nsq-rs; go-nsq always uses the host part
     /// of the nsqd address, which is also the default here).
     pub tls_server_name: Option<String>,
+    /// Oldest TLS version offered (go-nsq `tls_min_version`: `tls1.0`, `tls1.1` and `tls1.2`
+    /// all mean TLS 1.2 here, the oldest rustls speaks; `tls1.3` is ours; go-nsq's `ssl3.0`
+    /// is refused).
+    pub tls_min_version: nsq_net::tls::MinVersion,
+    /// Local address to dial from (go-nsq `local_addr`), e.g. to pick the interface or source
+    /// IP; port 0 lets the system choose. `None`: the system picks both.
+    pub local_addr: Option<std::net::SocketAddr>,
     /// Ask nsqd for snappy compression (go-nsq `snappy`). Exclusive with `deflate`.
     pub snappy: bool,
     /// Ask nsqd for raw deflate compression (go-nsq `deflate`). Exclusive with `snappy`.
@@ -171,6 +178,8 @@ impl Default for Config {
             tls_key: None,
             tls_insecure_skip_verify: false,
             tls_server_name: None,
+            tls_min_version: Default::default(),
+            local_addr: None,
             snappy: false,
             deflate: false,
             deflate_level: 6,
@@ -189,8 +198,7 @@ impl Config {
     ///
     /// Durations use Go syntax (`"250ms"`, `"1m30s"`), booleans Go's `strconv.ParseBool`
     /// spellings, paths are taken as given (files are read when the producer or consumer is
-    /// created). go-nsq options not implemented (`tls_min_version`, `local_addr`) are
-    /// rejected with [`Error::Unsupported`].
+    /// created).
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
         let key = key.trim().replace('-', "_");
         let value = value.trim();
@@ -278,7 +286,21 @@ impl Config {
             "tls_server_name" => {
                 self.tls_server_name = (!value.is_empty()).then(|| value.to_owned());
             }
-            "tls_min_version" | "local_addr" => return Err(Error::Unsupported(key)),
+            "tls_min_version" => {
+                self.tls_min_version = match value {
+                    "ssl3.0" => return Err(bad("SSL 3.0 is not supported (TLS 1.2 and 1.3 only)")),
+                    v => nsq_net::tls::MinVersion::from_flag(v)
+                        // go-nsq: "ERROR: %v is not a tls version"
+                        .ok_or_else(|| bad("not a tls version"))?,
+                }
+            }
+            "local_addr" => {
+                self.local_addr = if value.is_empty() {
+                    None
+                } else {
+                    Some(value.parse().map_err(|_| bad("not an IP:port address"))?)
+                }
+            }
             _ => return Err(Error::Config(format!("unknown option {key:?}"))),
         }
         Ok(())
@@ -461,9 +483,21 @@ mod tests {
         assert_eq!(id.topology_zone.as_deref(), Some("z1"));
         assert_eq!(id.topology_region.as_deref(), Some("r1"));
         assert!(!c.requeue_on_drop);
+        c.set("tls_min_version", "tls1.3").unwrap();
+        assert_eq!(c.tls_min_version, nsq_net::tls::MinVersion::Tls13);
+        c.set("tls_min_version", "tls1.0").unwrap();
+        assert_eq!(c.tls_min_version, nsq_net::tls::MinVersion::Tls12);
+        for v in ["ssl3.0", "tls9"] {
+            assert!(
+                matches!(c.set("tls_min_version", v), Err(Error::Config(_))),
+                "{v}"
+            );
+        }
+        c.set("local_addr", "127.0.0.5:0").unwrap();
+        assert_eq!(c.local_addr, Some("127.0.0.5:0".parse().unwrap()));
         assert!(matches!(
-            c.set("tls_min_version", "tls1.2"),
-            Err(Error::Unsupported(_))
+            c.set("local_addr", "localhost"),
+            Err(Error::Config(_))
         ));
         assert!(matches!(c.set("nope", "1"), Err(Error::Config(_))));
         assert!(matches!(c.set("msg_timeout", "30"), Err(Error::Config(_))));

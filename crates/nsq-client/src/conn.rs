@@ -75,9 +75,31 @@ pub(crate) async fn connect(
     Ok((stream, reader, negotiated))
 }
 
-/// Opens a TCP connection within `dial_timeout`.
+/// Opens a TCP connection within `dial_timeout`, from `local_addr` when set.
 async fn dial(addr: &str, config: &Config) -> Result<TcpStream> {
-    let stream = tokio::time::timeout(config.dial_timeout, TcpStream::connect(addr))
+    let connect = async {
+        let Some(local) = config.local_addr else {
+            return TcpStream::connect(addr).await;
+        };
+        // go-nsq's net.Dialer{LocalAddr}: the first resolved address of the same family.
+        let remote = tokio::net::lookup_host(addr)
+            .await?
+            .find(|a| a.is_ipv4() == local.is_ipv4())
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::AddrNotAvailable,
+                    format!("{addr} has no address of local_addr {local}'s family"),
+                )
+            })?;
+        let socket = if local.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.bind(local)?;
+        socket.connect(remote).await
+    };
+    let stream = tokio::time::timeout(config.dial_timeout, connect)
         .await
         .map_err(|_| Error::Timeout)??;
     stream.set_nodelay(true)?;

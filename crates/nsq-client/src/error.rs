@@ -40,7 +40,7 @@ pub enum Error {
     /// A configuration key or value could not be applied ([`crate::Config::set`]).
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// A feature or option this client does not implement (e.g. `tls_min_version`).
+    /// A feature or option this client does not implement.
     #[error("not supported by nsq-client yet: {0}")]
     Unsupported(String),
     /// TLS could not be set up: a certificate or key file could not be loaded, or the

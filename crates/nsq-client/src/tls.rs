@@ -51,7 +51,7 @@ pub(crate) fn client_config(config: &Config) -> Result<Option<Arc<ClientConfig>>
         cert: config.tls_cert.clone(),
         key: config.tls_key.clone(),
         insecure_skip_verify: config.tls_insecure_skip_verify,
-        min_version: Default::default(),
+        min_version: config.tls_min_version,
     };
     let tls = nsq_net::tls::client_config_from(&opts).map_err(|e| match &config.tls_cert {
         Some(cert) if matches!(e, nsq_net::tls::TlsError::Rustls(_)) => {

@@ -640,3 +640,42 @@ async fn heartbeats_keep_idle_connections_alive() {
     consumer.stop().await;
     producer.stop().await;
 }
+
+/// go-nsq's `local_addr`: the producer's and the consumer's connections leave from the given
+/// loopback addresses, as nsqd's `/stats` shows them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_addr_picks_the_source_address() {
+    let n = nsqd(&[]);
+    let mut pc = Config::new();
+    pc.set("local_addr", "127.0.0.7:0").unwrap();
+    let producer = Producer::connect(n.tcp.to_string(), pc).await.unwrap();
+    producer.publish("src", "m").await.unwrap();
+    let mut cc = config(1);
+    cc.set("local_addr", "127.0.0.8:0").unwrap();
+    let mut consumer = Consumer::new("src", "ch", cc).unwrap();
+    consumer.connect_to_nsqd(n.tcp.to_string()).await.unwrap();
+    let m = next(&mut consumer).await;
+    assert_eq!(text(&m), "m");
+    m.finish();
+    let c = n
+        .channel_stats("src", "ch")
+        .await
+        .expect("channel in /stats");
+    let clients = c["clients"].as_array().expect("clients");
+    assert_eq!(clients.len(), 1, "{c}");
+    let remote = clients[0]["remote_address"].as_str().unwrap();
+    assert!(remote.starts_with("127.0.0.8:"), "consumer from {remote}");
+    let stats = n.stats().await;
+    let producers: Vec<&str> = stats["producers"]
+        .as_array()
+        .expect("producers in /stats")
+        .iter()
+        .filter_map(|p| p["remote_address"].as_str())
+        .collect();
+    assert!(
+        producers.iter().any(|a| a.starts_with("127.0.0.7:")),
+        "producer from {producers:?}"
+    );
+    consumer.stop().await;
+    producer.stop().await;
+}
