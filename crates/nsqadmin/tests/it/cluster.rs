@@ -532,6 +532,11 @@ fn nsqd_reachable_only_over_https() {
     let ca = format!("--http-client-tls-root-ca-file={}", pki.ca.display());
 
     let direct = start_admin(&[format!("--nsqd-http-address=https://{https}"), ca.clone()]);
+    // A new topic holds its messages until nsqd has asked the lookupd for its channels (our
+    // pre-creation runs after /topic/create answers; Go's blocks it): wait for the release.
+    wait_until(WAIT, "the 3 messages reach channel ch", || {
+        channel(&direct.get_json("/api/topics/secure"), "ch")["depth"] == 3
+    });
     let t = direct.get_json("/api/topics/secure");
     assert_eq!(t["message"], "", "{t}");
     assert_eq!(t["message_count"], 3, "{t}");

@@ -86,6 +86,17 @@ fn same_zone_consumer_is_preferred_while_it_has_rdy() {
     for m in &theirs {
         remote.fin(&m.id);
     }
+    // FIN has no answer: publish only once nsqd has applied them (else the same-zone consumer
+    // may still be without credit, and the other one rightly gets c0).
+    wait_until(READ_TIMEOUT, "both consumers' FINs applied", || {
+        nsqd.channel_stats("topo", "ch").is_some_and(|ch| {
+            ch["clients"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["in_flight_count"] == 0)
+        })
+    });
     p.pub_ok("topo", b"c0");
     assert_eq!(body(&local.read_message(READ_TIMEOUT)), "c0");
     nothing_for(&mut remote);
