@@ -73,6 +73,17 @@ enum Verdict {
     TooLarge,
 }
 
+impl Verdict {
+    /// Go's answer for a judged non-HTTP line, `None` while there is nothing to answer.
+    fn reply(self) -> Option<&'static [u8]> {
+        match self {
+            Verdict::BadRequest => Some(GO_BAD_REQUEST),
+            Verdict::TooLarge => Some(GO_TOO_LARGE),
+            Verdict::Undecided | Verdict::Http | Verdict::NotHttp => None,
+        }
+    }
+}
+
 /// The sans-I/O judge of a connection's first line, fed the bytes as they arrive.
 #[derive(Debug, Clone, Copy, Default)]
 struct FirstLine {
@@ -282,12 +293,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for FirstLineStream<S> {
                             line: *line,
                             deadline: Box::pin(tokio::time::sleep(this.timeout)),
                         },
-                        Verdict::BadRequest => State::Replying {
-                            reply: GO_BAD_REQUEST,
-                            pos: 0,
-                        },
-                        Verdict::TooLarge => State::Replying {
-                            reply: GO_TOO_LARGE,
+                        v @ (Verdict::BadRequest | Verdict::TooLarge) => State::Replying {
+                            reply: v.reply().expect("a judged line has an answer"),
                             pos: 0,
                         },
                     };
@@ -305,16 +312,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for FirstLineStream<S> {
                         // Gone before the line ended: no answer, as in Go.
                         State::Closed
                     } else {
-                        match line.feed(new) {
-                            Verdict::BadRequest => State::Replying {
-                                reply: GO_BAD_REQUEST,
-                                pos: 0,
-                            },
-                            Verdict::TooLarge => State::Replying {
-                                reply: GO_TOO_LARGE,
-                                pos: 0,
-                            },
-                            _ => continue,
+                        match line.feed(new).reply() {
+                            Some(reply) => State::Replying { reply, pos: 0 },
+                            None => continue,
                         }
                     };
                 }
