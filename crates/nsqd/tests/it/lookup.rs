@@ -530,8 +530,13 @@ fn new_topic_precreates_channels_known_to_lookupd() {
     );
     assert_eq!(r.status, 200, "{r:?}");
     let n = TestNsqd::start(&[&l.tcp_flag(), "--broadcast-address=127.0.0.1"]);
-    wait_until(CHANGE, "nsqd registered with lookupd", || {
-        !l.nodes().is_empty()
+    // lookupd lists the node at its IDENTIFY, before nsqd has read the answer that tells it
+    // lookupd's HTTP address (which the pre-creation asks). nsqd registers a topic only after
+    // it has that answer, so a registered topic is the event that proves it.
+    let r = n.http_post("/topic/create?topic=warmup", b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    wait_until(CHANGE, "nsqd registered topic warmup with lookupd", || {
+        l.lookup("warmup").1.len() == 1
     });
     let mut p = n.client();
     p.pub_ok("pre", b"first");
