@@ -15,6 +15,9 @@
 #
 # Environment: RUNFOR=10s SIZE=200 BATCH_SIZE=200 RDY=2500 REPEAT=1 TCP_PORT=4250
 #              HTTP_PORT=4251 GO_DIR=../shared/reference/go-nsq-1.3.0-linux-amd64
+# A/B mode: AB_FLAGS="--e2e-processing-latency-percentile=0.99" compares nsq-rs without
+# those flags ("nsq-rs", first of each pair) against nsq-rs with them ("nsq-rs+flags"),
+# instead of Go against nsq-rs; the ratio line then reads flags / plain.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -64,11 +67,12 @@ c = [c for c in t["channels"] if c["channel_name"] == "ch"][0]
 print(t["message_count"], c["depth"] + c["in_flight_count"])'
 }
 
-run_one() { # name binary
+run_one() { # name binary [extra flags...]
   local name="$1" bin="$2"
+  shift 2
   DATA="$(mktemp -d -t nsq-vs-go.XXXXXX)"
   "$bin" --tcp-address="127.0.0.1:$TCP_PORT" --http-address="127.0.0.1:$HTTP_PORT" \
-    --data-path="$DATA" --mem-queue-size=100000000 >"$DATA.log" 2>&1 &
+    --data-path="$DATA" --mem-queue-size=100000000 "$@" >"$DATA.log" 2>&1 &
   PID=$!
   for _ in $(seq 1 100); do
     curl -sf "http://127.0.0.1:$HTTP_PORT/ping" >/dev/null 2>&1 && break
@@ -103,8 +107,14 @@ echo "# runfor=$RUNFOR size=$SIZE batch=$BATCH_SIZE rdy=$RDY, $(nproc) cores, lo
 printf 'nsqd\tpublished\tconsumed\tpub ns/msg\tsub ns/msg\ttotal ns/msg\n'
 rows=()
 for i in $(seq 1 "$REPEAT"); do
-  go=$(run_one "go-1.3.0" "$GO_DIR/nsqd"); echo "$go"
-  rs=$(run_one "nsq-rs" "$RS_NSQD"); echo "$rs"
+  if [ -n "${AB_FLAGS:-}" ]; then
+    # shellcheck disable=SC2086 # AB_FLAGS is a list of flags
+    go=$(run_one "nsq-rs" "$RS_NSQD"); echo "$go"
+    rs=$(run_one "nsq-rs+flags" "$RS_NSQD" $AB_FLAGS); echo "$rs"
+  else
+    go=$(run_one "go-1.3.0" "$GO_DIR/nsqd"); echo "$go"
+    rs=$(run_one "nsq-rs" "$RS_NSQD"); echo "$rs"
+  fi
   rows+=("$go" "$rs")
 done
 printf '%s\n' "${rows[@]}" | python3 -c '
@@ -112,4 +122,5 @@ import sys
 rows = [l.split("\t") for l in sys.stdin.read().splitlines()]
 for i in range(0, len(rows), 2):
     g, r = rows[i], rows[i + 1]
-    print(f"# run {i // 2 + 1}: nsq-rs / Go nsqd CPU per message: publish {float(r[3]) / float(g[3]):.2f}x, consume {float(r[4]) / float(g[4]):.2f}x, both {float(r[5]) / float(g[5]):.2f}x")'
+    label = "with flags / without" if r[0] == "nsq-rs+flags" else "nsq-rs / Go nsqd"
+    print(f"# run {i // 2 + 1}: {label} CPU per message: publish {float(r[3]) / float(g[3]):.2f}x, consume {float(r[4]) / float(g[4]):.2f}x, both {float(r[5]) / float(g[5]):.2f}x")'

@@ -20,6 +20,7 @@ use crate::clock::Clock;
 use crate::durable::{journal_op, Store};
 use crate::persist::DataDir;
 use crate::state::channel::ChannelState;
+use crate::state::e2e::E2eConfig;
 use nsq_store::ChannelJournal;
 
 /// Why a consumer could not be added.
@@ -98,6 +99,7 @@ impl Channel {
         name: &str,
         mem_queue_size: i64,
         clock: Clock,
+        e2e: Option<&E2eConfig>,
         paused: bool,
         data: Option<Arc<DataDir>>,
         spill: bool,
@@ -111,7 +113,10 @@ impl Channel {
         } else {
             crate::durable::MEMORY_WINDOW
         });
-        let state = ChannelState::with_limits(paused, drop_beyond, mem_window);
+        let mut state = ChannelState::with_limits(paused, drop_beyond, mem_window);
+        if let Some(cfg) = e2e {
+            state.enable_e2e(cfg, crate::clock::unix_nanos());
+        }
         let ch = Arc::new(Channel {
             topic_name: topic_name.to_string(),
             name: name.to_string(),

@@ -808,14 +808,6 @@ impl Options {
             );
         }
 
-        if !self.e2e_processing_latency_percentiles.is_empty() {
-            notes.push(
-                "--e2e-processing-latency-percentile: end-to-end latency percentiles are not \
-                 yet supported and will not appear in /stats"
-                    .to_owned(),
-            );
-        }
-
         // Topology-aware consumption is built; these notes are about settings that make it
         // do nothing (Go accepts them silently).
         let mut topology = Vec::new();
@@ -1459,9 +1451,12 @@ mod tests {
             !all.contains("--auth-http-address"),
             "AUTH is supported: {all}"
         );
+        assert!(
+            !all.contains("--e2e-processing-latency-percentile"),
+            "e2e latency is supported: {all}"
+        );
         for needle in [
             "--statsd-address",
-            "--e2e-processing-latency-percentile",
             "--queue-scan-worker-pool-max",
             "no effect",
         ] {
@@ -1471,7 +1466,7 @@ mod tests {
         // is topology-aware consumption with a zone.
         assert!(!all.contains("--sync-every"), "{all}");
         assert!(!all.contains("--topology-zone"), "{all}");
-        assert_eq!(notes.len(), 3, "{all}");
+        assert_eq!(notes.len(), 2, "{all}");
         assert!(o.topology_aware_consumption());
         // Topology settings that make the experiment do nothing are pointed out.
         let o = parse(&["--topology-zone=z"]);

@@ -116,6 +116,8 @@ pub struct Nsqd {
     pub store: Option<Arc<durable::Store>>,
     /// Registration with nsqlookupd: addresses in force and topic/channel change events.
     pub lookup: lookup::LookupHandle,
+    /// `--e2e-processing-latency-percentile` (`None` when not given): what channels track.
+    pub e2e: Option<Arc<state::e2e::E2eConfig>>,
     /// This value's own `Arc`, for tasks spawned from `&self` methods.
     me: std::sync::Weak<Nsqd>,
 }
@@ -140,6 +142,11 @@ impl Nsqd {
         Arc::new_cyclic(|me| Nsqd {
             me: me.clone(),
             lookup: lookup::LookupHandle::new(&opts.lookupd_tcp_addresses),
+            e2e: state::e2e::E2eConfig::new(
+                opts.e2e_processing_latency_window_time,
+                &opts.e2e_processing_latency_percentiles,
+            )
+            .map(Arc::new),
             opts,
             clock: Clock::new(),
             start_time: clock::unix_secs(),
@@ -208,6 +215,7 @@ impl Nsqd {
             self.data.clone(),
             self.store.clone(),
             log,
+            self.e2e.clone(),
         ));
         topics.insert(name.to_string(), t.clone());
         if let (Some(d), false) = (&self.data, t.ephemeral) {
@@ -292,6 +300,7 @@ impl Nsqd {
             self.data.clone(),
             self.store.clone(),
             Some(log),
+            self.e2e.clone(),
         ));
         topics.insert(name.to_string(), t.clone());
         t

@@ -547,9 +547,20 @@ impl Session {
         let mut acked = Vec::new();
         {
             let mut st = ch.state.lock();
+            // One clock reading per batch of FINs, and only when latency is tracked.
+            let now = if st.tracks_e2e() {
+                crate::clock::unix_nanos()
+            } else {
+                0
+            };
             for id in &self.pending_fins {
                 match st.fin(self.client.id, id_key(id)) {
-                    Ok(m) => acked.extend(m.log_pos()),
+                    Ok(m) => {
+                        if now != 0 {
+                            st.record_e2e(now, m.batch.timestamp(m.idx));
+                        }
+                        acked.extend(m.log_pos());
+                    }
                     Err(e) => failed.push((*id, e)),
                 }
             }

@@ -12,8 +12,10 @@
 //!   but no producers, `"producers"` is `null` too (a nil Go slice), while `"clients"` is `[]`;
 //! - `depth` is memory + disk (`backend_depth`, 0 until the disk queue exists); a channel's
 //!   depth does not count in-flight or deferred messages;
-//! - `e2e_processing_latency` is `{"count":0,"percentiles":null}` (percentiles are not
-//!   implemented, as in Go when `--e2e-processing-latency-percentile` is unset);
+//! - `e2e_processing_latency` is `{"count":0,"percentiles":null}` when
+//!   `--e2e-processing-latency-percentile` is unset, and for a topic without channels;
+//!   otherwise `{"count":N,"percentiles":[{"quantile":0.99,"value":NS},...]}` (see
+//!   [`crate::state::e2e`]); a topic's merges all its channels', whatever the filter;
 //! - `memory` (Go runtime stats) is omitted when `include_mem=false`; see [`MemStats`] for
 //!   what we put in its Go-named fields.
 //!
@@ -28,9 +30,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
+use sketches_ddsketch::DDSketch;
 
 use crate::channel::Channel;
 use crate::client::ClientInfo;
+use crate::state::e2e::{self, E2eConfig};
 use crate::topic::Topic;
 use crate::Nsqd;
 
@@ -97,7 +101,7 @@ pub struct TopicStats {
     pub message_bytes: u64,
     /// Whether paused.
     pub paused: bool,
-    /// Always empty: percentiles are not implemented.
+    /// Its channels' latencies merged (Go's `AggregateChannelE2eProcessingLatency`).
     pub e2e_processing_latency: E2eLatency,
 }
 
@@ -137,7 +141,7 @@ pub struct ChannelStats {
     pub clients: Option<Vec<ClientStats>>,
     /// Whether paused.
     pub paused: bool,
-    /// Always empty: percentiles are not implemented.
+    /// Publish-to-FIN latency over the window.
     pub e2e_processing_latency: E2eLatency,
 }
 
@@ -146,12 +150,73 @@ fn is_zero(n: &u64) -> bool {
 }
 
 /// Go's `quantile.Result`.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct E2eLatency {
     /// Samples in the window.
     pub count: u64,
-    /// Always `None` (JSON `null`).
-    pub percentiles: Option<[f64; 0]>,
+    /// One entry per `--e2e-processing-latency-percentile`, in flag order; `None` (JSON
+    /// `null`) when none was given.
+    pub percentiles: Option<Vec<Percentile>>,
+}
+
+impl E2eLatency {
+    /// From a merged sketch (`None`: no samples, or not tracked).
+    fn new(cfg: Option<&E2eConfig>, sketch: Option<&DDSketch>) -> E2eLatency {
+        match cfg {
+            None => E2eLatency::default(),
+            Some(cfg) => E2eLatency {
+                count: e2e::count(sketch),
+                percentiles: Some(
+                    e2e::percentiles(sketch, cfg)
+                        .into_iter()
+                        .map(|(quantile, value)| Percentile { quantile, value })
+                        .collect(),
+                ),
+            },
+        }
+    }
+
+    /// Go's `Result.String`: each value as `stringy.NanoSecondToHuman`, comma-separated.
+    fn write_text(&self, w: &mut String) {
+        for (i, p) in self.percentiles.iter().flatten().enumerate() {
+            if i > 0 {
+                w.push_str(", ");
+            }
+            let v = p.value;
+            let (v, unit) = if v > 1e9 {
+                (v / 1e9, "s")
+            } else if v > 1e6 {
+                (v / 1e6, "ms")
+            } else if v > 1e3 {
+                (v / 1e3, "us")
+            } else {
+                (v, "ns")
+            };
+            let _ = write!(w, "{v:.1}{unit}");
+        }
+    }
+}
+
+/// One percentile (Go: a `map[string]float64` with these two keys, which encoding/json
+/// writes sorted, so `quantile` first).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Percentile {
+    /// The quantile asked for, e.g. 0.99.
+    #[serde(serialize_with = "ser_go_float")]
+    pub quantile: f64,
+    /// Latency at that quantile, in nanoseconds (a whole number).
+    #[serde(serialize_with = "ser_go_float")]
+    pub value: f64,
+}
+
+/// A float as Go's encoding/json writes it: whole numbers without a fraction (`1`, not
+/// `1.0`), the rest shortest round-trip, as serde_json does.
+fn ser_go_float<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        s.serialize_i64(*v as i64)
+    } else {
+        s.serialize_f64(*v)
+    }
 }
 
 /// Messages a producer published to one topic.
@@ -399,12 +464,18 @@ impl ClientStats {
     }
 }
 
-fn channel_stats(ch: Arc<Channel>, f: &StatsFilter<'_>) -> ChannelStats {
+/// One channel's figures, and its merged latency sketch for the topic's aggregate.
+fn channel_stats(
+    ch: Arc<Channel>,
+    f: &StatsFilter<'_>,
+    e2e_cfg: Option<&E2eConfig>,
+    now: i64,
+) -> (ChannelStats, Option<DDSketch>) {
     // Clients first (their own lock), then the queue state: never both locks at once.
     let clients = ch.clients();
     let mut in_flight: Vec<u32> = Vec::new();
-    let (depth, backend_depth, in_flight_count, deferred_count, counters, paused) = {
-        let st = ch.state.lock();
+    let (depth, backend_depth, in_flight_count, deferred_count, counters, paused, sketch) = {
+        let mut st = ch.state.lock();
         if f.include_clients {
             in_flight.extend(clients.iter().map(|c| st.consumer_in_flight(c.id)));
         }
@@ -415,6 +486,7 @@ fn channel_stats(ch: Arc<Channel>, f: &StatsFilter<'_>) -> ChannelStats {
             st.deferred_count(),
             st.counters(),
             st.paused(),
+            st.e2e_sketch(now),
         )
     };
     let client_stats = f.include_clients.then(|| {
@@ -424,7 +496,7 @@ fn channel_stats(ch: Arc<Channel>, f: &StatsFilter<'_>) -> ChannelStats {
             .map(|(c, &n)| ClientStats::new(c, n as u64, f.topic))
             .collect()
     });
-    ChannelStats {
+    let stats = ChannelStats {
         channel: ch,
         depth,
         backend_depth,
@@ -439,8 +511,9 @@ fn channel_stats(ch: Arc<Channel>, f: &StatsFilter<'_>) -> ChannelStats {
         client_count: clients.len(),
         clients: client_stats,
         paused,
-        e2e_processing_latency: E2eLatency::default(),
-    }
+        e2e_processing_latency: E2eLatency::new(e2e_cfg, sketch.as_ref()),
+    };
+    (stats, sketch)
 }
 
 /// Takes a snapshot (Go: `NSQD.GetStats` plus the handler's memory and producer parts).
@@ -463,6 +536,8 @@ pub fn collect(nsqd: &Nsqd, f: &StatsFilter<'_>) -> Stats {
             None => return stats,
         }
     };
+    let e2e_cfg = nsqd.e2e.as_deref();
+    let now = crate::clock::unix_nanos();
     let mut out = Vec::with_capacity(topics.len());
     for t in topics {
         let channels = if f.channel.is_empty() {
@@ -473,7 +548,25 @@ pub fn collect(nsqd: &Nsqd, f: &StatsFilter<'_>) -> Stats {
                 None => continue,
             }
         };
-        let channels = channels.into_iter().map(|c| channel_stats(c, f)).collect();
+        // Go aggregates over all of a topic's channels, whatever the channel filter.
+        let mut agg: Option<DDSketch> = None;
+        let channels = channels
+            .into_iter()
+            .map(|c| {
+                let (cs, sketch) = channel_stats(c, f, e2e_cfg, now);
+                if let (Some(sk), true) = (&sketch, f.channel.is_empty()) {
+                    e2e::merge_into(&mut agg, sk);
+                }
+                cs
+            })
+            .collect();
+        if e2e_cfg.is_some() && !f.channel.is_empty() {
+            for c in t.channels() {
+                if let Some(sk) = c.state.lock().e2e_sketch(now) {
+                    e2e::merge_into(&mut agg, &sk);
+                }
+            }
+        }
         out.push(TopicStats {
             depth: t.depth(),
             backend_depth: t.backend_depth(),
@@ -482,7 +575,11 @@ pub fn collect(nsqd: &Nsqd, f: &StatsFilter<'_>) -> Stats {
             paused: t.is_paused(),
             channels,
             topic: t,
-            e2e_processing_latency: E2eLatency::default(),
+            // A topic without channels has no stream (Go: a nil aggregate, as when off).
+            e2e_processing_latency: match agg {
+                Some(a) => E2eLatency::new(e2e_cfg, Some(&a)),
+                None => E2eLatency::default(),
+            },
         });
     }
     stats.topics = Some(out);
@@ -543,8 +640,7 @@ impl Stats {
             w.push_str("\nTopics:");
         }
         for t in topics {
-            // `e2e%: ` is followed by the percentiles, of which there are none.
-            let _ = writeln!(
+            let _ = write!(
                 w,
                 "\n{}[{:<15}] depth: {:<5} be-depth: {:<5} msgs: {:<8} e2e%: ",
                 if t.paused { "*P " } else { "   " },
@@ -553,8 +649,10 @@ impl Stats {
                 t.backend_depth,
                 t.message_count
             );
+            t.e2e_processing_latency.write_text(&mut w);
+            w.push('\n');
             for c in &t.channels {
-                let _ = writeln!(
+                let _ = write!(
                     w,
                     "{}[{:<25}] depth: {:<5} be-depth: {:<5} inflt: {:<4} def: {:<4} re-q: {:<5} timeout: {:<5} msgs: {:<8} e2e%: ",
                     if c.paused { "   *P " } else { "      " },
@@ -567,6 +665,8 @@ impl Stats {
                     c.timeout_count,
                     c.message_count
                 );
+                c.e2e_processing_latency.write_text(&mut w);
+                w.push('\n');
                 for client in c.clients.as_deref().unwrap_or_default() {
                     w.push_str("        ");
                     client.write_text(&mut w, now_secs);
@@ -691,5 +791,30 @@ mod tests {
             crate::http::json::to_vec(&E2eLatency::default()),
             br#"{"count":0,"percentiles":null}"#
         );
+        let e = E2eLatency {
+            count: 3,
+            percentiles: Some(vec![
+                Percentile {
+                    quantile: 1.0,
+                    value: 2_500_000_000.0,
+                },
+                Percentile {
+                    quantile: 0.99,
+                    value: 1_234_567.0,
+                },
+                Percentile {
+                    quantile: 0.5,
+                    value: 999.0,
+                },
+            ]),
+        };
+        // Go's float encoding: whole numbers without a fraction.
+        assert_eq!(
+            crate::http::json::to_vec(&e),
+            br#"{"count":3,"percentiles":[{"quantile":1,"value":2500000000},{"quantile":0.99,"value":1234567},{"quantile":0.5,"value":999}]}"#
+        );
+        let mut text = String::new();
+        e.write_text(&mut text);
+        assert_eq!(text, "2.5s, 1.2ms, 999.0ns");
     }
 }

@@ -23,6 +23,7 @@ use crate::durable::{Store, TopicStore};
 use crate::persist::DataDir;
 use crate::state::batch::Batch;
 use crate::state::channel::MsgRef;
+use crate::state::e2e::E2eConfig;
 use crate::state::guid::GuidGen;
 use crate::state::topic::{ChannelSink, Held, TopicState};
 
@@ -88,9 +89,12 @@ pub struct Topic {
     spill_starting: AtomicBool,
     /// Serialises channel creation (journal files are created outside `inner`'s lock).
     create_lock: Mutex<()>,
+    /// `--e2e-processing-latency-percentile`: what each new channel tracks.
+    pub(crate) e2e: Option<Arc<E2eConfig>>,
 }
 
 impl Topic {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         name: &str,
         node_id: u16,
@@ -99,6 +103,7 @@ impl Topic {
         data: Option<Arc<DataDir>>,
         store: Option<Arc<Store>>,
         log: Option<TopicStore>,
+        e2e: Option<Arc<E2eConfig>>,
     ) -> Topic {
         let ephemeral = nsq_protocol::names::is_ephemeral(name);
         let store = if ephemeral { None } else { store };
@@ -131,6 +136,7 @@ impl Topic {
             spilling: AtomicBool::new(false),
             spill_starting: AtomicBool::new(false),
             create_lock: Mutex::new(()),
+            e2e,
         }
     }
 
@@ -464,6 +470,7 @@ impl Topic {
             name,
             self.mem_queue_size,
             self.clock,
+            self.e2e.as_deref(),
             false,
             self.data.clone(),
             self.store.is_some(),
@@ -504,6 +511,7 @@ impl Topic {
             name,
             self.mem_queue_size,
             self.clock,
+            self.e2e.as_deref(),
             false,
             self.data.clone(),
             true,

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use super::batch::Batch;
+use super::e2e::{E2eConfig, E2eWindow};
 use super::topic::Held;
 
 /// A reference to one message of a batch, with its delivery count.
@@ -235,6 +236,9 @@ pub struct ChannelState {
     /// ready, so less local ones that were held back must be woken
     /// ([`ChannelState::take_topology_wake`]).
     topology_wake: bool,
+    /// `--e2e-processing-latency-percentile`: FIN latencies over the window; `None` (one
+    /// test per FIN batch) when not asked for.
+    e2e: Option<Box<E2eWindow>>,
 }
 
 impl ChannelState {
@@ -257,6 +261,30 @@ impl ChannelState {
             mem_window,
             ..ChannelState::default()
         }
+    }
+
+    /// Starts tracking end-to-end latency (`now`: wall-clock ns).
+    pub fn enable_e2e(&mut self, cfg: &E2eConfig, now: i64) {
+        self.e2e = Some(Box::new(E2eWindow::new(cfg, now)));
+    }
+
+    /// Whether end-to-end latency is tracked (so the caller reads the clock only then).
+    #[inline]
+    pub fn tracks_e2e(&self) -> bool {
+        self.e2e.is_some()
+    }
+
+    /// A FIN of a message published at `timestamp` happened at `now` (wall-clock ns).
+    #[inline]
+    pub fn record_e2e(&mut self, now: i64, timestamp: i64) {
+        if let Some(w) = &mut self.e2e {
+            w.record(now, timestamp);
+        }
+    }
+
+    /// The latency window's two halves merged, as of `now`; `None` when not tracked.
+    pub fn e2e_sketch(&mut self, now: i64) -> Option<sketches_ddsketch::DDSketch> {
+        self.e2e.as_mut().map(|w| w.merged(now))
     }
 
     /// Whether delivery is paused.

@@ -4,6 +4,7 @@ mod abuse;
 mod auth;
 mod bad_input;
 mod durability;
+mod e2e_latency;
 mod handback;
 mod harness;
 mod http_api;
