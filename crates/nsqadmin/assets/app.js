@@ -43,6 +43,31 @@
     return (h ? h + "h" : "") + (h || m ? m + "m" : "") + (s % 60) + "s";
   }
 
+  // End-to-end processing latency (nsqd --e2e-processing-latency-percentile): one column per
+  // quantile, showing Go nsqadmin's figure (the average over nodes; min and max on hover).
+  function nanoToHuman(v) {
+    if (v > 1e9) return (v / 1e9).toFixed(1) + "s";
+    if (v > 1e6) return (v / 1e6).toFixed(1) + "ms";
+    if (v > 1e3) return (v / 1e3).toFixed(1) + "us";
+    return v.toFixed(1) + "ns";
+  }
+  function e2eQuantiles(lat) {
+    return lat && lat.percentiles ? lat.percentiles.map(function (p) { return p.quantile; }) : [];
+  }
+  function e2eHeaders(qs) {
+    return qs.map(function (q) { return ["e2e p" + String(Math.round(q * 10000) / 100), 1]; });
+  }
+  function withE2e(tr, lat, qs) {
+    var ps = (lat && lat.percentiles) || [];
+    qs.forEach(function (q) {
+      var p = ps.filter(function (x) { return x.quantile === q; })[0];
+      tr.appendChild(p
+        ? el("td", { class: "num e2e", title: "p" + (q * 100) + ": min = " + nanoToHuman(p.min) + ", max = " + nanoToHuman(p.max), text: nanoToHuman(p.average) })
+        : el("td", { class: "num muted", text: "–" }));
+    });
+    return tr;
+  }
+
   // Small inline SVG line chart of points[i][key] (null values are gaps drawn as 0).
   var SVGNS = "http://www.w3.org/2000/svg";
   function sparkline(points, key, label) {
@@ -180,6 +205,7 @@
   function topicPage(topic) {
     Promise.all([api("GET", "/topics/" + enc(topic)), history("/" + enc(topic))]).then(function (res) {
       var t = res[0], hist = res[1];
+      var qs = e2eQuantiles(t.e2e_processing_latency);
       var nodeRows = t.nodes.map(function (n) {
         var tomb = el("button", {
           class: "danger small", text: "Tombstone",
@@ -191,20 +217,21 @@
             }).catch(function (e) { window.alert("Error: " + e.message); });
           }
         });
-        return el("tr", null, el("td", null, link("/nodes/" + enc(n.node), n.hostname), " ", el("span", { class: "muted", text: n.node }), " ", paused(n.paused)),
-          num(n.depth), num(n.memory_depth), num(n.backend_depth), num(n.message_count), num(n.channels.length), el("td", null, tomb));
+        return withE2e(el("tr", null, el("td", null, link("/nodes/" + enc(n.node), n.hostname), " ", el("span", { class: "muted", text: n.node }), " ", paused(n.paused)),
+          num(n.depth), num(n.memory_depth), num(n.backend_depth), num(n.message_count), num(n.channels.length), el("td", null, tomb)), n.e2e_processing_latency, qs);
       });
-      (t.node_errors || []).forEach(function (e) { nodeRows.push(errorRow(7, e)); });
-      nodeRows.push(el("tr", { class: "total" }, el("td", { text: "Total" }), num(t.depth), num(t.memory_depth),
-        num(t.backend_depth), num(t.message_count), num(t.channels.length), el("td")));
+      (t.node_errors || []).forEach(function (e) { nodeRows.push(errorRow(7 + qs.length, e)); });
+      nodeRows.push(withE2e(el("tr", { class: "total" }, el("td", { text: "Total" }), num(t.depth), num(t.memory_depth),
+        num(t.backend_depth), num(t.message_count), num(t.channels.length), el("td")), t.e2e_processing_latency, qs));
       var chRows = t.channels.map(function (c) {
         var pts = (hist.channels || {})[c.channel_name] || [];
-        return el("tr", null, el("td", null, link("/topics/" + enc(topic) + "/" + enc(c.channel_name), c.channel_name), " ", paused(c.paused)),
+        return withE2e(el("tr", null, el("td", null, link("/topics/" + enc(topic) + "/" + enc(c.channel_name), c.channel_name), " ", paused(c.paused)),
           num(c.depth), num(c.memory_depth), num(c.backend_depth), num(c.in_flight_count), num(c.deferred_count),
           num(c.requeue_count), num(c.timeout_count), num(c.message_count), num(c.client_count),
-          el("td", { class: "num rate", text: fmtRate(lastRate(pts)) }), el("td", { class: "sparkcell" }, window.NSQADMIN.sampleMs ? sparkline(pts, "rate", "messages/s") : null));
+          el("td", { class: "num rate", text: fmtRate(lastRate(pts)) }), el("td", { class: "sparkcell" }, window.NSQADMIN.sampleMs ? sparkline(pts, "rate", "messages/s") : null)),
+          c.e2e_processing_latency, qs);
       });
-      if (!chRows.length) chRows.push(el("tr", null, el("td", { colspan: "12", class: "muted", text: "No channels" })));
+      if (!chRows.length) chRows.push(el("tr", null, el("td", { colspan: String(12 + qs.length), class: "muted", text: "No channels" })));
       render([
         el("div", { class: "crumbs" }, link("/topics", "Topics"), " / "),
         el("h1", null, topic, " ", paused(t.paused)),
@@ -212,10 +239,10 @@
         actionButtons("/topics/" + enc(topic), t.paused, "topic " + topic),
         charts(hist.samples || [], false),
         el("h2", { text: "Nodes" }),
-        table([["nsqd host"], ["Depth", 1], ["Memory", 1], ["Disk", 1], ["Messages", 1], ["Channels", 1], [""]], nodeRows),
+        table([["nsqd host"], ["Depth", 1], ["Memory", 1], ["Disk", 1], ["Messages", 1], ["Channels", 1], [""]].concat(e2eHeaders(qs)), nodeRows),
         el("h2", { text: "Channels" }),
         table([["Channel"], ["Depth", 1], ["Memory", 1], ["Disk", 1], ["In-Flight", 1], ["Deferred", 1], ["Requeued", 1],
-          ["Timed Out", 1], ["Messages", 1], ["Connections", 1], ["Messages/s", 1], ["Rate"]], chRows)
+          ["Timed Out", 1], ["Messages", 1], ["Connections", 1], ["Messages/s", 1], ["Rate"]].concat(e2eHeaders(qs)), chRows)
       ]);
     }).catch(fail);
   }
@@ -224,15 +251,16 @@
     var path = "/" + enc(topic) + "/" + enc(channel);
     Promise.all([api("GET", "/topics" + path), history(path)]).then(function (res) {
       var c = res[0], hist = res[1];
+      var qs = e2eQuantiles(c.e2e_processing_latency);
       var nodeRows = c.nodes.map(function (n) {
-        return el("tr", null, el("td", null, n.hostname + " ", el("span", { class: "muted", text: n.node }), " ", paused(n.paused)),
+        return withE2e(el("tr", null, el("td", null, n.hostname + " ", el("span", { class: "muted", text: n.node }), " ", paused(n.paused)),
           num(n.depth), num(n.memory_depth), num(n.backend_depth), num(n.in_flight_count), num(n.deferred_count),
-          num(n.requeue_count), num(n.timeout_count), num(n.message_count), num(n.client_count));
+          num(n.requeue_count), num(n.timeout_count), num(n.message_count), num(n.client_count)), n.e2e_processing_latency, qs);
       });
-      (c.node_errors || []).forEach(function (e) { nodeRows.push(errorRow(10, e)); });
-      nodeRows.push(el("tr", { class: "total" }, el("td", { text: "Total" }), num(c.depth), num(c.memory_depth),
+      (c.node_errors || []).forEach(function (e) { nodeRows.push(errorRow(10 + qs.length, e)); });
+      nodeRows.push(withE2e(el("tr", { class: "total" }, el("td", { text: "Total" }), num(c.depth), num(c.memory_depth),
         num(c.backend_depth), num(c.in_flight_count), num(c.deferred_count), num(c.requeue_count),
-        num(c.timeout_count), num(c.message_count), num(c.client_count)));
+        num(c.timeout_count), num(c.message_count), num(c.client_count)), c.e2e_processing_latency, qs));
       var clientRows = c.clients.map(function (cl) {
         var attrs = [];
         if (cl.tls) attrs.push("TLS");
@@ -254,7 +282,7 @@
         charts(hist.samples || [], true),
         el("h2", { text: "Nodes" }),
         table([["nsqd host"], ["Depth", 1], ["Memory", 1], ["Disk", 1], ["In-Flight", 1], ["Deferred", 1], ["Requeued", 1],
-          ["Timed Out", 1], ["Messages", 1], ["Connections", 1]], nodeRows),
+          ["Timed Out", 1], ["Messages", 1], ["Connections", 1]].concat(e2eHeaders(qs)), nodeRows),
         el("h2", { text: "Clients" }),
         table([["Client host"], ["Protocol / user agent"], ["Attributes"], ["nsqd host"], ["In-Flight", 1], ["Ready", 1],
           ["Finished", 1], ["Requeued", 1], ["Messages", 1], ["Connected", 1]], clientRows)

@@ -72,6 +72,12 @@ const phases = {
     check(lines.length >= 2, `topic: ${lines.length} sparklines drawn, want 2`);
     check((await page.$$("td.sparkcell svg.spark polyline")).length === 2, "topic: channel rate sparklines");
     for (const n of cfg.nodes) check((await page.textContent("main")).includes(n), `topic: node ${n} missing`);
+    // The nodes track e2e latency at p99 and p50: one column each in both tables, a cell per
+    // node row, total row and channel row (2 nodes + total, 2 channels: 5 rows x 2).
+    check((await page.$$("th:text-is('e2e p99')")).length === 2, "topic: no e2e p99 columns");
+    check((await page.$$("th:text-is('e2e p50')")).length === 2, "topic: no e2e p50 columns");
+    const e2eCells = await page.$$("td.e2e");
+    check(e2eCells.length === 10, `topic: ${e2eCells.length} e2e cells, want 10`);
     await shot(page, "topic.png");
 
     await open(page, `${b}/topics/orders/billing`, "h2:text-is('Clients')");

@@ -185,6 +185,120 @@ pub struct NsqdClient {
     pub topology_region: String,
 }
 
+/// Go's `quantile.E2eProcessingLatencyAggregate`: one node's e2e latency as nsqd reported
+/// it (each percentile gains `min` = `max` = `average` = its `value`, and `count`), or
+/// several nodes' merged (`host` = `*`).
+///
+/// The merge is Go's, quirks included, so pages and scripts see the same numbers: counts
+/// add up; per quantile, `max` is the largest, `average` the count-weighted mean of the
+/// nodes' values, and `min` ends up equal to the last node's `max` (Go computes it from the
+/// updated `max`); merged percentiles have no `value`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct E2eAggregate {
+    pub count: i64,
+    /// `null` when the nodes track no percentile.
+    pub percentiles: Option<Vec<E2ePercentile>>,
+    pub topic: String,
+    pub channel: String,
+    pub host: String,
+}
+
+/// One percentile of an [`E2eAggregate`] (Go: a `map[string]float64`, written with sorted
+/// keys, and only the keys that were set).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct E2ePercentile {
+    #[serde(serialize_with = "go_float")]
+    pub average: f64,
+    #[serde(serialize_with = "go_float")]
+    pub count: f64,
+    #[serde(serialize_with = "go_float")]
+    pub max: f64,
+    #[serde(serialize_with = "go_float")]
+    pub min: f64,
+    #[serde(serialize_with = "go_float")]
+    pub quantile: f64,
+    /// Only in a single node's figures.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "go_float_opt"
+    )]
+    pub value: Option<f64>,
+}
+
+/// A float as Go's encoding/json writes it: whole numbers without a fraction.
+fn go_float<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        s.serialize_i64(*v as i64)
+    } else {
+        s.serialize_f64(*v)
+    }
+}
+
+fn go_float_opt<S: serde::Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => go_float(v, s),
+        None => s.serialize_none(),
+    }
+}
+
+impl E2eAggregate {
+    /// One node's `e2e_processing_latency` object (Go's `UnmarshalJSON`); anything
+    /// unreadable counts as no percentiles.
+    pub fn from_node(v: &Value) -> E2eAggregate {
+        let count = v["count"].as_i64().unwrap_or(0);
+        let percentiles = v["percentiles"].as_array().map(|ps| {
+            ps.iter()
+                .map(|p| {
+                    let value = p["value"].as_f64().unwrap_or(0.0);
+                    E2ePercentile {
+                        average: value,
+                        count: count as f64,
+                        max: value,
+                        min: value,
+                        quantile: p["quantile"].as_f64().unwrap_or(0.0),
+                        value: Some(value),
+                    }
+                })
+                .collect()
+        });
+        E2eAggregate {
+            count,
+            percentiles,
+            ..E2eAggregate::default()
+        }
+    }
+
+    /// Go's `E2eProcessingLatencyAggregate.Add`.
+    pub fn add(&mut self, other: Option<&E2eAggregate>) {
+        self.host = "*".to_owned();
+        let Some(other) = other else { return };
+        self.count += other.count;
+        for v in other.percentiles.iter().flatten() {
+            let ps = self.percentiles.get_or_insert_with(Vec::new);
+            let i = match ps.iter().position(|p| p.quantile == v.quantile) {
+                Some(i) => i,
+                None => {
+                    ps.push(E2ePercentile {
+                        quantile: v.quantile,
+                        ..E2ePercentile::default()
+                    });
+                    ps.len() - 1
+                }
+            };
+            let p = &mut ps[i];
+            p.value = None;
+            p.max = v.max.max(p.max);
+            p.min = v.max.min(p.max);
+            p.count += v.count;
+            if p.count == 0.0 {
+                p.average = 0.0;
+                continue;
+            }
+            p.average += (v.average - p.average) * v.count / p.count;
+        }
+    }
+}
+
 /// A node that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NodeError {
@@ -207,7 +321,7 @@ pub struct TopicStats {
     pub nodes: Vec<TopicStats>,
     pub channels: Vec<ChannelStats>,
     pub paused: bool,
-    pub e2e_processing_latency: Value,
+    pub e2e_processing_latency: Option<E2eAggregate>,
 }
 
 /// Go's `clusterinfo.ChannelStats`.
@@ -229,7 +343,7 @@ pub struct ChannelStats {
     pub nodes: Vec<ChannelStats>,
     pub clients: Vec<ClientStats>,
     pub paused: bool,
-    pub e2e_processing_latency: Value,
+    pub e2e_processing_latency: Option<E2eAggregate>,
 }
 
 /// Go's `clusterinfo.ClientStats`.
@@ -339,7 +453,7 @@ fn channel_from(node: &Producer, topic: &str, c: &NsqdChannel, now_s: i64) -> Ch
         nodes: Vec::new(),
         clients,
         paused: c.paused,
-        e2e_processing_latency: c.e2e_processing_latency.clone(),
+        e2e_processing_latency: Some(E2eAggregate::from_node(&c.e2e_processing_latency)),
     }
 }
 
@@ -361,6 +475,14 @@ impl ChannelStats {
         self.clients.sort_by(|x, y| {
             (&x.hostname, &x.remote_address).cmp(&(&y.hostname, &y.remote_address))
         });
+        self.e2e_processing_latency
+            .get_or_insert_with(|| E2eAggregate {
+                host: self.node.clone(),
+                topic: self.topic_name.clone(),
+                channel: self.channel_name.clone(),
+                ..E2eAggregate::default()
+            })
+            .add(a.e2e_processing_latency.as_ref());
         self.nodes.push(ChannelStats {
             clients: a.clients,
             ..a
@@ -376,7 +498,6 @@ pub fn aggregate_topic(topic: &str, per_node: &[(Producer, NsqdStats)], now_s: i
     let mut all = TopicStats {
         node: "*".to_owned(),
         topic_name: topic.to_owned(),
-        e2e_processing_latency: Value::Null,
         ..TopicStats::default()
     };
     for (node, stats) in per_node {
@@ -416,6 +537,15 @@ pub fn aggregate_topic(topic: &str, per_node: &[(Producer, NsqdStats)], now_s: i
                     }
                 }
             }
+            let e2e = E2eAggregate::from_node(&t.e2e_processing_latency);
+            // Go's `TopicStats.Add`: the aggregate is made at the first node.
+            all.e2e_processing_latency
+                .get_or_insert_with(|| E2eAggregate {
+                    host: "*".to_owned(),
+                    topic: topic.to_owned(),
+                    ..E2eAggregate::default()
+                })
+                .add(Some(&e2e));
             all.nodes.push(TopicStats {
                 node: node.http_address(),
                 hostname: node.hostname.clone(),
@@ -427,7 +557,7 @@ pub fn aggregate_topic(topic: &str, per_node: &[(Producer, NsqdStats)], now_s: i
                 nodes: Vec::new(),
                 channels,
                 paused: t.paused,
-                e2e_processing_latency: t.e2e_processing_latency.clone(),
+                e2e_processing_latency: Some(e2e),
             });
         }
     }
@@ -540,6 +670,53 @@ mod tests {
 
     fn stats(json: &str) -> NsqdStats {
         serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn e2e_latency_aggregates_as_go_does() {
+        let n1 = stats(
+            r#"{"version":"1.3.0","topics":[{"topic_name":"t","depth":0,"backend_depth":0,
+            "message_count":3,"paused":false,
+            "e2e_processing_latency":{"count":3,"percentiles":[{"quantile":0.99,"value":3000}]},
+            "channels":[{"channel_name":"c","e2e_processing_latency":
+              {"count":3,"percentiles":[{"quantile":0.99,"value":3000}]}}]}]}"#,
+        );
+        let n2 = stats(
+            r#"{"version":"1.3.0","topics":[{"topic_name":"t","depth":0,"backend_depth":0,
+            "message_count":1,"paused":false,
+            "e2e_processing_latency":{"count":1,"percentiles":[{"quantile":0.99,"value":1000}]},
+            "channels":[{"channel_name":"c","e2e_processing_latency":
+              {"count":1,"percentiles":[{"quantile":0.99,"value":1000}]}}]}]}"#,
+        );
+        let t = aggregate_topic("t", &[(node("h1", 4151), n1), (node("h2", 4151), n2)], 0);
+        let json = serde_json::to_value(&t).unwrap();
+        // Per node: nsqd's figures plus min = max = average = value and count.
+        assert_eq!(
+            json["nodes"][0]["e2e_processing_latency"],
+            serde_json::json!({"count":3,"percentiles":[{"average":3000,"count":3,"max":3000,
+                "min":3000,"quantile":0.99,"value":3000}],"topic":"","channel":"","host":""})
+        );
+        // Merged: counts add, max is the largest, average count-weighted (3·3000+1·1000)/4,
+        // min is Go's (the last node's max), no value.
+        let merged = serde_json::json!({"count":4,"percentiles":[{"average":2500,"count":4,
+            "max":3000,"min":1000,"quantile":0.99}],"topic":"t","channel":"","host":"*"});
+        assert_eq!(json["e2e_processing_latency"], merged);
+        let mut ch = merged.clone();
+        ch["channel"] = "c".into();
+        assert_eq!(json["channels"][0]["e2e_processing_latency"], ch);
+        // Without percentiles on the nodes: Go's null percentiles, and no topic at all
+        // gives a null aggregate.
+        let off = stats(
+            r#"{"version":"1.3.0","topics":[{"topic_name":"t",
+            "e2e_processing_latency":{"count":0,"percentiles":null},"channels":[]}]}"#,
+        );
+        let t = aggregate_topic("t", &[(node("h1", 4151), off)], 0);
+        assert_eq!(
+            serde_json::to_value(&t).unwrap()["e2e_processing_latency"],
+            serde_json::json!({"count":0,"percentiles":null,"topic":"t","channel":"","host":"*"})
+        );
+        let none = aggregate_topic("t", &[], 0);
+        assert!(serde_json::to_value(&none).unwrap()["e2e_processing_latency"].is_null());
     }
 
     #[test]

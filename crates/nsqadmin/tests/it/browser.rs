@@ -112,8 +112,10 @@ fn browser_pages_actions_dead_node_and_screenshots() {
     };
     let _guard = cluster_lock();
     let lookupd = start_lookupd();
-    let n1 = start_nsqd(&lookupd);
-    let mut n2 = start_nsqd(&lookupd);
+    // Both track e2e latency, so the pages show its columns (Go nsqadmin's p99/p50).
+    let e2e = ["--e2e-processing-latency-percentile=0.99,0.5"];
+    let n1 = start_nsqd_with(&lookupd, &e2e);
+    let mut n2 = start_nsqd_with(&lookupd, &e2e);
     for n in [&n1, &n2] {
         nsqd_post(n, "/topic/create?topic=orders", "");
         nsqd_post(n, "/channel/create?topic=orders&channel=billing", "");

@@ -245,13 +245,19 @@ pub fn start_lookupd() -> Proc {
 }
 
 pub fn start_nsqd(lookupd: &Proc) -> Proc {
+    start_nsqd_with(lookupd, &[])
+}
+
+/// An nsqd registered with `lookupd`, with extra flags.
+pub fn start_nsqd_with(lookupd: &Proc, extra: &[&str]) -> Proc {
     let data = tempfile::tempdir().expect("tempdir");
     let mut cmd = Command::new(daemon_bin("nsqd"));
     cmd.arg("--tcp-address=127.0.0.1:0")
         .arg("--http-address=127.0.0.1:0")
         .arg("--broadcast-address=127.0.0.1")
         .arg(format!("--lookupd-tcp-address={}", lookupd.tcp.unwrap()))
-        .arg(format!("--data-path={}", data.path().display()));
+        .arg(format!("--data-path={}", data.path().display()))
+        .args(extra);
     Proc::spawn("nsqd", cmd, true, Some(data))
 }
 
