@@ -21,6 +21,7 @@ use crate::durable::{journal_op, Store};
 use crate::persist::DataDir;
 use crate::state::channel::ChannelState;
 use crate::state::e2e::E2eConfig;
+use crate::state::policy::{effective_ttl, ChannelPolicy};
 use nsq_store::ChannelJournal;
 
 /// Why a consumer could not be added.
@@ -65,6 +66,11 @@ pub struct Channel {
     /// The log writer, the topic's log end, and this channel's journal: set at creation in
     /// durable mode, and when its topic starts spilling to its log in the default mode.
     durable: OnceLock<Durable>,
+    /// Its own policy (`/channel/config`).
+    policy: Mutex<ChannelPolicy>,
+    /// The ttl in force (the shorter of its own and its topic's), in ns; 0: none. Read on
+    /// every delivery, so an atomic rather than the policy's lock.
+    ttl_ns: AtomicU64,
 }
 
 /// What a durable channel is created with: the log writer, the topic's log end, a reader
@@ -131,6 +137,8 @@ impl Channel {
             clock,
             data,
             durable: OnceLock::new(),
+            policy: Mutex::new(ChannelPolicy::default()),
+            ttl_ns: AtomicU64::new(0),
         });
         if let Some(parts) = journal {
             ch.attach_durable(parts);
@@ -379,6 +387,45 @@ impl Channel {
     /// Whether delivery is paused.
     pub fn is_paused(&self) -> bool {
         self.state.lock().paused()
+    }
+
+    /// Its own policy.
+    pub fn policy(&self) -> ChannelPolicy {
+        self.policy.lock().clone()
+    }
+
+    /// Sets its policy (`topic_ttl`: its topic's, for the ttl in force) and marks the
+    /// metadata for rewriting.
+    pub fn set_policy(&self, p: ChannelPolicy, topic_ttl: Option<std::time::Duration>) {
+        let own = p.ttl;
+        *self.policy.lock() = p;
+        self.apply_topic_ttl(topic_ttl, own);
+        if let Some(d) = &self.data {
+            d.mark_dirty();
+        }
+    }
+
+    /// Recomputes the ttl in force after its topic's changed.
+    pub(crate) fn topic_ttl_changed(&self, topic_ttl: Option<std::time::Duration>) {
+        let own = self.policy.lock().ttl;
+        self.apply_topic_ttl(topic_ttl, own);
+    }
+
+    fn apply_topic_ttl(
+        &self,
+        topic_ttl: Option<std::time::Duration>,
+        own: Option<std::time::Duration>,
+    ) {
+        let ns = effective_ttl(topic_ttl, own).map_or(0, |d| {
+            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1)
+        });
+        self.ttl_ns.store(ns, Ordering::Relaxed);
+    }
+
+    /// The ttl in force in ns (0: none).
+    #[inline]
+    pub fn ttl_ns(&self) -> u64 {
+        self.ttl_ns.load(Ordering::Relaxed)
     }
 
     /// Drops every queued, in-flight and deferred message.

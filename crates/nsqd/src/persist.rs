@@ -52,6 +52,8 @@ use nsq_diskqueue::{DiskQueue, DiskQueueOptions};
 use nsq_protocol::names::{is_ephemeral, is_valid_channel_name, is_valid_topic_name};
 use nsq_protocol::{Message, MessageId};
 use serde::{Deserialize, Serialize};
+
+use crate::state::policy::{ChannelPolicy, TopicPolicy};
 use tokio::sync::Notify;
 
 use crate::config::Options;
@@ -199,6 +201,10 @@ pub struct TopicMeta {
     pub paused: bool,
     /// Channels; Go writes `null` for none.
     pub channels: Option<Vec<ChannelMeta>>,
+    /// nsq-rs: the topic's policy (`/topic/config`), only when one is set. Go nsqd 1.3
+    /// ignores unknown fields, so it still reads the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nsqrs_config: Option<serde_json::Value>,
 }
 
 /// One channel in `nsqd.dat`.
@@ -208,6 +214,9 @@ pub struct ChannelMeta {
     pub name: String,
     /// Paused flag.
     pub paused: bool,
+    /// nsq-rs: the channel's policy (`/channel/config`), only when one is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nsqrs_config: Option<serde_json::Value>,
 }
 
 /// An open, locked data directory.
@@ -625,15 +634,21 @@ pub fn snapshot(nsqd: &Nsqd) -> MetadataFile {
                 .channels()
                 .into_iter()
                 .filter(|c| !c.ephemeral)
-                .map(|c| ChannelMeta {
-                    name: c.name.clone(),
-                    paused: c.is_paused(),
+                .map(|c| {
+                    let p = c.policy();
+                    ChannelMeta {
+                        name: c.name.clone(),
+                        paused: c.is_paused(),
+                        nsqrs_config: (!p.is_empty()).then(|| p.to_json()),
+                    }
                 })
                 .collect();
+            let p = t.policy();
             TopicMeta {
                 name: t.name.clone(),
                 paused: t.is_paused(),
                 channels: (!channels.is_empty()).then_some(channels),
+                nsqrs_config: (!p.is_empty()).then(|| p.to_json()),
             }
         })
         .collect();
@@ -650,6 +665,9 @@ pub fn restore(nsqd: &Nsqd, dir: &DataDir) -> Result<(), PersistError> {
     let meta = dir.read_metadata()?.unwrap_or_default();
     // topic -> (paused, channel -> paused)
     let mut topics: BTreeMap<String, (bool, BTreeMap<String, bool>)> = BTreeMap::new();
+    // Policies (nsq-rs's extra fields), applied once the topics and channels exist.
+    let mut topic_policies: BTreeMap<String, TopicPolicy> = BTreeMap::new();
+    let mut channel_policies: BTreeMap<(String, String), ChannelPolicy> = BTreeMap::new();
     for tm in &meta.topics {
         if !is_valid_topic_name(tm.name.as_bytes()) || is_ephemeral(&tm.name) {
             tracing::warn!("skipping topic {:?} from metadata: invalid name", tm.name);
@@ -657,6 +675,17 @@ pub fn restore(nsqd: &Nsqd, dir: &DataDir) -> Result<(), PersistError> {
         }
         let entry = topics.entry(tm.name.clone()).or_default();
         entry.0 = tm.paused;
+        if let Some(v) = &tm.nsqrs_config {
+            match TopicPolicy::from_json(v) {
+                Ok(p) => {
+                    topic_policies.insert(tm.name.clone(), p);
+                }
+                Err(e) => tracing::error!(
+                    "TOPIC({}): ignoring its config in metadata ({v}): {e}",
+                    tm.name
+                ),
+            }
+        }
         for cm in tm.channels.iter().flatten() {
             if !is_valid_channel_name(cm.name.as_bytes()) || is_ephemeral(&cm.name) {
                 tracing::warn!(
@@ -667,6 +696,18 @@ pub fn restore(nsqd: &Nsqd, dir: &DataDir) -> Result<(), PersistError> {
                 continue;
             }
             entry.1.insert(cm.name.clone(), cm.paused);
+            if let Some(v) = &cm.nsqrs_config {
+                match ChannelPolicy::from_json(v) {
+                    Ok(p) => {
+                        channel_policies.insert((tm.name.clone(), cm.name.clone()), p);
+                    }
+                    Err(e) => tracing::error!(
+                        "TOPIC({}): ignoring channel({})'s config in metadata ({v}): {e}",
+                        tm.name,
+                        cm.name
+                    ),
+                }
+            }
         }
     }
     let mut log_topics = std::collections::BTreeSet::new();
@@ -720,11 +761,17 @@ pub fn restore(nsqd: &Nsqd, dir: &DataDir) -> Result<(), PersistError> {
         };
         // Pause first so held topic messages stay held when the topic was paused.
         topic.set_paused(*paused);
+        if let Some(p) = topic_policies.remove(name) {
+            topic.set_policy(p);
+        }
         for (cname, cpaused) in channels {
             let Ok((ch, _)) = topic.get_or_create_channel(cname) else {
                 continue;
             };
             ch.set_paused(*cpaused);
+            if let Some(p) = channel_policies.remove(&(name.clone(), cname.clone())) {
+                ch.set_policy(p, topic.policy().ttl);
+            }
             let msgs = dir.load_queue(&format!("{name}:{cname}"));
             n_msgs += msgs.len();
             let mut st = ch.state.lock();

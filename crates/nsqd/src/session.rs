@@ -1043,9 +1043,11 @@ impl Session {
         let mut msgs = std::mem::take(&mut self.scratch);
         let sample =
             (self.settings.sample_rate > 0).then_some((self.settings.sample_rate, &mut self.rng));
+        let ttl = ch.ttl_ns();
+        let mut expired = Vec::new();
         let (n, wake) = {
             let mut st = ch.state.lock();
-            let n = st.pop(
+            let mut n = st.pop(
                 self.client.id,
                 rdy,
                 MAX_PULL,
@@ -1054,9 +1056,35 @@ impl Session {
                 sample,
                 &mut msgs,
             );
+            if ttl != 0 && n > 0 {
+                // TTL policy: what outlived it is dropped here instead of delivered (its
+                // storage reclaimed as a FIN's). Pop again while everything taken expired, so
+                // expired messages at the head cannot stall a consumer with credit.
+                let cutoff = crate::clock::unix_nanos().saturating_sub(ttl as i64);
+                for _ in 0..64 {
+                    let client = self.client.id;
+                    msgs.retain(|m| {
+                        if m.batch.timestamp(m.idx) >= cutoff {
+                            return true;
+                        }
+                        if let Some(e) = st.expire(client, m.key()) {
+                            expired.extend(e.log_pos());
+                        }
+                        false
+                    });
+                    if !msgs.is_empty() || n == 0 {
+                        break;
+                    }
+                    n = st.pop(client, rdy, MAX_PULL, timeout, now, None, &mut msgs);
+                }
+                n = msgs.len();
+            }
             self.held = st.consumer_in_flight(self.client.id);
             (n, st.take_topology_wake())
         };
+        if !expired.is_empty() {
+            ch.journal_acks(&expired);
+        }
         if wake {
             // Topology-aware consumption: this (local) consumer ran out of credit with
             // messages left, which the less local ones were held back from.

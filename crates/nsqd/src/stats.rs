@@ -135,6 +135,10 @@ pub struct ChannelStats {
     pub requeue_count: u64,
     /// In-flight timeouts.
     pub timeout_count: u64,
+    /// nsq-rs ttl policy: messages dropped instead of delivered; omitted when 0, so a node
+    /// without policies answers NSQ 1.3's shape.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub expired_count: u64,
     /// Consumers.
     pub client_count: usize,
     /// The consumers; `None` when `include_clients=false`.
@@ -508,6 +512,7 @@ fn channel_stats(
         global_msg_count: counters.global_msg_count,
         requeue_count: counters.requeue_count,
         timeout_count: counters.timeout_count,
+        expired_count: counters.expired_count,
         client_count: clients.len(),
         clients: client_stats,
         paused,

@@ -25,6 +25,7 @@ use crate::state::batch::Batch;
 use crate::state::channel::MsgRef;
 use crate::state::e2e::E2eConfig;
 use crate::state::guid::GuidGen;
+use crate::state::policy::TopicPolicy;
 use crate::state::topic::{ChannelSink, Held, TopicState};
 
 /// Publishing failed.
@@ -36,6 +37,19 @@ pub enum PublishError {
     /// The topic log could not be written (durable mode), e.g. a full disk.
     #[error("{0}")]
     Disk(String),
+    /// The publish would take a channel (or the channel-less topic) past the topic's
+    /// `max_depth` (policy, `overflow: reject`); nothing of it was queued.
+    #[error("max_depth {limit} reached: {what} holds {depth}, {count} more would exceed it")]
+    MaxDepth {
+        /// The limit.
+        limit: u64,
+        /// `channel NAME` or `topic NAME`.
+        what: String,
+        /// Its ready depth now.
+        depth: u64,
+        /// Messages in the refused publish.
+        count: u64,
+    },
 }
 
 /// The outcome of a publish that was accepted.
@@ -91,6 +105,10 @@ pub struct Topic {
     create_lock: Mutex<()>,
     /// `--e2e-processing-latency-percentile`: what each new channel tracks.
     pub(crate) e2e: Option<Arc<E2eConfig>>,
+    /// Its policy (`/topic/config`).
+    policy: Mutex<TopicPolicy>,
+    /// `max_depth` with `overflow: reject` (0: none), read on every publish.
+    max_depth: AtomicU64,
 }
 
 impl Topic {
@@ -137,6 +155,8 @@ impl Topic {
             spill_starting: AtomicBool::new(false),
             create_lock: Mutex::new(()),
             e2e,
+            policy: Mutex::new(TopicPolicy::default()),
+            max_depth: AtomicU64::new(0),
         }
     }
 
@@ -169,6 +189,10 @@ impl Topic {
         }
         if self.is_deleted() {
             return Err(PublishError::Exiting);
+        }
+        let limit = self.max_depth.load(Ordering::Relaxed);
+        if limit != 0 {
+            self.check_depth(limit, count as u64)?;
         }
         let ts = unix_nanos();
         let (first, node) = {
@@ -226,6 +250,55 @@ impl Topic {
             }),
         );
         Ok(Published::Pending(rx))
+    }
+
+    /// `max_depth` with `overflow: reject`: refuses a publish of `count` messages that would
+    /// take any channel (or the topic, when it holds messages itself) past `limit`. Checked
+    /// before the publish, not under one lock with it: concurrent publishers can overshoot
+    /// the limit by at most one batch each.
+    fn check_depth(&self, limit: u64, count: u64) -> Result<(), PublishError> {
+        let over = |what: String, depth: u64| {
+            Err(PublishError::MaxDepth {
+                limit,
+                what,
+                depth,
+                count,
+            })
+        };
+        let channels = self.channels();
+        if channels.is_empty() || self.is_paused() {
+            let depth = self.depth();
+            if depth.saturating_add(count) > limit {
+                return over(format!("topic {}", self.name), depth);
+            }
+        }
+        for c in channels {
+            let depth = c.state.lock().depth();
+            if depth.saturating_add(count) > limit {
+                return over(format!("channel {}", c.name), depth);
+            }
+        }
+        Ok(())
+    }
+
+    /// Its policy.
+    pub fn policy(&self) -> TopicPolicy {
+        self.policy.lock().clone()
+    }
+
+    /// Sets its policy: the limits apply to the next publish and delivery; marks the
+    /// metadata for rewriting.
+    pub fn set_policy(&self, p: TopicPolicy) {
+        let ttl = p.ttl;
+        self.max_depth
+            .store(p.max_depth.unwrap_or(0), Ordering::Relaxed);
+        *self.policy.lock() = p;
+        for c in self.channels() {
+            c.topic_ttl_changed(ttl);
+        }
+        if let Some(d) = &self.data {
+            d.mark_dirty();
+        }
     }
 
     /// Hands a published batch to the channels, or holds it while there are none (or the
@@ -476,6 +549,7 @@ impl Topic {
             self.store.is_some(),
             journal,
         );
+        ch.topic_ttl_changed(self.policy.lock().ttl);
         inner.insert_channel(name, ch.clone(), self.clock.now());
         if let (Some(d), false) = (&self.data, ch.ephemeral) {
             d.mark_dirty();
@@ -522,6 +596,7 @@ impl Topic {
                 Mutex::new(Some(journal)),
             )),
         );
+        ch.topic_ttl_changed(self.policy.lock().ttl);
         inner.insert_channel(name, ch.clone(), self.clock.now());
         Some(ch)
     }

@@ -183,6 +183,14 @@ pub fn router(nsqd: Arc<Nsqd>) -> Router {
         .route("/channel/pause", post(channel_pause))
         .route("/channel/unpause", post(channel_unpause))
         .route("/config/{opt}", get(config_get).put(config_put))
+        .route(
+            "/topic/config",
+            get(topic_config_get).post(topic_config_post),
+        )
+        .route(
+            "/channel/config",
+            get(channel_config_get).post(channel_config_post),
+        )
         .fallback(|| async { not_found("NOT_FOUND") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
@@ -480,8 +488,15 @@ async fn publish<'a>(
 }
 
 /// Go answers every failed put (exiting, or a failed disk write) with 503 `EXITING`; the
-/// cause is in our log.
+/// cause is in our log. A publish refused by a topic's `max_depth` (our policy) is a 503
+/// whose message names the limit.
 fn publish_error(e: &crate::topic::PublishError) -> ApiError {
+    if let crate::topic::PublishError::MaxDepth { .. } = e {
+        return ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: Cow::Owned(format!("E_PUB_FAILED {e}")),
+        };
+    }
     tracing::error!("HTTP publish failed: {e}");
     EXITING
 }
@@ -779,6 +794,92 @@ async fn channel_pause(State(nsqd): Shared, uri: Uri) -> ApiResult {
 
 async fn channel_unpause(State(nsqd): Shared, uri: Uri) -> ApiResult {
     set_channel_paused(&nsqd, &uri, false)
+}
+
+// ---- delivery policies (nsq-rs; see `state::policy`) -----------------------------------------
+
+/// Largest policy body accepted.
+const POLICY_BODY_MAX: u64 = 64 * 1024;
+
+fn policy_error(e: crate::state::policy::PolicyError) -> ApiError {
+    ApiError {
+        status: StatusCode::BAD_REQUEST,
+        message: Cow::Owned(e.0),
+    }
+}
+
+fn existing_topic(nsqd: &Nsqd, uri: &Uri) -> Result<Arc<Topic>, ApiError> {
+    let q = query(uri)?;
+    let name = q.get("topic").ok_or(MISSING_ARG_TOPIC)?;
+    if !is_valid_topic_name(name.as_bytes()) {
+        return Err(bad_request("INVALID_ARG_TOPIC"));
+    }
+    nsqd.topic(name).ok_or(TOPIC_NOT_FOUND)
+}
+
+async fn policy_body(req: Request) -> Result<(Uri, Vec<u8>), ApiError> {
+    let (parts, body) = req.into_parts();
+    let declared = content_length(&parts.headers);
+    if declared.is_some_and(|n| n > POLICY_BODY_MAX) {
+        return Err(too_large("BODY_TOO_BIG"));
+    }
+    let body = read_limited(body, POLICY_BODY_MAX, declared).await?;
+    if body.len() as u64 > POLICY_BODY_MAX {
+        return Err(too_large("BODY_TOO_BIG"));
+    }
+    Ok((parts.uri, body.to_vec()))
+}
+
+/// `GET /topic/config?topic=T`: the topic's policy (`{}` when none).
+async fn topic_config_get(State(nsqd): Shared, uri: Uri) -> ApiResult {
+    let t = existing_topic(&nsqd, &uri)?;
+    Ok(Reply::Json(json::to_vec(&t.policy().to_json())))
+}
+
+/// `POST /topic/config?topic=T` with a JSON body merged into the policy; answers the result.
+async fn topic_config_post(State(nsqd): Shared, req: Request) -> ApiResult {
+    let (uri, body) = policy_body(req).await?;
+    let t = existing_topic(&nsqd, &uri)?;
+    let p = t.policy().merged(&body).map_err(policy_error)?;
+    if let Some(ttl) = p.ttl {
+        for c in t.channels() {
+            if let Some(cttl) = c.policy().ttl.filter(|c| *c > ttl) {
+                return Err(policy_error(crate::state::policy::PolicyError(format!(
+                    "ttl: {} is shorter than channel {}'s ttl {}",
+                    nsq_cli::format_go_duration(ttl),
+                    c.name,
+                    nsq_cli::format_go_duration(cttl)
+                ))));
+            }
+        }
+    }
+    t.set_policy(p.clone());
+    tracing::info!("TOPIC({}): config {}", t.name, p.to_json());
+    Ok(Reply::Json(json::to_vec(&p.to_json())))
+}
+
+/// `GET /channel/config?topic=T&channel=C`.
+async fn channel_config_get(State(nsqd): Shared, uri: Uri) -> ApiResult {
+    let (t, name) = existing_topic_and_channel(&nsqd, &uri)?;
+    let c = t.channel(&name).ok_or(CHANNEL_NOT_FOUND)?;
+    Ok(Reply::Json(json::to_vec(&c.policy().to_json())))
+}
+
+/// `POST /channel/config?topic=T&channel=C` with a JSON body merged into the policy.
+async fn channel_config_post(State(nsqd): Shared, req: Request) -> ApiResult {
+    let (uri, body) = policy_body(req).await?;
+    let (t, name) = existing_topic_and_channel(&nsqd, &uri)?;
+    let c = t.channel(&name).ok_or(CHANNEL_NOT_FOUND)?;
+    let topic_ttl = t.policy().ttl;
+    let p = c.policy().merged(&body, topic_ttl).map_err(policy_error)?;
+    c.set_policy(p.clone(), topic_ttl);
+    tracing::info!(
+        "TOPIC({}): channel({}) config {}",
+        t.name,
+        c.name,
+        p.to_json()
+    );
+    Ok(Reply::Json(json::to_vec(&p.to_json())))
 }
 
 /// A config value as JSON, re-encoded with Go's string escaping.

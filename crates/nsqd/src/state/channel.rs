@@ -167,6 +167,8 @@ pub struct ChannelCounters {
     pub region_local_msg_count: u64,
     /// Topology-aware consumption: deliveries to the other consumers.
     pub global_msg_count: u64,
+    /// Messages dropped instead of delivered because they outlived the ttl (policy).
+    pub expired_count: u64,
 }
 
 /// A subscribed consumer's share of the channel.
@@ -879,6 +881,15 @@ impl ChannelState {
     /// Returns the finished message (its log position is what a durable channel acks).
     pub fn fin(&mut self, client: u64, key: u64) -> Result<MsgRef, InFlightError> {
         self.take_in_flight(client, key).map(|f| f.msg)
+    }
+
+    /// A message [`ChannelState::pop`] just gave `client` outlived the ttl: it is removed as
+    /// a FIN would remove it (the caller journals its log position) and counted in
+    /// `expired_count` instead of being delivered.
+    pub fn expire(&mut self, client: u64, key: u64) -> Option<MsgRef> {
+        let m = self.fin(client, key).ok()?;
+        self.counters.expired_count += 1;
+        Some(m)
     }
 
     /// REQ: put the message back now (`delay == 0`) or after `delay` ns. Returns the

@@ -12,6 +12,7 @@
 //! - [`e2e`]: end-to-end processing latency percentiles over a sliding window (a sketch per
 //!   half-window, fed by FINs).
 //! - [`guid`]: Go-compatible message ids.
+//! - [`policy`]: per-topic and per-channel delivery policies (ttl, max_depth; nsq-rs's).
 //! - [`topic`]: one topic's fan-out: its channels, the messages it holds (no channel yet,
 //!   paused, starting) in memory and as a log range, and where a new channel starts.
 
@@ -19,4 +20,5 @@ pub mod batch;
 pub mod channel;
 pub mod e2e;
 pub mod guid;
+pub mod policy;
 pub mod topic;

@@ -12,6 +12,7 @@ mod interop;
 mod interop_cluster;
 mod lookup;
 mod persistence;
+mod policy;
 mod protocol;
 mod tls;
 mod topology;

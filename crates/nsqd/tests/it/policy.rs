@@ -1,0 +1,290 @@
+//! Delivery policies (nsq-rs extension): `/topic/config` and `/channel/config`, ttl and
+//! `max_depth` (`overflow: reject`) through the real wire, kept across restarts, ignored by
+//! Go nsqd 1.3.0 taking the directory back.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::harness::{find_channel, go_nsqd_bin, wait_until, TestNsqd, READ_TIMEOUT};
+
+fn post_json(n: &TestNsqd, path: &str, body: &str) -> (u16, Value) {
+    let r = n.http_post(path, body.as_bytes());
+    let status = r.status;
+    (status, r.json())
+}
+
+fn get_json(n: &TestNsqd, path: &str) -> (u16, Value) {
+    let r = n.http_get(path);
+    let status = r.status;
+    (status, r.json())
+}
+
+#[test]
+fn config_api_validates_and_answers_back() {
+    let n = TestNsqd::start(&[]);
+    // No such topic yet.
+    let (s, v) = get_json(&n, "/topic/config?topic=jobs");
+    assert_eq!((s, &v["message"]), (404, &json!("TOPIC_NOT_FOUND")));
+    assert_eq!(n.http_post("/topic/create?topic=jobs", b"").status, 200);
+    assert_eq!(
+        n.http_post("/channel/create?topic=jobs&channel=work", b"")
+            .status,
+        200
+    );
+    assert_eq!(get_json(&n, "/topic/config?topic=jobs"), (200, json!({})));
+
+    let (s, v) = post_json(
+        &n,
+        "/topic/config?topic=jobs",
+        r#"{"ttl":"1h","max_depth":5}"#,
+    );
+    assert_eq!(s, 200, "{v}");
+    let want = json!({"ttl":"1h0m0s","max_depth":5,"overflow":"reject"});
+    assert_eq!(v, want);
+    assert_eq!(
+        get_json(&n, "/topic/config?topic=jobs"),
+        (200, want.clone())
+    );
+
+    // Refusals name the field and change nothing.
+    for (body, needle) in [
+        (r#"{"tll":"1h"}"#, "tll: unknown field"),
+        (r#"{"ttl":"soon"}"#, "ttl: "),
+        (
+            r#"{"max_depth":"lots"}"#,
+            "max_depth: expected a positive integer",
+        ),
+        (r#"{"overflow":"spill"}"#, "overflow: expected"),
+        (
+            r#"{"dedup_window":"10m"}"#,
+            "dedup_window: not yet supported",
+        ),
+        ("not json", "body: invalid JSON"),
+    ] {
+        let (s, v) = post_json(&n, "/topic/config?topic=jobs", body);
+        assert_eq!(s, 400, "{body}: {v}");
+        let m = v["message"].as_str().unwrap();
+        assert!(m.starts_with(needle), "{body}: {m}");
+    }
+    assert_eq!(get_json(&n, "/topic/config?topic=jobs"), (200, want));
+
+    // A channel's ttl is at most its topic's, both ways round.
+    let (s, v) = post_json(
+        &n,
+        "/channel/config?topic=jobs&channel=work",
+        r#"{"ttl":"2h"}"#,
+    );
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(
+        v["message"],
+        "ttl: 2h0m0s is longer than the topic's ttl 1h0m0s"
+    );
+    let (s, v) = post_json(
+        &n,
+        "/channel/config?topic=jobs&channel=work",
+        r#"{"ttl":"30m"}"#,
+    );
+    assert_eq!((s, v), (200, json!({"ttl":"30m0s"})));
+    let (s, v) = post_json(&n, "/topic/config?topic=jobs", r#"{"ttl":"10m"}"#);
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("channel work"),
+        "{v}"
+    );
+    let (s, v) = post_json(
+        &n,
+        "/channel/config?topic=jobs&channel=work",
+        r#"{"max_attempts":5}"#,
+    );
+    assert_eq!(s, 400);
+    assert_eq!(v["message"], "max_attempts: not yet supported by this nsqd");
+    let (s, _) = get_json(&n, "/channel/config?topic=jobs&channel=nope");
+    assert_eq!(s, 404);
+    // Clearing with null.
+    let (s, v) = post_json(
+        &n,
+        "/topic/config?topic=jobs",
+        r#"{"ttl":null,"max_depth":null}"#,
+    );
+    assert_eq!((s, v), (200, json!({})));
+}
+
+#[test]
+fn ttl_drops_exactly_the_old_messages_deferred_ones_included() {
+    ttl_case(&[]);
+}
+
+/// Durable mode: expired messages are acked in the journal like FINs, so a restart does not
+/// bring them back.
+#[test]
+fn ttl_in_durable_mode_reclaims_like_a_fin() {
+    let mut n = ttl_case(&["--mem-queue-size=0"]);
+    n.terminate();
+    n.restart(None);
+    let ch = find_channel(&n.stats(""), "ttl", "ch").unwrap();
+    assert_eq!(
+        (ch["depth"].as_u64(), ch["deferred_count"].as_u64()),
+        (Some(0), Some(0)),
+        "{ch}"
+    );
+}
+
+fn ttl_case(args: &[&str]) -> TestNsqd {
+    let n = TestNsqd::start(args);
+    let mut p = n.client();
+    let mut c = n.client();
+    c.sub_ok("ttl", "ch", 0);
+    let (s, v) = post_json(
+        &n,
+        "/channel/config?topic=ttl&channel=ch",
+        r#"{"ttl":"300ms"}"#,
+    );
+    assert_eq!(s, 200, "{v}");
+    let old: Vec<String> = (0..5).map(|i| format!("old{i}")).collect();
+    p.mpub("ttl", &old);
+    p.expect_ok();
+    // Deferred past the ttl: it becomes ready already expired.
+    p.dpub("ttl", 500, b"late");
+    p.expect_ok();
+    // Deferred within the ttl: delivered.
+    p.dpub("ttl", 100, b"early");
+    p.expect_ok();
+    let published = Instant::now();
+    std::thread::sleep(Duration::from_millis(350));
+    p.mpub("ttl", &["new0", "new1", "new2"]);
+    p.expect_ok();
+    c.rdy(100);
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let m = c.read_message(READ_TIMEOUT);
+        got.push(String::from_utf8(m.body.to_vec()).unwrap());
+        c.fin(&m.id);
+    }
+    got.sort();
+    assert_eq!(got, ["new0", "new1", "new2"]);
+    // "early" was ready at 100 ms but only taken now (at ≥ 350 ms): older than the ttl too.
+    // "late" becomes ready at 500 ms, expired. Nothing else may arrive.
+    while published.elapsed() < Duration::from_millis(700) {
+        if let Ok(Some(f)) = c.try_read_frame(Duration::from_millis(100)) {
+            panic!("unexpected frame after the ttl: {f:?}");
+        }
+    }
+    wait_until(Duration::from_secs(5), "expired counted", || {
+        find_channel(&n.stats(""), "ttl", "ch").is_some_and(|ch| {
+            ch["expired_count"] == 7 && ch["depth"] == 0 && ch["deferred_count"] == 0
+        })
+    });
+    let ch = find_channel(&n.stats(""), "ttl", "ch").unwrap();
+    assert_eq!(ch["in_flight_count"], 0, "{ch}");
+    // A channel without a policy shows no expired_count at all (NSQ's /stats shape).
+    c.cls();
+    let mut other = n.client();
+    other.sub_ok("ttl", "plain", 0);
+    let plain = find_channel(&n.stats(""), "ttl", "plain").unwrap();
+    assert!(plain.get("expired_count").is_none(), "{plain}");
+    n
+}
+
+#[test]
+fn max_depth_rejects_the_exact_publish_that_would_cross_it() {
+    let n = TestNsqd::start(&[]);
+    let mut c = n.client();
+    c.sub_ok("deep", "ch", 0);
+    let (s, v) = post_json(&n, "/topic/config?topic=deep", r#"{"max_depth":10}"#);
+    assert_eq!(s, 200, "{v}");
+    let mut p = n.client();
+    p.mpub("deep", &["x"; 8]);
+    p.expect_ok();
+    // 8 + 3 > 10: all of the MPUB is refused, none of it queued (MPUB's error code is
+    // E_MPUB_FAILED, as for any failed MPUB; fatal, as in Go).
+    p.mpub("deep", &["y"; 3]);
+    let e = p.expect_error("E_MPUB_FAILED");
+    assert!(e.contains("max_depth 10"), "{e}");
+    assert!(e.contains("channel ch holds 8"), "{e}");
+    let mut p = n.client();
+    p.mpub("deep", &["z"; 2]);
+    p.expect_ok();
+    p.publish("deep", b"one too many");
+    let e = p.expect_error("E_PUB_FAILED");
+    assert!(e.contains("channel ch holds 10"), "{e}");
+    // HTTP: 503 with the same reason.
+    let r = n.http_post("/pub?topic=deep", b"h");
+    assert_eq!(r.status, 503);
+    let m = r.json()["message"].as_str().unwrap().to_owned();
+    assert!(m.starts_with("E_PUB_FAILED max_depth 10"), "{m}");
+    let r = n.http_post("/mpub?topic=deep", b"a\nb");
+    assert_eq!(r.status, 503);
+    assert_eq!(
+        find_channel(&n.stats(""), "deep", "ch").unwrap()["depth"],
+        10
+    );
+    // Consuming makes room again.
+    c.rdy(5);
+    for _ in 0..5 {
+        let m = c.read_message(READ_TIMEOUT);
+        c.fin(&m.id);
+    }
+    wait_until(Duration::from_secs(5), "room again", || {
+        n.http_post("/pub?topic=deep", b"again").status == 200
+    });
+}
+
+#[test]
+fn policies_survive_restarts_and_go_ignores_them() {
+    let mut n = TestNsqd::start(&[]);
+    assert_eq!(n.http_post("/topic/create?topic=kept", b"").status, 200);
+    assert_eq!(
+        n.http_post("/channel/create?topic=kept&channel=ch", b"")
+            .status,
+        200
+    );
+    let (s, _) = post_json(
+        &n,
+        "/topic/config?topic=kept",
+        r#"{"ttl":"2h","max_depth":99}"#,
+    );
+    assert_eq!(s, 200);
+    let (s, _) = post_json(
+        &n,
+        "/channel/config?topic=kept&channel=ch",
+        r#"{"ttl":"1h"}"#,
+    );
+    assert_eq!(s, 200);
+    let dat = n.data_path().join("nsqd.dat");
+    wait_until(Duration::from_secs(5), "nsqd.dat has the policies", || {
+        std::fs::read_to_string(&dat).is_ok_and(|s| s.matches("nsqrs_config").count() == 2)
+    });
+    let topic_want = json!({"ttl":"2h0m0s","max_depth":99,"overflow":"reject"});
+    let channel_want = json!({"ttl":"1h0m0s"});
+    // After a crash (the file was already written) and after a clean stop.
+    n.kill();
+    n.restart(None);
+    assert_eq!(
+        get_json(&n, "/topic/config?topic=kept"),
+        (200, topic_want.clone())
+    );
+    assert_eq!(
+        get_json(&n, "/channel/config?topic=kept&channel=ch"),
+        (200, channel_want.clone())
+    );
+    n.terminate();
+    n.restart(None);
+    assert_eq!(get_json(&n, "/topic/config?topic=kept"), (200, topic_want));
+    assert_eq!(
+        get_json(&n, "/channel/config?topic=kept&channel=ch"),
+        (200, channel_want)
+    );
+    n.terminate();
+
+    let Some(go) = go_nsqd_bin() else {
+        eprintln!("*** NOT RUN: the Go nsqd 1.3.0 part (reference binary missing) ***");
+        return;
+    };
+    let mut g = TestNsqd::start_bin(&go, n.data_path(), &[]);
+    // Go reads the file (our extra fields ignored) and serves the topic and its channel.
+    assert!(find_channel(&g.stats(""), "kept", "ch").is_some());
+    let mut p = g.client();
+    p.pub_ok("kept", b"from go");
+    g.terminate();
+}
