@@ -12,5 +12,6 @@ mod interop_cluster;
 mod lookup;
 mod persistence;
 mod protocol;
+mod statsd;
 mod tls;
 mod topology;
