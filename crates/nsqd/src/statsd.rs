@@ -2,7 +2,7 @@
 //! and memory figures to a statsd daemon over UDP, as Go nsqd 1.3.0 does (`nsqd/statsd.go`,
 //! `internal/statsd`, `internal/writers`).
 //!
-//! Why it matters: graphite dashboards and nsqadmin's `--graphite-url` charts are built on
+//! Why it matters: graphite dashboards and Go nsqadmin's `--graphite-url` charts are built on
 //! these exact metric names, so a drop-in nsqd has to send the same lines.
 //!
 //! How: a sans-I/O core and a thin loop.

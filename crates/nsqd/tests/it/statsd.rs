@@ -14,6 +14,8 @@ use crate::harness::{go_nsqd_bin, RawClient, TestNsqd};
 struct Listener {
     sock: UdpSocket,
     packets: Vec<Vec<u8>>,
+    /// When each packet arrived.
+    times: Vec<Instant>,
 }
 
 impl Listener {
@@ -22,6 +24,7 @@ impl Listener {
         Listener {
             sock,
             packets: Vec::new(),
+            times: Vec::new(),
         }
     }
 
@@ -47,7 +50,10 @@ impl Listener {
             );
             self.sock.set_read_timeout(Some(left)).unwrap();
             match self.sock.recv(&mut buf) {
-                Ok(n) => self.packets.push(buf[..n].to_vec()),
+                Ok(n) => {
+                    self.packets.push(buf[..n].to_vec());
+                    self.times.push(Instant::now());
+                }
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -214,15 +220,15 @@ fn expected_push(exclude_ephemeral: bool) -> Vec<(String, &'static str)> {
 
 /// Waits for the second complete push that started after everything `drive` did (the first
 /// one may still count some of it: its interval began earlier), and returns all packets up
-/// to its end and that push's packets. Nothing happens during its interval: its counters are
-/// zero.
+/// to its end, that push's packets and how long it took from its first packet to its last.
+/// Nothing happens during its interval: its counters are zero.
 fn steady_push(
     l: &mut Listener,
     mark: usize,
     prefix: &str,
     first: &str,
     timeout: Duration,
-) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+) -> (Vec<Vec<u8>>, Vec<Vec<u8>>, Duration) {
     let after = |ps: &[Vec<u8>]| -> Option<(usize, usize)> {
         complete_pushes(ps, prefix, first)
             .into_iter()
@@ -239,6 +245,7 @@ fn steady_push(
     (
         l.packets[..start + len].to_vec(),
         l.packets[start..start + len].to_vec(),
+        l.times[start + len - 1] - l.times[start],
     )
 }
 
@@ -284,7 +291,7 @@ fn statsd_pushes_go_names_types_and_deltas() {
     let consumer = drive(&n);
     let mark = l.packets.len();
     let first = format!("topic.{TOPIC}.message_count");
-    let (all, push) = steady_push(&mut l, mark, &prefix, &first, Duration::from_secs(20));
+    let (all, push, _) = steady_push(&mut l, mark, &prefix, &first, Duration::from_secs(20));
 
     check_packets(&all, 200);
     check_greedy(&push, 200);
@@ -347,7 +354,7 @@ fn statsd_includes_ephemeral_and_memory_by_default() {
     let _consumer = drive(&n);
     let mark = l.packets.len();
     let first = format!("topic.{EPH_TOPIC}.message_count");
-    let (all, push) = steady_push(&mut l, mark, "", &first, Duration::from_secs(20));
+    let (all, push, _) = steady_push(&mut l, mark, "", &first, Duration::from_secs(20));
     check_packets(&all, 508);
     check_greedy(&push, 508);
     let lines: Vec<Line> = push.iter().flat_map(|p| parse(p, "")).collect();
@@ -414,8 +421,15 @@ fn statsd_push_is_byte_identical_to_go_nsqd() {
         drop((consumer, n));
         got
     };
-    let (go_all, go_push) = run(Some(&go));
-    let (our_all, our_push) = run(None);
+    let (go_all, go_push, _) = run(Some(&go));
+    let (our_all, our_push, our_span) = run(None);
+    // Go's SpreadWriter: one packet, a wait of (interval - 1s) / n, the next... The waits
+    // never end early, so the n packets span at least (n - 1) / n seconds.
+    let n = our_push.len() as u32;
+    assert!(
+        our_span >= Duration::from_secs(1) * (n - 1) / n - Duration::from_millis(20),
+        "{n} packets sent within {our_span:?}"
+    );
     let text = |ps: &[Vec<u8>]| {
         ps.iter()
             .map(|p| String::from_utf8_lossy(p).into_owned())
@@ -430,4 +444,32 @@ fn statsd_push_is_byte_identical_to_go_nsqd() {
     let (our_c, _) = fold(&our_all, prefix);
     assert_eq!(go_c.get("topic.st.message_count"), Some(&(N as i64)));
     assert_eq!(our_c, go_c, "counter sums over all pushes");
+}
+
+/// An address that does not resolve skips the interval with Go's error line; a statsd daemon
+/// that is not listening makes sends fail (the kernel reports the ICMP "port unreachable" of
+/// one datagram on a later send): a warning, and nsqd keeps serving.
+#[test]
+fn statsd_failures_are_logged_not_fatal() {
+    let n = TestNsqd::start(&[
+        "--statsd-address=statsd.invalid:8125",
+        "--statsd-interval=1s",
+    ]);
+    n.wait_for_log(
+        "failed to create UDP socket to statsd(statsd.invalid:8125)",
+        Duration::from_secs(10),
+    );
+    assert_eq!(n.http_get("/ping").status, 200);
+
+    // A port nobody listens on (bound, then closed).
+    let closed = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let flag = format!("--statsd-address={closed}");
+    let n = TestNsqd::start(&[&flag, "--statsd-interval=1s", "--statsd-udp-packet-size=1"]);
+    // One line per packet (each is longer than the size): many sends per push.
+    n.http_post("/topic/create?topic=lonely", b"");
+    n.wait_for_log("STATSD: failed to send", Duration::from_secs(10));
+    assert_eq!(n.http_get("/ping").status, 200);
 }
