@@ -10,7 +10,7 @@
 //! file, which beats the default. Both sources end up as arguments to the same clap command,
 //! so a bad value is reported the same way wherever it came from.
 //!
-//! A few options configure features nsq-rs does not implement yet (statsd, e2e latency
+//! A few options configure features nsq-rs does not implement yet (e2e latency
 //! percentiles). They are still accepted, so existing command lines and config files keep
 //! working, and [`Options::unsupported_in_use`] lists the ones that were actually set so the
 //! daemon can say so instead of silently ignoring them.
@@ -757,6 +757,10 @@ impl Options {
                 ));
             }
         }
+        if !self.statsd_address.is_empty() && self.statsd_interval.is_zero() {
+            // Go's ticker panics at start; refuse instead.
+            return invalid("--statsd-interval must be > 0 with --statsd-address".to_owned());
+        }
         if self.mem_queue_size < 0 {
             return invalid(format!(
                 "--mem-queue-size must be >= 0, got {}",
@@ -799,14 +803,6 @@ impl Options {
     pub fn unsupported_in_use(&self) -> Vec<String> {
         let d = Options::default();
         let mut notes = Vec::new();
-
-        if !self.statsd_address.is_empty() {
-            notes.push(
-                "--statsd-address: pushing metrics to statsd is not yet supported; \
-                 --statsd-* options have no effect"
-                    .to_owned(),
-            );
-        }
 
         // Topology-aware consumption is built; these notes are about settings that make it
         // do nothing (Go accepts them silently).
@@ -1401,6 +1397,13 @@ mod tests {
                 "--enable-experiment",
                 Box::new(|o| o.enable_experiments = vec!["warp-drive".into()]),
             ),
+            (
+                "--statsd-interval",
+                Box::new(|o| {
+                    o.statsd_address = "127.0.0.1:8125".into();
+                    o.statsd_interval = Duration::ZERO;
+                }),
+            ),
         ];
         for (needle, mutate) in cases {
             let mut o = ok.clone();
@@ -1422,6 +1425,8 @@ mod tests {
         o.tls_client_auth_policy = "require-verify".into();
         o.tls_min_version = "tls1.3".into();
         o.auth_http_request_method = "post".into();
+        // A zero statsd interval only matters when statsd is on.
+        o.statsd_interval = Duration::ZERO;
         o.validate().unwrap();
         assert_eq!(o.effective_tls_required(), TlsRequired::TcpHttps);
         o.tls_required = TlsRequired::Off;
@@ -1455,18 +1460,18 @@ mod tests {
             !all.contains("--e2e-processing-latency-percentile"),
             "e2e latency is supported: {all}"
         );
-        for needle in [
-            "--statsd-address",
-            "--queue-scan-worker-pool-max",
-            "no effect",
-        ] {
+        assert!(
+            !all.contains("--statsd-address"),
+            "statsd is supported: {all}"
+        );
+        for needle in ["--queue-scan-worker-pool-max", "no effect"] {
             assert!(all.contains(needle), "{needle} missing from:\n{all}");
         }
         // --data-path and --sync-every are in force (topic logs and go-diskqueue files), and so
         // is topology-aware consumption with a zone.
         assert!(!all.contains("--sync-every"), "{all}");
         assert!(!all.contains("--topology-zone"), "{all}");
-        assert_eq!(notes.len(), 2, "{all}");
+        assert_eq!(notes.len(), 1, "{all}");
         assert!(o.topology_aware_consumption());
         // Topology settings that make the experiment do nothing are pointed out.
         let o = parse(&["--topology-zone=z"]);

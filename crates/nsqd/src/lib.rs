@@ -29,6 +29,7 @@ pub mod persist;
 mod session;
 pub mod state;
 pub mod stats;
+pub mod statsd;
 pub mod tcp;
 pub mod topic;
 
@@ -604,6 +605,10 @@ pub async fn start(opts: Options) -> Result<NsqdHandle, StartError> {
     warn_if_exposed(&nsqd.opts, tcp_addr, http_addr);
     nsqd.tracker.spawn(tcp::serve(nsqd.clone(), tcp_listener));
     nsqd.tracker.spawn(lookup::run(nsqd.clone()));
+    // After the HTTP bind: the statsd prefix names the HTTP port announced to lookupd.
+    if !nsqd.opts.statsd_address.is_empty() {
+        nsqd.tracker.spawn(statsd::run(nsqd.clone()));
+    }
     Ok(NsqdHandle {
         nsqd,
         tcp_addr,

@@ -14,5 +14,6 @@ mod lookup;
 mod persistence;
 mod policy;
 mod protocol;
+mod statsd;
 mod tls;
 mod topology;
