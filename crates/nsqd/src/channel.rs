@@ -71,6 +71,8 @@ pub struct Channel {
     /// The ttl in force (the shorter of its own and its topic's), in ns; 0: none. Read on
     /// every delivery, so an atomic rather than the policy's lock.
     ttl_ns: AtomicU64,
+    /// Policy `dead_letter_topic`: the topic's name and the daemon that creates it.
+    dead_letter: Mutex<Option<(String, std::sync::Weak<crate::Nsqd>)>>,
 }
 
 /// What a durable channel is created with: the log writer, the topic's log end, a reader
@@ -139,6 +141,7 @@ impl Channel {
             durable: OnceLock::new(),
             policy: Mutex::new(ChannelPolicy::default()),
             ttl_ns: AtomicU64::new(0),
+            dead_letter: Mutex::new(None),
         });
         if let Some(parts) = journal {
             ch.attach_durable(parts);
@@ -394,15 +397,100 @@ impl Channel {
         self.policy.lock().clone()
     }
 
-    /// Sets its policy (`topic_ttl`: its topic's, for the ttl in force) and marks the
-    /// metadata for rewriting.
-    pub fn set_policy(&self, p: ChannelPolicy, topic_ttl: Option<std::time::Duration>) {
+    /// Sets its policy (`topic_ttl`: its topic's, for the ttl in force; `nsqd`: where a
+    /// dead-letter topic is created) and marks the metadata for rewriting.
+    pub fn set_policy(
+        &self,
+        p: ChannelPolicy,
+        topic_ttl: Option<std::time::Duration>,
+        nsqd: std::sync::Weak<crate::Nsqd>,
+    ) {
         let own = p.ttl;
+        let dead = p.dead_letter_topic.clone().zip(p.max_attempts);
+        *self.dead_letter.lock() = dead.as_ref().map(|(t, _)| (t.clone(), nsqd));
+        self.state
+            .lock()
+            .set_max_attempts(dead.map_or(0, |(_, n)| n));
         *self.policy.lock() = p;
         self.apply_topic_ttl(topic_ttl, own);
         if let Some(d) = &self.data {
             d.mark_dirty();
         }
+    }
+
+    /// Publishes messages a REQ or timeout set aside (policy `max_attempts`) to the
+    /// dead-letter topic, body, timestamp and attempts unchanged, and forgets them here only
+    /// once that topic accepted them (durable mode: once its log has them). If it refuses
+    /// them (deleted, `max_depth`, disk error) they go back to this channel's queue.
+    pub(crate) fn dead_letter(self: &Arc<Self>, msgs: Vec<crate::state::channel::MsgRef>) {
+        if msgs.is_empty() {
+            return;
+        }
+        let keys: Vec<u64> = msgs.iter().map(|m| m.key()).collect();
+        let target = self.dead_letter.lock().clone();
+        let topic = target
+            .as_ref()
+            .and_then(|(name, nsqd)| Some(nsqd.upgrade()?.get_or_create_topic(name)));
+        let Some(topic) = topic else {
+            tracing::warn!(
+                "TOPIC({}): channel({}): no dead-letter topic any more; {} messages requeued",
+                self.topic_name,
+                self.name,
+                msgs.len()
+            );
+            self.dead_letters_refused(&keys);
+            return;
+        };
+        // The frame's attempts field then carries the source's count on its first delivery
+        // from the dead-letter topic (a delivery adds one).
+        let items = msgs.iter().map(|m| {
+            (
+                m.batch.body_shared(m.idx),
+                m.batch.timestamp(m.idx),
+                m.attempts.saturating_sub(1),
+            )
+        });
+        match topic.publish_moved(items) {
+            Ok(crate::topic::Published::Done) => self.dead_letters_accepted(&keys),
+            Ok(pending) => {
+                let ch = self.clone();
+                tokio::spawn(async move {
+                    match pending.wait().await {
+                        Ok(()) => ch.dead_letters_accepted(&keys),
+                        Err(e) => {
+                            tracing::error!(
+                                "TOPIC({}): channel({}): dead-letter topic {} could not take {} messages, requeued: {e}",
+                                ch.topic_name,
+                                ch.name,
+                                topic.name,
+                                keys.len()
+                            );
+                            ch.dead_letters_refused(&keys);
+                        }
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::error!(
+                    "TOPIC({}): channel({}): dead-letter topic {} refused {} messages, requeued: {e}",
+                    self.topic_name,
+                    self.name,
+                    topic.name,
+                    keys.len()
+                );
+                self.dead_letters_refused(&keys);
+            }
+        }
+    }
+
+    fn dead_letters_accepted(&self, keys: &[u64]) {
+        let acked = self.state.lock().dead_lettered(keys);
+        self.journal_acks(&acked);
+    }
+
+    fn dead_letters_refused(&self, keys: &[u64]) {
+        self.state.lock().dead_letter_failed(keys);
+        self.wake_consumers();
     }
 
     /// Recomputes the ttl in force after its topic's changed.
@@ -495,10 +583,14 @@ async fn timer_loop(ch: Arc<Channel>) {
             _ = ch.timer_notify.notified() => continue,
             _ = sleep => {
                 let now = ch.clock.now();
-                let n = ch.state.lock().process_timeouts(now);
+                let (n, dead) = {
+                    let mut st = ch.state.lock();
+                    (st.process_timeouts(now), st.take_dead_letters())
+                };
                 if n > 0 {
                     ch.wake_consumers();
                 }
+                ch.dead_letter(dead);
             }
         }
     }

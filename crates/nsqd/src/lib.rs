@@ -167,6 +167,11 @@ impl Nsqd {
         })
     }
 
+    /// A weak handle to this daemon (for what must not keep it alive).
+    pub fn weak(&self) -> std::sync::Weak<Nsqd> {
+        self.me.clone()
+    }
+
     /// A new client id.
     pub fn next_client_id(&self) -> u64 {
         self.client_seq.fetch_add(1, Ordering::Relaxed) + 1

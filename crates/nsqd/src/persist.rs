@@ -770,7 +770,7 @@ pub fn restore(nsqd: &Nsqd, dir: &DataDir) -> Result<(), PersistError> {
             };
             ch.set_paused(*cpaused);
             if let Some(p) = channel_policies.remove(&(name.clone(), cname.clone())) {
-                ch.set_policy(p, topic.policy().ttl);
+                ch.set_policy(p, topic.policy().ttl, nsqd.weak());
             }
             let msgs = dir.load_queue(&format!("{name}:{cname}"));
             n_msgs += msgs.len();

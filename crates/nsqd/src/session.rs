@@ -986,11 +986,18 @@ impl Session {
             .clone()
             .expect("subscribed clients have a channel");
         let now = ch.clock().now();
-        let r = ch
-            .state
-            .lock()
-            .req(self.client.id, id_key(&id), delay.as_nanos() as u64, now);
+        let (r, dead) = {
+            let mut st = ch.state.lock();
+            let r = st.req(self.client.id, id_key(&id), delay.as_nanos() as u64, now);
+            (r, st.take_dead_letters())
+        };
         match r {
+            Ok(_) if !dead.is_empty() => {
+                // Its last attempt (policy max_attempts): to the dead-letter topic.
+                self.client.requeue_count.fetch_add(1, Ordering::Relaxed);
+                ch.dead_letter(dead);
+                Ok(())
+            }
             Ok(m) => {
                 self.client.requeue_count.fetch_add(1, Ordering::Relaxed);
                 if delay.is_zero() {

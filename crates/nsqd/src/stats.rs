@@ -139,6 +139,9 @@ pub struct ChannelStats {
     /// without policies answers NSQ 1.3's shape.
     #[serde(skip_serializing_if = "is_zero")]
     pub expired_count: u64,
+    /// nsq-rs `max_attempts` policy: messages moved to the dead-letter topic; omitted when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dead_lettered_count: u64,
     /// Consumers.
     pub client_count: usize,
     /// The consumers; `None` when `include_clients=false`.
@@ -513,6 +516,7 @@ fn channel_stats(
         requeue_count: counters.requeue_count,
         timeout_count: counters.timeout_count,
         expired_count: counters.expired_count,
+        dead_lettered_count: counters.dead_lettered_count,
         client_count: clients.len(),
         clients: client_stats,
         paused,

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 
 use crate::channel::Channel;
@@ -201,6 +202,51 @@ impl Topic {
         };
         // Copy outside the topic lock: only the fan-out needs it.
         let batch = Arc::new(Batch::generated(bodies, first, node, ts));
+        self.publish_built(batch, defer_ns)
+    }
+
+    /// Publishes messages that keep their original timestamp and attempts (a dead-letter
+    /// topic receiving another channel's messages); ids are this topic's own.
+    pub fn publish_moved(
+        self: &Arc<Self>,
+        msgs: impl ExactSizeIterator<Item = (Bytes, i64, u16)>,
+    ) -> Result<Published, PublishError> {
+        let count = msgs.len() as u64;
+        if count == 0 {
+            return Ok(Published::Done);
+        }
+        if self.is_deleted() {
+            return Err(PublishError::Exiting);
+        }
+        let limit = self.max_depth.load(Ordering::Relaxed);
+        if limit != 0 {
+            self.check_depth(limit, count)?;
+        }
+        let (first, node) = {
+            let mut g = self.guid.lock();
+            (g.reserve(count, unix_nanos()), g.node_id())
+        };
+        let msgs: Vec<nsq_protocol::Message> = msgs
+            .enumerate()
+            .map(|(i, (body, timestamp, attempts))| nsq_protocol::Message {
+                timestamp,
+                attempts,
+                id: nsq_protocol::MessageId::from_u64(crate::state::guid::id_for(
+                    node,
+                    first + i as u64,
+                )),
+                body,
+            })
+            .collect();
+        self.publish_built(Arc::new(Batch::explicit(&msgs)), None)
+    }
+
+    fn publish_built(
+        self: &Arc<Self>,
+        batch: Arc<Batch>,
+        defer_ns: Option<u64>,
+    ) -> Result<Published, PublishError> {
+        let ts = batch.timestamp(0);
         let logged = match self.store() {
             Some(s) if self.always_log || self.spilling.load(Ordering::Acquire) => Some(s),
             _ => None,
@@ -217,8 +263,8 @@ impl Topic {
         };
         let msgs: Vec<nsq_store::LogMessage> = (0..batch.len())
             .map(|i| nsq_store::LogMessage {
-                timestamp: ts,
-                attempts: 0,
+                timestamp: batch.timestamp(i),
+                attempts: batch.initial_attempts(i),
                 id: batch.id(i),
                 defer_until,
                 body: batch.body_shared(i),

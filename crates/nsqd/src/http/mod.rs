@@ -871,8 +871,11 @@ async fn channel_config_post(State(nsqd): Shared, req: Request) -> ApiResult {
     let (t, name) = existing_topic_and_channel(&nsqd, &uri)?;
     let c = t.channel(&name).ok_or(CHANNEL_NOT_FOUND)?;
     let topic_ttl = t.policy().ttl;
-    let p = c.policy().merged(&body, topic_ttl).map_err(policy_error)?;
-    c.set_policy(p.clone(), topic_ttl);
+    let p = c
+        .policy()
+        .merged(&body, &t.name, topic_ttl)
+        .map_err(policy_error)?;
+    c.set_policy(p.clone(), topic_ttl, nsqd.weak());
     tracing::info!(
         "TOPIC({}): channel({}) config {}",
         t.name,

@@ -169,6 +169,8 @@ pub struct ChannelCounters {
     pub global_msg_count: u64,
     /// Messages dropped instead of delivered because they outlived the ttl (policy).
     pub expired_count: u64,
+    /// Messages moved to the dead-letter topic (policy `max_attempts`).
+    pub dead_lettered_count: u64,
 }
 
 /// A subscribed consumer's share of the channel.
@@ -241,6 +243,16 @@ pub struct ChannelState {
     /// `--e2e-processing-latency-percentile`: FIN latencies over the window; `None` (one
     /// test per FIN batch) when not asked for.
     e2e: Option<Box<E2eWindow>>,
+    /// Policy `max_attempts` with a dead-letter topic (0: none): a message delivered this
+    /// many times is not requeued after a REQ or timeout but set aside in `dead`.
+    max_attempts: u16,
+    /// Messages set aside for the dead-letter topic, for the shell to publish
+    /// ([`ChannelState::take_dead_letters`]); out of flight, not ready.
+    dead: Vec<MsgRef>,
+    /// Taken for publishing and not yet confirmed, by key: still this channel's (their log
+    /// positions stay unacked and a shutdown exports them) until the dead-letter topic has
+    /// them.
+    dead_sent: FxHashMap<u64, MsgRef>,
 }
 
 impl ChannelState {
@@ -883,6 +895,50 @@ impl ChannelState {
         self.take_in_flight(client, key).map(|f| f.msg)
     }
 
+    /// Sets `max_attempts` (0: none; only with a dead-letter topic, which the shell owns).
+    pub fn set_max_attempts(&mut self, n: u16) {
+        self.max_attempts = n;
+    }
+
+    /// Whether a message taken out of flight has had all its attempts.
+    fn exhausted(&self, m: &MsgRef) -> bool {
+        self.max_attempts != 0 && m.attempts >= self.max_attempts
+    }
+
+    /// The messages a REQ or a timeout set aside for the dead-letter topic since the last
+    /// call. The caller publishes them there, then calls [`ChannelState::dead_lettered`]
+    /// (or [`ChannelState::dead_letter_failed`] to keep them here).
+    pub fn take_dead_letters(&mut self) -> Vec<MsgRef> {
+        let out = std::mem::take(&mut self.dead);
+        for m in &out {
+            self.dead_sent.insert(m.key(), m.clone());
+        }
+        out
+    }
+
+    /// These messages (keys) reached the dead-letter topic: they are no longer this
+    /// channel's. Returns their log positions, to ack in the journal.
+    pub fn dead_lettered(&mut self, keys: &[u64]) -> Vec<u64> {
+        let mut acked = Vec::new();
+        for k in keys {
+            if let Some(m) = self.dead_sent.remove(k) {
+                self.counters.dead_lettered_count += 1;
+                acked.extend(m.log_pos());
+            }
+        }
+        acked
+    }
+
+    /// The dead-letter topic refused them: they go back to the ready queue (nothing lost;
+    /// the next REQ or timeout tries again).
+    pub fn dead_letter_failed(&mut self, keys: &[u64]) {
+        for k in keys {
+            if let Some(m) = self.dead_sent.remove(k) {
+                self.requeue_ready(m);
+            }
+        }
+    }
+
     /// A message [`ChannelState::pop`] just gave `client` outlived the ttl: it is removed as
     /// a FIN would remove it (the caller journals its log position) and counted in
     /// `expired_count` instead of being delivered.
@@ -902,8 +958,12 @@ impl ChannelState {
         now: u64,
     ) -> Result<MsgRef, InFlightError> {
         let f = self.take_in_flight(client, key)?;
-        self.counters.requeue_count += 1;
         let msg = f.msg.clone();
+        if self.exhausted(&msg) {
+            self.dead.push(f.msg);
+            return Ok(msg);
+        }
+        self.counters.requeue_count += 1;
         if delay == 0 {
             self.requeue_ready(f.msg);
         } else {
@@ -952,6 +1012,8 @@ impl ChannelState {
         out.extend(self.backlog);
         out.extend(self.in_flight.values().filter_map(|f| f.msg.log_pos()));
         out.extend(self.deferred.iter().filter_map(|d| d.msg.log_pos()));
+        out.extend(self.dead.iter().filter_map(MsgRef::log_pos));
+        out.extend(self.dead_sent.values().filter_map(MsgRef::log_pos));
         out
     }
 
@@ -997,6 +1059,10 @@ impl ChannelState {
                 c.in_flight = c.in_flight.saturating_sub(1);
             }
             self.counters.timeout_count += 1;
+            if self.exhausted(&f.msg) {
+                self.dead.push(f.msg);
+                continue;
+            }
             self.requeue_ready(f.msg);
             n += 1;
         }
@@ -1032,6 +1098,8 @@ impl ChannelState {
         self.in_flight.clear();
         self.timeouts.clear();
         self.deferred.clear();
+        self.dead.clear();
+        self.dead_sent.clear();
         for c in self.consumers.values_mut() {
             c.in_flight = 0;
         }
@@ -1078,6 +1146,8 @@ impl ChannelState {
         out.extend(self.in_flight.drain().map(|(_, f)| f.msg));
         self.timeouts.clear();
         out.extend(self.deferred.drain().map(|d| d.msg));
+        out.append(&mut self.dead);
+        out.extend(self.dead_sent.drain().map(|(_, m)| m));
         for c in self.consumers.values_mut() {
             c.in_flight = 0;
         }

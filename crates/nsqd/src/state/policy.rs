@@ -13,9 +13,10 @@
 //! absent keys stay. Unknown keys, wrong types, bad durations and bad names are refused with
 //! a message that names the field.
 //!
-//! Built so far: `ttl` (topic and channel) and `max_depth` with `overflow: "reject"`. The
-//! other keys are recognised and refused with "not yet supported", so nobody believes a
-//! policy is in force when it is not.
+//! Built so far: `ttl` (topic and channel), `max_depth` with `overflow: "reject"`, and
+//! `max_attempts` + `dead_letter_topic` (set together; the dead-letter topic may not be the
+//! channel's own). The other keys are recognised and refused with "not yet supported", so
+//! nobody believes a policy is in force when it is not.
 
 use std::time::Duration;
 
@@ -45,6 +46,11 @@ pub struct TopicPolicy {
 pub struct ChannelPolicy {
     /// Messages older than this are never delivered on this channel (at most the topic's).
     pub ttl: Option<Duration>,
+    /// A message delivered this many times goes to `dead_letter_topic` instead of back to
+    /// the queue after its next REQ or timeout. Set together with `dead_letter_topic`.
+    pub max_attempts: Option<u16>,
+    /// Where such messages go (a topic on this node, created when needed).
+    pub dead_letter_topic: Option<String>,
 }
 
 /// Why a policy was refused (the HTTP 400 `message`).
@@ -61,7 +67,6 @@ const TOPIC_NOT_YET: [&str; 3] = [
     "dedup_capacity",
     "dedup_false_positive_rate",
 ];
-const CHANNEL_NOT_YET: [&str; 2] = ["max_attempts", "dead_letter_topic"];
 
 fn not_yet(field: &str) -> PolicyError {
     err(field, "not yet supported by this nsqd")
@@ -210,10 +215,27 @@ impl ChannelPolicy {
     pub fn merged(
         &self,
         body: &[u8],
+        topic: &str,
         topic_ttl: Option<Duration>,
     ) -> Result<ChannelPolicy, PolicyError> {
         let mut p = self.clone();
         p.merge_map(&object(body)?)?;
+        match (&p.max_attempts, &p.dead_letter_topic) {
+            (Some(_), None) => {
+                return Err(err(
+                    "max_attempts",
+                    "needs a dead_letter_topic to send messages to",
+                ))
+            }
+            (None, Some(_)) => return Err(err("dead_letter_topic", "needs max_attempts")),
+            (_, Some(t)) if t == topic => {
+                return Err(err(
+                    "dead_letter_topic",
+                    "must not be the channel's own topic",
+                ))
+            }
+            _ => {}
+        }
         if let (Some(c), Some(t)) = (p.ttl, topic_ttl) {
             if c > t {
                 return Err(err(
@@ -239,9 +261,29 @@ impl ChannelPolicy {
                         Some(duration(k, v)?)
                     }
                 }
-                k if CHANNEL_NOT_YET.contains(&k) => {
-                    if !v.is_null() {
-                        return Err(not_yet(k));
+                "max_attempts" => {
+                    self.max_attempts = match v {
+                        Value::Null => None,
+                        _ => match v.as_u64() {
+                            Some(n @ 1..=65535) => Some(n as u16),
+                            _ => {
+                                return Err(err(
+                                    k,
+                                    format!("expected an integer from 1 to 65535, got {v}"),
+                                ))
+                            }
+                        },
+                    }
+                }
+                "dead_letter_topic" => {
+                    self.dead_letter_topic = match v {
+                        Value::Null => None,
+                        Value::String(t)
+                            if nsq_protocol::names::is_valid_topic_name(t.as_bytes()) =>
+                        {
+                            Some(t.clone())
+                        }
+                        _ => return Err(err(k, format!("not a valid topic name: {v}"))),
                     }
                 }
                 _ => return Err(err(k, "unknown field")),
@@ -258,6 +300,12 @@ impl ChannelPolicy {
     /// The JSON `GET` answers.
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();
+        if let Some(n) = self.max_attempts {
+            m.insert("max_attempts".into(), n.into());
+        }
+        if let Some(t) = &self.dead_letter_topic {
+            m.insert("dead_letter_topic".into(), t.clone().into());
+        }
         if let Some(d) = self.ttl {
             m.insert("ttl".into(), nsq_cli::format_go_duration(d).into());
         }
@@ -340,17 +388,43 @@ mod tests {
     fn channel_ttl_is_at_most_the_topics() {
         let hour = Some(Duration::from_secs(3600));
         let c = ChannelPolicy::default();
-        let p = c.merged(br#"{"ttl":"30m"}"#, hour).unwrap();
+        let p = c.merged(br#"{"ttl":"30m"}"#, "t", hour).unwrap();
         assert_eq!(p.to_json(), json!({"ttl":"30m0s"}));
-        let e = c.merged(br#"{"ttl":"2h"}"#, hour).unwrap_err().0;
+        let e = c.merged(br#"{"ttl":"2h"}"#, "t", hour).unwrap_err().0;
         assert_eq!(e, "ttl: 2h0m0s is longer than the topic's ttl 1h0m0s");
-        assert!(c.merged(br#"{"ttl":"2h"}"#, None).is_ok());
-        let e = c.merged(br#"{"max_attempts":5}"#, None).unwrap_err().0;
-        assert_eq!(e, "max_attempts: not yet supported by this nsqd");
+        assert!(c.merged(br#"{"ttl":"2h"}"#, "t", None).is_ok());
         assert_eq!(
-            c.merged(br#"{"ttl":"1m","x":1}"#, None).unwrap_err().0,
+            c.merged(br#"{"ttl":"1m","x":1}"#, "t", None).unwrap_err().0,
             "x: unknown field"
         );
+    }
+
+    #[test]
+    fn dead_letters_need_both_fields_and_another_topic() {
+        let c = ChannelPolicy::default();
+        let m = |b: &str| c.merged(b.as_bytes(), "jobs", None);
+        let p = m(r#"{"max_attempts":5,"dead_letter_topic":"jobs.dead"}"#).unwrap();
+        assert_eq!(
+            p.to_json(),
+            json!({"max_attempts":5,"dead_letter_topic":"jobs.dead"})
+        );
+        assert_eq!(ChannelPolicy::from_json(&p.to_json()).unwrap(), p);
+        let e = |b: &str| m(b).unwrap_err().0;
+        assert!(e(r#"{"max_attempts":5}"#).starts_with("max_attempts: needs a dead_letter_topic"));
+        assert!(
+            e(r#"{"dead_letter_topic":"x"}"#).starts_with("dead_letter_topic: needs max_attempts")
+        );
+        assert!(e(r#"{"max_attempts":5,"dead_letter_topic":"jobs"}"#).contains("own topic"));
+        assert!(e(r#"{"max_attempts":5,"dead_letter_topic":"a b"}"#)
+            .starts_with("dead_letter_topic: not a valid topic name"));
+        assert!(e(r#"{"max_attempts":0,"dead_letter_topic":"x"}"#)
+            .starts_with("max_attempts: expected an integer"));
+        let q = p.merged(
+            br#"{"max_attempts":null,"dead_letter_topic":null}"#,
+            "jobs",
+            None,
+        );
+        assert!(q.unwrap().is_empty());
     }
 
     #[test]

@@ -98,7 +98,10 @@ fn config_api_validates_and_answers_back() {
         r#"{"max_attempts":5}"#,
     );
     assert_eq!(s, 400);
-    assert_eq!(v["message"], "max_attempts: not yet supported by this nsqd");
+    assert_eq!(
+        v["message"],
+        "max_attempts: needs a dead_letter_topic to send messages to"
+    );
     let (s, _) = get_json(&n, "/channel/config?topic=jobs&channel=nope");
     assert_eq!(s, 404);
     // Clearing with null.
@@ -287,4 +290,121 @@ fn policies_survive_restarts_and_go_ignores_them() {
     let mut p = g.client();
     p.pub_ok("kept", b"from go");
     g.terminate();
+}
+
+/// A consumer that REQs everything: each message is delivered `max_attempts` times, then it
+/// is on the dead-letter topic once, body and publish timestamp unchanged, its attempts
+/// field carrying the source's count. Returns the node and the messages' (body, timestamp).
+fn requeue_until_dead(args: &[&str]) -> (TestNsqd, Vec<(Vec<u8>, i64)>) {
+    let n = TestNsqd::start(args);
+    let mut c = n.client();
+    c.sub_ok("jobs", "work", 0);
+    let (s, v) = post_json(
+        &n,
+        "/channel/config?topic=jobs&channel=work",
+        r#"{"max_attempts":3,"dead_letter_topic":"jobs.dead"}"#,
+    );
+    assert_eq!(s, 200, "{v}");
+    let mut p = n.client();
+    p.mpub("jobs", &["a", "b"]);
+    p.expect_ok();
+    c.rdy(10);
+    let mut seen: std::collections::BTreeMap<Vec<u8>, (u32, i64)> = Default::default();
+    for _ in 0..6 {
+        let m = c.read_message(READ_TIMEOUT);
+        let e = seen.entry(m.body.to_vec()).or_insert((0, m.timestamp));
+        e.0 += 1;
+        assert_eq!(u32::from(m.attempts), e.0, "attempts count deliveries");
+        assert_eq!(m.timestamp, e.1);
+        c.req(&m.id, 0);
+    }
+    assert!(
+        c.try_read_frame(Duration::from_millis(200))
+            .unwrap()
+            .is_none(),
+        "a fourth delivery"
+    );
+    assert!(seen.values().all(|&(k, _)| k == 3), "{seen:?}");
+    wait_until(Duration::from_secs(5), "both dead-lettered", || {
+        find_channel(&n.stats(""), "jobs", "work").is_some_and(|ch| {
+            ch["dead_lettered_count"] == 2 && ch["depth"] == 0 && ch["in_flight_count"] == 0
+        })
+    });
+    let msgs = seen.into_iter().map(|(b, (_, ts))| (b, ts)).collect();
+    (n, msgs)
+}
+
+fn read_dead(n: &TestNsqd, want: &[(Vec<u8>, i64)], attempts: u16) {
+    let mut d = n.client();
+    d.sub_ok("jobs.dead", "inspect", 10);
+    let mut got = Vec::new();
+    for _ in 0..want.len() {
+        let m = d.read_message(READ_TIMEOUT);
+        assert_eq!(m.attempts, attempts, "the source's count");
+        got.push((m.body.to_vec(), m.timestamp));
+        d.fin(&m.id);
+    }
+    got.sort();
+    assert_eq!(got, want, "bodies and publish timestamps unchanged");
+    assert!(
+        d.try_read_frame(Duration::from_millis(200))
+            .unwrap()
+            .is_none(),
+        "each is on the dead-letter topic once"
+    );
+}
+
+#[test]
+fn max_attempts_moves_a_message_to_the_dead_letter_topic() {
+    let (n, msgs) = requeue_until_dead(&[]);
+    read_dead(&n, &msgs, 3);
+}
+
+#[test]
+fn a_timed_out_last_attempt_is_dead_lettered_too() {
+    let n = TestNsqd::start(&["--msg-timeout=200ms"]);
+    let mut c = n.client();
+    c.sub_ok("jobs", "work", 0);
+    let (s, _) = post_json(
+        &n,
+        "/channel/config?topic=jobs&channel=work",
+        r#"{"max_attempts":1,"dead_letter_topic":"jobs.dead"}"#,
+    );
+    assert_eq!(s, 200);
+    let mut p = n.client();
+    p.pub_ok("jobs", b"slow");
+    c.rdy(1);
+    let m = c.read_message(READ_TIMEOUT);
+    // No FIN: after the timeout it has had its one attempt.
+    wait_until(
+        Duration::from_secs(5),
+        "dead-lettered after the timeout",
+        || {
+            find_channel(&n.stats(""), "jobs", "work")
+                .is_some_and(|ch| ch["dead_lettered_count"] == 1)
+        },
+    );
+    read_dead(&n, &[(m.body.to_vec(), m.timestamp)], 1);
+}
+
+/// Durable mode: once the dead-letter topic's log has them and the source's acks reached its
+/// journal, a SIGKILL neither loses them nor brings them back on the source.
+#[test]
+fn dead_letters_survive_a_sigkill_in_durable_mode() {
+    let (mut n, msgs) = requeue_until_dead(&["--mem-queue-size=0"]);
+    let journal = n.data_path().join("jobs:work.nsqrs.journal");
+    let len0 = std::fs::metadata(&journal).map(|m| m.len()).unwrap_or(0);
+    wait_until(Duration::from_secs(5), "source acks in the journal", || {
+        std::fs::metadata(&journal).map(|m| m.len()).unwrap_or(0) > len0
+    });
+    n.kill();
+    n.restart(None);
+    let ch = find_channel(&n.stats(""), "jobs", "work").unwrap();
+    assert_eq!(ch["depth"], 0, "the source does not redeliver: {ch}");
+    read_dead(&n, &msgs, 3);
+    // The policy came back with it.
+    assert_eq!(
+        get_json(&n, "/channel/config?topic=jobs&channel=work").1,
+        json!({"max_attempts":3,"dead_letter_topic":"jobs.dead"})
+    );
 }

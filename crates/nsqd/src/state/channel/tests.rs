@@ -541,3 +541,49 @@ fn topology_off_consumers_share_as_before() {
     assert_eq!(woken, [2], "1 has no credit left; 2 has");
     assert!(!ch.topology);
 }
+
+#[test]
+fn max_attempts_sets_messages_aside_until_the_dead_letter_topic_confirms() {
+    let mut ch = setup(2);
+    ch.set_max_attempts(2);
+    // First attempt: REQ requeues as usual.
+    let got = pop(&mut ch, 1, 2, 0);
+    ch.req(1, got[0].key(), 0, 0).unwrap();
+    ch.req(1, got[1].key(), 0, 0).unwrap();
+    assert!(ch.take_dead_letters().is_empty());
+    assert_eq!(ch.counters.requeue_count, 2);
+    // Second (last) attempt: one REQ, one timeout; both set aside, neither requeued.
+    let got = pop(&mut ch, 1, 2, SEC);
+    assert!(got.iter().all(|m| m.attempts == 2));
+    ch.req(1, got[0].key(), 5 * SEC, SEC).unwrap();
+    assert_eq!(ch.process_timeouts(61 * SEC), 0, "nothing requeued");
+    assert_eq!(ch.counters.requeue_count, 2);
+    assert_eq!(ch.counters.timeout_count, 1);
+    let dead = ch.take_dead_letters();
+    assert_eq!(bodies(&dead), ["m0", "m1"]);
+    assert_eq!(
+        (ch.depth(), ch.in_flight_count(), ch.deferred_count()),
+        (0, 0, 0)
+    );
+    assert!(ch.take_dead_letters().is_empty(), "taken once");
+    // The topic refused m1: it comes back ready; m0 confirmed.
+    let acked = ch.dead_lettered(&[dead[0].key()]);
+    assert!(acked.is_empty(), "no log positions in memory mode");
+    ch.dead_letter_failed(&[dead[1].key()]);
+    assert_eq!(ch.counters.dead_lettered_count, 1);
+    assert_eq!(bodies(&pop(&mut ch, 2, 5, 62 * SEC)), ["m1"]);
+    // Confirming twice, or an unknown key, counts nothing.
+    assert!(ch.dead_lettered(&[dead[0].key(), 12345]).is_empty());
+    assert_eq!(ch.counters.dead_lettered_count, 1);
+}
+
+#[test]
+fn dead_letters_in_transit_are_drained_at_shutdown() {
+    let mut ch = setup(1);
+    ch.set_max_attempts(1);
+    let got = pop(&mut ch, 1, 1, 0);
+    ch.req(1, got[0].key(), 0, 0).unwrap();
+    let dead = ch.take_dead_letters();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(bodies(&ch.drain_all()), ["m0"], "not lost by an export");
+}
