@@ -323,6 +323,21 @@ pub struct Options {
     )]
     pub http_api_token: String,
 
+    /// nsq-rs extension: serve Prometheus `GET /metrics` without `--http-api-token`'s bearer
+    /// token (a scraper then needs no token that would also let it publish and delete).
+    #[arg(
+        long,
+        action = ArgAction::Set,
+        value_parser = nsq_cli::parse_go_bool,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        default_value = "false",
+        hide_default_value = true
+    )]
+    pub metrics_without_token: bool,
+
     /// Host name announced to nsqlookupd. Defaults to the OS hostname.
     #[arg(long, value_name = "HOST", default_value_t = hostname())]
     pub broadcast_address: String,
@@ -911,6 +926,7 @@ impl Options {
             "statsd_mem_stats" => json!(self.statsd_mem_stats),
             "statsd_udp_packet_size" => json!(self.statsd_udp_packet_size),
             "statsd_exclude_ephemeral" => json!(self.statsd_exclude_ephemeral),
+            "metrics_without_token" => json!(self.metrics_without_token),
             "e2e_processing_latency_window_time" => nanos(self.e2e_processing_latency_window_time),
             "e2e_processing_latency_percentiles" => Value::Array(
                 self.e2e_processing_latency_percentiles

@@ -10,6 +10,7 @@ mod http_api;
 mod interop;
 mod interop_cluster;
 mod lookup;
+mod metrics;
 mod persistence;
 mod protocol;
 mod tls;
