@@ -246,4 +246,15 @@ fn prometheus_scrapes_nsqd_nsqlookupd_and_nsqadmin() {
         assert!(daemons.iter().any(|x| x == d), "{d} in {daemons:?}");
     }
     assert_eq!(prom.query("process_resident_memory_bytes").len(), 3);
+    // Prometheus scraped OpenMetrics and kept the families' types: the counter's family is
+    // named without `_total` there, the build info is an info metric.
+    let meta = prom.get("/api/v1/metadata").expect("/api/v1/metadata");
+    let ty = |family: &str| meta["data"][family][0]["type"].as_str().map(str::to_owned);
+    assert_eq!(
+        ty("nsq_topic_messages").as_deref(),
+        Some("counter"),
+        "{meta}"
+    );
+    assert_eq!(ty("nsq_topic_depth").as_deref(), Some("gauge"), "{meta}");
+    assert_eq!(ty("nsq_build").as_deref(), Some("info"), "{meta}");
 }
