@@ -890,6 +890,7 @@ impl Options {
             "tcp_address" => json!(self.tcp_address),
             "http_address" => json!(self.http_address),
             "https_address" => json!(self.https_address),
+            "metrics_without_token" => json!(self.metrics_without_token),
             "broadcast_address" => json!(self.broadcast_address),
             "broadcast_tcp_port" => json!(self.broadcast_tcp_port),
             "broadcast_http_port" => json!(self.broadcast_http_port),
@@ -926,7 +927,6 @@ impl Options {
             "statsd_mem_stats" => json!(self.statsd_mem_stats),
             "statsd_udp_packet_size" => json!(self.statsd_udp_packet_size),
             "statsd_exclude_ephemeral" => json!(self.statsd_exclude_ephemeral),
-            "metrics_without_token" => json!(self.metrics_without_token),
             "e2e_processing_latency_window_time" => nanos(self.e2e_processing_latency_window_time),
             "e2e_processing_latency_percentiles" => Value::Array(
                 self.e2e_processing_latency_percentiles
