@@ -14,6 +14,8 @@
 #   2b. lints: cargo fmt --check, cargo clippy -D warnings, cargo machete (each NOT RUN, and
 #      said so, when its tool is missing);
 #   4. scripts/fuzz-smoke.sh: every fuzz target for FUZZ_SECONDS (10) when cargo-fuzz is installed.
+# Tests that need Debian's prometheus package (promtool; the Prometheus server) skip that part
+# outside CI when it is missing, and are then listed as NOT RUN (under CI=true they fail).
 # Extra arguments are passed to the test runner (e.g. a test name filter).
 set -euo pipefail
 
@@ -148,6 +150,18 @@ fi
 # ------------------------------------------------------------------------------------------
 # 3. Tests
 # ------------------------------------------------------------------------------------------
+# The Prometheus tests skip themselves (loudly) outside CI when their binaries are missing:
+# count those parts as not run here, never as passed. Under CI=true they fail instead.
+if [ "${CI:-}" != "true" ]; then
+  if ! command -v "${NSQ_PROMTOOL:-promtool}" >/dev/null 2>&1; then
+    log "NOT RUN: promtool check of nsqd's /metrics (promtool missing: apt-get install prometheus)"
+    NOT_RUN+=("promtool check metrics")
+  fi
+  if [ ! -x "${NSQ_PROMETHEUS:-/usr/bin/prometheus}" ]; then
+    log "NOT RUN: Prometheus scrape test (prometheus missing: apt-get install prometheus)"
+    NOT_RUN+=("Prometheus scrape test")
+  fi
+fi
 if cargo nextest --version >/dev/null 2>&1; then
   run_test 2700 "cargo nextest run" cargo nextest run --workspace --no-fail-fast "$@"
   run_test 1200 "doc tests" cargo test --doc --workspace --no-fail-fast

@@ -3,6 +3,8 @@
 //! them ([`query`]), and JSON written with Go's `encoding/json` escaping ([`json`]); these do
 //! no I/O and need no runtime. With the `serve` feature, the one I/O piece: [`first_line`],
 //! the listener wrapper that answers non-HTTP bytes on an HTTP port as Go's `net/http` does.
+//! With the `metrics` feature: [`metrics`], Prometheus `/metrics` (exposition, route, build
+//! info and process collector) shared by the three daemons.
 //! The hidden `fuzzing` module holds the body of the `http_query` cargo-fuzz target (see
 //! `docs/FUZZING.md`).
 
@@ -11,6 +13,8 @@ pub mod first_line;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod json;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod query;
 #[cfg(all(feature = "serve", feature = "testing"))]
 pub mod testing;

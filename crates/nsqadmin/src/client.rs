@@ -14,7 +14,12 @@
 //!
 //! `--http-api-token` (nsq-rs) is sent as a bearer token to the daemons, never to the
 //! notification endpoint.
+//!
+//! Every request to a daemon goes through [`Client::get`] or [`Client::post`], which count
+//! it as `ok` (a 2xx answer) or `error` (anything else: refused, timed out, non-2xx) in
+//! [`UpstreamCounts`], served as `nsqadmin_upstream_requests_total{result}` on `/metrics`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -36,6 +41,17 @@ pub struct Client {
     bearer: Option<Arc<str>>,
     /// `host:port` of the addresses configured as `https://`.
     https_hosts: Arc<Vec<String>>,
+    /// Requests to daemons by outcome (shared by every clone).
+    counts: Arc<UpstreamCounts>,
+}
+
+/// Requests to nsqd / nsqlookupd since start, by outcome (notifications not included).
+#[derive(Debug, Default)]
+pub struct UpstreamCounts {
+    /// Answered with a 2xx status.
+    pub ok: AtomicU64,
+    /// Failed: no connection, timeout, or a non-2xx status.
+    pub error: AtomicU64,
 }
 
 /// `host:port` of an address, with or without `http://`/`https://` and a trailing slash.
@@ -80,7 +96,27 @@ impl Client {
             bearer: (!opts.http_api_token.is_empty())
                 .then(|| Arc::from(opts.http_api_token.as_str())),
             https_hosts: Arc::new(https_hosts),
+            counts: Arc::default(),
         })
+    }
+
+    /// The request counters (`/metrics`).
+    pub fn counts(&self) -> Arc<UpstreamCounts> {
+        self.counts.clone()
+    }
+
+    fn count(
+        &self,
+        r: Result<nsq_http_client::Response, ClientError>,
+    ) -> Result<Bytes, ClientError> {
+        let r = r.and_then(nsq_http_client::Response::ok);
+        let n = if r.is_ok() {
+            &self.counts.ok
+        } else {
+            &self.counts.error
+        };
+        n.fetch_add(1, Ordering::Relaxed);
+        r.map(|r| r.body)
     }
 
     /// The URL of `path_and_query` on daemon `addr`: its own scheme if it has one, `https`
@@ -101,7 +137,7 @@ impl Client {
     /// `GET path` on daemon `addr`; non-2xx is an error.
     pub async fn get(&self, addr: &str, path: &str) -> Result<Bytes, ClientError> {
         let url = self.url(addr, path);
-        Ok(self.daemon(Method::GET, &url, None).await?.ok()?.body)
+        self.count(self.daemon(Method::GET, &url, None).await)
     }
 
     /// `POST path` on daemon `addr` with an optional JSON body; non-2xx is an error.
@@ -112,7 +148,7 @@ impl Client {
         json: Option<&[u8]>,
     ) -> Result<Bytes, ClientError> {
         let url = self.url(addr, path);
-        Ok(self.daemon(Method::POST, &url, json).await?.ok()?.body)
+        self.count(self.daemon(Method::POST, &url, json).await)
     }
 
     /// `POST url` of a JSON body to a non-NSQ endpoint (`--notification-http-endpoint`):
@@ -211,5 +247,7 @@ mod tests {
         let e = c.get(&addr, "/").await.unwrap_err();
         assert!(e.is_timeout(), "{e}");
         drop(l);
+        assert_eq!(c.counts().error.load(Ordering::Relaxed), 2);
+        assert_eq!(c.counts().ok.load(Ordering::Relaxed), 0);
     }
 }

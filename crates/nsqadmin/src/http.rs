@@ -103,6 +103,12 @@ pub fn router(admin: Arc<Admin>) -> Router {
     let p = |s: &str| format!("{base}{s}");
     let mut r = Router::new()
         .route(&p("/ping"), get(|| async { "OK" }))
+        .route(
+            &p("/metrics"),
+            nsq_http::metrics::route(Arc::new(crate::metrics::registry(
+                admin.cluster().client.counts(),
+            ))),
+        )
         .route(&p("/"), get(index))
         .route(&p("/topics"), get(index))
         .route(&p("/topics/{topic}"), get(index))

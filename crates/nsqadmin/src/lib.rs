@@ -15,7 +15,8 @@
 //! - [`model`]: upstream and API JSON shapes and the sans-I/O aggregation across nodes.
 //! - [`cluster`]: the fan-outs (reads and actions).
 //! - [`history`]: the background sampler and its rings (rates, depth trends).
-//! - [`http`]: the router: embedded UI ([`assets`]), `/api/*`, `/config/*`, gzip.
+//! - [`http`]: the router: embedded UI ([`assets`]), `/api/*`, `/config/*`, gzip;
+//!   [`metrics`]: Prometheus `/metrics` (upstream request counters, build, process).
 //!
 //! **Invariant:** no dependency on the nsqd or nsqlookupd crates (HTTP only).
 
@@ -25,6 +26,7 @@ pub mod cluster;
 pub mod config;
 pub mod history;
 pub mod http;
+pub mod metrics;
 pub mod model;
 
 use std::net::SocketAddr;

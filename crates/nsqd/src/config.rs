@@ -323,6 +323,21 @@ pub struct Options {
     )]
     pub http_api_token: String,
 
+    /// nsq-rs extension: serve Prometheus `GET /metrics` without `--http-api-token`'s bearer
+    /// token (a scraper then needs no token that would also let it publish and delete).
+    #[arg(
+        long,
+        action = ArgAction::Set,
+        value_parser = nsq_cli::parse_go_bool,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        default_value = "false",
+        hide_default_value = true
+    )]
+    pub metrics_without_token: bool,
+
     /// Host name announced to nsqlookupd. Defaults to the OS hostname.
     #[arg(long, value_name = "HOST", default_value_t = hostname())]
     pub broadcast_address: String,
@@ -863,6 +878,7 @@ impl Options {
             "tcp_address" => json!(self.tcp_address),
             "http_address" => json!(self.http_address),
             "https_address" => json!(self.https_address),
+            "metrics_without_token" => json!(self.metrics_without_token),
             "broadcast_address" => json!(self.broadcast_address),
             "broadcast_tcp_port" => json!(self.broadcast_tcp_port),
             "broadcast_http_port" => json!(self.broadcast_http_port),

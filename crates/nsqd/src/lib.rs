@@ -10,7 +10,8 @@
 //! - [`client`]: what stats and channels know about a connection.
 //! - [`tcp`]: the V2 protocol: one task per connection reads commands, writes responses
 //!   and pulls messages when the client has RDY credit.
-//! - [`http`]: NSQ's HTTP API (plain and HTTPS); [`stats`]: `/stats` in JSON and text.
+//! - [`http`]: NSQ's HTTP API (plain and HTTPS); [`stats`]: `/stats` in JSON and text;
+//!   [`metrics`]: Prometheus `/metrics`, written from a `/stats` snapshot at scrape time.
 //! - [`auth`]: AUTH, asking `--auth-http-address` servers what a secret allows.
 //!
 //! **Invariants.** No lock is held across an `.await`. The per-message path takes only the
@@ -25,6 +26,7 @@ pub mod config;
 pub mod durable;
 pub mod http;
 pub mod lookup;
+pub mod metrics;
 pub mod persist;
 mod session;
 pub mod state;

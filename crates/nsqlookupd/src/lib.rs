@@ -12,13 +12,15 @@
 //!   inactivity and tombstone rules.
 //! - [`lookup`]: the V1 wire codec (sans I/O; shared with nsqd's registration client).
 //! - [`tcp`]: one task per nsqd connection: decode, apply to the database, respond.
-//! - [`http`]: the HTTP API (`router()` is testable without sockets).
+//! - [`http`]: the HTTP API (`router()` is testable without sockets); [`metrics`]: its
+//!   Prometheus `/metrics`, read from the database at scrape time.
 //!
 //! **Invariants.** The database lives behind one mutex, never held across an `.await`; it
 //! is the only shared mutable state. lookupd instances never talk to each other.
 
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod registration_db;
 pub mod tcp;
 

@@ -8,6 +8,10 @@
 //!    core, and its RSS. Idle topics should cost (almost) nothing: Go nsqd spends CPU here
 //!    on per-topic/per-channel goroutines and timers.
 //! 3. Times `GET /stats?format=json` five times and prints min/median/max.
+//! 4. Times Prometheus `GET /metrics` (nsq-rs; text format 0.0.4) five times: min/median/
+//!    max, body size and sample count (skipped with a note when nsqd does not serve it, e.g.
+//!    Go nsqd), then five times as Prometheus asks (OpenMetrics, `Accept-Encoding: gzip`):
+//!    the bytes on the wire and the time.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -135,5 +139,76 @@ fn main() -> anyhow::Result<()> {
         times[2],
         times[4]
     );
+
+    // 4. Prometheus /metrics (the scrape: one /stats snapshot written as the text format).
+    if let Err(e) = api.expect_ok(Method::GET, "/metrics") {
+        println!("[bench_topics] GET /metrics not measured: {e}");
+        return Ok(());
+    }
+    let mut times = Vec::new();
+    let (mut size, mut samples) = (0, 0);
+    for _ in 0..5 {
+        let t = Instant::now();
+        let r = api.expect_ok(Method::GET, "/metrics")?;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        size = r.body.len();
+        samples = r
+            .body
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty() && !l.starts_with(b"#"))
+            .count();
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "[bench_topics] GET /metrics x5 ({}, {} samples): min {:.1} ms, median {:.1} ms, max {:.1} ms",
+        human_bytes(size as f64),
+        samples,
+        times[0],
+        times[2],
+        times[4]
+    );
+
+    // 4b. The same as Prometheus asks for it: OpenMetrics, gzip (one connection per scrape).
+    let mut times = Vec::new();
+    let mut wire = 0;
+    for _ in 0..5 {
+        let t = Instant::now();
+        wire = scrape_gzip(&args.nsqd_http_address)?;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "[bench_topics] GET /metrics as Prometheus asks (OpenMetrics, gzip) x5 ({} on the wire): min {:.1} ms, median {:.1} ms, max {:.1} ms",
+        human_bytes(wire as f64),
+        times[0],
+        times[2],
+        times[4]
+    );
     Ok(())
+}
+
+/// One `GET /metrics` with Prometheus's `Accept` and `Accept-Encoding: gzip` on a fresh
+/// connection; returns the bytes received after the head (the gzipped body).
+fn scrape_gzip(addr: &str) -> anyhow::Result<usize> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n\
+         Accept-Encoding: gzip\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("no HTTP head in the /metrics answer"))?;
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
+    anyhow::ensure!(
+        head.starts_with("http/1.1 200") && head.contains("content-encoding: gzip"),
+        "unexpected /metrics answer: {head}"
+    );
+    Ok(raw.len() - head_end - 4)
 }

@@ -10,3 +10,5 @@ mod cluster;
 mod features;
 /// Spawning the binaries, a raw HTTP client.
 mod harness;
+/// The real Prometheus server scraping nsqd, nsqlookupd and nsqadmin; PromQL checks.
+mod prometheus;

@@ -3,7 +3,8 @@
 //! Existing clients (go-nsq, pynsq, nsqjs), nsqadmin, `nsq_stat` and operators' scripts talk
 //! to this API, so what they can observe follows Go byte for byte where it matters:
 //! - Routes and methods are Go's: `/pub`, `/mpub` and the `/topic/*`, `/channel/*` actions
-//!   are POST only; `/ping`, `/info`, `/stats` GET; `/config/{opt}` GET and PUT. An unknown
+//!   are POST only; `/ping`, `/info`, `/stats` GET (and, an nsq-rs extension, `/metrics`:
+//!   Prometheus, see [`crate::metrics`]); `/config/{opt}` GET and PUT. An unknown
 //!   path is 404 `{"message":"NOT_FOUND"}`, a wrong method 405
 //!   `{"message":"METHOD_NOT_ALLOWED"}`. Pre-1.0 routes (`/put`, `/create_topic`, ...) and
 //!   Go's `/debug/pprof` are absent (404), as the 1.0 removals and the interface doc allow.
@@ -170,6 +171,10 @@ pub fn router(nsqd: Arc<Nsqd>) -> Router {
         .route("/ping", get(ping))
         .route("/info", get(info))
         .route("/stats", get(stats))
+        .route(
+            "/metrics",
+            nsq_http::metrics::route(Arc::new(crate::metrics::registry(&nsqd))),
+        )
         .route("/pub", post(do_pub))
         .route("/mpub", post(do_mpub))
         .route("/topic/create", post(topic_create))
@@ -200,11 +205,13 @@ pub fn router(nsqd: Arc<Nsqd>) -> Router {
         .with_state(nsqd)
 }
 
-/// `--http-api-token`: every request but `/ping` (health checks) needs
-/// `Authorization: Bearer <token>`, else 401 `UNAUTHORIZED`.
+/// `--http-api-token`: every request but `/ping` (health checks), and `/metrics` with
+/// `--metrics-without-token`, needs `Authorization: Bearer <token>`, else 401 `UNAUTHORIZED`.
 async fn require_token(State(nsqd): Shared, req: Request, next: Next) -> Response {
     let want = nsqd.opts.http_api_token.as_bytes();
-    if want.is_empty() || req.uri().path() == "/ping" {
+    let path = req.uri().path();
+    if want.is_empty() || path == "/ping" || (path == "/metrics" && nsqd.opts.metrics_without_token)
+    {
         return next.run(req).await;
     }
     let given = req

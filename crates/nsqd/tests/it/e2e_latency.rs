@@ -163,6 +163,21 @@ fn percentiles_match_a_reference_from_the_same_messages() {
     let (count, _) = e2e(&find_topic(&filtered, "lat").unwrap());
     assert_eq!(count, 2 * N as u64 + 1 - 10);
 
+    // /metrics: the same quantiles as gauges in seconds.
+    let metrics = n.http_get("/metrics").text();
+    let series = r#"nsq_channel_e2e_processing_latency_seconds{topic="lat",channel="slow",quantile="0.99"} "#;
+    let v: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .unwrap_or_else(|| panic!("{series} missing from /metrics"))
+        .parse()
+        .unwrap();
+    let p99 = slow.iter().find(|p| p.0 == 0.99).unwrap().1;
+    assert!(
+        (v - p99 / 1e9).abs() < 1e-9 + p99 / 1e9 * 0.01,
+        "{v} vs {p99} ns"
+    );
+
     // The text format prints the values after `e2e%:`, as Go's NanoSecondToHuman.
     let text = n.http_get("/stats").text();
     let line = text

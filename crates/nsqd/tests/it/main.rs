@@ -11,6 +11,7 @@ mod http_api;
 mod interop;
 mod interop_cluster;
 mod lookup;
+mod metrics;
 mod persistence;
 mod policy;
 mod protocol;

@@ -180,6 +180,13 @@ fn ttl_case(args: &[&str]) -> TestNsqd {
     });
     let ch = find_channel(&n.stats(""), "ttl", "ch").unwrap();
     assert_eq!(ch["in_flight_count"], 0, "{ch}");
+    let metrics = n.http_get("/metrics").text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == r#"nsq_channel_expired_total{topic="ttl",channel="ch"} 7"#),
+        "/metrics has no expired counter for ttl/ch:\n{metrics}"
+    );
     // A channel without a policy shows no expired_count at all (NSQ's /stats shape).
     c.cls();
     let mut other = n.client();

@@ -509,7 +509,11 @@ async fn client_certificate_policies() {
 }
 
 /// A one-request HTTP/1.1 GET over TLS; returns (status, body).
-async fn https_get(addr: SocketAddr, cfg: Arc<rustls::ClientConfig>, path: &str) -> (u16, String) {
+pub async fn https_get(
+    addr: SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+    path: &str,
+) -> (u16, String) {
     let tcp = TcpStream::connect(addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let mut s = nsq_net::TlsConnector::from(cfg)

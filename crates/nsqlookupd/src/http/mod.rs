@@ -5,7 +5,8 @@
 //! `/nodes` and calls the create/delete/tombstone actions; nsqd reads `/channels`. What they
 //! can observe follows Go:
 //! - Routes and methods: `/ping`, `/info`, `/debug`, `/lookup`, `/topics`, `/channels`,
-//!   `/nodes` are GET; `/topic/{create,delete,tombstone}` and `/channel/{create,delete}` are
+//!   `/nodes` are GET (and, an nsq-rs extension, `/metrics` for Prometheus: see
+//!   [`crate::metrics`]); `/topic/{create,delete,tombstone}` and `/channel/{create,delete}` are
 //!   POST. Unknown path → 404 `{"message":"NOT_FOUND"}`, wrong method → 405
 //!   `{"message":"METHOD_NOT_ALLOWED"}`. Go's `/debug/pprof` is absent (404).
 //! - Every response carries `X-NSQ-Content-Type: nsq; version=1.0` (go-nsq picks the body
@@ -154,6 +155,10 @@ pub fn router(lookupd: Arc<Nsqlookupd>) -> Router {
         .route("/topics", get(topics))
         .route("/channels", get(channels))
         .route("/nodes", get(nodes))
+        .route(
+            "/metrics",
+            nsq_http::metrics::route(Arc::new(crate::metrics::registry(&lookupd))),
+        )
         .route("/topic/create", post(topic_create))
         .route("/topic/delete", post(topic_delete))
         .route("/topic/tombstone", post(topic_tombstone))

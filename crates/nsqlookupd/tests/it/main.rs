@@ -6,5 +6,7 @@ mod bad_input;
 mod cli;
 /// Spawning the binary, raw V1 and HTTP clients.
 mod harness;
+/// Prometheus `/metrics`.
+mod metrics;
 /// Registration flows over TCP as seen through the HTTP API.
 mod registration;
