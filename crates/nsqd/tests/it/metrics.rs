@@ -292,3 +292,73 @@ async fn metrics_over_https() {
     let r = get_metrics(nsqd.http_addr(), &[]);
     assert_eq!(r.status, 403, "{r:?}");
 }
+
+/// docs/grafana/nsqd.json queries only metrics a live nsqd serves (with the features the
+/// dashboard shows: e2e percentiles, a ttl and a dead-letter policy that have acted).
+#[test]
+fn grafana_dashboard_queries_only_metrics_nsqd_serves() {
+    let path = crate::harness::workspace_root().join("docs/grafana/nsqd.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (the dashboard lives in the repository)",
+            path.display()
+        )
+    });
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let mut exprs: Vec<String> = Vec::new();
+    for p in dash["panels"].as_array().expect("panels") {
+        for t in p["targets"].as_array().expect("targets") {
+            exprs.push(t["expr"].as_str().expect("expr").to_owned());
+        }
+    }
+    for v in dash["templating"]["list"].as_array().expect("templating") {
+        exprs.push(v["query"].as_str().expect("query").to_owned());
+    }
+    let name = regex::Regex::new(r"\b(nsq_[a-z_]+|process_[a-z_]+)\b").unwrap();
+    let wanted: std::collections::BTreeSet<String> = exprs
+        .iter()
+        .flat_map(|e| name.find_iter(e).map(|m| m.as_str().to_owned()))
+        .collect();
+    assert!(wanted.len() >= 20, "{wanted:?}");
+
+    let nsqd = TestNsqd::start(&["--e2e-processing-latency-percentile=0.99"]);
+    let mut c = RawClient::connect(nsqd.tcp_addr());
+    c.sub_ok("dash", "work", 0);
+    for (path, body) in [(
+        "/channel/config?topic=dash&channel=work",
+        r#"{"ttl":"100ms","max_attempts":1,"dead_letter_topic":"dash.dead"}"#,
+    )] {
+        assert_eq!(nsqd.http_post(path, body.as_bytes()).status, 200);
+    }
+    let mut p = RawClient::connect(nsqd.tcp_addr());
+    p.pub_ok("dash", b"expires");
+    std::thread::sleep(Duration::from_millis(150));
+    p.pub_ok("dash", b"finished");
+    p.pub_ok("dash", b"dead");
+    c.rdy(5);
+    let m = c.read_message(crate::harness::READ_TIMEOUT);
+    c.fin(&m.id);
+    let m = c.read_message(crate::harness::READ_TIMEOUT);
+    c.req(&m.id, 0);
+    wait_until(
+        Duration::from_secs(5),
+        "expired, finished, dead-lettered",
+        || {
+            let s = nsqd.stats("");
+            crate::harness::find_channel(&s, "dash", "work").is_some_and(|ch| {
+                ch["expired_count"] == 1
+                    && ch["dead_lettered_count"] == 1
+                    && ch["e2e_processing_latency"]["count"] == 1
+            })
+        },
+    );
+    let served = get_metrics(nsqd.http_addr(), &[]).text();
+    let missing: Vec<&String> = wanted
+        .iter()
+        .filter(|m| !served.lines().any(|l| l.starts_with(m.as_str())))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries metrics nsqd does not serve: {missing:?}"
+    );
+}
