@@ -675,6 +675,13 @@ impl Stats {
                     c.message_count
                 );
                 c.e2e_processing_latency.write_text(&mut w);
+                // nsq-rs policies: only when they acted, so NSQ's lines stay as they are.
+                if c.expired_count > 0 {
+                    let _ = write!(w, " expired: {}", c.expired_count);
+                }
+                if c.dead_lettered_count > 0 {
+                    let _ = write!(w, " dead-lettered: {}", c.dead_lettered_count);
+                }
                 w.push('\n');
                 for client in c.clients.as_deref().unwrap_or_default() {
                     w.push_str("        ");

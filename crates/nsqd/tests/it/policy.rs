@@ -180,6 +180,12 @@ fn ttl_case(args: &[&str]) -> TestNsqd {
     });
     let ch = find_channel(&n.stats(""), "ttl", "ch").unwrap();
     assert_eq!(ch["in_flight_count"], 0, "{ch}");
+    let text = n.http_get("/stats").text();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("[ch ") && l.ends_with(" expired: 7")),
+        "text /stats shows expired:\n{text}"
+    );
     let metrics = n.http_get("/metrics").text();
     assert!(
         metrics
@@ -337,6 +343,12 @@ fn requeue_until_dead(args: &[&str]) -> (TestNsqd, Vec<(Vec<u8>, i64)>) {
             ch["dead_lettered_count"] == 2 && ch["depth"] == 0 && ch["in_flight_count"] == 0
         })
     });
+    let text = n.http_get("/stats").text();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("[work ") && l.ends_with(" dead-lettered: 2")),
+        "text /stats shows dead-lettered:\n{text}"
+    );
     let msgs = seen.into_iter().map(|(b, (_, ts))| (b, ts)).collect();
     (n, msgs)
 }
