@@ -153,6 +153,31 @@
   function warning(j) { return j && j.message ? el("div", { class: "alert warn", text: j.message }) : null; }
   function fail(e) { render([el("div", { class: "alert err", text: e.message })]); }
 
+  // nsq-rs delivery policies (nsqd's /topic/config, /channel/config): the current one and a
+  // JSON editor whose body is merged into it on every node (null clears a field).
+  function policyPanel(path, obj, keys) {
+    var current = obj.config || {};
+    var out = el("pre", { class: "policy", text: JSON.stringify(current, null, 1) });
+    var input = el("textarea", { class: "policy-edit", rows: "2", cols: "60", "aria-label": "policy JSON",
+      placeholder: "e.g. " + keys });
+    var status = el("div", { class: "policy-status muted" });
+    var apply = el("button", {
+      text: "Apply policy",
+      onclick: function () {
+        var cfg;
+        try { cfg = JSON.parse(input.value || "{}"); } catch (e) { status.textContent = "Not JSON: " + e.message; return; }
+        api("POST", path, { action: "config", config: cfg }).then(function (j) {
+          if (j.message) window.alert(j.message);
+          route();
+        }).catch(function (e) { status.textContent = "Error: " + e.message; status.className = "policy-status alert err"; });
+      }
+    });
+    return el("div", { class: "policy-panel" },
+      el("h2", { text: "Policy" }),
+      obj.config_differs ? el("div", { class: "alert warn", text: "The nodes' policies differ; this is the first node's." }) : null,
+      out, input, " ", apply, status);
+  }
+
   function actionButtons(path, isPaused, what) {
     function act(action, label, verb) {
       return el("button", {
@@ -238,6 +263,7 @@
         warning(t),
         actionButtons("/topics/" + enc(topic), t.paused, "topic " + topic),
         charts(hist.samples || [], false),
+        policyPanel("/topics/" + enc(topic), t, '{"ttl":"1h","max_depth":1000000}'),
         el("h2", { text: "Nodes" }),
         table([["nsqd host"], ["Depth", 1], ["Memory", 1], ["Disk", 1], ["Messages", 1], ["Channels", 1], [""]].concat(e2eHeaders(qs)), nodeRows),
         el("h2", { text: "Channels" }),
@@ -280,6 +306,7 @@
         warning(c),
         actionButtons("/topics/" + enc(topic) + "/" + enc(channel), c.paused, "channel " + channel),
         charts(hist.samples || [], true),
+        policyPanel("/topics/" + enc(topic) + "/" + enc(channel), c, '{"max_attempts":5,"dead_letter_topic":"' + topic + '.dead"}'),
         el("h2", { text: "Nodes" }),
         table([["nsqd host"], ["Depth", 1], ["Memory", 1], ["Disk", 1], ["In-Flight", 1], ["Deferred", 1], ["Requeued", 1],
           ["Timed Out", 1], ["Messages", 1], ["Connections", 1]].concat(e2eHeaders(qs)), nodeRows),

@@ -144,6 +144,19 @@ const phases = {
       { timeout: TIMEOUT_MS },
     );
 
+    // Policy (nsq-rs): a refused one shows nsqd's reason; a valid one lands on every node.
+    await open(page, `${b}/topics/orders/billing`, "button:text-is('Apply policy')");
+    await page.fill("textarea.policy-edit", '{"max_attempts":0,"dead_letter_topic":"orders.dead"}');
+    await page.click("button:text-is('Apply policy')");
+    await page.waitForSelector("div.policy-status:has-text('max_attempts: expected an integer')", { timeout: TIMEOUT_MS });
+    await page.fill("textarea.policy-edit", '{"max_attempts":5,"dead_letter_topic":"orders.dead","ttl":"1h"}');
+    await Promise.all([
+      page.waitForResponse(ok("POST", "/api/topics/orders/billing"), { timeout: TIMEOUT_MS }),
+      page.click("button:text-is('Apply policy')"),
+    ]);
+    await page.waitForSelector("pre.policy:has-text('orders.dead')", { timeout: TIMEOUT_MS });
+    await shot(page, "policy.png");
+
     await open(page, `${b}/topics/payments`, "button:text-is('Delete')");
     await Promise.all([
       page.waitForURL(/\/topics$/, { timeout: TIMEOUT_MS }),
@@ -197,8 +210,14 @@ const phases = {
       if (m.type() === "error") errors.push(`console error: ${m.text()}`);
     });
     await run(page);
-    // A dead node's failed fetches are expected in the "dead" phase only.
-    const unexpected = phase === "dead" ? [] : errors;
+    // A dead node's failed fetches are expected in the "dead" phase only; in "actions", the
+    // one refused policy answers 400 on purpose (and must have, exactly once).
+    let unexpected = phase === "dead" ? [] : errors;
+    if (phase === "actions") {
+      const refused = unexpected.filter((e) => e.includes("status of 400"));
+      check(refused.length === 1, `expected one refused policy (400), got ${refused.length}`);
+      unexpected = unexpected.filter((e) => !e.includes("status of 400"));
+    }
     check(unexpected.length === 0, unexpected.join("\n"));
   } finally {
     await ctx.close();

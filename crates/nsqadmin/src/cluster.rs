@@ -59,6 +59,44 @@ impl Cluster {
     }
 
     /// `POST path` on every address at once; `ignore_404` treats "not found" as done.
+    /// POSTs a JSON body to every address (an nsq-rs policy, `/topic/config`); each node's
+    /// refusal is kept with nsqd's own `message` (e.g. `ttl: ...`), and whether it was a 400.
+    pub async fn fan_post_json(
+        &self,
+        addrs: &[String],
+        path: &str,
+        body: &[u8],
+    ) -> (Vec<NodeError>, bool) {
+        let results = join_all(addrs.iter().map(|a| async move {
+            let r = self.client.post(a, path, Some(body)).await;
+            (a.clone(), r)
+        }))
+        .await;
+        let mut errors = Vec::new();
+        let mut bad_request = false;
+        for (node, r) in results {
+            match r {
+                Ok(_) => {}
+                Err(ClientError::Status { status, body, .. }) => {
+                    bad_request |= status == 400;
+                    let message = serde_json::from_str::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|v| v["message"].as_str().map(str::to_owned))
+                        .unwrap_or(body);
+                    errors.push(NodeError {
+                        node,
+                        error: format!("{status} {message}"),
+                    });
+                }
+                Err(e) => errors.push(NodeError {
+                    node,
+                    error: e.to_string(),
+                }),
+            }
+        }
+        (errors, bad_request)
+    }
+
     pub async fn fan_post(&self, addrs: &[String], path: &str, ignore_404: bool) -> FanOut<()> {
         let results = join_all(addrs.iter().map(|a| async move {
             let r = match self.client.post(a, path, None).await {

@@ -617,9 +617,43 @@ fn parse_action(body: &Bytes) -> Result<String, ApiError> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_BODY"))?;
     match v.get("action").and_then(Value::as_str) {
-        Some(a @ ("pause" | "unpause" | "empty")) => Ok(a.to_owned()),
+        Some(a @ ("pause" | "unpause" | "empty" | "config")) => Ok(a.to_owned()),
         _ => Err(ApiError::new(StatusCode::BAD_REQUEST, "INVALID_ACTION")),
     }
+}
+
+/// nsq-rs: `{"action":"config","config":{...}}` sets a topic's or channel's policy on every
+/// node that has the topic (nsqd's `/topic/config` / `/channel/config`). When every node
+/// refuses it as invalid, the answer is a 400 with nsqd's reason (it names the field).
+async fn apply_config(
+    admin: &Admin,
+    addrs: &[String],
+    path: &str,
+    body: &Bytes,
+) -> Result<Vec<NodeError>, ApiError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "INVALID_BODY"))?;
+    let config = match v.get("config") {
+        Some(c @ Value::Object(_)) => serde_json::to_vec(c).unwrap_or_default(),
+        _ => {
+            return Err(ApiError {
+                status: StatusCode::BAD_REQUEST,
+                message: Cow::Borrowed("config: expected a JSON object"),
+            })
+        }
+    };
+    let (errors, bad_request) = admin.cluster().fan_post_json(addrs, path, &config).await;
+    if all_failed(&errors, addrs.len()) {
+        if bad_request {
+            let first = errors.first().map(|e| e.error.clone()).unwrap_or_default();
+            return Err(ApiError {
+                status: StatusCode::BAD_REQUEST,
+                message: Cow::Owned(first.trim_start_matches("400 ").to_owned()),
+            });
+        }
+        return Err(ApiError::upstream(&errors));
+    }
+    Ok(errors)
 }
 
 /// Result of a fan-out action: `{"message": ""}` or a warning; 502 if nothing succeeded.
@@ -692,6 +726,11 @@ async fn api_topic_action(
         "/topic/{action}?topic={}",
         crate::client::query_escape(&topic)
     );
+    if action == "config" {
+        errors.extend(apply_config(&admin, &addrs, &path, &body).await?);
+        admin.notify("config_topic", &topic, None, &a);
+        return action_result(&errors, 0);
+    }
     let (_, errs) = admin.cluster().fan_post(&addrs, &path, false).await;
     let asked = addrs.len();
     let failed = all_failed(&errs, asked);
@@ -727,6 +766,11 @@ async fn api_channel_action(
         crate::client::query_escape(&topic),
         crate::client::query_escape(&channel)
     );
+    if action == "config" {
+        errors.extend(apply_config(&admin, &addrs, &path, &body).await?);
+        admin.notify("config_channel", &topic, Some(&channel), &a);
+        return action_result(&errors, 0);
+    }
     let (_, errs) = admin.cluster().fan_post(&addrs, &path, false).await;
     if all_failed(&errs, addrs.len()) {
         errors.extend(errs);

@@ -122,6 +122,8 @@ pub struct NsqdTopic {
     pub paused: bool,
     /// Passed through.
     pub e2e_processing_latency: Value,
+    /// nsq-rs: the policy (absent on Go nsqd and when none is set).
+    pub config: Option<Value>,
 }
 
 /// One channel of nsqd `/stats`.
@@ -152,6 +154,8 @@ pub struct NsqdChannel {
     pub paused: bool,
     /// Passed through.
     pub e2e_processing_latency: Value,
+    /// nsq-rs: the policy (absent on Go nsqd and when none is set).
+    pub config: Option<Value>,
 }
 
 /// One client of nsqd `/stats`.
@@ -322,6 +326,12 @@ pub struct TopicStats {
     pub channels: Vec<ChannelStats>,
     pub paused: bool,
     pub e2e_processing_latency: Option<E2eAggregate>,
+    /// nsq-rs: the policy of this node's topic/channel; in an aggregate, the first node's
+    /// (`config_differs` says when nodes disagree). Omitted when none is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<Value>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub config_differs: bool,
 }
 
 /// Go's `clusterinfo.ChannelStats`.
@@ -344,6 +354,12 @@ pub struct ChannelStats {
     pub clients: Vec<ClientStats>,
     pub paused: bool,
     pub e2e_processing_latency: Option<E2eAggregate>,
+    /// nsq-rs: the policy of this node's topic/channel; in an aggregate, the first node's
+    /// (`config_differs` says when nodes disagree). Omitted when none is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<Value>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub config_differs: bool,
 }
 
 /// Go's `clusterinfo.ClientStats`.
@@ -454,6 +470,19 @@ fn channel_from(node: &Producer, topic: &str, c: &NsqdChannel, now_s: i64) -> Ch
         clients,
         paused: c.paused,
         e2e_processing_latency: Some(E2eAggregate::from_node(&c.e2e_processing_latency)),
+        config: c.config.clone(),
+        config_differs: false,
+    }
+}
+
+/// Merges a node's policy into an aggregate's: the first node's is kept, and a different
+/// one on another node sets `differs` (no policy counts as `{}`).
+fn merge_config(agg: &mut Option<Value>, differs: &mut bool, first: bool, node: &Option<Value>) {
+    let empty = Value::Object(Default::default());
+    if first {
+        agg.clone_from(node);
+    } else if agg.as_ref().unwrap_or(&empty) != node.as_ref().unwrap_or(&empty) {
+        *differs = true;
     }
 }
 
@@ -475,6 +504,8 @@ impl ChannelStats {
         self.clients.sort_by(|x, y| {
             (&x.hostname, &x.remote_address).cmp(&(&y.hostname, &y.remote_address))
         });
+        let first = self.nodes.is_empty();
+        merge_config(&mut self.config, &mut self.config_differs, first, &a.config);
         self.e2e_processing_latency
             .get_or_insert_with(|| E2eAggregate {
                 host: self.node.clone(),
@@ -538,6 +569,8 @@ pub fn aggregate_topic(topic: &str, per_node: &[(Producer, NsqdStats)], now_s: i
                 }
             }
             let e2e = E2eAggregate::from_node(&t.e2e_processing_latency);
+            let first = all.nodes.is_empty();
+            merge_config(&mut all.config, &mut all.config_differs, first, &t.config);
             // Go's `TopicStats.Add`: the aggregate is made at the first node.
             all.e2e_processing_latency
                 .get_or_insert_with(|| E2eAggregate {
@@ -558,6 +591,8 @@ pub fn aggregate_topic(topic: &str, per_node: &[(Producer, NsqdStats)], now_s: i
                 channels,
                 paused: t.paused,
                 e2e_processing_latency: Some(e2e),
+                config: t.config.clone(),
+                config_differs: false,
             });
         }
     }

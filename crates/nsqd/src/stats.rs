@@ -103,6 +103,9 @@ pub struct TopicStats {
     pub paused: bool,
     /// Its channels' latencies merged (Go's `AggregateChannelE2eProcessingLatency`).
     pub e2e_processing_latency: E2eLatency,
+    /// nsq-rs: its policy as `GET /topic/config` answers it; omitted when none is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<serde_json::Value>,
 }
 
 /// One channel.
@@ -150,6 +153,9 @@ pub struct ChannelStats {
     pub paused: bool,
     /// Publish-to-FIN latency over the window.
     pub e2e_processing_latency: E2eLatency,
+    /// nsq-rs: its policy as `GET /channel/config` answers it; omitted when none is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<serde_json::Value>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -503,6 +509,10 @@ fn channel_stats(
             .map(|(c, &n)| ClientStats::new(c, n as u64, f.topic))
             .collect()
     });
+    let config = {
+        let p = ch.policy();
+        (!p.is_empty()).then(|| p.to_json())
+    };
     let stats = ChannelStats {
         channel: ch,
         depth,
@@ -521,6 +531,7 @@ fn channel_stats(
         clients: client_stats,
         paused,
         e2e_processing_latency: E2eLatency::new(e2e_cfg, sketch.as_ref()),
+        config,
     };
     (stats, sketch)
 }
@@ -576,7 +587,12 @@ pub fn collect(nsqd: &Nsqd, f: &StatsFilter<'_>) -> Stats {
                 }
             }
         }
+        let config = {
+            let p = t.policy();
+            (!p.is_empty()).then(|| p.to_json())
+        };
         out.push(TopicStats {
+            config,
             depth: t.depth(),
             backend_depth: t.backend_depth(),
             message_count: t.message_count(),

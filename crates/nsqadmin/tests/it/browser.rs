@@ -212,6 +212,12 @@ fn browser_pages_actions_dead_node_and_screenshots() {
         assert_eq!(billing["paused"], true, "{billing}");
         assert_eq!(billing["depth"], 0, "{billing}");
         assert_eq!(
+            billing["config"],
+            json!({"max_attempts":5,"dead_letter_topic":"orders.dead","ttl":"1h0m0s"}),
+            "the policy set in the UI is on {}",
+            n.http
+        );
+        assert_eq!(
             channel_stats(n, "orders", "audit")["paused"],
             n.http == n2.http
         );

@@ -273,6 +273,16 @@ fn policies_survive_restarts_and_go_ignores_them() {
     });
     let topic_want = json!({"ttl":"2h0m0s","max_depth":99,"overflow":"reject"});
     let channel_want = json!({"ttl":"1h0m0s"});
+    // /stats JSON carries them as `config` (omitted without a policy).
+    let s = n.stats("");
+    assert_eq!(
+        crate::harness::find_topic(&s, "kept").unwrap()["config"],
+        topic_want
+    );
+    assert_eq!(
+        find_channel(&s, "kept", "ch").unwrap()["config"],
+        channel_want
+    );
     // After a crash (the file was already written) and after a clean stop.
     n.kill();
     n.restart(None);
