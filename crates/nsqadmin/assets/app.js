@@ -127,7 +127,9 @@
       chartBox("Messages/s", fmtRate(lastRate(points)), sparkline(points, "rate", "messages/s")),
       chartBox("Depth", last ? fmt(last.depth) : "–", sparkline(points, "depth", "depth")));
     if (withInFlight) box.appendChild(chartBox("In-Flight", last ? fmt(last.in_flight_count) : "–", sparkline(points, "in_flight_count", "in flight")));
-    box.appendChild(el("div", { class: "muted chart-note", text: "sampled by nsqadmin every " + (window.NSQADMIN.sampleMs / 1000) + "s" }));
+    var every = (window.NSQADMIN.sampleMs / 1000) + "s";
+    box.appendChild(el("div", { class: "muted chart-note", text: window.NSQADMIN.chartSource === "prometheus"
+      ? "from Prometheus, one point every " + every : "sampled by nsqadmin every " + every }));
     return box;
   }
   function history(path) {

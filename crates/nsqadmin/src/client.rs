@@ -151,6 +151,13 @@ impl Client {
         self.count(self.daemon(Method::POST, &url, json).await)
     }
 
+    /// `GET url` of a non-NSQ server (Prometheus' API): no NSQ headers, no bearer token;
+    /// non-2xx is an error.
+    pub async fn get_url(&self, url: &str) -> Result<Bytes, ClientError> {
+        let r = self.http.request(Method::GET, url, &[], Bytes::new()).await;
+        self.count(r)
+    }
+
     /// `POST url` of a JSON body to a non-NSQ endpoint (`--notification-http-endpoint`):
     /// no NSQ headers, no bearer token.
     pub async fn post_json_to(&self, url: &str, json: &[u8]) -> Result<(), ClientError> {

@@ -209,6 +209,13 @@ pub struct Options {
     #[arg(long, value_name = "N", default_value = "60", value_parser = clap::value_parser!(u16).range(2..))]
     pub stats_sample_count: u16,
 
+    /// (nsq-rs) A Prometheus server that scrapes the nsqds' /metrics (e.g.
+    /// http://127.0.0.1:9090): the rate and depth charts and the topics list query it, over
+    /// --stats-sample-count points --stats-sample-interval apart, and nsqadmin's own sampler
+    /// is off.
+    #[arg(long, value_name = "URL", default_value = "")]
+    pub prometheus_url: String,
+
     /// Ignored config file keys (unknown or command-line only), for `main` to log.
     #[arg(skip)]
     pub config_warnings: Vec<String>,
@@ -328,6 +335,18 @@ impl Options {
     /// Go's `nsqadmin.New` checks: exactly one kind of upstream address, cert and key
     /// together, a sane base path.
     pub fn validate(&self) -> Result<(), String> {
+        let p = &self.prometheus_url;
+        if !(p.is_empty() || p.starts_with("http://") || p.starts_with("https://")) {
+            return Err(format!(
+                "--prometheus-url {p:?}: expected an http:// or https:// URL"
+            ));
+        }
+        if !p.is_empty() && self.stats_sample_interval.is_zero() {
+            return Err(
+                "--prometheus-url needs a non-zero --stats-sample-interval (the charts' step)"
+                    .into(),
+            );
+        }
         match (
             self.lookupd_http_addresses.is_empty(),
             self.nsqd_http_addresses.is_empty(),
@@ -402,6 +421,7 @@ impl Options {
             "admin_users" => json!(self.admin_users),
             "stats_sample_interval" => ns(self.stats_sample_interval),
             "stats_sample_count" => json!(self.stats_sample_count),
+            "prometheus_url" => json!(self.prometheus_url),
             _ => return None,
         })
     }

@@ -92,8 +92,10 @@ fn push(ring: &mut VecDeque<Sample>, s: Sample, capacity: usize) {
     ring.push_back(s);
 }
 
-fn points(ring: &VecDeque<Sample>) -> Vec<Point> {
-    let mut out = Vec::with_capacity(ring.len());
+/// Points (with rates) of samples in time order.
+pub fn points<'a>(ring: impl IntoIterator<Item = &'a Sample>) -> Vec<Point> {
+    let ring = ring.into_iter();
+    let mut out = Vec::with_capacity(ring.size_hint().0);
     let mut prev: Option<&Sample> = None;
     for s in ring {
         out.push(Point {

@@ -184,11 +184,19 @@ async fn decorate(req: Request, next: Next) -> Response {
 async fn index(State(admin): Shared) -> Response {
     let lookupds = String::from_utf8(nsq_http::json::to_vec(&admin.lookupds()))
         .unwrap_or_else(|_| "[]".into());
-    let sample_ms = admin.history.as_ref().map_or(0, |h| h.interval.as_millis());
+    let sample_ms = interval_ms(&admin);
     let html = admin
         .index_html
         .replace("{{LOOKUPD_JSON}}", &lookupds)
-        .replace("{{SAMPLE_MS}}", &sample_ms.to_string());
+        .replace("{{SAMPLE_MS}}", &sample_ms.to_string())
+        .replace(
+            "{{CHART_SOURCE}}",
+            if admin.prom.is_some() {
+                "\"prometheus\""
+            } else {
+                "\"sampler\""
+            },
+        );
     let mut res = Response::new(Body::from(html));
     res.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -335,32 +343,60 @@ async fn config(
 }
 
 fn interval_ms(admin: &Admin) -> u128 {
-    admin.history.as_ref().map_or(0, |h| h.interval.as_millis())
+    match &admin.prom {
+        Some(p) => p.step.as_millis(),
+        None => admin.history.as_ref().map_or(0, |h| h.interval.as_millis()),
+    }
+}
+
+/// A failed Prometheus query: logged, and the page shows it (no points).
+fn prom_failed(e: &str) -> Vec<model::NodeError> {
+    tracing::warn!("--prometheus-url: {e}");
+    vec![model::NodeError {
+        node: "prometheus".into(),
+        error: e.to_owned(),
+    }]
 }
 
 /// `GET /api/rates` (nsq-rs): every topic's latest messages/s, depth and message count from
 /// the sampler, for the topics list. `interval_ms` is 0 when the sampler is off.
 async fn api_rates(State(admin): Shared) -> Response {
     let mut topics = serde_json::Map::new();
-    if let Some(h) = &admin.history {
+    let mut errors = Vec::new();
+    if let Some(p) = &admin.prom {
+        match p.latest(&admin.cluster().client, crate::now_ms()).await {
+            Ok(l) => topics.extend(l.into_iter().map(|(t, l)| (t, json!(l)))),
+            Err(e) => errors = prom_failed(&e),
+        }
+    } else if let Some(h) = &admin.history {
         for (t, l) in h.latest() {
             topics.insert(t, json!(l));
         }
     }
     ok_with(
         json!({ "interval_ms": interval_ms(&admin), "topics": topics }),
-        &[],
+        &errors,
     )
 }
 
 /// `GET /api/history/{topic}` (nsq-rs): the topic's samples (oldest first) and its
 /// channels' samples.
 async fn api_topic_history(State(admin): Shared, Path(topic): Path<String>) -> Response {
-    let (samples, channels) = admin
-        .history
-        .as_ref()
-        .map(|h| h.topic(&topic))
-        .unwrap_or_default();
+    let mut errors = Vec::new();
+    let (samples, channels) = match &admin.prom {
+        Some(p) => p
+            .topic(&admin.cluster().client, &topic, crate::now_ms())
+            .await
+            .unwrap_or_else(|e| {
+                errors = prom_failed(&e);
+                Default::default()
+            }),
+        None => admin
+            .history
+            .as_ref()
+            .map(|h| h.topic(&topic))
+            .unwrap_or_default(),
+    };
     let channels: serde_json::Map<String, Value> = channels
         .into_iter()
         .map(|(c, pts)| (c, json!(pts)))
@@ -372,7 +408,7 @@ async fn api_topic_history(State(admin): Shared, Path(topic): Path<String>) -> R
             "samples": samples,
             "channels": channels,
         }),
-        &[],
+        &errors,
     )
 }
 
@@ -381,11 +417,21 @@ async fn api_channel_history(
     State(admin): Shared,
     Path((topic, channel)): Path<(String, String)>,
 ) -> Response {
-    let samples = admin
-        .history
-        .as_ref()
-        .map(|h| h.channel(&topic, &channel))
-        .unwrap_or_default();
+    let mut errors = Vec::new();
+    let samples = match &admin.prom {
+        Some(p) => p
+            .channel(&admin.cluster().client, &topic, &channel, crate::now_ms())
+            .await
+            .unwrap_or_else(|e| {
+                errors = prom_failed(&e);
+                Vec::new()
+            }),
+        None => admin
+            .history
+            .as_ref()
+            .map(|h| h.channel(&topic, &channel))
+            .unwrap_or_default(),
+    };
     ok_with(
         json!({
             "topic": topic,
@@ -393,7 +439,7 @@ async fn api_channel_history(
             "interval_ms": interval_ms(&admin),
             "samples": samples,
         }),
-        &[],
+        &errors,
     )
 }
 

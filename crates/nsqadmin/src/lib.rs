@@ -28,6 +28,7 @@ pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod prom;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -71,8 +72,11 @@ pub struct Admin {
     pub log_level: Mutex<LogLevel>,
     /// `--allow-config-from-cidr`, parsed (`None` when empty: no restriction).
     pub config_cidr: Option<Cidr>,
-    /// The sampler's rings (`None` with `--stats-sample-interval=0`).
+    /// The sampler's rings (`None` with `--stats-sample-interval=0`, or with
+    /// `--prometheus-url`).
     pub history: Option<Arc<History>>,
+    /// `--prometheus-url`: the charts come from there.
+    pub prom: Option<prom::Prom>,
     /// `index.html` with the base path filled in.
     pub index_html: String,
     /// This host's name (`via` in notifications).
@@ -98,7 +102,12 @@ impl Admin {
                 StartError::Options(format!("failed to parse --allow-config-from-cidr: {e}"))
             })?)
         };
-        let history = (!opts.stats_sample_interval.is_zero()).then(|| {
+        let prom = (!opts.prometheus_url.is_empty()).then(|| prom::Prom {
+            base: opts.prometheus_url.trim_end_matches('/').to_owned(),
+            step: opts.stats_sample_interval,
+            count: usize::from(opts.stats_sample_count),
+        });
+        let history = (prom.is_none() && !opts.stats_sample_interval.is_zero()).then(|| {
             Arc::new(History::new(
                 opts.stats_sample_interval,
                 usize::from(opts.stats_sample_count),
@@ -116,6 +125,7 @@ impl Admin {
             log_level: Mutex::new(opts.log_level),
             config_cidr,
             history,
+            prom,
             hostname: config::hostname(),
             opts,
         }))

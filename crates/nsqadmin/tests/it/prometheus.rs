@@ -236,6 +236,53 @@ fn prometheus_scrapes_nsqd_nsqlookupd_and_nsqadmin() {
                 .is_some_and(|v| v > 0.0)
         },
     );
+    // --prometheus-url: a second nsqadmin draws its charts from this Prometheus (its own
+    // sampler off): the topic's points carry the depth and counter Prometheus has, with a
+    // rate, and the topics list shows the same.
+    let charted = start_admin(&[
+        format!("--lookupd-http-address={}", lookupd.http),
+        format!("--prometheus-url=http://{}", prom.addr),
+        "--stats-sample-interval=1s".into(),
+        "--stats-sample-count=10".into(),
+    ]);
+    within(deadline, &prom, "charts from Prometheus", || {
+        let r = charted.http("GET", "/api/history/t", None);
+        let Ok(v) = serde_json::from_str::<Value>(&r.body) else {
+            return false;
+        };
+        let pts = v["samples"].as_array().cloned().unwrap_or_default();
+        r.status == 200
+            && v["interval_ms"] == 1000
+            && pts.len() >= 2
+            && pts.last().is_some_and(|p| {
+                p["depth"] == N as i64 && p["message_count"] == N as i64 && p["rate"].is_number()
+            })
+    });
+    let r = charted.http("GET", "/api/rates", None);
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["topics"]["t"]["depth"], N as i64, "{v}");
+    let page = charted.http("GET", "/topics/t", None);
+    assert!(
+        page.body.contains(r#"chartSource: "prometheus""#),
+        "{}",
+        page.body
+    );
+    // A Prometheus that is not there: the page still answers, saying why there are no points.
+    let dead = start_admin(&[
+        format!("--lookupd-http-address={}", lookupd.http),
+        "--prometheus-url=http://127.0.0.1:9".into(),
+    ]);
+    let r = dead.http("GET", "/api/history/t", None);
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(v["samples"].as_array().is_some_and(Vec::is_empty), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("prometheus")),
+        "{v}"
+    );
+
     // Build info from all three, process metrics from each.
     let daemons: Vec<String> = prom
         .query("nsq_build_info")
