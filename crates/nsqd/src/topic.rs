@@ -327,6 +327,11 @@ impl Topic {
         Ok(())
     }
 
+    /// Whether `/metrics` shows it (policy `"metrics": false` hides it).
+    pub fn metrics_enabled(&self) -> bool {
+        self.policy.lock().metrics != Some(false)
+    }
+
     /// Its policy.
     pub fn policy(&self) -> TopicPolicy {
         self.policy.lock().clone()

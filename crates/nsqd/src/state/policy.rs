@@ -39,6 +39,9 @@ pub struct TopicPolicy {
     pub max_depth: Option<u64>,
     /// What happens at `max_depth`.
     pub overflow: Overflow,
+    /// `"metrics": false` leaves the topic and its channels out of `/metrics` (cardinality
+    /// at many topics); `None` (the default) is true.
+    pub metrics: Option<bool>,
 }
 
 /// A channel's policy.
@@ -163,6 +166,13 @@ impl TopicPolicy {
                         ))
                     }
                 },
+                "metrics" => {
+                    self.metrics = match v {
+                        Value::Null | Value::Bool(true) => None,
+                        Value::Bool(false) => Some(false),
+                        _ => return Err(err(k, format!("expected true or false, got {v}"))),
+                    }
+                }
                 k if TOPIC_NOT_YET.contains(&k) => {
                     if !v.is_null() {
                         return Err(not_yet(k));
@@ -194,6 +204,9 @@ impl TopicPolicy {
                 }
                 .into(),
             );
+        }
+        if self.metrics == Some(false) {
+            m.insert("metrics".into(), false.into());
         }
         Value::Object(m)
     }

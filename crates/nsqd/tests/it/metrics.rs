@@ -359,3 +359,34 @@ fn grafana_dashboard_queries_only_metrics_nsqd_serves() {
         "the dashboard queries metrics nsqd does not serve: {missing:?}"
     );
 }
+
+/// The per-topic opt-out (`"metrics": false` in `/topic/config`): the topic and its channels
+/// leave `/metrics` (cardinality at many topics) but still count in `nsq_topics`.
+#[test]
+fn a_topic_can_opt_out_of_metrics() {
+    let nsqd = TestNsqd::start(&[]);
+    for t in ["shown", "hidden"] {
+        assert_eq!(
+            nsqd.http_post(&format!("/topic/create?topic={t}"), b"")
+                .status,
+            200
+        );
+        let path = format!("/channel/create?topic={t}&channel=c");
+        assert_eq!(nsqd.http_post(&path, b"").status, 200);
+    }
+    let r = nsqd.http_post("/topic/config?topic=hidden", br#"{"metrics":false}"#);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json(), serde_json::json!({"metrics": false}));
+    let text = get_metrics(nsqd.http_addr(), &[]).text();
+    assert!(text.contains(r#"nsq_topic_depth{topic="shown"}"#), "{text}");
+    assert!(!text.contains(r#"topic="hidden""#), "{text}");
+    assert_eq!(value(&text, "nsq_topics"), 2.0);
+    // Back on.
+    let r = nsqd.http_post("/topic/config?topic=hidden", br#"{"metrics":null}"#);
+    assert_eq!(r.json(), serde_json::json!({}));
+    let text = get_metrics(nsqd.http_addr(), &[]).text();
+    assert!(
+        text.contains(r#"nsq_channel_depth{topic="hidden",channel="c"}"#),
+        "{text}"
+    );
+}
