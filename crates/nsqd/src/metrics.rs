@@ -30,7 +30,8 @@
 //! `process_*` metrics.
 //!
 //! Policies and latency (only where they apply, so a plain node adds nothing):
-//! `nsq_channel_expired_total`, `nsq_channel_dead_lettered_total` (counters, for channels
+//! `nsq_channel_expired_total`, `nsq_channel_dropped_total`,
+//! `nsq_channel_dead_lettered_total` (counters, for channels
 //! where they moved); with `--e2e-processing-latency-percentile`,
 //! `nsq_topic_e2e_processing_latency_seconds{topic,quantile}` and
 //! `nsq_channel_e2e_processing_latency_seconds{topic,channel,quantile}` (gauges: the
@@ -266,6 +267,13 @@ fn encode_topics(enc: &mut DescriptorEncoder, topics: &[&TopicStats]) -> Result<
         "Messages dropped instead of delivered because they outlived the ttl policy.",
         None,
         per_channel_moved(|c| c.expired_count),
+    )?;
+    counter_family(
+        enc,
+        "nsq_channel_dropped",
+        "Oldest messages dropped to stay within the topic's max_depth (overflow drop_oldest).",
+        None,
+        per_channel_moved(|c| c.dropped_count),
     )?;
     counter_family(
         enc,

@@ -145,6 +145,10 @@ pub struct ChannelStats {
     /// nsq-rs `max_attempts` policy: messages moved to the dead-letter topic; omitted when 0.
     #[serde(skip_serializing_if = "is_zero")]
     pub dead_lettered_count: u64,
+    /// nsq-rs `overflow: drop_oldest`: messages dropped to stay within `max_depth`; omitted
+    /// when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dropped_count: u64,
     /// Consumers.
     pub client_count: usize,
     /// The consumers; `None` when `include_clients=false`.
@@ -527,6 +531,7 @@ fn channel_stats(
         timeout_count: counters.timeout_count,
         expired_count: counters.expired_count,
         dead_lettered_count: counters.dead_lettered_count,
+        dropped_count: counters.dropped_count,
         client_count: clients.len(),
         clients: client_stats,
         paused,
@@ -694,6 +699,9 @@ impl Stats {
                 // nsq-rs policies: only when they acted, so NSQ's lines stay as they are.
                 if c.expired_count > 0 {
                     let _ = write!(w, " expired: {}", c.expired_count);
+                }
+                if c.dropped_count > 0 {
+                    let _ = write!(w, " dropped: {}", c.dropped_count);
                 }
                 if c.dead_lettered_count > 0 {
                     let _ = write!(w, " dead-lettered: {}", c.dead_lettered_count);

@@ -108,8 +108,11 @@ pub struct Topic {
     pub(crate) e2e: Option<Arc<E2eConfig>>,
     /// Its policy (`/topic/config`).
     policy: Mutex<TopicPolicy>,
-    /// `max_depth` with `overflow: reject` (0: none), read on every publish.
+    /// `max_depth` (0: none), read on every publish.
     max_depth: AtomicU64,
+    /// `overflow: drop_oldest` (with `max_depth`): trim channels after the fan-out instead of
+    /// refusing the publish.
+    drop_oldest: AtomicBool,
 }
 
 impl Topic {
@@ -158,6 +161,7 @@ impl Topic {
             e2e,
             policy: Mutex::new(TopicPolicy::default()),
             max_depth: AtomicU64::new(0),
+            drop_oldest: AtomicBool::new(false),
         }
     }
 
@@ -192,7 +196,7 @@ impl Topic {
             return Err(PublishError::Exiting);
         }
         let limit = self.max_depth.load(Ordering::Relaxed);
-        if limit != 0 {
+        if limit != 0 && !self.drop_oldest.load(Ordering::Relaxed) {
             self.check_depth(limit, count as u64)?;
         }
         let ts = unix_nanos();
@@ -219,7 +223,7 @@ impl Topic {
             return Err(PublishError::Exiting);
         }
         let limit = self.max_depth.load(Ordering::Relaxed);
-        if limit != 0 {
+        if limit != 0 && !self.drop_oldest.load(Ordering::Relaxed) {
             self.check_depth(limit, count)?;
         }
         let (first, node) = {
@@ -332,6 +336,23 @@ impl Topic {
         self.policy.lock().metrics != Some(false)
     }
 
+    /// `overflow: drop_oldest`: every channel above `limit` ready messages drops its oldest
+    /// (acked in its journal as FINs). Exact while the channel's ready messages are in
+    /// memory (`max_depth` within `--mem-queue-size`, or the durable memory window).
+    fn trim_to(&self, limit: u64) {
+        for c in self.channels() {
+            let acked = {
+                let mut st = c.state.lock();
+                let depth = st.depth();
+                if depth <= limit {
+                    continue;
+                }
+                st.drop_oldest(depth - limit)
+            };
+            c.journal_acks(&acked);
+        }
+    }
+
     /// Its policy.
     pub fn policy(&self) -> TopicPolicy {
         self.policy.lock().clone()
@@ -343,6 +364,10 @@ impl Topic {
         let ttl = p.ttl;
         self.max_depth
             .store(p.max_depth.unwrap_or(0), Ordering::Relaxed);
+        self.drop_oldest.store(
+            p.overflow == crate::state::policy::Overflow::DropOldest,
+            Ordering::Relaxed,
+        );
         *self.policy.lock() = p;
         for c in self.channels() {
             c.topic_ttl_changed(ttl);
@@ -370,6 +395,10 @@ impl Topic {
             .map_err(|_| PublishError::Exiting)?;
         self.message_count.fetch_add(count, Ordering::Relaxed);
         self.message_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let limit = self.max_depth.load(Ordering::Relaxed);
+        if limit != 0 && self.drop_oldest.load(Ordering::Relaxed) {
+            self.trim_to(limit);
+        }
         Ok(self.over_memory_limit(most))
     }
 

@@ -171,6 +171,8 @@ pub struct ChannelCounters {
     pub expired_count: u64,
     /// Messages moved to the dead-letter topic (policy `max_attempts`).
     pub dead_lettered_count: u64,
+    /// Oldest ready messages dropped to stay within `max_depth` (`overflow: drop_oldest`).
+    pub dropped_count: u64,
 }
 
 /// A subscribed consumer's share of the channel.
@@ -893,6 +895,29 @@ impl ChannelState {
     /// Returns the finished message (its log position is what a durable channel acks).
     pub fn fin(&mut self, client: u64, key: u64) -> Result<MsgRef, InFlightError> {
         self.take_in_flight(client, key).map(|f| f.msg)
+    }
+
+    /// `overflow: drop_oldest`: drops up to `n` of the oldest ready messages in memory (the
+    /// head of the queue), counted in `dropped_count`. Returns their log positions, for the
+    /// caller to ack in the journal as FINs. A disk backlog (beyond the memory window) is
+    /// newer than the memory head and is left alone.
+    pub fn drop_oldest(&mut self, mut n: u64) -> Vec<u64> {
+        let mut acked = Vec::new();
+        while n > 0 {
+            let Some(run) = self.ready.front_mut() else {
+                break;
+            };
+            let take = u64::from(run.end - run.next).min(n) as u32;
+            acked.extend((run.next..run.next + take).filter_map(|i| run.batch.log_pos(i)));
+            run.next += take;
+            n -= u64::from(take);
+            self.ready_len -= u64::from(take);
+            self.counters.dropped_count += u64::from(take);
+            if run.next == run.end {
+                self.ready.pop_front();
+            }
+        }
+        acked
     }
 
     /// Sets `max_attempts` (0: none; only with a dead-letter topic, which the shell owns).

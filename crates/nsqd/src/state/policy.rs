@@ -13,7 +13,8 @@
 //! absent keys stay. Unknown keys, wrong types, bad durations and bad names are refused with
 //! a message that names the field.
 //!
-//! Built so far: `ttl` (topic and channel), `max_depth` with `overflow: "reject"`, and
+//! Built so far: `ttl` (topic and channel), `max_depth` with `overflow` `"reject"` or
+//! `"drop_oldest"`, `"metrics": false` (leave the topic out of `/metrics`), and
 //! `max_attempts` + `dead_letter_topic` (set together; the dead-letter topic may not be the
 //! channel's own). The other keys are recognised and refused with "not yet supported", so
 //! nobody believes a policy is in force when it is not.
@@ -28,6 +29,9 @@ pub enum Overflow {
     /// Refuse the whole publish (`E_PUB_FAILED` / HTTP 503).
     #[default]
     Reject,
+    /// Accept it and drop the oldest ready messages of every channel it takes past the limit
+    /// (counted as `dropped_count`).
+    DropOldest,
 }
 
 /// A topic's policy.
@@ -156,9 +160,7 @@ impl TopicPolicy {
                 "overflow" => match v {
                     Value::Null => self.overflow = Overflow::Reject,
                     Value::String(s) if s == "reject" => self.overflow = Overflow::Reject,
-                    Value::String(s) if s == "drop_oldest" => {
-                        return Err(err(k, "\"drop_oldest\" is not yet supported by this nsqd"))
-                    }
+                    Value::String(s) if s == "drop_oldest" => self.overflow = Overflow::DropOldest,
                     _ => {
                         return Err(err(
                             k,
@@ -201,6 +203,7 @@ impl TopicPolicy {
                 "overflow".into(),
                 match self.overflow {
                     Overflow::Reject => "reject",
+                    Overflow::DropOldest => "drop_oldest",
                 }
                 .into(),
             );
@@ -386,7 +389,6 @@ mod tests {
         assert!(e(r#"{"max_depth":-1}"#).starts_with("max_depth: expected a positive integer"));
         assert!(e(r#"{"max_depth":0}"#).starts_with("max_depth: "));
         assert!(e(r#"{"overflow":"spill"}"#).starts_with("overflow: expected"));
-        assert!(e(r#"{"overflow":"drop_oldest"}"#).contains("not yet supported"));
         assert!(e(r#"{"dedup_window":"10m"}"#).starts_with("dedup_window: not yet supported"));
         assert!(e("[1]").starts_with("body: expected a JSON object"));
         assert!(e("{").starts_with("body: invalid JSON"));

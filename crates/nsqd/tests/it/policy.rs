@@ -437,3 +437,44 @@ fn dead_letters_survive_a_sigkill_in_durable_mode() {
         json!({"max_attempts":3,"dead_letter_topic":"jobs.dead"})
     );
 }
+
+#[test]
+fn max_depth_drop_oldest_keeps_the_newest() {
+    for args in [&[][..], &["--mem-queue-size=0"][..]] {
+        let n = TestNsqd::start(args);
+        let mut c = n.client();
+        c.sub_ok("ring", "ch", 0);
+        let (s, v) = post_json(
+            &n,
+            "/topic/config?topic=ring",
+            r#"{"max_depth":5,"overflow":"drop_oldest"}"#,
+        );
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v, json!({"max_depth":5,"overflow":"drop_oldest"}));
+        let mut p = n.client();
+        let bodies: Vec<String> = (0..8).map(|i| format!("m{i}")).collect();
+        p.mpub("ring", &bodies);
+        p.expect_ok();
+        // Every publish is accepted; the channel keeps the newest 5.
+        p.pub_ok("ring", b"m8");
+        wait_until(Duration::from_secs(5), "trimmed", || {
+            find_channel(&n.stats(""), "ring", "ch")
+                .is_some_and(|ch| ch["depth"] == 5 && ch["dropped_count"] == 4)
+        });
+        c.rdy(10);
+        let mut got = Vec::new();
+        for _ in 0..5 {
+            let m = c.read_message(READ_TIMEOUT);
+            got.push(String::from_utf8(m.body.to_vec()).unwrap());
+            c.fin(&m.id);
+        }
+        assert_eq!(got, ["m4", "m5", "m6", "m7", "m8"], "{args:?}");
+        let metrics = n.http_get("/metrics").text();
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l == r#"nsq_channel_dropped_total{topic="ring",channel="ch"} 4"#),
+            "{metrics}"
+        );
+    }
+}
