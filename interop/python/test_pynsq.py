@@ -490,6 +490,37 @@ async def scenario_requeue_attempts(w):
     assert_no_client_errors()
 
 
+async def scenario_dead_letters(w):
+    """nsq-rs policy: max_attempts=3 + dead_letter_topic; a pynsq Reader that requeues
+    everything sees each message 3 times, then a Reader on the dead-letter topic gets each
+    once, same body, attempts carrying the source's count (3)."""
+    topic, ch, dead = "py_dlq", "c", "py_dlq.dead"
+    await http_ok("POST", "/topic/create?" + q(topic=topic))
+    await http_ok("POST", "/channel/create?" + q(topic=topic, channel=ch))
+    data = await http_ok("POST", "/channel/config?" + q(topic=topic, channel=ch),
+                         b'{"max_attempts":3,"dead_letter_topic":"py_dlq.dead"}')
+    eq(json.loads(data), {"max_attempts": 3, "dead_letter_topic": dead}, "config answer")
+
+    # max_tries=0: pynsq itself must not give up (it would FIN after its own max_tries).
+    cons = Consumer(topic, ch, lambda c, m: c.requeue(m), max_in_flight=2, max_tries=0)
+    await start_consumers([cons], topic, ch)
+    bodies = [b"poison-1", b"poison-2"]
+    await writer_call(w, "mpub", topic, bodies)
+    await wait_channel(topic, ch, {"depth": 0, "in_flight_count": 0, "dead_lettered_count": 2})
+    eq(sorted(cons.bodies()), sorted(bodies * 3), "each delivered max_attempts times")
+    eq(sorted(a for _, a, _, _ in cons.received), [1, 1, 2, 2, 3, 3], "attempts")
+    await close_consumers([cons], topic, ch)
+
+    dl = Consumer(dead, "inspect", finish_all, max_in_flight=5)
+    await start_consumers([dl], dead, "inspect")
+    await wait_for(lambda: len(dl.received) >= 2, "both on the dead-letter topic")
+    eq(sorted(dl.bodies()), sorted(bodies), "dead-letter bodies")
+    eq([a for _, a, _, _ in dl.received], [3, 3], "dead-letter attempts")
+    await wait_channel(dead, "inspect", {"depth": 0, "in_flight_count": 0, "message_count": 2})
+    await close_consumers([dl], dead, "inspect")
+    assert_no_client_errors()
+
+
 async def scenario_touch(w):
     """msg_timeout=1s; touching every 300 ms keeps a message for 2.5 s without a timeout."""
     topic, ch = "py_touch", "c"
@@ -755,6 +786,8 @@ SCENARIOS = [
     ("3 readers, max_in_flight=5: exactly-once, RDY window, per-client counters",
      scenario_many_readers_max_in_flight),
     ("requeue (immediate + 1s deferred): attempts 1 -> 2, requeue_count", scenario_requeue_attempts),
+    ("dead letters (nsq-rs policy): max_attempts then once on the dead-letter topic",
+     scenario_dead_letters),
     ("touch keeps a message past msg_timeout", scenario_touch),
     ("timeout redelivery with attempts+1, timeout_count", scenario_timeout_redelivery),
     ("fan-out to 2 channels", scenario_fanout),
