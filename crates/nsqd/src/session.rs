@@ -553,16 +553,26 @@ impl Session {
             } else {
                 0
             };
+            // Consecutive FINs of one MPUB share its timestamp: one sketch update per run.
+            let mut run: (i64, u64) = (0, 0);
             for id in &self.pending_fins {
                 match st.fin(self.client.id, id_key(id)) {
                     Ok(m) => {
                         if now != 0 {
-                            st.record_e2e(now, m.batch.timestamp(m.idx));
+                            let ts = m.batch.timestamp(m.idx);
+                            if run.1 > 0 && run.0 != ts {
+                                st.record_e2e(now, run.0, run.1);
+                                run.1 = 0;
+                            }
+                            run = (ts, run.1 + 1);
                         }
                         acked.extend(m.log_pos());
                     }
                     Err(e) => failed.push((*id, e)),
                 }
+            }
+            if run.1 > 0 {
+                st.record_e2e(now, run.0, run.1);
             }
         }
         ch.journal_acks(&acked);

@@ -290,11 +290,11 @@ impl ChannelState {
         self.e2e.is_some()
     }
 
-    /// A FIN of a message published at `timestamp` happened at `now` (wall-clock ns).
+    /// `n` FINs of messages published at `timestamp` happened at `now` (wall-clock ns).
     #[inline]
-    pub fn record_e2e(&mut self, now: i64, timestamp: i64) {
+    pub fn record_e2e(&mut self, now: i64, timestamp: i64, n: u64) {
         if let Some(w) = &mut self.e2e {
-            w.record(now, timestamp);
+            w.record_n(now, timestamp, n);
         }
     }
 

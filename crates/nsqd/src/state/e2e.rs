@@ -113,11 +113,18 @@ impl E2eWindow {
     /// A message published at `timestamp` (ns since the epoch) was finished at `now`.
     #[inline]
     pub fn record(&mut self, now: i64, timestamp: i64) {
+        self.record_n(now, timestamp, 1);
+    }
+
+    /// `n` messages published at `timestamp` were finished at `now` (one sketch update: the
+    /// messages of one MPUB share a timestamp, and a batch of FINs shares `now`).
+    #[inline]
+    pub fn record_n(&mut self, now: i64, timestamp: i64, n: u64) {
         self.advance(now);
         // A timestamp from the future (clock stepped back, or set by another machine) counts
         // as zero rather than being dropped: the count stays the number of FINs.
         let latency = now.saturating_sub(timestamp).max(0);
-        self.sketches[self.current].add(latency as f64);
+        self.sketches[self.current].add_with_count(latency as f64, n);
     }
 
     /// Samples in the window.
@@ -250,6 +257,18 @@ mod tests {
         let m = w.merged(10 * MS);
         assert_eq!(count(Some(&m)), 1);
         assert_eq!(percentiles(Some(&m), &c), vec![(0.99, 0.0), (0.5, 0.0)]);
+    }
+
+    #[test]
+    fn record_n_counts_n_at_one_latency() {
+        let c = cfg(60_000, &[0.5]);
+        let mut w = E2eWindow::new(&c, 0);
+        w.record_n(10 * MS, 0, 200);
+        w.record(20 * MS, 0);
+        let m = w.merged(20 * MS);
+        assert_eq!(count(Some(&m)), 201);
+        let (_, p50) = percentiles(Some(&m), &c)[0];
+        assert!((p50 - 10e6).abs() <= 10e6 * RELATIVE_ERROR, "{p50}");
     }
 
     #[test]
