@@ -199,7 +199,7 @@ impl<C: Completion> LogWriterThread<C> {
             .name(format!("{name}-sync"))
             .spawn(move || {
                 for (topic, file, upto, path) in bg_rx {
-                    let res = file.sync_data();
+                    let res = crate::observe::sync_data(&file);
                     if back
                         .send(Request::Synced {
                             topic,

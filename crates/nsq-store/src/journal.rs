@@ -507,9 +507,7 @@ impl ChannelJournal {
     /// Flushes and fsyncs.
     pub fn sync(&mut self) -> Result<(), StoreError> {
         self.flush()?;
-        self.file
-            .sync_data()
-            .map_err(|e| StoreError::io("syncing", &self.path, e))
+        crate::observe::sync_data(&self.file).map_err(|e| StoreError::io("syncing", &self.path, e))
     }
 
     /// Rewrites the journal to hold only the live state: `Cursor(cursor)`, the ack ranges at or

@@ -136,6 +136,7 @@ mod error;
 pub mod fuzzing;
 pub mod journal;
 pub mod log;
+pub mod observe;
 pub mod record;
 pub mod recover;
 

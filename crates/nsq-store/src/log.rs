@@ -596,7 +596,7 @@ impl TopicLog {
             a.file.sync_data()
         };
         #[cfg(not(test))]
-        let res = a.file.sync_data();
+        let res = crate::observe::sync_data(&a.file);
         match res {
             Ok(()) => {
                 self.shared.synced.store(written, Ordering::Release);

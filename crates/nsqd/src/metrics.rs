@@ -41,8 +41,11 @@
 //! per-topic and per-channel families — the opt-out for nodes with very many topics (10,000
 //! topics with one channel each are 8.2 MiB of text, 419 KiB gzipped; BENCHMARKS.md).
 //!
+//! `nsq_fsync_duration_seconds` (histogram): every fsync of a topic-log segment or channel
+//! journal, timed in `nsq_store::observe` (data path only: durable mode and spilling).
+//!
 //! # Not there yet
-//! An fsync latency histogram. The topology experiment's `zone_local`/`region_local`/`global` delivery counts are
+//! The topology experiment's `zone_local`/`region_local`/`global` delivery counts are
 //! left out too (zero unless the experiment is on).
 //!
 //! # Access
@@ -55,17 +58,34 @@ use std::fmt;
 use std::sync::Arc;
 
 use nsq_http::metrics::{
-    counter_family, gauge, gauge_family, Collector, DescriptorEncoder, Registry, Unit,
+    counter_family, exponential_buckets, gauge, gauge_family, Collector, DescriptorEncoder,
+    Histogram, Registry, Unit,
 };
 
 use crate::stats::{ChannelStats, StatsFilter, TopicStats};
 use crate::Nsqd;
+
+/// Every fsync of a topic-log segment or channel journal (`nsq_store::observe`), from
+/// 100 µs to 3.3 s in powers of two.
+static FSYNC: std::sync::LazyLock<Histogram> =
+    std::sync::LazyLock::new(|| Histogram::new(exponential_buckets(0.000_1, 2.0, 16)));
+
+fn observe_fsync(d: std::time::Duration) {
+    FSYNC.observe(d.as_secs_f64());
+}
 
 /// The registry `/metrics` serves for `nsqd`.
 pub fn registry(nsqd: &Arc<Nsqd>) -> Registry {
     let mut r =
         nsq_http::metrics::daemon_registry("nsqd", nsq_protocol::NSQ_VERSION, nsqd.start_time);
     r.register_collector(Box::new(NsqdCollector(nsqd.clone())));
+    nsq_store::observe::set_fsync_observer(observe_fsync);
+    r.register_with_unit(
+        "nsq_fsync_duration",
+        "Time an fsync of a topic-log segment or channel journal took.",
+        Unit::Seconds,
+        FSYNC.clone(),
+    );
     r
 }
 

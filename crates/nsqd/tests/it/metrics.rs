@@ -108,7 +108,12 @@ fn check_shape(text: &str) {
             continue;
         }
         let name = line.split(['{', ' ']).next().unwrap();
-        assert_eq!(name, family_type, "sample outside its family: {line}");
+        // A histogram's samples are `<family>_bucket`, `_sum` and `_count`.
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|b| *b == family_type))
+            .unwrap_or(name);
+        assert_eq!(base, family_type, "sample outside its family: {line}");
         let v = line.rsplit(' ').next().unwrap();
         assert!(v.parse::<f64>().is_ok(), "{line}");
     }
@@ -389,4 +394,25 @@ fn a_topic_can_opt_out_of_metrics() {
         text.contains(r#"nsq_channel_depth{topic="hidden",channel="c"}"#),
         "{text}"
     );
+}
+
+/// Durable mode with `--sync-every=1`: every publish is fsynced, and the histogram counts it.
+#[test]
+fn fsync_latency_histogram_counts_the_syncs() {
+    let nsqd = TestNsqd::start(&["--mem-queue-size=0", "--sync-every=1"]);
+    let mut p = RawClient::connect(nsqd.tcp_addr());
+    for i in 0..5 {
+        p.pub_ok("synced", format!("m{i}").as_bytes());
+    }
+    let text = get_metrics(nsqd.http_addr(), &[]).text();
+    let count = value(&text, "nsq_fsync_duration_seconds_count");
+    assert!(
+        count >= 5.0,
+        "{count} fsyncs for 5 synced publishes:\n{text}"
+    );
+    assert!(
+        text.contains(r#"nsq_fsync_duration_seconds_bucket{le="+Inf"}"#),
+        "{text}"
+    );
+    assert!(value(&text, "nsq_fsync_duration_seconds_sum") > 0.0);
 }
