@@ -254,9 +254,9 @@ impl Nsqd {
         t.set_starting(true);
         let t = t.clone();
         rt.spawn(async move {
-            let timeout = me.opts.http_client_request_timeout;
+            let client = me.lookup.http_client(me.opts.http_client_request_timeout);
             for addr in lookupds {
-                match lookup::query_channels(&addr, &t.name, timeout).await {
+                match lookup::query_channels(&client, &addr, &t.name).await {
                     Ok(chans) => {
                         for c in chans {
                             let ok = nsq_protocol::names::is_valid_channel_name(c.as_bytes())

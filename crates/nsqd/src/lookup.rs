@@ -91,6 +91,9 @@ pub struct LookupHandle {
     notifier: Notifier,
     addrs: watch::Sender<Vec<String>>,
     connected: Mutex<BTreeMap<String, IdentifyResponse>>,
+    /// The HTTP client for lookupds' `/channels` queries, made at the first one and kept for
+    /// the daemon's life (keep-alive, as Go keeps one client).
+    http: std::sync::OnceLock<nsq_http_client::Client>,
 }
 
 impl LookupHandle {
@@ -100,7 +103,27 @@ impl LookupHandle {
             notifier: Notifier::new(),
             addrs: watch::channel(addrs.to_vec()).0,
             connected: Mutex::new(BTreeMap::new()),
+            http: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The client for lookupd HTTP queries (`timeout` bounds the connect and each exchange;
+    /// the first call's wins, and nsqd always passes `--http-client-request-timeout`).
+    pub fn http_client(&self, timeout: std::time::Duration) -> nsq_http_client::Client {
+        self.http
+            .get_or_init(|| {
+                nsq_http_client::Client::with_tls_config(
+                    nsq_http_client::Options {
+                        connect_timeout: timeout,
+                        request_timeout: timeout,
+                        max_response_bytes: 4 << 20,
+                        user_agent: Some(format!("nsqd/{}", nsq_protocol::NSQ_VERSION)),
+                        ..nsq_http_client::Options::default()
+                    },
+                    crate::auth::system_roots(),
+                )
+            })
+            .clone()
     }
 
     /// A notifier for topics to announce channel changes with.
@@ -541,26 +564,13 @@ impl Registered {
 /// `GetLookupdTopicChannels`), accepting both the 1.0 body `{"channels":[...]}` and the older
 /// wrapped `{"data":{"channels":[...]}}`; a 404 (topic unknown there) is no channels.
 ///
-/// Through the workspace's one HTTP client (`nsq-http-client`), with `timeout` bounding the
-/// connect and the whole exchange. The client is made per call because the caller
-/// (`Nsqd::precreate_channels_from_lookupd`) holds none, so each query is its own connection;
-/// Go keeps one client for the daemon's life and reuses it.
+/// Through the daemon's one lookupd HTTP client ([`LookupHandle::http_client`], kept alive
+/// across queries as Go keeps one client).
 pub async fn query_channels(
+    client: &nsq_http_client::Client,
     http_addr: &str,
     topic: &str,
-    timeout: std::time::Duration,
 ) -> Result<Vec<String>, String> {
-    let client = nsq_http_client::Client::with_tls_config(
-        nsq_http_client::Options {
-            connect_timeout: timeout,
-            request_timeout: timeout,
-            max_response_bytes: 4 << 20,
-            user_agent: Some(format!("nsqd/{}", nsq_protocol::NSQ_VERSION)),
-            pool_max_idle_per_host: 0,
-            ..nsq_http_client::Options::default()
-        },
-        crate::auth::system_roots(),
-    );
     let q: String = form_urlencoded::byte_serialize(topic.as_bytes()).collect();
     let url = nsq_http_client::endpoint(http_addr, &format!("/channels?topic={q}"));
     let resp = client.get_nsq(&url).await.map_err(|e| e.to_string())?;
