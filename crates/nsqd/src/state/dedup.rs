@@ -316,7 +316,13 @@ impl DedupFilter {
     pub fn estimated_false_positive_rate(&mut self, now: u64) -> f64 {
         self.rotate(now);
         let k = self.k as i32;
-        1.0 - self.fill().iter().map(|f| 1.0 - f.powi(k)).product::<f64>()
+        // As −expm1(Σ ln(1 − fillᵏ)): exact for tiny rates too (1 − (1 − 1e-70) is 0).
+        -self
+            .fill()
+            .iter()
+            .map(|f| (-f.powi(k)).ln_1p())
+            .sum::<f64>()
+            .exp_m1()
     }
 }
 
