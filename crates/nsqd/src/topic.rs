@@ -266,7 +266,11 @@ impl Topic {
             }
         }
         let keep: Vec<bool> = match self.dedup.lock().as_mut() {
-            Some(f) => keys.iter().map(|k| !f.check_and_insert(*k, now)).collect(),
+            Some(f) => {
+                let mut v = f.check_and_insert_all(&keys, now);
+                v.iter_mut().for_each(|repeat| *repeat = !*repeat);
+                v
+            }
             // Turned off meanwhile.
             None => vec![true; keys.len()],
         };
@@ -280,10 +284,7 @@ impl Topic {
         } else if kept == 0 {
             Ok(Published::Done)
         } else {
-            let new = bodies
-                .zip(keep)
-                .filter(|(_, k)| *k)
-                .map(|(b, _)| b);
+            let new = bodies.zip(keep).filter(|(_, k)| *k).map(|(b, _)| b);
             self.publish_checked(new, kept, defer_ns)
         }
     }
