@@ -18,6 +18,10 @@
 //!   [`crate::state::e2e`]); a topic's merges all its channels', whatever the filter;
 //! - `memory` (Go runtime stats) is omitted when `include_mem=false`; see [`MemStats`] for
 //!   what we put in its Go-named fields.
+//! - nsq-rs policies add fields only where they are in use, so a node without policies
+//!   answers NSQ 1.3's shape: a channel's `expired_count` (ttl) when non-zero, a topic's
+//!   `deduplicated_count` when non-zero and its `dedup` block ([`DedupStats`]) while it has
+//!   a dedup window. The text format shows none of them.
 //!
 //! Collecting takes each topic's and channel's lock briefly, one at a time, and never two
 //! at once, so `/stats` never stalls publishing for long; 10,000 topics take a few
