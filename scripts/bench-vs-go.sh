@@ -18,6 +18,10 @@
 # A/B mode: AB_FLAGS="--e2e-processing-latency-percentile=0.99" compares nsq-rs without
 # those flags ("nsq-rs", first of each pair) against nsq-rs with them ("nsq-rs+flags"),
 # instead of Go against nsq-rs; the ratio line then reads flags / plain.
+# A/B mode for a topic policy: AB_TOPIC_CONFIG='{"dedup_window":"10m"}' compares nsq-rs
+# against nsq-rs whose topic sub_bench got that JSON (POST /topic/config) after creation
+# ("nsq-rs+config"). Both runs then publish with nsq-rs's bench_writer --unique (built
+# here), since Go's bench_writer sends identical bodies, which a dedup window would drop.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -38,8 +42,12 @@ for f in nsqd bench_writer bench_reader; do
     exit 2
   fi
 done
+RS_WRITER="${CARGO_TARGET_DIR:-$ROOT/target}/release/bench_writer"
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
   (cd "$ROOT" && cargo build --release -p nsqd)
+  if [ -n "${AB_TOPIC_CONFIG:-}" ]; then
+    (cd "$ROOT" && cargo build --release -p nsq-bench --bin bench_writer)
+  fi
 fi
 
 PID=""
@@ -64,10 +72,12 @@ d = json.load(sys.stdin)
 d = d.get("data", d)
 t = [t for t in d["topics"] if t["topic_name"] == "sub_bench"][0]
 c = [c for c in t["channels"] if c["channel_name"] == "ch"][0]
-print(t["message_count"], c["depth"] + c["in_flight_count"])'
+print(t["message_count"], c["depth"] + c["in_flight_count"])
+if "dedup" in t:
+    print("# dedup:", json.dumps(t["dedup"]), file=sys.stderr)'
 }
 
-run_one() { # name binary [extra flags...]
+run_one() { # name binary [extra flags...]; TOPIC_CONFIG=JSON posts it to sub_bench
   local name="$1" bin="$2"
   shift 2
   DATA="$(mktemp -d -t nsq-vs-go.XXXXXX)"
@@ -80,9 +90,16 @@ run_one() { # name binary [extra flags...]
   done
   curl -sf -X POST "http://127.0.0.1:$HTTP_PORT/topic/create?topic=sub_bench" >/dev/null
   curl -sf -X POST "http://127.0.0.1:$HTTP_PORT/channel/create?topic=sub_bench&channel=ch" >/dev/null
+  if [ -n "${TOPIC_CONFIG:-}" ]; then
+    echo "# $name topic config: $(curl -sf -X POST -d "$TOPIC_CONFIG" "http://127.0.0.1:$HTTP_PORT/topic/config?topic=sub_bench")" >&2
+  fi
+  local writer=("$GO_DIR/bench_writer")
+  if [ -n "${AB_TOPIC_CONFIG:-}" ]; then
+    writer=("$RS_WRITER" --unique)
+  fi
   local c0 c1 c2 pub left
   c0=$(cpu_ticks "$PID")
-  timeout 120 "$GO_DIR/bench_writer" --nsqd-tcp-address="127.0.0.1:$TCP_PORT" \
+  timeout 120 "${writer[@]}" --nsqd-tcp-address="127.0.0.1:$TCP_PORT" \
     --runfor="$RUNFOR" --size="$SIZE" --batch-size="$BATCH_SIZE" 2>&1 | grep -E 'duration' | sed "s/^/# $name writer: /" >&2
   c1=$(cpu_ticks "$PID")
   read -r pub left < <(stats)
@@ -107,7 +124,10 @@ echo "# runfor=$RUNFOR size=$SIZE batch=$BATCH_SIZE rdy=$RDY, $(nproc) cores, lo
 printf 'nsqd\tpublished\tconsumed\tpub ns/msg\tsub ns/msg\ttotal ns/msg\n'
 rows=()
 for i in $(seq 1 "$REPEAT"); do
-  if [ -n "${AB_FLAGS:-}" ]; then
+  if [ -n "${AB_TOPIC_CONFIG:-}" ]; then
+    go=$(run_one "nsq-rs" "$RS_NSQD"); echo "$go"
+    rs=$(TOPIC_CONFIG="$AB_TOPIC_CONFIG" run_one "nsq-rs+config" "$RS_NSQD"); echo "$rs"
+  elif [ -n "${AB_FLAGS:-}" ]; then
     # shellcheck disable=SC2086 # AB_FLAGS is a list of flags
     go=$(run_one "nsq-rs" "$RS_NSQD"); echo "$go"
     rs=$(run_one "nsq-rs+flags" "$RS_NSQD" $AB_FLAGS); echo "$rs"
@@ -122,5 +142,5 @@ import sys
 rows = [l.split("\t") for l in sys.stdin.read().splitlines()]
 for i in range(0, len(rows), 2):
     g, r = rows[i], rows[i + 1]
-    label = "with flags / without" if r[0] == "nsq-rs+flags" else "nsq-rs / Go nsqd"
+    label = {"nsq-rs+flags": "with flags / without", "nsq-rs+config": "with topic config / without"}.get(r[0], "nsq-rs / Go nsqd")
     print(f"# run {i // 2 + 1}: {label} CPU per message: publish {float(r[3]) / float(g[3]):.2f}x, consume {float(r[4]) / float(g[4]):.2f}x, both {float(r[5]) / float(g[5]):.2f}x")'

@@ -169,6 +169,49 @@ pub fn mpub_buffer(topic: &str, size: usize, batch: usize) -> BytesMut {
     buf
 }
 
+/// Where each body starts in an [`mpub_buffer`] (after `MPUB <topic>\n`, the body size and
+/// the count, each body follows its 4-byte length).
+pub fn mpub_body_offsets(topic: &str, size: usize, batch: usize) -> Vec<usize> {
+    let header = "MPUB ".len() + topic.len() + 1 + 8;
+    (0..batch).map(|i| header + i * (4 + size) + 4).collect()
+}
+
+/// Makes every body of an [`mpub_buffer`] distinct from every other one sent: writes `tag`
+/// (e.g. the connection's index) and a running sequence number, 8 bytes each little-endian,
+/// at the start of each body (as much of it as fits). For benchmarks of the dedup window,
+/// which would drop the identical bodies of a plain `mpub_buffer`.
+#[derive(Debug, Clone)]
+pub struct UniqueBodies {
+    offsets: Vec<usize>,
+    size: usize,
+    tag: u64,
+    seq: u64,
+}
+
+impl UniqueBodies {
+    /// For an [`mpub_buffer`] of `batch` bodies of `size` bytes to `topic`.
+    pub fn new(topic: &str, size: usize, batch: usize, tag: u64) -> UniqueBodies {
+        UniqueBodies {
+            offsets: mpub_body_offsets(topic, size, batch),
+            size,
+            tag,
+            seq: 0,
+        }
+    }
+
+    /// Stamps the next batch's bodies into `mpub`.
+    pub fn stamp(&mut self, mpub: &mut [u8]) {
+        let n = self.size.min(16);
+        for &o in &self.offsets {
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&self.tag.to_le_bytes());
+            id[8..].copy_from_slice(&self.seq.to_le_bytes());
+            mpub[o..o + n].copy_from_slice(&id[..n]);
+            self.seq += 1;
+        }
+    }
+}
+
 /// What one publishing connection achieved.
 #[derive(Debug, Default)]
 pub struct PubResult {
@@ -189,8 +232,25 @@ pub fn publish_until<S: BenchStream>(
     end: Instant,
     record: bool,
 ) -> anyhow::Result<PubResult> {
+    publish_until_with(s, r, &mut mpub.to_vec(), None, per_batch, end, record)
+}
+
+/// [`publish_until`], with each batch's bodies made distinct by `unique` first (outside the
+/// timed round trip).
+pub fn publish_until_with<S: BenchStream>(
+    s: &mut S,
+    r: &mut FrameReader,
+    mpub: &mut [u8],
+    mut unique: Option<&mut UniqueBodies>,
+    per_batch: u64,
+    end: Instant,
+    record: bool,
+) -> anyhow::Result<PubResult> {
     let mut res = PubResult::default();
     loop {
+        if let Some(u) = unique.as_deref_mut() {
+            u.stamp(mpub);
+        }
         let t0 = Instant::now();
         s.write_all(mpub).context("writing MPUB")?;
         s.flush().context("writing MPUB")?;
@@ -294,6 +354,29 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn unique_bodies_are_distinct_across_batches() {
+        let mut raw = mpub_buffer("sub_bench", 20, 3);
+        let mut u = UniqueBodies::new("sub_bench", 20, 3, 7);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..2 {
+            u.stamp(&mut raw);
+            let mut buf = raw.clone();
+            match Decoder::default().decode(&mut buf).unwrap().unwrap() {
+                Command::Mpub { batch, .. } => {
+                    for b in batch.iter() {
+                        assert_eq!(b.len(), 20);
+                        assert_eq!(&b[..8], 7u64.to_le_bytes());
+                        assert_eq!(&b[16..], b"aaaa");
+                        assert!(seen.insert(b.to_vec()));
+                    }
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(seen.len(), 6);
     }
 
     /// A fake nsqd: answers IDENTIFY and each MPUB with OK, then sends two messages and a

@@ -18,6 +18,10 @@
 //!   [`crate::state::e2e`]); a topic's merges all its channels', whatever the filter;
 //! - `memory` (Go runtime stats) is omitted when `include_mem=false`; see [`MemStats`] for
 //!   what we put in its Go-named fields.
+//! - nsq-rs policies add fields only where they are in use, so a node without policies
+//!   answers NSQ 1.3's shape: a channel's `expired_count` (ttl) when non-zero, a topic's
+//!   `deduplicated_count` when non-zero and its `dedup` block ([`DedupStats`]) while it has
+//!   a dedup window. The text format shows none of them.
 //!
 //! Collecting takes each topic's and channel's lock briefly, one at a time, and never two
 //! at once, so `/stats` never stalls publishing for long; 10,000 topics take a few
@@ -106,6 +110,32 @@ pub struct TopicStats {
     /// nsq-rs: its policy as `GET /topic/config` answers it; omitted when none is set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config: Option<serde_json::Value>,
+    /// nsq-rs dedup window: messages acknowledged but not queued as repeats; omitted when 0
+    /// (NSQ 1.3's shape on a node without policies).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub deduplicated_count: u64,
+    /// nsq-rs dedup window: its settings and filter; omitted when the topic has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dedup: Option<DedupStats>,
+}
+
+/// A topic's dedup window in `/stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DedupStats {
+    /// `dedup_window`, as a Go duration.
+    pub window: String,
+    /// `dedup_capacity`: distinct messages per window the filter is sized for.
+    pub capacity: u64,
+    /// `dedup_false_positive_rate`: the rate at capacity, per generation.
+    pub false_positive_rate: f64,
+    /// The chance now that a new message is taken for a repeat (from the filter's fill).
+    pub estimated_false_positive_rate: f64,
+    /// The filter's size, in bits (both generations).
+    pub bits: u64,
+    /// Bits probed per message.
+    pub hashes: u32,
+    /// Same as the topic's `deduplicated_count`.
+    pub deduplicated_count: u64,
 }
 
 /// One channel.
@@ -596,8 +626,23 @@ pub fn collect(nsqd: &Nsqd, f: &StatsFilter<'_>) -> Stats {
             let p = t.policy();
             (!p.is_empty()).then(|| p.to_json())
         };
+        let deduplicated_count = t.deduplicated_count();
+        let dedup = t.policy().dedup.and_then(|c| {
+            let (bits, hashes, estimated) = t.dedup_figures()?;
+            Some(DedupStats {
+                window: nsq_cli::format_go_duration(c.window),
+                capacity: c.capacity,
+                false_positive_rate: c.false_positive_rate,
+                estimated_false_positive_rate: estimated,
+                bits,
+                hashes,
+                deduplicated_count,
+            })
+        });
         out.push(TopicStats {
             config,
+            deduplicated_count,
+            dedup,
             depth: t.depth(),
             backend_depth: t.backend_depth(),
             message_count: t.message_count(),

@@ -24,6 +24,7 @@ use crate::durable::{Store, TopicStore};
 use crate::persist::DataDir;
 use crate::state::batch::Batch;
 use crate::state::channel::MsgRef;
+use crate::state::dedup::{DedupFilter, Key, Keyer};
 use crate::state::e2e::E2eConfig;
 use crate::state::guid::GuidGen;
 use crate::state::policy::TopicPolicy;
@@ -113,6 +114,22 @@ pub struct Topic {
     /// `overflow: drop_oldest` (with `max_depth`): trim channels after the fan-out instead of
     /// refusing the publish.
     drop_oldest: AtomicBool,
+    /// Whether the dedup window is on (`dedup` holds a filter), read on every publish.
+    dedup_on: AtomicBool,
+    /// The dedup filter; locked briefly per publish (probes only, never I/O).
+    dedup: Mutex<Option<DedupFilter>>,
+    /// Hashes dedup keys (random seed per topic), outside the lock.
+    dedup_keyer: Keyer,
+    /// Messages acknowledged but not queued as repeats (since the topic was created).
+    deduplicated: AtomicU64,
+}
+
+/// A random seed (the standard library's per-process random keys).
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(unix_nanos() as u64);
+    h.finish()
 }
 
 impl Topic {
@@ -162,6 +179,10 @@ impl Topic {
             policy: Mutex::new(TopicPolicy::default()),
             max_depth: AtomicU64::new(0),
             drop_oldest: AtomicBool::new(false),
+            dedup_on: AtomicBool::new(false),
+            dedup: Mutex::new(None),
+            dedup_keyer: Keyer::new(random_seed()),
+            deduplicated: AtomicU64::new(0),
         }
     }
 
@@ -183,11 +204,25 @@ impl Topic {
 
     /// Publishes `count` bodies; with `defer_ns`, each channel receives them deferred.
     /// In durable mode the result is [`Published::Pending`] until the log has them.
+    ///
+    /// With a dedup window, repeats are acknowledged like the rest but not queued.
     pub fn publish<'a>(
         self: &Arc<Self>,
         bodies: impl Iterator<Item = &'a [u8]> + Clone,
         count: u32,
         defer_ns: Option<u64>,
+    ) -> Result<Published, PublishError> {
+        self.publish_keyed(bodies, count, defer_ns, None)
+    }
+
+    /// [`Topic::publish`], with HTTP `/pub`'s `dedup_id` as the dedup key of its one
+    /// message instead of the body.
+    pub fn publish_keyed<'a>(
+        self: &Arc<Self>,
+        bodies: impl Iterator<Item = &'a [u8]> + Clone,
+        count: u32,
+        defer_ns: Option<u64>,
+        dedup_id: Option<&[u8]>,
     ) -> Result<Published, PublishError> {
         if count == 0 {
             return Ok(Published::Done);
@@ -195,10 +230,88 @@ impl Topic {
         if self.is_deleted() {
             return Err(PublishError::Exiting);
         }
+        if self.dedup_on.load(Ordering::Relaxed) {
+            return self.publish_dedup(bodies, count, defer_ns, dedup_id);
+        }
         let limit = self.max_depth.load(Ordering::Relaxed);
         if limit != 0 && !self.drop_oldest.load(Ordering::Relaxed) {
             self.check_depth(limit, count as u64)?;
         }
+        self.publish_checked(bodies, count, defer_ns)
+    }
+
+    /// A publish to a topic with a dedup window: each message is judged on its own (the new
+    /// ones of an MPUB are queued, the repeats counted in `deduplicated_count`), and the
+    /// publish succeeds as a whole. Keys are hashed before the filter's lock is taken.
+    ///
+    /// With `max_depth`, the limit is checked against the new messages only, before any key
+    /// is remembered, so a refused publish can be retried. If the log write of a durable
+    /// publish fails, its keys are already remembered: the filter is then emptied, so the
+    /// retry is queued (a repeat may then get through; none is lost).
+    fn publish_dedup<'a>(
+        self: &Arc<Self>,
+        bodies: impl Iterator<Item = &'a [u8]> + Clone,
+        count: u32,
+        defer_ns: Option<u64>,
+        dedup_id: Option<&[u8]>,
+    ) -> Result<Published, PublishError> {
+        let keys: Vec<Key> = match dedup_id {
+            Some(id) if count == 1 => vec![self.dedup_keyer.id(id)],
+            _ => bodies.clone().map(|b| self.dedup_keyer.body(b)).collect(),
+        };
+        let now = self.clock.now();
+        let limit = self.max_depth.load(Ordering::Relaxed);
+        if limit != 0 && !self.drop_oldest.load(Ordering::Relaxed) {
+            let new = match self.dedup.lock().as_mut() {
+                Some(f) => f.count_new(&keys, now),
+                None => keys.len(),
+            };
+            if new > 0 {
+                self.check_depth(limit, new as u64)?;
+            }
+        }
+        let keep: Vec<bool> = match self.dedup.lock().as_mut() {
+            Some(f) => {
+                let mut v = f.check_and_insert_all(&keys, now);
+                v.iter_mut().for_each(|repeat| *repeat = !*repeat);
+                v
+            }
+            // Turned off meanwhile.
+            None => vec![true; keys.len()],
+        };
+        let kept = keep.iter().filter(|k| **k).count() as u32;
+        if kept < count {
+            self.deduplicated
+                .fetch_add(u64::from(count - kept), Ordering::Relaxed);
+        }
+        if kept == count {
+            self.publish_checked(bodies, count, defer_ns)
+        } else if kept == 0 {
+            Ok(Published::Done)
+        } else {
+            let new = bodies.zip(keep).filter(|(_, k)| *k).map(|(b, _)| b);
+            self.publish_checked(new, kept, defer_ns)
+        }
+    }
+
+    /// Empties the dedup filter (a publish whose keys it remembered failed).
+    fn dedup_forget(&self) {
+        if let Some(f) = self.dedup.lock().as_mut() {
+            f.clear();
+            tracing::warn!(
+                "TOPIC({}): dedup window emptied after a failed publish (its retry must be queued)",
+                self.name
+            );
+        }
+    }
+
+    /// Publishes messages that passed the policies' checks.
+    fn publish_checked<'a>(
+        self: &Arc<Self>,
+        bodies: impl Iterator<Item = &'a [u8]> + Clone,
+        count: u32,
+        defer_ns: Option<u64>,
+    ) -> Result<Published, PublishError> {
         let ts = unix_nanos();
         let (first, node) = {
             let mut g = self.guid.lock();
@@ -293,6 +406,7 @@ impl Topic {
                             "TOPIC({}): failed to write to the topic log: {e}",
                             topic.name
                         );
+                        topic.dedup_forget();
                         Err(PublishError::Disk(e.to_string()))
                     }
                 };
@@ -353,13 +467,29 @@ impl Topic {
         }
     }
 
+    /// Messages acknowledged but not queued as repeats (dedup window), since creation.
+    pub fn deduplicated_count(&self) -> u64 {
+        self.deduplicated.load(Ordering::Relaxed)
+    }
+
+    /// The dedup filter's figures for `/stats`: (bits, probes per key, estimated false
+    /// positive rate now); `None` without a dedup window.
+    pub fn dedup_figures(&self) -> Option<(u64, u32, f64)> {
+        let now = self.clock.now();
+        self.dedup
+            .lock()
+            .as_mut()
+            .map(|f| (f.bits(), f.hashes(), f.estimated_false_positive_rate(now)))
+    }
+
     /// Its policy.
     pub fn policy(&self) -> TopicPolicy {
         self.policy.lock().clone()
     }
 
     /// Sets its policy: the limits apply to the next publish and delivery; marks the
-    /// metadata for rewriting.
+    /// metadata for rewriting. A change of the dedup settings builds a new, empty filter;
+    /// other changes keep it.
     pub fn set_policy(&self, p: TopicPolicy) {
         let ttl = p.ttl;
         self.max_depth
@@ -368,7 +498,28 @@ impl Topic {
             p.overflow == crate::state::policy::Overflow::DropOldest,
             Ordering::Relaxed,
         );
-        *self.policy.lock() = p;
+        let old = {
+            let mut g = self.policy.lock();
+            let changed = g.dedup != p.dedup;
+            let dedup = p.dedup;
+            *g = p;
+            // Under the policy lock, so two concurrent changes leave the last one's filter.
+            changed.then(|| {
+                // Built (allocated) before the filter's lock is taken.
+                let f = dedup.map(|c| DedupFilter::new(c, self.clock.now()));
+                let on = f.is_some();
+                if !on {
+                    self.dedup_on.store(false, Ordering::Relaxed);
+                }
+                let old = std::mem::replace(&mut *self.dedup.lock(), f);
+                if on {
+                    self.dedup_on.store(true, Ordering::Relaxed);
+                }
+                old
+            })
+        };
+        // The old filter (megabytes) is freed outside both locks.
+        drop(old);
         for c in self.channels() {
             c.topic_ttl_changed(ttl);
         }

@@ -5,6 +5,9 @@
 //! response, repeat until `--runfor` has elapsed. Exactly Go's pattern (one MPUB in flight
 //! per connection), so throughput here is bounded by nsqd's per-MPUB round trip.
 //!
+//! `--unique` (nsq-rs extension) makes every body distinct (connection index and sequence
+//! number stamped into its first 16 bytes before each MPUB), for topics with a dedup window.
+//!
 //! Prints Go's summary line (`duration: ... - mb/s - ops/s - us/op`, mb/s counting bodies
 //! only), a plain `published N msgs in Xs: R msg/s` line, and the MPUB round-trip latency
 //! percentiles over all connections.
@@ -16,7 +19,7 @@ use clap::Parser;
 use nsq_bench::args::{parse_go_duration, parse_go_style, sleep_until_deadline, workers};
 use nsq_bench::layers::{connect_layered, LayerArgs};
 use nsq_bench::report::{go_summary, rate_line, Latencies};
-use nsq_bench::wire::{mpub_buffer, publish_until, PubResult};
+use nsq_bench::wire::{mpub_buffer, publish_until_with, PubResult, UniqueBodies};
 
 /// Publish throughput benchmark (port of NSQ's bench_writer).
 #[derive(Parser, Debug)]
@@ -43,6 +46,10 @@ struct Args {
     /// publishing connections (nsq-rs extension; 0 = one per core, as Go's tool)
     #[arg(long, default_value_t = 0)]
     connections: usize,
+    /// make every body distinct (connection index and sequence number in its first 16
+    /// bytes; nsq-rs extension, for the dedup window, which drops Go's identical bodies)
+    #[arg(long)]
+    unique: bool,
     #[command(flatten)]
     layers: LayerArgs,
 }
@@ -70,14 +77,25 @@ fn main() -> anyhow::Result<()> {
             "bench_writer",
             &layers,
         )?;
-        let mpub = Arc::clone(&mpub);
+        let mut mpub = mpub.to_vec();
+        let mut unique = args
+            .unique
+            .then(|| UniqueBodies::new(&args.topic, args.size, args.batch_size, i as u64));
         let gate = Arc::clone(&start_gate);
         let runfor = args.runfor;
         let per_batch = args.batch_size as u64;
         handles.push(std::thread::spawn(move || -> anyhow::Result<PubResult> {
             gate.wait();
             let end = Instant::now() + runfor;
-            publish_until(&mut s, &mut r, &mpub, per_batch, end, true)
+            publish_until_with(
+                &mut s,
+                &mut r,
+                &mut mpub,
+                unique.as_mut(),
+                per_batch,
+                end,
+                true,
+            )
         }));
     }
     sleep_until_deadline("bench_writer", Some(&args.deadline))?;

@@ -469,25 +469,26 @@ fn existing_topic_and_channel(nsqd: &Nsqd, uri: &Uri) -> Result<(Arc<Topic>, Str
 }
 
 /// Publishes one batch atomically (one `Topic::publish` call) and waits until it is
-/// accepted (in durable mode: written to the topic log).
+/// accepted (in durable mode: written to the topic log). `dedup_id`: `/pub`'s dedup key.
 async fn publish<'a>(
     nsqd: &Nsqd,
     topic: &Arc<Topic>,
     bodies: impl Iterator<Item = &'a [u8]> + Clone,
     count: u32,
     defer_ns: Option<u64>,
+    dedup_id: Option<&[u8]>,
 ) -> Result<(), ApiError> {
     if nsqd.shutdown.is_cancelled() {
         return Err(EXITING);
     }
-    let pending = match topic.publish(bodies.clone(), count, defer_ns) {
+    let pending = match topic.publish_keyed(bodies.clone(), count, defer_ns, dedup_id) {
         Ok(p) => p,
         // The topic was deleted after we looked it up. Go would answer 503 EXITING here; like
         // our TCP PUB, we publish to the topic as it exists now (re-created), which is what
         // the client would get by retrying.
         Err(crate::topic::PublishError::Exiting) => nsqd
             .get_or_create_topic(&topic.name)
-            .publish(bodies, count, defer_ns)
+            .publish_keyed(bodies, count, defer_ns, dedup_id)
             .map_err(|_| EXITING)?,
         Err(e) => return Err(publish_error(&e)),
     };
@@ -576,7 +577,10 @@ async fn stats(State(nsqd): Shared, uri: Uri) -> ApiResult {
     }
 }
 
-/// `POST /pub?topic=<t>[&defer=<ms>]`, body = one message.
+/// `POST /pub?topic=<t>[&defer=<ms>][&dedup_id=<id>]`, body = one message.
+///
+/// `dedup_id` (nsq-rs): on a topic with a dedup window, the message's dedup key is this
+/// string instead of its body; ignored on other topics; empty is 400 `INVALID_DEDUP_ID`.
 async fn do_pub(State(nsqd): Shared, req: Request) -> ApiResult {
     let max = limit(nsqd.opts.max_msg_size);
     let declared = content_length(req.headers());
@@ -608,11 +612,24 @@ async fn do_pub(State(nsqd): Shared, req: Request) -> ApiResult {
             Some(ns)
         }
     };
-    publish(&nsqd, &topic, std::iter::once(&body[..]), 1, defer_ns).await?;
+    let dedup_id = match q.get("dedup_id") {
+        Some("") => return Err(bad_request("INVALID_DEDUP_ID")),
+        id => id.map(str::as_bytes),
+    };
+    publish(
+        &nsqd,
+        &topic,
+        std::iter::once(&body[..]),
+        1,
+        defer_ns,
+        dedup_id,
+    )
+    .await?;
     Ok(Reply::Text(Cow::Borrowed("OK")))
 }
 
-/// `POST /mpub?topic=<t>[&binary=true]`: many messages, published as one batch.
+/// `POST /mpub?topic=<t>[&binary=true]`: many messages, published as one batch. Each
+/// message's dedup key is its body: a `dedup_id` is 400 `INVALID_DEDUP_ID` (nsq-rs).
 async fn do_mpub(State(nsqd): Shared, req: Request) -> ApiResult {
     let max_body = limit(nsqd.opts.max_body_size);
     let max_msg = limit(nsqd.opts.max_msg_size);
@@ -623,6 +640,9 @@ async fn do_mpub(State(nsqd): Shared, req: Request) -> ApiResult {
     let (parts, body) = req.into_parts();
     let q = query(&parts.uri)?;
     let topic = topic_from_query(&nsqd, &q)?;
+    if q.get("dedup_id").is_some() {
+        return Err(bad_request("INVALID_DEDUP_ID"));
+    }
     // Text mode is the default; an unrecognised `binary` value (even an empty one) means
     // binary, with a deprecation warning (Go 1.3).
     let binary = match q.get("binary") {
@@ -639,7 +659,7 @@ async fn do_mpub(State(nsqd): Shared, req: Request) -> ApiResult {
         split_text_mpub(&body, max_msg, max_body)?
     };
     let count = u32::try_from(msgs.len()).map_err(|_| BODY_TOO_BIG)?;
-    publish(&nsqd, &topic, msgs.iter().copied(), count, None).await?;
+    publish(&nsqd, &topic, msgs.iter().copied(), count, None, None).await?;
     Ok(Reply::Text(Cow::Borrowed("OK")))
 }
 

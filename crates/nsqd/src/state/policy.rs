@@ -14,14 +14,23 @@
 //! a message that names the field.
 //!
 //! Built so far: `ttl` (topic and channel), `max_depth` with `overflow` `"reject"` or
-//! `"drop_oldest"`, `"metrics": false` (leave the topic out of `/metrics`), and
+//! `"drop_oldest"`, `"metrics": false` (leave the topic out of `/metrics`),
 //! `max_attempts` + `dead_letter_topic` (set together; the dead-letter topic may not be the
-//! channel's own). The other keys are recognised and refused with "not yet supported", so
-//! nobody believes a policy is in force when it is not.
+//! channel's own), and the dedup window (see [`crate::state::dedup`]).
+//!
+//! Dedup keys: `dedup_window` (a positive Go duration) turns the dedup window on, `null`
+//! turns it off (and clears the other two). `dedup_capacity` (a positive integer, distinct
+//! messages per window, default 1,000,000) and `dedup_false_positive_rate` (a number in
+//! (0, 0.5), default 0.0001) need a window, set in the same body or before; `null` puts
+//! them back to their defaults. A configuration whose filter would need more than 512 MiB
+//! per generation is refused (naming `dedup_capacity`). `GET` shows all three once a window
+//! is set. Any change of the three rebuilds the filter empty; other changes keep it.
 
 use std::time::Duration;
 
 use serde_json::{Map, Value};
+
+use crate::state::dedup::{self, DedupConfig};
 
 /// What `overflow` says to do when a publish would take a channel past `max_depth`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -37,6 +46,8 @@ pub enum Overflow {
 /// A topic's policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TopicPolicy {
+    /// The dedup window: repeats of a message seen within it are acknowledged, not queued.
+    pub dedup: Option<DedupConfig>,
     /// Messages older than this are never delivered, on any channel.
     pub ttl: Option<Duration>,
     /// No channel (nor the channel-less topic) may hold more ready messages than this.
@@ -67,16 +78,6 @@ pub struct PolicyError(pub String);
 
 fn err(field: &str, what: impl std::fmt::Display) -> PolicyError {
     PolicyError(format!("{field}: {what}"))
-}
-
-const TOPIC_NOT_YET: [&str; 3] = [
-    "dedup_window",
-    "dedup_capacity",
-    "dedup_false_positive_rate",
-];
-
-fn not_yet(field: &str) -> PolicyError {
-    err(field, "not yet supported by this nsqd")
 }
 
 /// Parses a `POST` body: a JSON object.
@@ -132,6 +133,17 @@ fn positive_int(field: &str, v: &Value) -> Result<u64, PolicyError> {
     }
 }
 
+/// A false-positive rate: a number in (0, 0.5).
+fn rate(field: &str, v: &Value) -> Result<f64, PolicyError> {
+    match v.as_f64() {
+        Some(p) if p > 0.0 && p < 0.5 => Ok(p),
+        _ => Err(err(
+            field,
+            format!("expected a number between 0 and 0.5 (exclusive), got {v}"),
+        )),
+    }
+}
+
 impl TopicPolicy {
     /// `self` with a `POST` body merged in.
     pub fn merged(&self, body: &[u8]) -> Result<TopicPolicy, PolicyError> {
@@ -150,6 +162,8 @@ impl TopicPolicy {
                         Some(duration(k, v)?)
                     }
                 }
+                // Merged below, together.
+                "dedup_window" | "dedup_capacity" | "dedup_false_positive_rate" => {}
                 "max_depth" => {
                     self.max_depth = if v.is_null() {
                         None
@@ -175,14 +189,73 @@ impl TopicPolicy {
                         _ => return Err(err(k, format!("expected true or false, got {v}"))),
                     }
                 }
-                k if TOPIC_NOT_YET.contains(&k) => {
-                    if !v.is_null() {
-                        return Err(not_yet(k));
-                    }
-                }
                 _ => return Err(err(k, "unknown field")),
             }
         }
+        self.merge_dedup(m)
+    }
+
+    /// The three `dedup_*` keys (see the module doc).
+    fn merge_dedup(&mut self, m: &Map<String, Value>) -> Result<(), PolicyError> {
+        let (w, c, r) = (
+            m.get("dedup_window"),
+            m.get("dedup_capacity"),
+            m.get("dedup_false_positive_rate"),
+        );
+        if w.is_none() && c.is_none() && r.is_none() {
+            return Ok(());
+        }
+        let mut d = self.dedup;
+        match w {
+            Some(Value::Null) => d = None,
+            Some(v) => {
+                let window = duration("dedup_window", v)?;
+                d = Some(match d {
+                    Some(old) => DedupConfig { window, ..old },
+                    None => DedupConfig::with_window(window),
+                });
+            }
+            None => {}
+        }
+        let needs_window = |field: &str| {
+            err(
+                field,
+                "needs dedup_window (set it in the same body or before)",
+            )
+        };
+        if let Some(v) = c {
+            match (&mut d, v.is_null()) {
+                (Some(d), true) => d.capacity = dedup::DEFAULT_CAPACITY,
+                (Some(d), false) => d.capacity = positive_int("dedup_capacity", v)?,
+                (None, true) => {}
+                (None, false) => return Err(needs_window("dedup_capacity")),
+            }
+        }
+        if let Some(v) = r {
+            match (&mut d, v.is_null()) {
+                (Some(d), true) => d.false_positive_rate = dedup::DEFAULT_FALSE_POSITIVE_RATE,
+                (Some(d), false) => d.false_positive_rate = rate("dedup_false_positive_rate", v)?,
+                (None, true) => {}
+                (None, false) => return Err(needs_window("dedup_false_positive_rate")),
+            }
+        }
+        if let Some(d) = &d {
+            let bits = d.bits_per_generation();
+            if bits > dedup::MAX_BITS_PER_GENERATION {
+                return Err(err(
+                    "dedup_capacity",
+                    format!(
+                        "{} messages at false positive rate {} need {} MiB per generation \
+                         (2 generations), more than the {} MiB limit",
+                        d.capacity,
+                        d.false_positive_rate,
+                        bits.div_ceil(8 << 20),
+                        dedup::MAX_BITS_PER_GENERATION / (8 << 20)
+                    ),
+                ));
+            }
+        }
+        self.dedup = d;
         Ok(())
     }
 
@@ -210,6 +283,17 @@ impl TopicPolicy {
         }
         if self.metrics == Some(false) {
             m.insert("metrics".into(), false.into());
+        }
+        if let Some(d) = &self.dedup {
+            m.insert(
+                "dedup_window".into(),
+                nsq_cli::format_go_duration(d.window).into(),
+            );
+            m.insert("dedup_capacity".into(), d.capacity.into());
+            m.insert(
+                "dedup_false_positive_rate".into(),
+                d.false_positive_rate.into(),
+            );
         }
         Value::Object(m)
     }
@@ -389,7 +473,6 @@ mod tests {
         assert!(e(r#"{"max_depth":-1}"#).starts_with("max_depth: expected a positive integer"));
         assert!(e(r#"{"max_depth":0}"#).starts_with("max_depth: "));
         assert!(e(r#"{"overflow":"spill"}"#).starts_with("overflow: expected"));
-        assert!(e(r#"{"dedup_window":"10m"}"#).starts_with("dedup_window: not yet supported"));
         assert!(e("[1]").starts_with("body: expected a JSON object"));
         assert!(e("{").starts_with("body: invalid JSON"));
         assert!(e("").starts_with("body: "));
@@ -397,6 +480,68 @@ mod tests {
         let p = t(r#"{"ttl":"1m"}"#).unwrap();
         assert!(p.merged(br#"{"ttl":"2m","bogus":1}"#).is_err());
         assert_eq!(p.ttl, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn dedup_keys_merge_with_defaults_and_refusals_name_the_field() {
+        let p = t(r#"{"dedup_window":"10m"}"#).unwrap();
+        let want = DedupConfig {
+            window: Duration::from_secs(600),
+            capacity: 1_000_000,
+            false_positive_rate: 0.0001,
+        };
+        assert_eq!(p.dedup, Some(want));
+        assert_eq!(
+            p.to_json(),
+            json!({"dedup_window":"10m0s","dedup_capacity":1000000,
+                   "dedup_false_positive_rate":0.0001})
+        );
+        assert_eq!(TopicPolicy::from_json(&p.to_json()).unwrap(), p);
+        // Capacity and rate merge into a window set before; null puts back the default.
+        let q = p
+            .merged(br#"{"dedup_capacity":5000,"dedup_false_positive_rate":0.01}"#)
+            .unwrap();
+        assert_eq!(q.dedup.unwrap().capacity, 5000);
+        assert_eq!(q.dedup.unwrap().false_positive_rate, 0.01);
+        assert_eq!(q.dedup.unwrap().window, want.window);
+        let r = q
+            .merged(br#"{"dedup_window":"1s","dedup_capacity":null}"#)
+            .unwrap();
+        assert_eq!(r.dedup.unwrap().capacity, 1_000_000);
+        assert_eq!(r.dedup.unwrap().false_positive_rate, 0.01);
+        assert_eq!(r.dedup.unwrap().window, Duration::from_secs(1));
+        // Other keys leave it alone; a null window clears all three.
+        assert_eq!(r.merged(br#"{"ttl":"1h"}"#).unwrap().dedup, r.dedup);
+        assert!(r.merged(br#"{"dedup_window":null}"#).unwrap().is_empty());
+        assert!(t(r#"{"dedup_capacity":null}"#).unwrap().is_empty());
+
+        let e = |body: &str| t(body).unwrap_err().0;
+        assert_eq!(
+            e(r#"{"dedup_capacity":10}"#),
+            "dedup_capacity: needs dedup_window (set it in the same body or before)"
+        );
+        assert!(
+            e(r#"{"dedup_window":null,"dedup_false_positive_rate":0.1}"#)
+                .starts_with("dedup_false_positive_rate: needs dedup_window")
+        );
+        assert!(e(r#"{"dedup_window":"0s"}"#).starts_with("dedup_window: must be positive"));
+        assert!(e(r#"{"dedup_window":60}"#).starts_with("dedup_window: expected a duration"));
+        assert!(e(r#"{"dedup_window":"1m","dedup_capacity":0}"#)
+            .starts_with("dedup_capacity: expected a positive integer"));
+        for bad in ["0", "0.5", "1", "-0.1", "\"0.1\""] {
+            let body = format!(r#"{{"dedup_window":"1m","dedup_false_positive_rate":{bad}}}"#);
+            assert!(
+                e(&body).starts_with("dedup_false_positive_rate: expected a number between"),
+                "{bad}: {}",
+                e(&body)
+            );
+        }
+        let big = e(r#"{"dedup_window":"1m","dedup_capacity":1000000000}"#);
+        assert!(
+            big.starts_with("dedup_capacity: 1000000000 messages at false positive rate 0.0001"),
+            "{big}"
+        );
+        assert!(big.contains("MiB limit"), "{big}");
     }
 
     #[test]

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::harness::{find_channel, go_nsqd_bin, wait_until, TestNsqd, READ_TIMEOUT};
+use nsq_protocol::{FrameType, Message};
+
+use crate::harness::{describe, find_channel, go_nsqd_bin, wait_until, TestNsqd, READ_TIMEOUT};
 
 fn post_json(n: &TestNsqd, path: &str, body: &str) -> (u16, Value) {
     let r = n.http_post(path, body.as_bytes());
@@ -57,8 +59,8 @@ fn config_api_validates_and_answers_back() {
         ),
         (r#"{"overflow":"spill"}"#, "overflow: expected"),
         (
-            r#"{"dedup_window":"10m"}"#,
-            "dedup_window: not yet supported",
+            r#"{"dedup_window":"10m","dedup_false_positive_rate":1}"#,
+            "dedup_false_positive_rate: expected a number",
         ),
         ("not json", "body: invalid JSON"),
     ] {
@@ -477,4 +479,262 @@ fn max_depth_drop_oldest_keeps_the_newest() {
             "{metrics}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dedup window
+// ---------------------------------------------------------------------------------------------
+
+/// Reads messages (FIN-ing them) until none arrives for `quiet`; their bodies, sorted.
+fn drain(c: &mut crate::harness::RawClient, quiet: Duration) -> Vec<String> {
+    let mut got = Vec::new();
+    while let Ok(Some(f)) = c.try_read_frame(quiet) {
+        if f.is_heartbeat() {
+            continue;
+        }
+        assert_eq!(f.frame_type, FrameType::Message, "{}", describe(&f));
+        let m = Message::decode(f.data).expect("valid message payload");
+        got.push(String::from_utf8(m.body.to_vec()).unwrap());
+        c.fin(&m.id);
+    }
+    got.sort();
+    got
+}
+
+fn set_dedup(n: &TestNsqd, topic: &str, body: &str) -> Value {
+    let (s, v) = post_json(n, &format!("/topic/config?topic={topic}"), body);
+    assert_eq!(s, 200, "{body}: {v}");
+    v
+}
+
+#[test]
+fn dedup_config_answers_its_defaults_and_refusals_name_the_field() {
+    let n = TestNsqd::start(&[]);
+    assert_eq!(n.http_post("/topic/create?topic=dd", b"").status, 200);
+    let v = set_dedup(&n, "dd", r#"{"dedup_window":"10m"}"#);
+    let want = json!({"dedup_window":"10m0s","dedup_capacity":1000000,
+                      "dedup_false_positive_rate":0.0001});
+    assert_eq!(v, want);
+    assert_eq!(get_json(&n, "/topic/config?topic=dd"), (200, want.clone()));
+    for (body, needle) in [
+        (
+            r#"{"dedup_capacity":0}"#,
+            "dedup_capacity: expected a positive integer",
+        ),
+        (
+            r#"{"dedup_false_positive_rate":0.5}"#,
+            "dedup_false_positive_rate: expected a number between 0 and 0.5",
+        ),
+        (r#"{"dedup_window":"-1s"}"#, "dedup_window: "),
+        (
+            r#"{"dedup_capacity":100000000000}"#,
+            "dedup_capacity: 100000000000 messages",
+        ),
+        (
+            r#"{"dedup_window":null,"dedup_capacity":5}"#,
+            "dedup_capacity: needs dedup_window",
+        ),
+    ] {
+        let (s, v) = post_json(&n, "/topic/config?topic=dd", body);
+        assert_eq!(s, 400, "{body}: {v}");
+        let m = v["message"].as_str().unwrap();
+        assert!(m.starts_with(needle), "{body}: {m}");
+    }
+    assert_eq!(get_json(&n, "/topic/config?topic=dd"), (200, want));
+    let v = set_dedup(&n, "dd", r#"{"dedup_capacity":5000,"max_depth":9}"#);
+    assert_eq!(
+        v,
+        json!({"dedup_window":"10m0s","dedup_capacity":5000,
+               "dedup_false_positive_rate":0.0001,"max_depth":9,"overflow":"reject"})
+    );
+    let v = set_dedup(&n, "dd", r#"{"dedup_window":null}"#);
+    assert_eq!(v, json!({"max_depth":9,"overflow":"reject"}));
+    let t = n.topic_stats("dd").unwrap();
+    assert!(t.get("dedup").is_none(), "{t}");
+}
+
+#[test]
+fn dedup_drops_repeats_of_pub_mpub_and_dpub() {
+    dedup_case(&[]);
+}
+
+/// Durable mode: the publishes go through the topic log before they are answered.
+#[test]
+fn dedup_drops_repeats_in_durable_mode() {
+    dedup_case(&["--mem-queue-size=0"]);
+}
+
+fn dedup_case(args: &[&str]) {
+    let n = TestNsqd::start(args);
+    let mut c = n.client();
+    c.sub_ok("dd", "ch", 100);
+    set_dedup(&n, "dd", r#"{"dedup_window":"10m"}"#);
+    let mut p = n.client();
+    // Both answered OK (a retry must not fail), queued once.
+    p.publish("dd", b"a");
+    p.expect_ok();
+    p.publish("dd", b"a");
+    p.expect_ok();
+    // Each message of an MPUB on its own: repeats inside the batch and of earlier ones.
+    p.mpub("dd", &["b", "a", "b", "c"]);
+    p.expect_ok();
+    p.mpub("dd", &["c", "d"]);
+    p.expect_ok();
+    p.dpub("dd", 10, b"d");
+    p.expect_ok();
+    p.dpub("dd", 10, b"e");
+    p.expect_ok();
+    // All repeats: OK, nothing queued.
+    p.mpub("dd", &["a", "e"]);
+    p.expect_ok();
+    assert_eq!(
+        drain(&mut c, Duration::from_millis(400)),
+        ["a", "b", "c", "d", "e"]
+    );
+    let t = n.topic_stats("dd").unwrap();
+    assert_eq!(t["message_count"], 5, "{t}");
+    assert_eq!(t["deduplicated_count"], 7, "{t}");
+    let d = &t["dedup"];
+    assert_eq!(d["window"], "10m0s", "{t}");
+    assert_eq!(d["capacity"], 1_000_000);
+    assert_eq!(d["false_positive_rate"], 0.0001);
+    assert_eq!(d["bits"], 2 * 19_170_176);
+    assert_eq!(d["hashes"], 13);
+    assert_eq!(d["deduplicated_count"], 7);
+    let est = d["estimated_false_positive_rate"].as_f64().unwrap();
+    assert!(est > 0.0 && est < 1e-60, "{est}");
+    assert_eq!(t["channels"][0]["message_count"], 5, "{t}");
+    // A topic without the policy keeps NSQ 1.3's shape.
+    p.pub_ok("plain", b"a");
+    p.pub_ok("plain", b"a");
+    let plain = n.topic_stats("plain").unwrap();
+    assert_eq!(plain["message_count"], 2);
+    assert!(plain.get("deduplicated_count").is_none(), "{plain}");
+    assert!(plain.get("dedup").is_none(), "{plain}");
+}
+
+#[test]
+fn dedup_http_pub_keys_by_dedup_id() {
+    let n = TestNsqd::start(&[]);
+    let mut c = n.client();
+    c.sub_ok("hd", "ch", 100);
+    set_dedup(&n, "hd", r#"{"dedup_window":"10m"}"#);
+    let post = |path: &str, body: &[u8]| {
+        let r = n.http_post(path, body);
+        (r.status, r.text())
+    };
+    let ok = (200, "OK".to_string());
+    assert_eq!(post("/pub?topic=hd&dedup_id=order-1", b"first"), ok);
+    assert_eq!(post("/pub?topic=hd&dedup_id=order-1", b"second"), ok);
+    // The id is the key, not the body; ids and bodies are separate keys.
+    assert_eq!(post("/pub?topic=hd&dedup_id=order-2", b"first"), ok);
+    assert_eq!(post("/pub?topic=hd", b"order-1"), ok);
+    // Without an id the body is the key, over HTTP as over TCP.
+    assert_eq!(post("/pub?topic=hd", b"order-1"), ok);
+    assert_eq!(post("/mpub?topic=hd", b"m1\nm2\nm1\norder-1"), ok);
+    let (s, body) = post("/pub?topic=hd&dedup_id=", b"x");
+    assert_eq!(s, 400, "{body}");
+    assert!(body.contains("INVALID_DEDUP_ID"), "{body}");
+    let (s, body) = post("/mpub?topic=hd&dedup_id=x", b"x");
+    assert_eq!(s, 400, "{body}");
+    assert!(body.contains("INVALID_DEDUP_ID"), "{body}");
+    assert_eq!(
+        drain(&mut c, Duration::from_millis(400)),
+        ["first", "first", "m1", "m2", "order-1"]
+    );
+    assert_eq!(n.topic_stats("hd").unwrap()["deduplicated_count"], 4);
+}
+
+#[test]
+fn dedup_forgets_after_the_window() {
+    let n = TestNsqd::start(&[]);
+    let mut c = n.client();
+    c.sub_ok("dw", "ch", 100);
+    set_dedup(&n, "dw", r#"{"dedup_window":"400ms"}"#);
+    let mut p = n.client();
+    let first = Instant::now();
+    p.pub_ok("dw", b"r");
+    // Within the window: dropped.
+    std::thread::sleep(Duration::from_millis(150));
+    p.pub_ok("dw", b"r");
+    assert!(
+        first.elapsed() < Duration::from_millis(400),
+        "too slow to test"
+    );
+    // A key is remembered less than two windows: delivered again after 800 ms.
+    std::thread::sleep(Duration::from_millis(850).saturating_sub(first.elapsed()));
+    p.pub_ok("dw", b"r");
+    assert_eq!(drain(&mut c, Duration::from_millis(300)), ["r", "r"]);
+    assert_eq!(n.topic_stats("dw").unwrap()["deduplicated_count"], 1);
+}
+
+/// A refused publish (max_depth) remembers none of its keys, so its retry is queued once
+/// there is room; a publish of repeats only is answered OK even at the limit.
+#[test]
+fn dedup_with_max_depth_checks_only_the_new_messages() {
+    let n = TestNsqd::start(&[]);
+    let mut c = n.client();
+    c.sub_ok("dm", "ch", 0);
+    set_dedup(&n, "dm", r#"{"dedup_window":"10m","max_depth":2}"#);
+    let mut p = n.client();
+    p.mpub("dm", &["x", "x", "y"]);
+    p.expect_ok();
+    p.mpub("dm", &["y", "x"]);
+    p.expect_ok();
+    p.publish("dm", b"z");
+    let e = p.expect_error("E_PUB_FAILED");
+    assert!(e.contains("max_depth 2"), "{e}");
+    c.rdy(1);
+    let m = c.read_message(READ_TIMEOUT);
+    c.rdy(0);
+    c.fin(&m.id);
+    wait_until(Duration::from_secs(5), "room again", || {
+        find_channel(&n.stats(""), "dm", "ch").is_some_and(|ch| ch["depth"] == 1)
+    });
+    let mut p = n.client();
+    p.pub_ok("dm", b"z");
+    c.rdy(10);
+    let mut got = drain(&mut c, Duration::from_millis(300));
+    got.push(String::from_utf8(m.body.to_vec()).unwrap());
+    got.sort();
+    assert_eq!(got, ["x", "y", "z"]);
+}
+
+/// The settings are kept in nsqd.dat; the filter is memory-only, so after a restart the
+/// window starts empty.
+#[test]
+fn dedup_config_survives_restarts_the_window_starts_empty() {
+    let mut n = TestNsqd::start(&[]);
+    assert_eq!(n.http_post("/topic/create?topic=dr", b"").status, 200);
+    let want = set_dedup(
+        &n,
+        "dr",
+        r#"{"dedup_window":"1h","dedup_capacity":1000,"dedup_false_positive_rate":0.01}"#,
+    );
+    assert_eq!(
+        want,
+        json!({"dedup_window":"1h0m0s","dedup_capacity":1000,"dedup_false_positive_rate":0.01})
+    );
+    let mut p = n.client();
+    p.pub_ok("dr", b"k");
+    p.pub_ok("dr", b"k");
+    assert_eq!(n.topic_stats("dr").unwrap()["message_count"], 1);
+    n.terminate();
+    n.restart(None);
+    assert_eq!(get_json(&n, "/topic/config?topic=dr"), (200, want));
+    let t = n.topic_stats("dr").unwrap();
+    assert_eq!(t["dedup"]["capacity"], 1000, "{t}");
+    assert_eq!(t["dedup"]["bits"], 2 * 9600, "{t}");
+    assert_eq!(t["dedup"]["hashes"], 7, "{t}");
+    assert!(t.get("deduplicated_count").is_none(), "{t}");
+    // The message from before is still queued; its key is forgotten.
+    assert_eq!(t["depth"], 1, "{t}");
+    let mut p = n.client();
+    p.pub_ok("dr", b"k");
+    p.pub_ok("dr", b"k");
+    let t = n.topic_stats("dr").unwrap();
+    assert_eq!(
+        (t["depth"].as_u64(), t["deduplicated_count"].as_u64()),
+        (Some(2), Some(1))
+    );
 }
