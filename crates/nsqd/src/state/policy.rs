@@ -126,6 +126,26 @@ fn duration(field: &str, v: &Value) -> Result<Duration, PolicyError> {
     Ok(d)
 }
 
+/// A field that `null` clears: `None` for null, else what `parse` makes of the value.
+fn nullable<T>(
+    v: &Value,
+    parse: impl FnOnce(&Value) -> Result<T, PolicyError>,
+) -> Result<Option<T>, PolicyError> {
+    if v.is_null() {
+        Ok(None)
+    } else {
+        parse(v).map(Some)
+    }
+}
+
+/// A policy as `nsqd.dat` stores it (what `to_json` wrote): an object.
+fn stored(v: &Value) -> Result<&Map<String, Value>, PolicyError> {
+    match v {
+        Value::Object(m) => Ok(m),
+        _ => Err(PolicyError(format!("expected an object, got {}", kind(v)))),
+    }
+}
+
 fn positive_int(field: &str, v: &Value) -> Result<u64, PolicyError> {
     match v.as_u64() {
         Some(n) if n > 0 => Ok(n),
@@ -155,22 +175,10 @@ impl TopicPolicy {
     fn merge_map(&mut self, m: &Map<String, Value>) -> Result<(), PolicyError> {
         for (k, v) in m {
             match k.as_str() {
-                "ttl" => {
-                    self.ttl = if v.is_null() {
-                        None
-                    } else {
-                        Some(duration(k, v)?)
-                    }
-                }
+                "ttl" => self.ttl = nullable(v, |v| duration(k, v))?,
                 // Merged below, together.
                 "dedup_window" | "dedup_capacity" | "dedup_false_positive_rate" => {}
-                "max_depth" => {
-                    self.max_depth = if v.is_null() {
-                        None
-                    } else {
-                        Some(positive_int(k, v)?)
-                    }
-                }
+                "max_depth" => self.max_depth = nullable(v, |v| positive_int(k, v))?,
                 "overflow" => match v {
                     Value::Null => self.overflow = Overflow::Reject,
                     Value::String(s) if s == "reject" => self.overflow = Overflow::Reject,
@@ -300,11 +308,8 @@ impl TopicPolicy {
 
     /// From what [`TopicPolicy::to_json`] wrote (`nsqd.dat`).
     pub fn from_json(v: &Value) -> Result<TopicPolicy, PolicyError> {
-        let Value::Object(m) = v else {
-            return Err(PolicyError(format!("expected an object, got {}", kind(v))));
-        };
         let mut p = TopicPolicy::default();
-        p.merge_map(m)?;
+        p.merge_map(stored(v)?)?;
         Ok(p)
     }
 }
@@ -354,13 +359,7 @@ impl ChannelPolicy {
     fn merge_map(&mut self, m: &Map<String, Value>) -> Result<(), PolicyError> {
         for (k, v) in m {
             match k.as_str() {
-                "ttl" => {
-                    self.ttl = if v.is_null() {
-                        None
-                    } else {
-                        Some(duration(k, v)?)
-                    }
-                }
+                "ttl" => self.ttl = nullable(v, |v| duration(k, v))?,
                 "max_attempts" => {
                     self.max_attempts = match v {
                         Value::Null => None,
@@ -414,11 +413,8 @@ impl ChannelPolicy {
 
     /// From what [`ChannelPolicy::to_json`] wrote.
     pub fn from_json(v: &Value) -> Result<ChannelPolicy, PolicyError> {
-        let Value::Object(m) = v else {
-            return Err(PolicyError(format!("expected an object, got {}", kind(v))));
-        };
         let mut p = ChannelPolicy::default();
-        p.merge_map(m)?;
+        p.merge_map(stored(v)?)?;
         Ok(p)
     }
 }
