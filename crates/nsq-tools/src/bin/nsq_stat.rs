@@ -149,6 +149,12 @@ struct ChannelTotals {
     timed_out: i64,
     messages: i64,
     clients: i64,
+    /// nsq-rs delivery policies (counters absent from Go nsqd's /stats).
+    expired: i64,
+    dropped: i64,
+    dead_lettered: i64,
+    /// Some node's channel has an nsq-rs policy (`config` in its /stats).
+    has_policy: bool,
 }
 
 impl ChannelTotals {
@@ -164,6 +170,11 @@ impl ChannelTotals {
         self.requeued += n("requeue_count");
         self.timed_out += n("timeout_count");
         self.messages += n("message_count");
+        self.expired += n("expired_count");
+        self.dropped += n("dropped_count");
+        self.dead_lettered += n("dead_lettered_count");
+        self.has_policy |= c.get("config").is_some_and(|v| !v.is_null())
+            || self.expired + self.dropped + self.dead_lettered > 0;
         self.clients += match c.get("client_count").and_then(Value::as_i64) {
             Some(v) => v,
             None => c["clients"].as_array().map_or(0, |a| a.len() as i64),
@@ -171,7 +182,20 @@ impl ChannelTotals {
     }
 }
 
-fn header() -> String {
+/// nsq-rs: with a delivery policy on the channel, a fourth group of columns (expired,
+/// dropped, dead-lettered, as totals); Go's table is unchanged otherwise.
+fn header(policies: bool) -> String {
+    let mut h = go_header();
+    if policies {
+        let mut lines = h.lines().map(str::to_owned).collect::<Vec<_>>();
+        lines[0].push_str("+-------policies--------");
+        lines[1].push_str(&format!(" | {:>7} {:>6} {:>6}", "exp", "drop", "dead"));
+        h = lines.join("\n");
+    }
+    h
+}
+
+fn go_header() -> String {
     format!(
         "{}+{}+{}\n{:>7} {:>7} | {:>7} {:>7} {:>7} {:>5} {:>5} | {:>7} {:>7} {:>12} {:>7}",
         "------rate------",
@@ -191,7 +215,18 @@ fn header() -> String {
     )
 }
 
-fn row(c: &ChannelTotals, o: &ChannelTotals, interval: Duration) -> String {
+fn row(c: &ChannelTotals, o: &ChannelTotals, interval: Duration, policies: bool) -> String {
+    let mut r = go_row(c, o, interval);
+    if policies {
+        r.push_str(&format!(
+            " | {:>7} {:>6} {:>6}",
+            c.expired, c.dropped, c.dead_lettered
+        ));
+    }
+    r
+}
+
+fn go_row(c: &ChannelTotals, o: &ChannelTotals, interval: Duration) -> String {
     let secs = interval.as_secs_f64();
     let ingress = ((c.messages - o.messages) as f64 / secs) as i64;
     let egress = ((c.messages - o.messages - (c.depth - o.depth)) as f64 / secs) as i64;
@@ -214,6 +249,8 @@ fn row(c: &ChannelTotals, o: &ChannelTotals, interval: Duration) -> String {
 async fn stat_loop(args: &Args, client: &Client) -> anyhow::Result<()> {
     let mut prev: Option<ChannelTotals> = None;
     let mut i: i64 = 0;
+    // Once a policy is seen the columns stay, so rows line up under the header.
+    let mut policies = false;
     loop {
         if let Some(count) = args.count {
             if i > i64::from(count) {
@@ -229,11 +266,13 @@ async fn stat_loop(args: &Args, client: &Client) -> anyhow::Result<()> {
         let c = channel_totals(args, client, &producers)
             .await
             .context("failed to get nsqd stats")?;
-        if i % 25 == 0 {
-            println!("{}", header());
+        let newly = c.has_policy && !policies;
+        policies |= c.has_policy;
+        if i % 25 == 0 || newly {
+            println!("{}", header(policies));
         }
         if let Some(o) = prev {
-            println!("{}", row(&c, &o, args.interval));
+            println!("{}", row(&c, &o, args.interval, policies));
         }
         prev = Some(c);
         i += 1;
@@ -364,7 +403,7 @@ mod tests {
 
     #[test]
     fn table_format_matches_go() {
-        let h = header();
+        let h = header(false);
         let mut lines = h.lines();
         assert_eq!(
             lines.next().unwrap(),
@@ -384,8 +423,33 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            row(&c, &o, Duration::from_secs(2)),
+            row(&c, &o, Duration::from_secs(2), false),
             "     15      10 |      10      10       0     2     0 |       0       0           30       1"
         );
+    }
+
+    #[test]
+    fn policy_columns_only_with_a_policy() {
+        let h = header(true);
+        let lines: Vec<&str> = h.lines().collect();
+        assert!(lines[0].ends_with("+-------policies--------"), "{h}");
+        assert!(lines[1].ends_with(" |     exp   drop   dead"), "{h}");
+        let c = ChannelTotals {
+            expired: 7,
+            dropped: 4,
+            dead_lettered: 2,
+            has_policy: true,
+            ..Default::default()
+        };
+        let r = row(&c, &ChannelTotals::default(), Duration::from_secs(1), true);
+        assert!(r.ends_with(" |       7      4      2"), "{r}");
+        // The group is as wide as its header.
+        assert_eq!(r.len(), lines[1].len(), "{r}\n{}", lines[1]);
+        let mut t = ChannelTotals::default();
+        t.add(&serde_json::json!({"config": {"ttl": "1h0m0s"}}));
+        assert!(t.has_policy);
+        let mut plain = ChannelTotals::default();
+        plain.add(&serde_json::json!({"depth": 1}));
+        assert!(!plain.has_policy);
     }
 }

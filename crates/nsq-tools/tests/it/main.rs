@@ -463,6 +463,44 @@ fn nsq_stat_prints_the_table() {
     );
 }
 
+/// nsq-rs policies: a channel whose topic has a policy gets a fourth group of columns
+/// (expired, dropped, dead-lettered totals); Go's three groups are unchanged before it.
+#[test]
+fn nsq_stat_shows_policy_counters() {
+    let nsqd = TestNsqd::start(&[]);
+    nsqd.create_channel("ring", "ch");
+    let (status, body) = harness::http(
+        nsqd.http,
+        "POST",
+        "/topic/config?topic=ring",
+        br#"{"max_depth":5,"overflow":"drop_oldest"}"#,
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let bodies: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+    nsqd.mpub("ring", &bodies);
+    let mut cmd = tool("nsq_stat");
+    cmd.args([
+        "--topic=ring",
+        "--channel=ch",
+        "--count=1",
+        "--interval=100ms",
+    ])
+    .arg(format!("--nsqd-http-address={}", nsqd.http));
+    let (status, out, err) = run_with_stdin(&mut cmd, b"", WAIT);
+    assert!(status.success(), "{status}\n{out}\n{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[0].ends_with("+-------policies--------"), "{out}");
+    assert!(
+        lines[1].ends_with("clients |     exp   drop   dead"),
+        "{out}"
+    );
+    assert_eq!(
+        lines[2],
+        "      0       0 |       5       5       0     0     0 |       0       0           10       0 |       0      5      0"
+    );
+}
+
 /// nsq_stat against an nsqd that requires TLS: given its HTTPS address as `https://`, and
 /// given its plain HTTP address, which answers `403 TLS_REQUIRED` with the HTTPS port (Go's
 /// `http_api` retries there; so do we). The CA is passed with `--http-client-tls-root-ca-file`.
