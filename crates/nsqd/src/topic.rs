@@ -604,8 +604,16 @@ impl Topic {
             // Nothing appends to this topic's log until spilling is on, so they start at its
             // end as known now; `begin_spilling` corrects that if it moved.
             let provisional = ts.end();
-            let made: Vec<(String, Mutex<Option<nsq_store::ChannelJournal>>)> = topic
-                .channels()
+            // Which channels need one: taken under `create_lock`, so a creation that was under
+            // way (it decided on its journal before the log existed) has finished and is in
+            // the list, and every later one sees the log and makes its own journal
+            // (`get_or_create_channel`). So `begin_spilling` never has to make one under the
+            // topic lock.
+            let channels = {
+                let _creating = topic.create_lock.lock();
+                topic.channels()
+            };
+            let made: Vec<(String, Mutex<Option<nsq_store::ChannelJournal>>)> = channels
                 .into_iter()
                 .filter(|c| !c.ephemeral && c.durable().is_none())
                 .filter_map(|c| {
@@ -652,7 +660,8 @@ impl Topic {
                         }
                         Some(j)
                     }
-                    // Created while the journals were being made (rare): make it here.
+                    // Not reachable through a concurrent creation (see `start_spill`); only a
+                    // journal that failed to be created there (logged) gets a second try here.
                     None => store.create_journal(&self.name, &ch.name, start),
                 };
                 if let Some(j) = j {
