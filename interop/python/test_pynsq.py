@@ -521,6 +521,46 @@ async def scenario_dead_letters(w):
     assert_no_client_errors()
 
 
+async def scenario_ttl(w):
+    """nsq-rs policy: a channel ttl of 300 ms; messages older than that when a pynsq Reader
+    would get them are dropped (expired_count), fresh ones are delivered."""
+    topic, ch = "py_ttl", "c"
+    await http_ok("POST", "/topic/create?" + q(topic=topic))
+    await http_ok("POST", "/channel/create?" + q(topic=topic, channel=ch))
+    await http_ok("POST", "/channel/config?" + q(topic=topic, channel=ch), b'{"ttl":"300ms"}')
+    await writer_call(w, "mpub", topic, [b"old-1", b"old-2", b"old-3"])
+    await asyncio.sleep(0.4)  # the fixed wait is the point: let them outlive the ttl
+    await writer_call(w, "mpub", topic, [b"new-1", b"new-2"])
+    cons = Consumer(topic, ch, finish_all, max_in_flight=10)
+    await start_consumers([cons], topic, ch)
+    await wait_channel(topic, ch, {"depth": 0, "in_flight_count": 0, "expired_count": 3})
+    await wait_for(lambda: len(cons.received) >= 2, "the 2 fresh messages")
+    eq(sorted(cons.bodies()), [b"new-1", b"new-2"], "only fresh messages delivered")
+    await close_consumers([cons], topic, ch)
+    assert_no_client_errors()
+
+
+async def scenario_dedup(w):
+    """nsq-rs policy: a dedup window; a pynsq Writer publishing the same body again (a retry
+    after a lost OK) gets OK both times, and a Reader receives it once."""
+    topic, ch = "py_dedup", "c"
+    await http_ok("POST", "/topic/create?" + q(topic=topic))
+    await http_ok("POST", "/channel/create?" + q(topic=topic, channel=ch))
+    await http_ok("POST", "/topic/config?" + q(topic=topic), b'{"dedup_window":"10m"}')
+    await writer_call(w, "pub", topic, b"job-42")
+    await writer_call(w, "pub", topic, b"job-42")
+    await writer_call(w, "mpub", topic, [b"job-42", b"job-43"])
+    cons = Consumer(topic, ch, finish_all, max_in_flight=10)
+    await start_consumers([cons], topic, ch)
+    await wait_for(lambda: len(cons.received) >= 2, "the 2 distinct messages")
+    await wait_channel(topic, ch, {"depth": 0, "in_flight_count": 0, "message_count": 2})
+    eq(sorted(cons.bodies()), [b"job-42", b"job-43"], "each body delivered once")
+    t = await topic_stats(topic)
+    eq(t.get("deduplicated_count"), 2, "deduplicated_count")
+    await close_consumers([cons], topic, ch)
+    assert_no_client_errors()
+
+
 async def scenario_touch(w):
     """msg_timeout=1s; touching every 300 ms keeps a message for 2.5 s without a timeout."""
     topic, ch = "py_touch", "c"
@@ -788,6 +828,10 @@ SCENARIOS = [
     ("requeue (immediate + 1s deferred): attempts 1 -> 2, requeue_count", scenario_requeue_attempts),
     ("dead letters (nsq-rs policy): max_attempts then once on the dead-letter topic",
      scenario_dead_letters),
+    ("ttl (nsq-rs policy): messages older than the ttl are dropped, fresh ones delivered",
+     scenario_ttl),
+    ("dedup window (nsq-rs policy): a repeated publish is OK and delivered once",
+     scenario_dedup),
     ("touch keeps a message past msg_timeout", scenario_touch),
     ("timeout redelivery with attempts+1, timeout_count", scenario_timeout_redelivery),
     ("fan-out to 2 channels", scenario_fanout),
