@@ -97,6 +97,34 @@ pub fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// The database, locked; wakes watchers on drop if anything changed.
+pub struct DbGuard<'a> {
+    g: MutexGuard<'a, RegistrationDb>,
+    before: u64,
+    changed: &'a tokio::sync::Notify,
+}
+
+impl std::ops::Deref for DbGuard<'_> {
+    type Target = RegistrationDb;
+    fn deref(&self) -> &RegistrationDb {
+        &self.g
+    }
+}
+
+impl std::ops::DerefMut for DbGuard<'_> {
+    fn deref_mut(&mut self) -> &mut RegistrationDb {
+        &mut self.g
+    }
+}
+
+impl Drop for DbGuard<'_> {
+    fn drop(&mut self) {
+        if self.g.changes() != self.before {
+            self.changed.notify_waiters();
+        }
+    }
+}
+
 /// The daemon's shared state.
 pub struct Nsqlookupd {
     /// Options in force.
@@ -104,6 +132,8 @@ pub struct Nsqlookupd {
     /// The clock the database is driven by.
     pub clock: Clock,
     db: Mutex<RegistrationDb>,
+    /// Woken (all waiters) when a [`DbGuard`] saw the database change.
+    pub db_changed: tokio::sync::Notify,
     /// Bound TCP address (reported in IDENTIFY responses).
     pub tcp_addr: SocketAddr,
     /// Bound HTTP address (reported in IDENTIFY responses).
@@ -121,6 +151,7 @@ impl Nsqlookupd {
             opts,
             clock: Clock::new(),
             db: Mutex::new(RegistrationDb::new()),
+            db_changed: tokio::sync::Notify::new(),
             tcp_addr,
             http_addr,
             shutdown: CancellationToken::new(),
@@ -128,9 +159,15 @@ impl Nsqlookupd {
         })
     }
 
-    /// The registration database. Never hold the guard across an `.await`.
-    pub fn db(&self) -> MutexGuard<'_, RegistrationDb> {
-        self.db.lock()
+    /// The registration database. Never hold the guard across an `.await`. Dropping the
+    /// guard after a change wakes the `/lookup/watch` streams.
+    pub fn db(&self) -> DbGuard<'_> {
+        let g = self.db.lock();
+        DbGuard {
+            before: g.changes(),
+            g,
+            changed: &self.db_changed,
+        }
     }
 
     /// `--inactive-producer-timeout` in nanoseconds.

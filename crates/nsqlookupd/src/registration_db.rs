@@ -183,6 +183,9 @@ struct ProducerState {
 pub struct RegistrationDb {
     registrations: BTreeMap<Registration, BTreeMap<String, ProducerState>>,
     peers: HashMap<String, PeerInfo>,
+    /// Bumped by every change of registrations, producers, peers or tombstones (not by
+    /// PING's `touch`), so watchers (`/lookup/watch`) know when to look again.
+    changes: u64,
 }
 
 impl RegistrationDb {
@@ -195,8 +198,14 @@ impl RegistrationDb {
     /// `AddProducer(Registration{"client", "", ""}, ..)`). Returns whether it was new there.
     pub fn add_peer(&mut self, peer: PeerInfo) -> bool {
         let id = peer.id.clone();
+        self.changes += 1;
         self.peers.insert(id.clone(), peer);
         self.add_producer(Registration::client(), &id)
+    }
+
+    /// How many changes the database has seen (see the field).
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// The peer with this id, if connected.
@@ -212,6 +221,7 @@ impl RegistrationDb {
 
     /// Creates a registration with no producers if it does not exist (HTTP create).
     pub fn add_registration(&mut self, r: Registration) {
+        self.changes += 1;
         self.registrations.entry(r).or_default();
     }
 
@@ -223,6 +233,7 @@ impl RegistrationDb {
             return false;
         }
         producers.insert(peer_id.to_owned(), ProducerState::default());
+        self.changes += 1;
         true
     }
 
@@ -233,6 +244,7 @@ impl RegistrationDb {
             None => (false, 0),
             Some(producers) => {
                 let removed = producers.remove(peer_id).is_some();
+                self.changes += u64::from(removed);
                 (removed, producers.len())
             }
         }
@@ -240,6 +252,7 @@ impl RegistrationDb {
 
     /// Removes `r` and all its producers.
     pub fn remove_registration(&mut self, r: &Registration) -> bool {
+        self.changes += 1;
         self.registrations.remove(r).is_some()
     }
 
@@ -288,6 +301,7 @@ impl RegistrationDb {
             }
         }
         self.peers.remove(peer_id);
+        self.changes += 1;
         regs
     }
 
@@ -381,6 +395,7 @@ impl RegistrationDb {
                 n += 1;
             }
         }
+        self.changes += n as u64;
         n
     }
 

@@ -152,6 +152,7 @@ pub fn router(lookupd: Arc<Nsqlookupd>) -> Router {
         .route("/info", get(info))
         .route("/debug", get(debug))
         .route("/lookup", get(lookup))
+        .route("/lookup/watch", get(lookup_watch))
         .route("/topics", get(topics))
         .route("/channels", get(channels))
         .route("/nodes", get(nodes))
@@ -326,17 +327,80 @@ async fn channels(State(l): Shared, uri: Uri) -> ApiResult {
 /// `GET /lookup?topic=<t>`: the topic's channels and its active, non-tombstoned producers;
 /// 404 `TOPIC_NOT_FOUND` when the topic is not registered at all.
 async fn lookup(State(l): Shared, uri: Uri) -> ApiResult {
+    let q = query(&uri)?;
+    let topic = q.get("topic").ok_or(MISSING_ARG_TOPIC)?;
+    lookup_body(&l, topic)
+        .map(Reply::Json)
+        .ok_or(TOPIC_NOT_FOUND)
+}
+
+/// How often a `/lookup/watch` stream looks again without a change in the database: a
+/// producer that stops pinging becomes inactive, and a tombstone expires, with time alone.
+const WATCH_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `GET /lookup/watch?topic=T` (nsq-rs; NSQ has none): Server-Sent Events, one `lookup`
+/// event with `/lookup`'s JSON body at once and again whenever it changes — a producer
+/// registers, unregisters, disconnects, is tombstoned or goes inactive — so a client learns
+/// of a change as it happens instead of at its next poll. A topic lookupd does not know
+/// (yet) is `{"channels":[],"producers":[]}`. The database wakes the streams on every change
+/// (`DbGuard`); they also look again every second for what changes with time only, and send
+/// nothing when the body is unchanged. A comment line every 15 s keeps proxies from closing
+/// an idle stream; the stream ends at shutdown.
+async fn lookup_watch(State(l): Shared, uri: Uri) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let q = query(&uri)?;
+    let topic = q.get("topic").ok_or(MISSING_ARG_TOPIC)?.to_owned();
+    if !is_valid_topic_name(topic.as_bytes()) {
+        return Err(bad_request("INVALID_ARG_TOPIC"));
+    }
+    let stream =
+        futures::stream::unfold((l, topic, None::<Vec<u8>>), |(l, topic, last)| async move {
+            loop {
+                let new_body = {
+                    let changed = l.db_changed.notified();
+                    tokio::pin!(changed);
+                    // Registered before reading, so a change right after the read is seen.
+                    changed.as_mut().enable();
+                    let body = lookup_body(&l, &topic)
+                        .unwrap_or_else(|| br#"{"channels":[],"producers":[]}"#.to_vec());
+                    if last.as_deref() != Some(&body[..]) {
+                        Some(body)
+                    } else {
+                        tokio::select! {
+                            _ = changed => {}
+                            _ = tokio::time::sleep(WATCH_RECHECK) => {}
+                            _ = l.shutdown.cancelled() => return None,
+                        }
+                        None
+                    }
+                };
+                if let Some(body) = new_body {
+                    let ev = Event::default()
+                        .event("lookup")
+                        .data(String::from_utf8_lossy(&body));
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(ev),
+                        (l, topic, Some(body)),
+                    ));
+                }
+            }
+        });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
+        .into_response())
+}
+
+/// `/lookup`'s JSON body for `topic`; `None` when lookupd does not know the topic.
+fn lookup_body(l: &Nsqlookupd, topic: &str) -> Option<Vec<u8>> {
     #[derive(Serialize)]
     struct Lookup<'a> {
         channels: Vec<String>,
         producers: Vec<PeerJson<'a>>,
     }
-    let q = query(&uri)?;
-    let topic = q.get("topic").ok_or(MISSING_ARG_TOPIC)?;
     let now = l.clock.now();
     let db = l.db();
     if db.find_registrations(Category::Topic, topic, "").is_empty() {
-        return Err(TOPIC_NOT_FOUND);
+        return None;
     }
     let channels = subkeys(db.find_registrations(Category::Channel, topic, "*"));
     let producers = db
@@ -351,11 +415,10 @@ async fn lookup(State(l): Shared, uri: Uri) -> ApiResult {
         .into_iter()
         .map(|p| PeerJson::from(p.peer))
         .collect();
-    let body = json::to_vec(&Lookup {
+    Some(json::to_vec(&Lookup {
         channels,
         producers,
-    });
-    Ok(Reply::Json(body))
+    }))
 }
 
 /// `GET /nodes`: every active nsqd (by inactivity only) with its topics and, per topic,

@@ -10,3 +10,5 @@ mod harness;
 mod metrics;
 /// Registration flows over TCP as seen through the HTTP API.
 mod registration;
+/// `/lookup/watch` Server-Sent Events.
+mod watch;
