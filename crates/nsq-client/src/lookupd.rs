@@ -194,6 +194,85 @@ pub(crate) async fn lookup(
     }
 }
 
+/// How a [`watch`] ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum WatchEnd {
+    /// This lookupd has no `/lookup/watch` (Go's nsqlookupd, or a custom path): poll only.
+    Unsupported,
+    /// The stream broke or ended (lookupd restarting, network): worth trying again.
+    Broken(String),
+}
+
+/// Largest event accepted from a `/lookup/watch` stream (a `/lookup` body).
+const MAX_EVENT: usize = 4 << 20;
+
+/// Follows nsq-rs nsqlookupd's `GET /lookup/watch?topic=` (Server-Sent Events, one `lookup`
+/// event per change of the topic's producers) and calls `changed` for each event, so the
+/// caller looks up at once instead of at its next poll. Returns when the stream ends.
+pub(crate) async fn watch(
+    client: &nsq_http_client::Client,
+    addr: &LookupdAddr,
+    topic: &str,
+    changed: impl Fn(),
+) -> WatchEnd {
+    let Some(base) = addr.path.strip_suffix("/lookup") else {
+        return WatchEnd::Unsupported;
+    };
+    let url = format!(
+        "{}://{}{base}/lookup/watch?topic={}",
+        addr.scheme,
+        addr.host_port,
+        query_escape(topic)
+    );
+    let mut s = match client
+        .get_streaming(&url, &[("Accept", "text/event-stream")])
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => return WatchEnd::Broken(e.to_string()),
+    };
+    let is_sse = s
+        .headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if s.status != 200 || !is_sse {
+        // 404 from Go's nsqlookupd (no such route), or anything that is not a stream.
+        return WatchEnd::Unsupported;
+    }
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        match s.chunk().await {
+            None => return WatchEnd::Broken("the stream ended".into()),
+            Some(Err(e)) => return WatchEnd::Broken(e),
+            Some(Ok(data)) => buf.extend_from_slice(&data),
+        }
+        // Events end with a blank line; comments (keep-alives) are events without data.
+        while let Some(end) = find_blank_line(&buf) {
+            let event: Vec<u8> = buf.drain(..end).collect();
+            if event
+                .split(|&b| b == b'\n')
+                .any(|l| l.starts_with(b"data:"))
+            {
+                changed();
+            }
+        }
+        if buf.len() > MAX_EVENT {
+            return WatchEnd::Broken(format!("an event longer than {MAX_EVENT} bytes"));
+        }
+    }
+}
+
+/// The end (past the separator) of the first event in `buf` (`\n\n` or `\r\n\r\n`).
+fn find_blank_line(buf: &[u8]) -> Option<usize> {
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +309,16 @@ mod tests {
         assert!(matches!(err, Err(Error::Lookupd(_))));
         assert!(parse_lookup_response(b"not json").is_err());
         assert!(parse_lookup_response(br#"{"message":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn sse_events_end_at_a_blank_line() {
+        assert_eq!(
+            find_blank_line(b"event: lookup\ndata: {}\n\nrest"),
+            Some(24)
+        );
+        assert_eq!(find_blank_line(b"data: x\r\n\r\n"), Some(11));
+        assert_eq!(find_blank_line(b"data: x\n"), None);
     }
 
     #[test]

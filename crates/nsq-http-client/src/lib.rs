@@ -446,6 +446,101 @@ impl Client {
     }
 }
 
+/// A response whose body is read as it arrives (Server-Sent Events): see
+/// [`Client::get_streaming`].
+pub struct Streaming {
+    /// The status code.
+    pub status: u16,
+    /// The response headers.
+    pub headers: hyper::HeaderMap,
+    body: hyper::body::Incoming,
+}
+
+impl Streaming {
+    /// The next piece of the body; `None` at its end. An error is the connection failing.
+    pub async fn chunk(&mut self) -> Option<Result<Bytes, String>> {
+        loop {
+            match self.body.frame().await? {
+                Err(e) => return Some(Err(chain(&e))),
+                Ok(frame) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Some(Ok(data));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Client {
+    /// `GET url` with `headers`, answering as soon as the status and headers arrive; the
+    /// body is then read piece by piece with no overall time limit (a stream that lasts).
+    /// The connect timeout applies, and the request timeout bounds the wait for the headers.
+    pub async fn get_streaming(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Streaming, Error> {
+        let uri = parse_url(url)?;
+        let mut req = hyper::Request::builder()
+            .method(Method::GET)
+            .uri(uri)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| Error::InvalidUrl {
+                url: url.to_owned(),
+                reason: e.to_string(),
+            })?;
+        for (name, value) in headers {
+            let n = HeaderName::from_bytes(name.as_bytes()).map_err(|e| Error::InvalidHeader {
+                name: (*name).to_owned(),
+                reason: e.to_string(),
+            })?;
+            let v = HeaderValue::from_str(value).map_err(|e| Error::InvalidHeader {
+                name: (*name).to_owned(),
+                reason: e.to_string(),
+            })?;
+            req.headers_mut().append(n, v);
+        }
+        if let Some(ua) = &self.opts.user_agent {
+            if let Ok(v) = HeaderValue::from_str(ua) {
+                req.headers_mut().insert(hyper::header::USER_AGENT, v);
+            }
+        }
+        let timeout = self.opts.request_timeout;
+        let resp = match tokio::time::timeout(timeout, self.inner.request(req)).await {
+            Err(_) => {
+                return Err(Error::Timeout {
+                    method: Method::GET,
+                    url: url.to_owned(),
+                    after: timeout,
+                })
+            }
+            Ok(r) => r.map_err(|e| {
+                let reason = chain(&e);
+                if e.is_connect() {
+                    Error::Connect {
+                        method: Method::GET,
+                        url: url.to_owned(),
+                        reason,
+                    }
+                } else {
+                    Error::Request {
+                        method: Method::GET,
+                        url: url.to_owned(),
+                        reason,
+                    }
+                }
+            })?,
+        };
+        let (parts, body) = resp.into_parts();
+        Ok(Streaming {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        })
+    }
+}
+
 /// Parses an `http://` or `https://` URL into what hyper sends.
 pub fn parse_url(url: &str) -> Result<Uri, Error> {
     let bad = |reason: String| Error::InvalidUrl {

@@ -738,6 +738,51 @@ async fn sleep_until_opt(t: Option<Instant>) {
     }
 }
 
+/// Follows one lookupd's `/lookup/watch` stream for the consumer's topic, waking
+/// [`lookupd_loop`] on each pushed change; reconnects with backoff (1 s doubling up to the
+/// poll interval) when the stream breaks; ends for good when the lookupd has no such stream,
+/// when it is removed from the consumer's list, or when the consumer stops.
+async fn watch_lookupd(
+    shared: Arc<Shared>,
+    addr: lookupd::LookupdAddr,
+    mut stop_rx: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_secs(1);
+    let cap = shared.config.lookupd_poll_interval.max(backoff);
+    loop {
+        if *stop_rx.borrow() {
+            return;
+        }
+        let notify = || shared.lookupd_notify.notify_one();
+        let end = tokio::select! {
+            e = lookupd::watch(&shared.lookupd_http, &addr, &shared.topic, notify) => e,
+            _ = stop_rx.changed() => return,
+        };
+        match end {
+            lookupd::WatchEnd::Unsupported => {
+                tracing::debug!(lookupd = %addr.host_port, "no /lookup/watch there: polling only");
+                return;
+            }
+            lookupd::WatchEnd::Broken(e) => {
+                tracing::debug!(lookupd = %addr.host_port, error = %e, "lookupd watch stream ended; again in {backoff:?}");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop_rx.changed() => return,
+        }
+        backoff = (backoff * 2).min(cap);
+        let still_listed = shared
+            .lookupds
+            .lock()
+            .expect("lookupd list poisoned")
+            .contains(&addr);
+        if !still_listed {
+            return;
+        }
+    }
+}
+
 /// A random number in [0, 1) without a RNG dependency (std's randomly keyed hasher).
 fn random_fraction() -> f64 {
     use std::hash::{BuildHasher, Hasher};
@@ -752,9 +797,15 @@ fn random_fraction() -> f64 {
 
 /// Polls every lookupd now, after a random jitter plus one interval, then every interval
 /// (and at once when a lookupd is added), reporting the nsqd addresses found.
+///
+/// Each lookupd that offers nsq-rs's `/lookup/watch` is also followed (one task per
+/// lookupd, [`watch_lookupd`]): a change it pushes wakes this loop at once, so a new
+/// producer is found in milliseconds instead of up to a poll interval. Polling goes on as
+/// before, and is all there is with lookupds that have no such stream (Go's).
 async fn lookupd_loop(shared: Arc<Shared>, mut stop_rx: watch::Receiver<bool>) {
     let config = shared.config.clone();
     let mut first = true;
+    let mut watched: std::collections::HashSet<(String, String)> = Default::default();
     loop {
         if *stop_rx.borrow_and_update() {
             return;
@@ -764,6 +815,11 @@ async fn lookupd_loop(shared: Arc<Shared>, mut stop_rx: watch::Receiver<bool>) {
             .lock()
             .expect("lookupd list poisoned")
             .clone();
+        for addr in &list {
+            if watched.insert((addr.host_port.clone(), addr.path.clone())) {
+                tokio::spawn(watch_lookupd(shared.clone(), addr.clone(), stop_rx.clone()));
+            }
+        }
         let mut found: Vec<String> = Vec::new();
         for addr in &list {
             match lookupd::lookup(&shared.lookupd_http, addr, &shared.topic).await {

@@ -480,12 +480,16 @@ async fn lookupd_restart_recovers_registrations() {
 /// test CA through `lookupd_tls_root_ca_file`, finds the nsqd and receives what is published;
 /// its polls share one kept-alive TLS connection. Without the CA file nothing is found.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn https_lookupd_address_is_polled_over_one_tls_connection() {
+async fn https_lookupd_address_is_polled_over_kept_alive_tls() {
     use nsq_http_client::testing::{Mode, Pki, TestServer};
     let pki = Pki::new();
     let nsqd = TestNsqd::start(&[]);
     let port = nsqd.tcp.port();
     let lookupd = TestServer::start(Mode::https(&pki), move |r, _| {
+        // A lookupd without nsq-rs's push stream, as Go's: the consumer then only polls.
+        if r.path.starts_with("/lookup/watch?") {
+            return (404, b"404 page not found".to_vec());
+        }
         assert!(r.path.starts_with("/lookup?topic=tls_lookup"), "{}", r.path);
         let body = format!(
             r#"{{"channels":[],"producers":[{{"remote_address":"127.0.0.1:1","hostname":"h",
@@ -510,8 +514,22 @@ async fn https_lookupd_address_is_polled_over_one_tls_connection() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(lookupd.connections(), 1, "polls reuse one TLS connection");
-    let r = &lookupd.requests()[0];
+    let polls: Vec<_> = lookupd
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/lookup?"))
+        .collect();
+    // Kept alive: the polls and the one /lookup/watch attempt (404: not offered, not asked
+    // again) share at most the two connections opened when both started at once.
+    let watches = lookupd.request_count() - polls.len();
+    assert_eq!(watches, 1, "one /lookup/watch attempt");
+    assert!(
+        lookupd.connections() <= 2,
+        "{} TLS connections for {} requests",
+        lookupd.connections(),
+        lookupd.request_count()
+    );
+    let r = &polls[0];
     assert_eq!(r.header("accept"), Some("application/vnd.nsq; version=1.0"));
 
     // Without the CA file the handshake fails: no lookup gets through.
@@ -522,4 +540,35 @@ async fn https_lookupd_address_is_polled_over_one_tls_connection() {
     assert_eq!(untrusted.request_count(), 0);
     assert!(untrusted.connections() >= 1, "the consumer did try");
     drop(consumer);
+}
+
+/// nsq-rs lookupd pushes changes (`/lookup/watch`): with a 60 s poll interval, an nsqd that
+/// registers the topic after the consumer's first (empty) lookup is still found at once,
+/// because the consumer follows the stream and looks up when it says something changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pushed_lookupd_change_is_found_long_before_the_next_poll() {
+    let l = lookupd();
+    let mut config = lookupd_config(5);
+    config.lookupd_poll_interval = Duration::from_secs(60);
+    let consumer = Consumer::new("pushed", "ch", config).unwrap();
+    consumer
+        .connect_to_lookupd(format!("http://{}", l.http))
+        .await
+        .unwrap();
+    let c = collect(consumer);
+    // Let the first lookup (nothing yet) happen, so only a push can find the nsqd.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let n = nsqd_for(&[&l]);
+    n.create_channel("pushed", "ch").await;
+    let want = publish_to(&n, "pushed", bodies("pushed", 0, 0..5)).await;
+    l.wait_producers("pushed", &[n.tcp], REGISTER).await;
+    let registered = Instant::now();
+    c.wait_all(&want, DELIVER).await;
+    let took = registered.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "found {took:?} after lookupd knew the producer; the poll interval is 60 s"
+    );
+    let got = c.stop().await;
+    assert_eq!(got.len(), want.len());
 }
