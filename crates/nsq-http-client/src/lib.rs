@@ -361,52 +361,12 @@ impl Client {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Result<Response, Error> {
-        let uri = parse_url(url)?;
-        let mut req = hyper::Request::builder()
-            .method(method.clone())
-            .uri(uri)
-            .body(Full::new(body))
-            .map_err(|e| Error::InvalidUrl {
-                url: url.to_owned(),
-                reason: e.to_string(),
-            })?;
-        let h = req.headers_mut();
-        for (name, value) in headers {
-            let n = HeaderName::from_bytes(name.as_bytes()).map_err(|e| Error::InvalidHeader {
-                name: (*name).to_owned(),
-                reason: e.to_string(),
-            })?;
-            let v = HeaderValue::from_str(value).map_err(|e| Error::InvalidHeader {
-                name: (*name).to_owned(),
-                reason: e.to_string(),
-            })?;
-            h.append(n, v);
-        }
-        if let Some(ua) = &self.opts.user_agent {
-            if !h.contains_key(hyper::header::USER_AGENT) {
-                let v = HeaderValue::from_str(ua).map_err(|e| Error::InvalidHeader {
-                    name: "User-Agent".into(),
-                    reason: e.to_string(),
-                })?;
-                h.insert(hyper::header::USER_AGENT, v);
-            }
-        }
-        let resp = self.inner.request(req).await.map_err(|e| {
-            let reason = chain(&e);
-            if e.is_connect() {
-                Error::Connect {
-                    method: method.clone(),
-                    url: url.to_owned(),
-                    reason,
-                }
-            } else {
-                Error::Request {
-                    method: method.clone(),
-                    url: url.to_owned(),
-                    reason,
-                }
-            }
-        })?;
+        let req = self.build_request(method.clone(), url, headers, body)?;
+        let resp = self
+            .inner
+            .request(req)
+            .await
+            .map_err(|e| send_error(&method, url, &e))?;
         let (parts, mut incoming) = resp.into_parts();
         let limit = self.opts.max_response_bytes;
         let too_large = || Error::BodyTooLarge {
@@ -446,6 +406,68 @@ impl Client {
     }
 }
 
+impl Client {
+    /// The request hyper sends: `url`, the caller's `headers`, our User-Agent unless given.
+    fn build_request(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<hyper::Request<Full<Bytes>>, Error> {
+        let uri = parse_url(url)?;
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Full::new(body))
+            .map_err(|e| Error::InvalidUrl {
+                url: url.to_owned(),
+                reason: e.to_string(),
+            })?;
+        let h = req.headers_mut();
+        let header = |name: &str, value: &str| -> Result<(HeaderName, HeaderValue), Error> {
+            let invalid = |reason: String| Error::InvalidHeader {
+                name: name.to_owned(),
+                reason,
+            };
+            Ok((
+                HeaderName::from_bytes(name.as_bytes()).map_err(|e| invalid(e.to_string()))?,
+                HeaderValue::from_str(value).map_err(|e| invalid(e.to_string()))?,
+            ))
+        };
+        for (name, value) in headers {
+            let (n, v) = header(name, value)?;
+            h.append(n, v);
+        }
+        if let Some(ua) = &self.opts.user_agent {
+            if !h.contains_key(hyper::header::USER_AGENT) {
+                let (_, v) = header("User-Agent", ua)?;
+                h.insert(hyper::header::USER_AGENT, v);
+            }
+        }
+        Ok(req)
+    }
+}
+
+/// A failure to send a request or get its answer: `Connect` when the connection could not be
+/// made, `Request` otherwise.
+fn send_error(method: &Method, url: &str, e: &hyper_util::client::legacy::Error) -> Error {
+    let reason = chain(e);
+    if e.is_connect() {
+        Error::Connect {
+            method: method.clone(),
+            url: url.to_owned(),
+            reason,
+        }
+    } else {
+        Error::Request {
+            method: method.clone(),
+            url: url.to_owned(),
+            reason,
+        }
+    }
+}
+
 /// A response whose body is read as it arrives (Server-Sent Events): see
 /// [`Client::get_streaming`].
 pub struct Streaming {
@@ -481,31 +503,7 @@ impl Client {
         url: &str,
         headers: &[(&str, &str)],
     ) -> Result<Streaming, Error> {
-        let uri = parse_url(url)?;
-        let mut req = hyper::Request::builder()
-            .method(Method::GET)
-            .uri(uri)
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| Error::InvalidUrl {
-                url: url.to_owned(),
-                reason: e.to_string(),
-            })?;
-        for (name, value) in headers {
-            let n = HeaderName::from_bytes(name.as_bytes()).map_err(|e| Error::InvalidHeader {
-                name: (*name).to_owned(),
-                reason: e.to_string(),
-            })?;
-            let v = HeaderValue::from_str(value).map_err(|e| Error::InvalidHeader {
-                name: (*name).to_owned(),
-                reason: e.to_string(),
-            })?;
-            req.headers_mut().append(n, v);
-        }
-        if let Some(ua) = &self.opts.user_agent {
-            if let Ok(v) = HeaderValue::from_str(ua) {
-                req.headers_mut().insert(hyper::header::USER_AGENT, v);
-            }
-        }
+        let req = self.build_request(Method::GET, url, headers, Bytes::new())?;
         let timeout = self.opts.request_timeout;
         let resp = match tokio::time::timeout(timeout, self.inner.request(req)).await {
             Err(_) => {
@@ -515,22 +513,7 @@ impl Client {
                     after: timeout,
                 })
             }
-            Ok(r) => r.map_err(|e| {
-                let reason = chain(&e);
-                if e.is_connect() {
-                    Error::Connect {
-                        method: Method::GET,
-                        url: url.to_owned(),
-                        reason,
-                    }
-                } else {
-                    Error::Request {
-                        method: Method::GET,
-                        url: url.to_owned(),
-                        reason,
-                    }
-                }
-            })?,
+            Ok(r) => r.map_err(|e| send_error(&Method::GET, url, &e))?,
         };
         let (parts, body) = resp.into_parts();
         Ok(Streaming {
