@@ -10,6 +10,17 @@ use std::io;
 use serde::Serialize;
 use serde_json::ser::{CharEscape, CompactFormatter, Formatter};
 
+/// A float as Go's encoding/json writes it, for `#[serde(serialize_with = ...)]`: a whole
+/// number without a fraction (`1`, not serde_json's `1.0`); any other value as serde_json
+/// writes it (shortest round-trip, as Go's `'f'`/`'e'` choice gives for these values).
+pub fn go_float<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        s.serialize_i64(*v as i64)
+    } else {
+        s.serialize_f64(*v)
+    }
+}
+
 /// Compact output with Go's string escapes.
 struct GoFormatter;
 

@@ -6,6 +6,7 @@
 //! one addition: `node_errors`, the per-node failures that Go only reports in `message`,
 //! so the UI can show a dead node as an error row.
 
+use nsq_http::json::go_float;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -227,15 +228,6 @@ pub struct E2ePercentile {
         serialize_with = "go_float_opt"
     )]
     pub value: Option<f64>,
-}
-
-/// A float as Go's encoding/json writes it: whole numbers without a fraction.
-fn go_float<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        s.serialize_i64(*v as i64)
-    } else {
-        s.serialize_f64(*v)
-    }
 }
 
 fn go_float_opt<S: serde::Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {

@@ -249,21 +249,11 @@ impl E2eLatency {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Percentile {
     /// The quantile asked for, e.g. 0.99.
-    #[serde(serialize_with = "ser_go_float")]
+    #[serde(serialize_with = "nsq_http::json::go_float")]
     pub quantile: f64,
     /// Latency at that quantile, in nanoseconds (a whole number).
-    #[serde(serialize_with = "ser_go_float")]
+    #[serde(serialize_with = "nsq_http::json::go_float")]
     pub value: f64,
-}
-
-/// A float as Go's encoding/json writes it: whole numbers without a fraction (`1`, not
-/// `1.0`), the rest shortest round-trip, as serde_json does.
-fn ser_go_float<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        s.serialize_i64(*v as i64)
-    } else {
-        s.serialize_f64(*v)
-    }
 }
 
 /// Messages a producer published to one topic.
