@@ -109,11 +109,12 @@ pub struct Topic {
     pub(crate) e2e: Option<Arc<E2eConfig>>,
     /// Its policy (`/topic/config`).
     policy: Mutex<TopicPolicy>,
-    /// `max_depth` (0: none), read on every publish.
-    max_depth: AtomicU64,
-    /// `overflow: drop_oldest` (with `max_depth`): trim channels after the fan-out instead of
-    /// refusing the publish.
-    drop_oldest: AtomicBool,
+    /// `max_depth` with `overflow: reject` (0: none): publishes past it are refused. Read on
+    /// every publish.
+    reject_above: AtomicU64,
+    /// `max_depth` with `overflow: drop_oldest` (0: none): channels past it are trimmed after
+    /// the fan-out.
+    trim_above: AtomicU64,
     /// Whether the dedup window is on (`dedup` holds a filter), read on every publish.
     dedup_on: AtomicBool,
     /// The dedup filter; locked briefly per publish (probes only, never I/O).
@@ -177,8 +178,8 @@ impl Topic {
             create_lock: Mutex::new(()),
             e2e,
             policy: Mutex::new(TopicPolicy::default()),
-            max_depth: AtomicU64::new(0),
-            drop_oldest: AtomicBool::new(false),
+            reject_above: AtomicU64::new(0),
+            trim_above: AtomicU64::new(0),
             dedup_on: AtomicBool::new(false),
             dedup: Mutex::new(None),
             dedup_keyer: Keyer::new(random_seed()),
@@ -233,8 +234,8 @@ impl Topic {
         if self.dedup_on.load(Ordering::Relaxed) {
             return self.publish_dedup(bodies, count, defer_ns, dedup_id);
         }
-        let limit = self.max_depth.load(Ordering::Relaxed);
-        if limit != 0 && !self.drop_oldest.load(Ordering::Relaxed) {
+        let limit = self.reject_above.load(Ordering::Relaxed);
+        if limit != 0 {
             self.check_depth(limit, count as u64)?;
         }
         self.publish_checked(bodies, count, defer_ns)
@@ -260,8 +261,8 @@ impl Topic {
             _ => bodies.clone().map(|b| self.dedup_keyer.body(b)).collect(),
         };
         let now = self.clock.now();
-        let limit = self.max_depth.load(Ordering::Relaxed);
-        if limit != 0 && !self.drop_oldest.load(Ordering::Relaxed) {
+        let limit = self.reject_above.load(Ordering::Relaxed);
+        if limit != 0 {
             let new = match self.dedup.lock().as_mut() {
                 Some(f) => f.count_new(&keys, now),
                 None => keys.len(),
@@ -335,8 +336,8 @@ impl Topic {
         if self.is_deleted() {
             return Err(PublishError::Exiting);
         }
-        let limit = self.max_depth.load(Ordering::Relaxed);
-        if limit != 0 && !self.drop_oldest.load(Ordering::Relaxed) {
+        let limit = self.reject_above.load(Ordering::Relaxed);
+        if limit != 0 {
             self.check_depth(limit, count)?;
         }
         let (first, node) = {
@@ -492,12 +493,12 @@ impl Topic {
     /// other changes keep it.
     pub fn set_policy(&self, p: TopicPolicy) {
         let ttl = p.ttl;
-        self.max_depth
-            .store(p.max_depth.unwrap_or(0), Ordering::Relaxed);
-        self.drop_oldest.store(
-            p.overflow == crate::state::policy::Overflow::DropOldest,
-            Ordering::Relaxed,
-        );
+        let limit = p.max_depth.unwrap_or(0);
+        let trim = p.overflow == crate::state::policy::Overflow::DropOldest;
+        self.reject_above
+            .store(if trim { 0 } else { limit }, Ordering::Relaxed);
+        self.trim_above
+            .store(if trim { limit } else { 0 }, Ordering::Relaxed);
         let old = {
             let mut g = self.policy.lock();
             let changed = g.dedup != p.dedup;
@@ -546,8 +547,8 @@ impl Topic {
             .map_err(|_| PublishError::Exiting)?;
         self.message_count.fetch_add(count, Ordering::Relaxed);
         self.message_bytes.fetch_add(bytes, Ordering::Relaxed);
-        let limit = self.max_depth.load(Ordering::Relaxed);
-        if limit != 0 && self.drop_oldest.load(Ordering::Relaxed) {
+        let limit = self.trim_above.load(Ordering::Relaxed);
+        if limit != 0 {
             self.trim_to(limit);
         }
         Ok(self.over_memory_limit(most))
