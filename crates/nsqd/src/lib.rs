@@ -252,6 +252,7 @@ impl Nsqd {
             return;
         };
         t.set_starting(true);
+        t.begin_precreate();
         let t = t.clone();
         rt.spawn(async move {
             let client = me.lookup.http_client(me.opts.http_client_request_timeout);
@@ -259,8 +260,11 @@ impl Nsqd {
                 match lookup::query_channels(&client, &addr, &t.name).await {
                     Ok(chans) => {
                         for c in chans {
+                            // A channel created or deleted here since the topic appeared is
+                            // this node's to decide (lookupd lists deleted ones too).
                             let ok = nsq_protocol::names::is_valid_channel_name(c.as_bytes())
-                                && !nsq_protocol::names::is_ephemeral(&c);
+                                && !nsq_protocol::names::is_ephemeral(&c)
+                                && !t.changed_during_precreate(&c);
                             if ok && me.get_or_create_channel(&t, &c).is_ok() {
                                 tracing::info!(
                                     "TOPIC({}): channel {c} pre-created from lookupd {addr}",
@@ -275,6 +279,7 @@ impl Nsqd {
                     ),
                 }
             }
+            t.end_precreate();
             t.set_starting(false);
         });
     }

@@ -119,6 +119,11 @@ pub struct Topic {
     dedup_on: AtomicBool,
     /// The dedup filter; locked briefly per publish (probes only, never I/O).
     dedup: Mutex<Option<DedupFilter>>,
+    /// While lookupd's channels for a new topic are being fetched
+    /// (`Nsqd::precreate_channels_from_lookupd`): the channels created or deleted here
+    /// meanwhile, which the fetched list must not override (a deleted one stays deleted,
+    /// though lookupd keeps listing it). `None` otherwise.
+    precreating: Mutex<Option<std::collections::HashSet<String>>>,
     /// Hashes dedup keys (random seed per topic), outside the lock.
     dedup_keyer: Keyer,
     /// Messages acknowledged but not queued as repeats (since the topic was created).
@@ -180,6 +185,7 @@ impl Topic {
             policy: Mutex::new(TopicPolicy::default()),
             reject_above: AtomicU64::new(0),
             trim_above: AtomicU64::new(0),
+            precreating: Mutex::new(None),
             dedup_on: AtomicBool::new(false),
             dedup: Mutex::new(None),
             dedup_keyer: Keyer::new(random_seed()),
@@ -792,6 +798,7 @@ impl Topic {
         );
         ch.topic_ttl_changed(self.policy.lock().ttl);
         inner.insert_channel(name, ch.clone(), self.clock.now());
+        self.note_channel_change(name);
         if let (Some(d), false) = (&self.data, ch.ephemeral) {
             d.mark_dirty();
         }
@@ -860,6 +867,7 @@ impl Topic {
     /// Removes and closes a channel; `false` if there was none. Deleting the last channel
     /// frees the topic's log (nobody needs its messages any more).
     pub(crate) fn remove_channel(self: &Arc<Self>, name: &str) -> bool {
+        self.note_channel_change(name);
         let ch = self.inner.lock().remove_channel(name);
         match ch {
             Some(ch) => {
@@ -871,6 +879,30 @@ impl Topic {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Starts recording channel creations and deletions (see `precreating`).
+    pub(crate) fn begin_precreate(&self) {
+        *self.precreating.lock() = Some(Default::default());
+    }
+
+    /// Whether `name` was created or deleted here since [`Topic::begin_precreate`].
+    pub(crate) fn changed_during_precreate(&self, name: &str) -> bool {
+        self.precreating
+            .lock()
+            .as_ref()
+            .is_some_and(|s| s.contains(name))
+    }
+
+    /// Stops recording.
+    pub(crate) fn end_precreate(&self) {
+        *self.precreating.lock() = None;
+    }
+
+    fn note_channel_change(&self, name: &str) {
+        if let Some(s) = self.precreating.lock().as_mut() {
+            s.insert(name.to_owned());
         }
     }
 
