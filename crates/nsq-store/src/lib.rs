@@ -131,6 +131,7 @@
 #![warn(missing_docs)]
 
 pub mod commit;
+pub mod entrylog;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -144,6 +145,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::Path;
 
+pub use entrylog::EntryLog;
 pub use commit::{Committer, Completion, LogWriterThread, SyncPolicy, TopicId};
 pub use error::StoreError;
 pub use journal::{journal_path, AckSet, ChannelJournal, ChannelRecovery, DeferredEntry};
