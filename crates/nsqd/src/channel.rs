@@ -73,6 +73,8 @@ pub struct Channel {
     ttl_ns: AtomicU64,
     /// Policy `dead_letter_topic`: the topic's name and the daemon that creates it.
     dead_letter: Mutex<Option<(String, std::sync::Weak<crate::Nsqd>)>>,
+    /// A replicated topic's channel (on the leader): where FINs go to be committed.
+    pub(crate) replica: OnceLock<Arc<crate::replica::FinQueue>>,
 }
 
 /// What a durable channel is created with: the log writer, the topic's log end, a reader
@@ -142,6 +144,7 @@ impl Channel {
             policy: Mutex::new(ChannelPolicy::default()),
             ttl_ns: AtomicU64::new(0),
             dead_letter: Mutex::new(None),
+            replica: OnceLock::new(),
         });
         if let Some(parts) = journal {
             ch.attach_durable(parts);

@@ -24,6 +24,12 @@ use std::time::Duration;
 use clap::{ArgAction, CommandFactory, Parser};
 use serde_json::{json, Value};
 
+/// `HOST:PORT` with a non-empty host and a numeric port.
+fn host_port_ok(a: &str) -> bool {
+    a.rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+}
+
 /// The NSQ release whose interface nsq-rs implements.
 pub const NSQ_VERSION: &str = "1.3.0";
 
@@ -354,6 +360,16 @@ pub struct Options {
     /// TCP address of an nsqlookupd to register with (repeatable).
     #[arg(long = "lookupd-tcp-address", value_name = "ADDR", action = ArgAction::Append)]
     pub lookupd_tcp_addresses: Vec<String>,
+
+    /// nsq-rs (replicated topics): this node's raft listener, HOST:PORT, which the other
+    /// members dial too. Empty (the default): no replication, every topic is as in NSQ.
+    #[arg(long, value_name = "HOST:PORT", default_value = "", hide_default_value = true)]
+    pub raft_address: String,
+
+    /// nsq-rs: another member of the replication cluster as ID@HOST:PORT, ID being its
+    /// --node-id (repeatable, or comma-separated).
+    #[arg(long = "raft-peers", value_name = "ID@HOST:PORT", action = ArgAction::Append, value_delimiter = ',')]
+    pub raft_peers: Vec<String>,
 
     /// Auth server to ask about client secrets: host:port or a full URL (repeatable).
     #[arg(long = "auth-http-address", value_name = "ADDR", action = ArgAction::Append)]
@@ -703,6 +719,38 @@ impl Options {
         Ok(options)
     }
 
+    /// `--raft-peers` as id → address, checked: each `ID@HOST:PORT` well formed, ids distinct
+    /// and not this node's `--node-id`, and only with `--raft-address`.
+    pub fn raft_peer_map(&self) -> Result<std::collections::BTreeMap<u64, String>, String> {
+        let mut out = std::collections::BTreeMap::new();
+        if self.raft_address.is_empty() {
+            if !self.raft_peers.is_empty() {
+                return Err("--raft-peers needs --raft-address".into());
+            }
+            return Ok(out);
+        }
+        if !host_port_ok(&self.raft_address) {
+            return Err(format!("--raft-address must be HOST:PORT, got {:?}", self.raft_address));
+        }
+        for p in &self.raft_peers {
+            let bad = || format!("--raft-peers entries are ID@HOST:PORT, got {p:?}");
+            let (id, addr) = p.split_once('@').ok_or_else(bad)?;
+            let id: u64 = id.parse().map_err(|_| bad())?;
+            if !host_port_ok(addr) {
+                return Err(bad());
+            }
+            if id == self.node_id as u64 {
+                return Err(format!(
+                    "--raft-peers names node {id}, which is this node's --node-id (each member needs its own)"
+                ));
+            }
+            if out.insert(id, addr.to_string()).is_some() {
+                return Err(format!("--raft-peers names node {id} twice"));
+            }
+        }
+        Ok(out)
+    }
+
     /// `--tls-required` as Go applies it: a client certificate policy implies `true`.
     pub fn effective_tls_required(&self) -> TlsRequired {
         if !self.tls_client_auth_policy.is_empty() && self.tls_required == TlsRequired::Off {
@@ -718,6 +766,9 @@ impl Options {
         let invalid = |message: String| Err(ConfigError::Invalid(message));
         if !(0..1024).contains(&self.node_id) {
             return invalid(format!("--node-id must be [0,1024), got {}", self.node_id));
+        }
+        if let Err(e) = self.raft_peer_map() {
+            return invalid(e);
         }
         if !(1..=9).contains(&self.max_deflate_level) {
             return invalid(format!(
@@ -892,6 +943,8 @@ impl Options {
             "data_path" => json!(self.data_path),
             "mem_queue_size" => json!(self.mem_queue_size),
             "export_go_data_max_bytes" => json!(self.export_go_data_max_bytes),
+            "raft_address" => json!(self.raft_address),
+            "raft_peers" => json!(self.raft_peers),
             "max_bytes_per_file" => json!(self.max_bytes_per_file),
             "sync_every" => json!(self.sync_every),
             "sync_timeout" => nanos(self.sync_timeout),

@@ -28,6 +28,7 @@ pub mod http;
 pub mod lookup;
 pub mod metrics;
 pub mod persist;
+pub mod replica;
 mod session;
 pub mod state;
 pub mod stats;
@@ -121,6 +122,8 @@ pub struct Nsqd {
     pub lookup: lookup::LookupHandle,
     /// `--e2e-processing-latency-percentile` (`None` when not given): what channels track.
     pub e2e: Option<Arc<state::e2e::E2eConfig>>,
+    /// Replicated topics (`--raft-address`), set by [`start`]; `None` otherwise.
+    replicas: std::sync::OnceLock<Arc<replica::Replicas>>,
     /// This value's own `Arc`, for tasks spawned from `&self` methods.
     me: std::sync::Weak<Nsqd>,
 }
@@ -164,6 +167,7 @@ impl Nsqd {
             https_addr: Mutex::new(None),
             tls_acceptor: std::sync::OnceLock::new(),
             auth: std::sync::OnceLock::new(),
+            replicas: std::sync::OnceLock::new(),
             data,
             store,
         })
@@ -172,6 +176,44 @@ impl Nsqd {
     /// A weak handle to this daemon (for what must not keep it alive).
     pub fn weak(&self) -> std::sync::Weak<Nsqd> {
         self.me.clone()
+    }
+
+    /// Replicated topics, when this node is a replication member (`--raft-address`).
+    #[inline]
+    pub fn replicas(&self) -> Option<&Arc<replica::Replicas>> {
+        self.replicas.get()
+    }
+
+    /// Whether `topic` is replicated (and this node a member of its group).
+    pub fn is_replicated(&self, topic: &str) -> bool {
+        self.replicas().is_some_and(|r| r.is_replicated(topic))
+    }
+
+    /// A replicated topic's local copy on its leader (`replica::Delivery::activate`):
+    /// memory-only (no log, never spills, not in `nsqd.dat`), channels from the replicated
+    /// state rather than from lookupd.
+    pub(crate) fn create_replica_topic(&self, name: &str) -> Arc<Topic> {
+        let _creating = self.topic_create.lock();
+        let mut topics = self.topics.write();
+        if let Some(t) = topics.get(name) {
+            return t.clone();
+        }
+        let mut t = Topic::new(
+            name,
+            self.opts.node_id as u16,
+            i64::MAX,
+            self.clock,
+            None,
+            None,
+            None,
+            self.e2e.clone(),
+        );
+        t.replicated = true;
+        let t = Arc::new(t);
+        topics.insert(name.to_string(), t.clone());
+        tracing::info!("TOPIC({}): created (replicated, served by this node)", name);
+        self.lookup.notify(name, None);
+        t
     }
 
     /// A new client id.
@@ -294,6 +336,12 @@ impl Nsqd {
         let r = topic.get_or_create_channel(name)?;
         if r.1 {
             self.lookup.notify(&topic.name, Some(name));
+            if topic.replicated {
+                if let Some(rep) = self.replicas() {
+                    rep.attach(&r.0);
+                    rep.channel_changed(&topic.name, name, true);
+                }
+            }
         }
         Ok(r)
     }
@@ -418,6 +466,9 @@ impl NsqdHandle {
         tracing::info!("NSQ: closing");
         self.nsqd.shutdown.cancel();
         self.nsqd.tracker.close();
+        if let Some(r) = self.nsqd.replicas() {
+            r.cluster.shutdown().await;
+        }
         let _ =
             tokio::time::timeout(std::time::Duration::from_secs(5), self.nsqd.tracker.wait()).await;
         if let Some(d) = self.nsqd.data.clone() {
@@ -615,6 +666,9 @@ pub async fn start(opts: Options) -> Result<NsqdHandle, StartError> {
         nsqd.tracker.spawn(http::serve(nsqd.clone(), l));
     }
     warn_if_exposed(&nsqd.opts, tcp_addr, http_addr);
+    if !nsqd.opts.raft_address.is_empty() {
+        start_replication(&nsqd, &data).await?;
+    }
     nsqd.tracker.spawn(tcp::serve(nsqd.clone(), tcp_listener));
     nsqd.tracker.spawn(lookup::run(nsqd.clone()));
     // After the HTTP bind: the statsd prefix names the HTTP port announced to lookupd.
@@ -627,6 +681,62 @@ pub async fn start(opts: Options) -> Result<NsqdHandle, StartError> {
         http_addr,
         https_addr,
     })
+}
+
+/// `--raft-address`: binds the peer listener, re-opens this node's replicated topics under
+/// `<data-path>/raft` and serves the peer routes until shutdown.
+async fn start_replication(nsqd: &Arc<Nsqd>, data: &Arc<persist::DataDir>) -> Result<(), StartError> {
+    let o = &nsqd.opts;
+    let peers = o.raft_peer_map().map_err(StartError::Config)?;
+    let l = tokio::net::TcpListener::bind(&o.raft_address)
+        .await
+        .map_err(|source| StartError::Listen {
+            what: "RAFT",
+            addr: o.raft_address.clone(),
+            source,
+        })?;
+    let mut copts = nsq_raft::ClusterOptions::new(
+        o.node_id as u64,
+        o.raft_address.clone(),
+        peers,
+        data.path().join("raft"),
+    );
+    // `--sync-every=1`: every appended group of entries is fdatasynced before it counts, so
+    // an OK survives the power loss of every member. Otherwise (Go's default 2500) it is
+    // written (the page cache) on a majority before OK: it survives any process crash and the
+    // loss of a minority of machines. The vote is always fsynced.
+    copts.sync = o.sync_every <= 1;
+    let weak = nsqd.weak();
+    let factory: nsq_raft::DeliverFactory = Arc::new(move |topic: &str| {
+        Arc::new(replica::Delivery {
+            nsqd: weak.clone(),
+            topic: topic.to_string(),
+        }) as Arc<dyn nsq_raft::Deliver>
+    });
+    let cluster = nsq_raft::Cluster::start(copts, factory)
+        .await
+        .map_err(|e| StartError::Config(format!("replication: {e}")))?;
+    let _ = nsqd
+        .replicas
+        .set(Arc::new(replica::Replicas::new(cluster.clone(), o.node_id as u16)));
+    tracing::info!(
+        "RAFT: listening on {} (node {}, {} peers, {} replicated topics)",
+        o.raft_address,
+        o.node_id,
+        o.raft_peers.len(),
+        cluster.topics().len()
+    );
+    let router = cluster.router();
+    let token = nsqd.shutdown.clone();
+    nsqd.tracker.spawn(async move {
+        let r = axum::serve(l, router)
+            .with_graceful_shutdown(async move { token.cancelled().await })
+            .await;
+        if let Err(e) = r {
+            tracing::error!("RAFT: listener failed: {e}");
+        }
+    });
+    Ok(())
 }
 
 /// Go's `buildTLSConfig`: `None` without `--tls-cert`/`--tls-key`.

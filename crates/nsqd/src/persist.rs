@@ -628,7 +628,7 @@ pub fn snapshot(nsqd: &Nsqd) -> MetadataFile {
     let topics = nsqd
         .topics()
         .into_iter()
-        .filter(|t| !t.ephemeral)
+        .filter(|t| !t.ephemeral && !t.replicated)
         .map(|t| {
             let channels: Vec<ChannelMeta> = t
                 .channels()
@@ -882,7 +882,7 @@ pub fn flush(nsqd: &Nsqd, dir: &DataDir, export: Export) -> Result<(), PersistEr
     let mut marks = BTreeMap::new();
     let started = std::time::Instant::now();
     for t in nsqd.topics() {
-        if t.ephemeral {
+        if t.ephemeral || t.replicated {
             continue;
         }
         let reader = t.store().map(|(_, ts)| ts.reader.clone());

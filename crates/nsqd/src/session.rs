@@ -545,6 +545,8 @@ impl Session {
         };
         let mut failed = Vec::new();
         let mut acked = Vec::new();
+        let replica = ch.replica.get();
+        let mut replicated = Vec::new();
         {
             let mut st = ch.state.lock();
             // One clock reading per batch of FINs, and only when latency is tracked.
@@ -567,6 +569,9 @@ impl Session {
                             run = (ts, run.1 + 1);
                         }
                         acked.extend(m.log_pos());
+                        if replica.is_some() {
+                            replicated.push(id.0);
+                        }
                     }
                     Err(e) => failed.push((*id, e)),
                 }
@@ -576,6 +581,9 @@ impl Session {
             }
         }
         ch.journal_acks(&acked);
+        if let Some(q) = replica {
+            q.push(replicated.into_iter());
+        }
         let ok = self.pending_fins.len() - failed.len();
         self.client
             .finish_count
@@ -721,6 +729,20 @@ impl Session {
         code: ErrorCode,
         what: &'static str,
     ) -> Result<(), ClientError> {
+        if let Some(r) = self.nsqd.replicas() {
+            if r.is_replicated(topic) {
+                let rx = r.publish(topic, bodies, n, defer_ns);
+                if !self.producer {
+                    self.producer = true;
+                    self.nsqd.add_producer(&self.client);
+                }
+                self.client
+                    .pub_counter(topic)
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                self.replies.push_back(Reply::Pending { rx, code, what });
+                return Ok(());
+            }
+        }
         for attempt in 0..2 {
             let (t, counter) = match &self.topic_cache {
                 Some((t, c)) if t.name == topic && !(attempt == 0 && t.is_deleted()) => {
@@ -891,10 +913,28 @@ impl Session {
         if self.settings.heartbeat.is_none() {
             return Err(ClientError::invalid("cannot SUB with heartbeats disabled"));
         }
+        // A replicated topic is served by its leader only (its local copy exists there).
+        let replicated = self.nsqd.is_replicated(topic);
         // An ephemeral channel (or topic) may be going away as we join it; Go retries once.
         let mut joined = None;
         for _ in 0..2 {
-            let t = self.nsqd.get_or_create_topic(topic);
+            let t = if replicated {
+                match self.nsqd.topic(topic) {
+                    Some(t) => t,
+                    None => {
+                        let leader = self.nsqd.replicas().map(|r| r.leader_of(topic));
+                        return Err(ClientError::new(
+                            ErrorCode::SubFailed,
+                            format!(
+                                "SUB failed topic {topic} is replicated and this node is not its leader (leader: {})",
+                                leader.unwrap_or_default()
+                            ),
+                        ));
+                    }
+                }
+            } else {
+                self.nsqd.get_or_create_topic(topic)
+            };
             let ch = match self.nsqd.get_or_create_channel(&t, channel) {
                 Ok((ch, _)) => ch,
                 Err(_) => continue,

@@ -39,6 +39,9 @@ pub enum PublishError {
     /// The topic log could not be written (durable mode), e.g. a full disk.
     #[error("{0}")]
     Disk(String),
+    /// A replicated topic's publish was not committed by a majority (`crate::replica`).
+    #[error("{0}")]
+    Replication(String),
     /// The publish would take a channel (or the channel-less topic) past the topic's
     /// `max_depth` (policy, `overflow: reject`); nothing of it was queued.
     #[error("max_depth {limit} reached: {what} holds {depth}, {count} more would exceed it")]
@@ -81,6 +84,9 @@ pub struct Topic {
     pub name: String,
     /// Whether the name ends in `#ephemeral`.
     pub ephemeral: bool,
+    /// A replicated topic's local copy on its leader (`crate::replica`): memory-only, not in
+    /// `nsqd.dat` nor exported (the Raft log is its storage).
+    pub replicated: bool,
     /// The fan-out state (channels, held messages); see [`TopicState`].
     inner: Mutex<TopicState<Arc<Channel>>>,
     guid: Mutex<GuidGen>,
@@ -159,6 +165,7 @@ impl Topic {
         Topic {
             name: name.to_string(),
             ephemeral,
+            replicated: false,
             inner: Mutex::new(TopicState::new(
                 if mem_queue_size > 0 {
                     mem_queue_size as u64
@@ -421,6 +428,14 @@ impl Topic {
             }),
         );
         Ok(Published::Pending(rx))
+    }
+
+    /// A replicated topic's leader hands it a committed publish (ids and timestamps from the
+    /// log). The local copy is memory-only, so this is the fan-out alone.
+    pub(crate) fn publish_replicated(&self, batch: Arc<Batch>, defer_ns: Option<u64>) {
+        if let Err(e) = self.accept(batch, defer_ns) {
+            tracing::warn!("TOPIC({}): committed publish not delivered locally: {e}", self.name);
+        }
     }
 
     /// `max_depth` with `overflow: reject`: refuses a publish of `count` messages that would

@@ -178,6 +178,7 @@ pub fn router(nsqd: Arc<Nsqd>) -> Router {
         .route("/pub", post(do_pub))
         .route("/mpub", post(do_mpub))
         .route("/topic/create", post(topic_create))
+        .route("/topic/replication", get(topic_replication))
         .route("/topic/delete", post(topic_delete))
         .route("/topic/empty", post(topic_empty))
         .route("/topic/pause", post(topic_pause))
@@ -446,6 +447,37 @@ fn topic_from_query(nsqd: &Nsqd, q: &Query) -> Result<Arc<Topic>, ApiError> {
     Ok(nsqd.get_or_create_topic(name))
 }
 
+/// The replication side of `topic` when it is a replicated topic (nsq-rs): its publishes are
+/// committed through the cluster instead of a local topic.
+fn replicated_topic(
+    nsqd: &Nsqd,
+    q: &Query,
+) -> Result<Option<(Arc<crate::replica::Replicas>, String)>, ApiError> {
+    let Some(r) = nsqd.replicas() else {
+        return Ok(None);
+    };
+    let name = q.get("topic").ok_or(MISSING_ARG_TOPIC)?;
+    if !is_valid_topic_name(name.as_bytes()) {
+        return Err(INVALID_TOPIC);
+    }
+    Ok(r.is_replicated(name).then(|| (r.clone(), name.to_string())))
+}
+
+/// A publish to a replicated topic: `OK` once a majority of its members has it.
+async fn publish_replicated<'a>(
+    r: &Arc<crate::replica::Replicas>,
+    topic: &str,
+    bodies: impl Iterator<Item = &'a [u8]>,
+    count: u32,
+    defer_ns: Option<u64>,
+) -> Result<(), ApiError> {
+    match r.publish(topic, bodies, count, defer_ns).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(publish_error(&e)),
+        Err(_) => Err(EXITING),
+    }
+}
+
 /// Go's `http_api.GetTopicChannelArgs` (note `INVALID_ARG_TOPIC`, unlike `/pub`'s
 /// `INVALID_TOPIC`).
 fn topic_channel_args(q: &Query) -> Result<(&str, &str), ApiError> {
@@ -499,7 +531,7 @@ async fn publish<'a>(
 /// cause is in our log. A publish refused by a topic's `max_depth` (our policy) is a 503
 /// whose message names the limit.
 fn publish_error(e: &crate::topic::PublishError) -> ApiError {
-    if let crate::topic::PublishError::MaxDepth { .. } = e {
+    if let crate::topic::PublishError::MaxDepth { .. } | crate::topic::PublishError::Replication(_) = e {
         return ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: Cow::Owned(format!("E_PUB_FAILED {e}")),
@@ -596,7 +628,11 @@ async fn do_pub(State(nsqd): Shared, req: Request) -> ApiResult {
         return Err(bad_request("MSG_EMPTY"));
     }
     let q = query(&parts.uri)?;
-    let topic = topic_from_query(&nsqd, &q)?;
+    let replicated = replicated_topic(&nsqd, &q)?;
+    let topic = match replicated {
+        Some(_) => None,
+        None => Some(topic_from_query(&nsqd, &q)?),
+    };
     let defer_ns = match q.get("defer") {
         None => None,
         Some(s) => {
@@ -615,6 +651,11 @@ async fn do_pub(State(nsqd): Shared, req: Request) -> ApiResult {
     let dedup_id = match q.get("dedup_id") {
         Some("") => return Err(bad_request("INVALID_DEDUP_ID")),
         id => id.map(str::as_bytes),
+    };
+    let Some(topic) = topic else {
+        let (r, name) = replicated.expect("a replicated topic");
+        publish_replicated(&r, &name, std::iter::once(&body[..]), 1, defer_ns).await?;
+        return Ok(Reply::Text(Cow::Borrowed("OK")));
     };
     publish(
         &nsqd,
@@ -639,7 +680,11 @@ async fn do_mpub(State(nsqd): Shared, req: Request) -> ApiResult {
     }
     let (parts, body) = req.into_parts();
     let q = query(&parts.uri)?;
-    let topic = topic_from_query(&nsqd, &q)?;
+    let replicated = replicated_topic(&nsqd, &q)?;
+    let topic = match replicated {
+        Some(_) => None,
+        None => Some(topic_from_query(&nsqd, &q)?),
+    };
     if q.get("dedup_id").is_some() {
         return Err(bad_request("INVALID_DEDUP_ID"));
     }
@@ -659,6 +704,11 @@ async fn do_mpub(State(nsqd): Shared, req: Request) -> ApiResult {
         split_text_mpub(&body, max_msg, max_body)?
     };
     let count = u32::try_from(msgs.len()).map_err(|_| BODY_TOO_BIG)?;
+    let Some(topic) = topic else {
+        let (r, name) = replicated.expect("a replicated topic");
+        publish_replicated(&r, &name, msgs.iter().copied(), count, None).await?;
+        return Ok(Reply::Text(Cow::Borrowed("OK")));
+    };
     publish(&nsqd, &topic, msgs.iter().copied(), count, None, None).await?;
     Ok(Reply::Text(Cow::Borrowed("OK")))
 }
@@ -731,10 +781,55 @@ fn parse_binary_mpub(buf: &[u8], max_msg: u64, max_body: u64) -> Result<Vec<&[u8
     Ok(out)
 }
 
-/// `POST /topic/create?topic=<t>`.
+/// `POST /topic/create?topic=<t>`. nsq-rs: `&replicas=N` creates it replicated on N members
+/// of the replication cluster (`--raft-address`), answered once it has a leader.
 async fn topic_create(State(nsqd): Shared, uri: Uri) -> ApiResult {
-    topic_from_query(&nsqd, &query(&uri)?)?;
+    let q = query(&uri)?;
+    let Some(replicas) = q.get("replicas") else {
+        if replicated_topic(&nsqd, &q)?.is_some() {
+            return Ok(Reply::Empty);
+        }
+        topic_from_query(&nsqd, &q)?;
+        return Ok(Reply::Empty);
+    };
+    let name = q.get("topic").ok_or(MISSING_ARG_TOPIC)?;
+    if !is_valid_topic_name(name.as_bytes()) {
+        return Err(INVALID_TOPIC);
+    }
+    let n: usize = match replicas.parse() {
+        Ok(n) if n >= 1 => n,
+        _ => return Err(bad_request("INVALID_ARG_REPLICAS")),
+    };
+    let Some(r) = nsqd.replicas() else {
+        return Err(message(
+            StatusCode::BAD_REQUEST,
+            "REPLICATION_DISABLED replicas needs --raft-address (and --raft-peers)".into(),
+        ));
+    };
+    if nsq_protocol::names::is_ephemeral(name) {
+        return Err(message(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARG_REPLICAS an ephemeral topic cannot be replicated".into(),
+        ));
+    }
+    if !r.is_replicated(name) && nsqd.topic(name).is_some() {
+        return Err(message(
+            StatusCode::BAD_REQUEST,
+            format!("TOPIC_EXISTS topic {name} exists on this node and is not replicated"),
+        ));
+    }
+    r.cluster
+        .create(name, n)
+        .await
+        .map_err(|e| message(StatusCode::SERVICE_UNAVAILABLE, format!("REPLICATION_FAILED {e}")))?;
     Ok(Reply::Empty)
+}
+
+fn message(status: StatusCode, m: String) -> ApiError {
+    ApiError {
+        status,
+        message: Cow::Owned(m),
+    }
 }
 
 /// `POST /topic/delete?topic=<t>`: the name is not validated (an invalid one is simply not
@@ -742,6 +837,12 @@ async fn topic_create(State(nsqd): Shared, uri: Uri) -> ApiResult {
 async fn topic_delete(State(nsqd): Shared, uri: Uri) -> ApiResult {
     let q = query(&uri)?;
     let name = q.get("topic").ok_or(MISSING_ARG_TOPIC)?;
+    if nsqd.is_replicated(name) {
+        return Err(message(
+            StatusCode::BAD_REQUEST,
+            format!("REPLICATED_TOPIC topic {name} is replicated; deleting it is not supported yet"),
+        ));
+    }
     nsqd.delete_topic(name).map_err(|_| TOPIC_NOT_FOUND)?;
     Ok(Reply::Empty)
 }
@@ -794,6 +895,11 @@ async fn channel_delete(State(nsqd): Shared, uri: Uri) -> ApiResult {
             DeleteError::TopicNotFound => TOPIC_NOT_FOUND,
             DeleteError::ChannelNotFound => CHANNEL_NOT_FOUND,
         })?;
+    if t.replicated {
+        if let Some(r) = nsqd.replicas() {
+            r.channel_changed(&t.name, &channel, false);
+        }
+    }
     Ok(Reply::Empty)
 }
 
@@ -861,6 +967,19 @@ async fn policy_body(req: Request) -> Result<(Uri, Vec<u8>), ApiError> {
 async fn topic_config_get(State(nsqd): Shared, uri: Uri) -> ApiResult {
     let t = existing_topic(&nsqd, &uri)?;
     Ok(Reply::Json(json::to_vec(&t.policy().to_json())))
+}
+
+/// `GET /topic/replication?topic=T` (nsq-rs): the replicated topic's state on this member —
+/// role, leader, members, term, log and applied index, followers' lag (on the leader), and
+/// how many messages the replicated state keeps. 404 `TOPIC_NOT_FOUND` when not replicated.
+async fn topic_replication(State(nsqd): Shared, uri: Uri) -> ApiResult {
+    let q = query(&uri)?;
+    let name = q.get("topic").ok_or(MISSING_ARG_TOPIC)?;
+    let st = nsqd
+        .replicas()
+        .and_then(|r| r.cluster.status(name))
+        .ok_or(TOPIC_NOT_FOUND)?;
+    Ok(Reply::Json(json::to_vec(&st)))
 }
 
 /// `POST /topic/config?topic=T` with a JSON body merged into the policy; answers the result.

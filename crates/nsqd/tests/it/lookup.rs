@@ -54,7 +54,7 @@ fn nsqlookupd_bin() -> PathBuf {
 }
 
 /// A running `nsqlookupd` child process.
-struct Lookupd {
+pub(crate) struct Lookupd {
     child: Child,
     tcp: SocketAddr,
     http: SocketAddr,
@@ -62,7 +62,7 @@ struct Lookupd {
 
 impl Lookupd {
     /// Starts nsqlookupd on a free loopback port.
-    fn start() -> Lookupd {
+    pub(crate) fn start() -> Lookupd {
         Lookupd::start_on("127.0.0.1:0")
     }
 
@@ -115,7 +115,7 @@ impl Lookupd {
         }
     }
 
-    fn tcp_flag(&self) -> String {
+    pub(crate) fn tcp_flag(&self) -> String {
         format!("--lookupd-tcp-address={}", self.tcp)
     }
 
@@ -144,7 +144,7 @@ impl Lookupd {
     }
 
     /// `/lookup?topic=`: (channels, producers); empty on 404.
-    fn lookup(&self, topic: &str) -> (Vec<String>, Vec<Value>) {
+    pub(crate) fn lookup(&self, topic: &str) -> (Vec<String>, Vec<Value>) {
         let (status, v) = self.get(&format!("/lookup?topic={}", harness::urlencode(topic)));
         if status == 404 {
             return (Vec::new(), Vec::new());
@@ -232,7 +232,7 @@ impl Lookupd {
 
     /// Waits until `/lookup?topic=` lists exactly `n` producers.
     #[track_caller]
-    fn wait_producers(&self, topic: &str, n: usize, timeout: Duration) -> Vec<Value> {
+    pub(crate) fn wait_producers(&self, topic: &str, n: usize, timeout: Duration) -> Vec<Value> {
         harness::wait_for(
             timeout,
             &format!("lookupd {}: {n} producer(s) of {topic}", self.tcp),

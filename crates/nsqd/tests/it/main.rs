@@ -15,6 +15,7 @@ mod metrics;
 mod persistence;
 mod policy;
 mod protocol;
+mod replication;
 mod statsd;
 mod tls;
 mod topology;
