@@ -221,12 +221,16 @@ impl LogLevel {
 
     /// The `tracing` filter directive for this level. tracing has no level above `error`, so
     /// `fatal` keeps errors (Go logs almost nothing at FATAL besides the message it exits with).
+    ///
+    /// openraft (replicated topics) logs every failed RPC to an unreachable peer, several times
+    /// a second per topic; nsq-raft logs reachability changes and role changes itself, so
+    /// openraft's own lines show only at `debug`.
     pub fn as_tracing_filter(&self) -> &'static str {
         match self {
-            LogLevel::Debug => "debug",
-            LogLevel::Info => "info",
-            LogLevel::Warn => "warn",
-            LogLevel::Error | LogLevel::Fatal => "error",
+            LogLevel::Debug => "debug,openraft=info",
+            LogLevel::Info => "info,openraft=off",
+            LogLevel::Warn => "warn,openraft=off",
+            LogLevel::Error | LogLevel::Fatal => "error,openraft=off",
         }
     }
 

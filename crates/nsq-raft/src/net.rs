@@ -6,13 +6,19 @@
 //! FIN batch forwarded to the leader), `/join` (become a member of a new group). Topic names
 //! are NSQ names (`[.a-zA-Z0-9_-]`, `#ephemeral`), so they need no escaping beyond `#`.
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -81,6 +87,9 @@ fn rpc_err<E: std::error::Error>(e: TransportError) -> RPCError<NodeId, BasicNod
 pub struct Network {
     pub(crate) client: nsq_http_client::Client,
     pub(crate) topic: String,
+    /// Peers whose last request failed, so each outage is logged once (openraft's own
+    /// per-RPC lines are filtered out below `debug`).
+    pub(crate) down: Arc<Mutex<HashSet<NodeId>>>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -92,6 +101,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             topic: self.topic.clone(),
             target,
             addr: node.addr.clone(),
+            down: self.down.clone(),
         }
     }
 }
@@ -102,6 +112,7 @@ pub struct Peer {
     topic: String,
     target: NodeId,
     addr: String,
+    down: Arc<Mutex<HashSet<NodeId>>>,
 }
 
 impl Peer {
@@ -113,9 +124,31 @@ impl Peer {
     where
         E: std::error::Error + DeserializeOwned,
     {
-        let r: Result<Resp, RaftError<NodeId, E>> = post(&self.client, &self.addr, &self.topic, what, req)
-            .await
-            .map_err(rpc_err)?;
+        let r: Result<Resp, RaftError<NodeId, E>> =
+            match post(&self.client, &self.addr, &self.topic, what, req).await {
+                Ok(r) => {
+                    if self.down.lock().remove(&self.target) {
+                        tracing::info!(
+                            "RAFT: topic {}: node {} ({}) reachable again",
+                            self.topic,
+                            self.target,
+                            self.addr
+                        );
+                    }
+                    r
+                }
+                Err(e) => {
+                    if self.down.lock().insert(self.target) {
+                        tracing::warn!(
+                            "RAFT: topic {}: node {} ({}) {e}",
+                            self.topic,
+                            self.target,
+                            self.addr
+                        );
+                    }
+                    return Err(rpc_err(e));
+                }
+            };
         r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }

@@ -66,7 +66,10 @@ impl LogStore {
         let mut log = nsq_store::EntryLog::open(dir)?;
         let meta: LogMeta = match log.read_state()? {
             Some(b) => bincode::deserialize(&b).unwrap_or_else(|e| {
-                tracing::error!("{}: unreadable consensus state ({e}), starting empty", dir.display());
+                tracing::error!(
+                    "{}: unreadable consensus state ({e}), starting empty",
+                    dir.display()
+                );
                 LogMeta::default()
             }),
             None => LogMeta::default(),
@@ -261,11 +264,14 @@ struct SmFile {
     data: TopicData,
 }
 
+/// A snapshot's meta and encoded bytes.
+type StoredSnapshot = (SnapshotMeta<NodeId, BasicNode>, Arc<Vec<u8>>);
+
 struct SmInner {
     file: SmFile,
     active: bool,
     /// The last snapshot built or installed (its encoded bytes and meta).
-    snapshot: Option<(SnapshotMeta<NodeId, BasicNode>, Arc<Vec<u8>>)>,
+    snapshot: Option<StoredSnapshot>,
 }
 
 /// The state machine of one group (see the module doc). Clones share it.
@@ -287,19 +293,21 @@ impl StateMachine {
         deliver: Arc<dyn Deliver>,
     ) -> Result<StateMachine, nsq_store::StoreError> {
         let (file, snapshot) = match nsq_store::entrylog::read_small(&dir.join("snapshot"))? {
-            Some(b) => match bincode::deserialize::<(SnapshotMeta<NodeId, BasicNode>, SmFile)>(&b) {
-                Ok((meta, mut f)) => {
-                    f.data.reindex();
-                    (f, Some((meta, Arc::new(b.to_vec()))))
+            Some(b) => {
+                match bincode::deserialize::<(SnapshotMeta<NodeId, BasicNode>, SmFile)>(&b) {
+                    Ok((meta, mut f)) => {
+                        f.data.reindex();
+                        (f, Some((meta, Arc::new(b.to_vec()))))
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            "{}: unreadable snapshot ({e}); the leader will send one",
+                            dir.display()
+                        );
+                        (SmFile::default(), None)
+                    }
                 }
-                Err(e) => {
-                    tracing::error!(
-                        "{}: unreadable snapshot ({e}); the leader will send one",
-                        dir.display()
-                    );
-                    (SmFile::default(), None)
-                }
-            },
+            }
             None => (SmFile::default(), None),
         };
         Ok(StateMachine {
@@ -337,12 +345,21 @@ impl StateMachine {
     /// Messages the replicated state keeps, and the number of channels.
     pub fn figures(&self) -> (usize, usize) {
         let i = self.inner.lock();
-        (i.file.data.message_count(), i.file.data.channel_names().count())
+        (
+            i.file.data.message_count(),
+            i.file.data.channel_names().count(),
+        )
     }
 
     /// Channel names in the replicated state.
     pub fn channel_names(&self) -> Vec<String> {
-        self.inner.lock().file.data.channel_names().map(str::to_string).collect()
+        self.inner
+            .lock()
+            .file
+            .data
+            .channel_names()
+            .map(str::to_string)
+            .collect()
     }
 
     fn write_snapshot(
@@ -350,7 +367,8 @@ impl StateMachine {
         meta: &SnapshotMeta<NodeId, BasicNode>,
         file: &SmFile,
     ) -> Result<Vec<u8>, SErr> {
-        let b = bincode::serialize(&(meta, file)).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        let b = bincode::serialize(&(meta, file))
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         nsq_store::entrylog::write_small(dir, "snapshot", &b)
             .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         Ok(b)
@@ -365,7 +383,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             let meta = SnapshotMeta {
                 last_log_id: last,
                 last_membership: i.file.membership.clone(),
-                snapshot_id: last.map_or_else(|| "0".to_string(), |l| format!("{}-{}", l.leader_id, l.index)),
+                snapshot_id: last.map_or_else(
+                    || "0".to_string(),
+                    |l| format!("{}-{}", l.leader_id, l.index),
+                ),
             };
             let enc = bincode::serialize(&(&meta, &i.file))
                 .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
@@ -373,10 +394,12 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         };
         let dir = self.dir.clone();
         let enc2 = enc.clone();
-        tokio::task::spawn_blocking(move || nsq_store::entrylog::write_small(&dir, "snapshot", &enc2))
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(None, &e))?
-            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        tokio::task::spawn_blocking(move || {
+            nsq_store::entrylog::write_small(&dir, "snapshot", &enc2)
+        })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(None, &e))?
+        .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         let enc = Arc::new(enc);
         self.inner.lock().snapshot = Some((meta.clone(), enc.clone()));
         Ok(Snapshot {

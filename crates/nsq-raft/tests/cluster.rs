@@ -24,7 +24,10 @@ impl Deliver for Recorder {
         let mut o = self.owed.lock();
         o.clear();
         for c in data.channel_names() {
-            o.insert(c.to_string(), data.owed(c).map(|m| m.body.clone()).collect());
+            o.insert(
+                c.to_string(),
+                data.owed(c).map(|m| m.body.clone()).collect(),
+            );
         }
     }
     fn deactivate(&self) {
@@ -79,7 +82,10 @@ async fn a_replicated_topic_survives_its_leader() {
         }
         v
     };
-    let addrs: Vec<String> = listeners.iter().map(|l| l.local_addr().unwrap().to_string()).collect();
+    let addrs: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect();
     let mut members: BTreeMap<NodeId, Member> = BTreeMap::new();
     for (i, l) in listeners.into_iter().enumerate() {
         let me = i as NodeId + 1;
@@ -90,14 +96,24 @@ async fn a_replicated_topic_survives_its_leader() {
         let rec = Arc::new(Recorder::default());
         let r2 = rec.clone();
         let opts = ClusterOptions::new(me, addrs[i].clone(), peers, dirs[i].path().join("raft"));
-        let cluster = Cluster::start(opts, Arc::new(move |_t: &str| r2.clone() as Arc<dyn Deliver>))
-            .await
-            .unwrap();
+        let cluster = Cluster::start(
+            opts,
+            Arc::new(move |_t: &str| r2.clone() as Arc<dyn Deliver>),
+        )
+        .await
+        .unwrap();
         let router = cluster.router();
         let server = tokio::spawn(async move {
             axum::serve(l, router).await.unwrap();
         });
-        members.insert(me, Member { cluster, rec, server });
+        members.insert(
+            me,
+            Member {
+                cluster,
+                rec,
+                server,
+            },
+        );
     }
 
     members[&1].cluster.create("orders", 3).await.unwrap();
@@ -109,14 +125,21 @@ async fn a_replicated_topic_survives_its_leader() {
             .find(|(_, m)| *m.rec.active.lock())
             .map(|(id, _)| *id)
     };
-    wait_until("an active leader", Duration::from_secs(10), || leader().is_some()).await;
+    wait_until("an active leader", Duration::from_secs(10), || {
+        leader().is_some()
+    })
+    .await;
     let l1 = leader().unwrap();
     let follower = *members.keys().find(|&&id| id != l1).unwrap();
     let deadline = Duration::from_secs(5);
     let c = &members[&follower].cluster;
-    c.write("orders", Op::CreateChannel("ch".into()), deadline).await.unwrap();
+    c.write("orders", Op::CreateChannel("ch".into()), deadline)
+        .await
+        .unwrap();
     // Through a follower (forwarded) and through the leader.
-    c.write("orders", Op::Publish((0..10).map(msg).collect()), deadline).await.unwrap();
+    c.write("orders", Op::Publish((0..10).map(msg).collect()), deadline)
+        .await
+        .unwrap();
     members[&l1]
         .cluster
         .write("orders", Op::Publish((10..20).map(msg).collect()), deadline)
@@ -134,7 +157,11 @@ async fn a_replicated_topic_survives_its_leader() {
         )
         .await
         .unwrap();
-    assert_eq!(members[&l1].rec.owed.lock()["ch"].len(), 20, "the leader delivers what it applies");
+    assert_eq!(
+        members[&l1].rec.owed.lock()["ch"].len(),
+        20,
+        "the leader delivers what it applies"
+    );
     let st = members[&l1].cluster.status("orders").unwrap();
     assert_eq!(st.role, "leader");
     assert_eq!(st.members, vec![1, 2, 3]);
@@ -151,9 +178,15 @@ async fn a_replicated_topic_survives_its_leader() {
             .find(|(_, m)| *m.rec.active.lock())
             .map(|(id, _)| *id)
     };
-    wait_until("a new leader", Duration::from_secs(10), || leader().is_some()).await;
+    wait_until("a new leader", Duration::from_secs(10), || {
+        leader().is_some()
+    })
+    .await;
     let l2 = leader().unwrap();
-    println!("failover: new leader {l2} active after {:?}", start.elapsed());
+    println!(
+        "failover: new leader {l2} active after {:?}",
+        start.elapsed()
+    );
     let owed: Vec<Bytes> = members[&l2].rec.owed.lock()["ch"].clone();
     let want: Vec<Bytes> = (5..20).map(|i| msg(i).body).collect();
     assert_eq!(owed, want, "the new leader owes exactly what was not FINed");

@@ -400,7 +400,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut log = EntryLog::open(dir.path()).unwrap();
         assert_eq!(log.range(), None);
-        log.append([(1, &b"a"[..]), (2, b"bb"), (3, b"ccc")]).unwrap();
+        log.append([(1, &b"a"[..]), (2, b"bb"), (3, b"ccc")])
+            .unwrap();
         log.sync().unwrap();
         assert_eq!(log.range(), Some((1, 3)));
         assert!(log.append([(5, &b"x"[..])]).is_err(), "a gap is refused");

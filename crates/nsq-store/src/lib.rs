@@ -145,8 +145,8 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::Path;
 
-pub use entrylog::EntryLog;
 pub use commit::{Committer, Completion, LogWriterThread, SyncPolicy, TopicId};
+pub use entrylog::EntryLog;
 pub use error::StoreError;
 pub use journal::{journal_path, AckSet, ChannelJournal, ChannelRecovery, DeferredEntry};
 pub use log::{

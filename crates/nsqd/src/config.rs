@@ -363,7 +363,12 @@ pub struct Options {
 
     /// nsq-rs (replicated topics): this node's raft listener, HOST:PORT, which the other
     /// members dial too. Empty (the default): no replication, every topic is as in NSQ.
-    #[arg(long, value_name = "HOST:PORT", default_value = "", hide_default_value = true)]
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        default_value = "",
+        hide_default_value = true
+    )]
     pub raft_address: String,
 
     /// nsq-rs: another member of the replication cluster as ID@HOST:PORT, ID being its
@@ -730,7 +735,10 @@ impl Options {
             return Ok(out);
         }
         if !host_port_ok(&self.raft_address) {
-            return Err(format!("--raft-address must be HOST:PORT, got {:?}", self.raft_address));
+            return Err(format!(
+                "--raft-address must be HOST:PORT, got {:?}",
+                self.raft_address
+            ));
         }
         for p in &self.raft_peers {
             let bad = || format!("--raft-peers entries are ID@HOST:PORT, got {p:?}");

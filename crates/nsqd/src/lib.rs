@@ -685,7 +685,10 @@ pub async fn start(opts: Options) -> Result<NsqdHandle, StartError> {
 
 /// `--raft-address`: binds the peer listener, re-opens this node's replicated topics under
 /// `<data-path>/raft` and serves the peer routes until shutdown.
-async fn start_replication(nsqd: &Arc<Nsqd>, data: &Arc<persist::DataDir>) -> Result<(), StartError> {
+async fn start_replication(
+    nsqd: &Arc<Nsqd>,
+    data: &Arc<persist::DataDir>,
+) -> Result<(), StartError> {
     let o = &nsqd.opts;
     let peers = o.raft_peer_map().map_err(StartError::Config)?;
     let l = tokio::net::TcpListener::bind(&o.raft_address)
@@ -716,9 +719,10 @@ async fn start_replication(nsqd: &Arc<Nsqd>, data: &Arc<persist::DataDir>) -> Re
     let cluster = nsq_raft::Cluster::start(copts, factory)
         .await
         .map_err(|e| StartError::Config(format!("replication: {e}")))?;
-    let _ = nsqd
-        .replicas
-        .set(Arc::new(replica::Replicas::new(cluster.clone(), o.node_id as u16)));
+    let _ = nsqd.replicas.set(Arc::new(replica::Replicas::new(
+        cluster.clone(),
+        o.node_id as u16,
+    )));
     tracing::info!(
         "RAFT: listening on {} (node {}, {} peers, {} replicated topics)",
         o.raft_address,

@@ -65,7 +65,12 @@ impl Replicas {
     }
 
     /// Builds the messages (ids from this node, timestamp now) of a publish.
-    fn build<'a>(&self, bodies: impl Iterator<Item = &'a [u8]>, n: u32, defer_ns: Option<u64>) -> Vec<Msg> {
+    fn build<'a>(
+        &self,
+        bodies: impl Iterator<Item = &'a [u8]>,
+        n: u32,
+        defer_ns: Option<u64>,
+    ) -> Vec<Msg> {
         let now = crate::clock::unix_nanos();
         let (first, node) = {
             let mut g = self.guid.lock();
@@ -78,7 +83,11 @@ impl Replicas {
         bodies
             .enumerate()
             .map(|(i, b)| Msg {
-                id: nsq_protocol::MessageId::from_u64(crate::state::guid::id_for(node, first + i as u64)).0,
+                id: nsq_protocol::MessageId::from_u64(crate::state::guid::id_for(
+                    node,
+                    first + i as u64,
+                ))
+                .0,
                 timestamp: now,
                 defer_until,
                 body: bytes::Bytes::copy_from_slice(b),
@@ -175,7 +184,9 @@ impl FinQueue {
             tokio::time::sleep(FIN_BATCH_DELAY).await;
             q.scheduled.store(false, Ordering::Release);
             let ids = std::mem::take(&mut *q.ids.lock());
-            let Some(r) = q.replicas.upgrade() else { return };
+            let Some(r) = q.replicas.upgrade() else {
+                return;
+            };
             if ids.is_empty() {
                 return;
             }
@@ -205,7 +216,12 @@ pub(crate) struct Delivery {
 
 impl Delivery {
     /// A channel the log says exists: created locally without committing it again.
-    fn attach(&self, n: &Arc<Nsqd>, t: &Topic, channel: &str) -> Option<Arc<crate::channel::Channel>> {
+    fn attach(
+        &self,
+        n: &Arc<Nsqd>,
+        t: &Topic,
+        channel: &str,
+    ) -> Option<Arc<crate::channel::Channel>> {
         let (ch, created) = t.get_or_create_channel(channel).ok()?;
         if created {
             n.lookup.notify(&t.name, Some(channel));
@@ -218,7 +234,12 @@ impl Delivery {
 }
 
 /// Splits messages into ready ones (a batch) and deferred ones (each with its delay in ns).
-fn batches<'a>(msgs: impl Iterator<Item = &'a Msg>) -> (Vec<nsq_protocol::Message>, Vec<(nsq_protocol::Message, u64)>) {
+fn batches<'a>(
+    msgs: impl Iterator<Item = &'a Msg>,
+) -> (
+    Vec<nsq_protocol::Message>,
+    Vec<(nsq_protocol::Message, u64)>,
+) {
     let now = crate::clock::unix_nanos();
     let mut ready = Vec::new();
     let mut deferred = Vec::new();
@@ -246,7 +267,9 @@ impl Deliver for Delivery {
         let t = n.create_replica_topic(&self.topic);
         let mut count = 0;
         for c in data.channel_names() {
-            let Some(ch) = self.attach(&n, &t, c) else { continue };
+            let Some(ch) = self.attach(&n, &t, c) else {
+                continue;
+            };
             let (ready, deferred) = batches(data.owed(c));
             count += ready.len() + deferred.len();
             let now = n.clock.now();
@@ -303,13 +326,18 @@ impl Deliver for Delivery {
 
     fn published(&self, msgs: &[Msg]) {
         let Some(n) = self.nsqd.upgrade() else { return };
-        let Some(t) = n.topic(&self.topic) else { return };
+        let Some(t) = n.topic(&self.topic) else {
+            return;
+        };
         let (ready, deferred) = batches(msgs.iter());
         if !ready.is_empty() {
             t.publish_replicated(Arc::new(Batch::explicit(&ready)), None);
         }
         for (m, delay) in deferred {
-            t.publish_replicated(Arc::new(Batch::explicit(std::slice::from_ref(&m))), Some(delay));
+            t.publish_replicated(
+                Arc::new(Batch::explicit(std::slice::from_ref(&m))),
+                Some(delay),
+            );
         }
     }
 

@@ -434,7 +434,10 @@ impl Topic {
     /// log). The local copy is memory-only, so this is the fan-out alone.
     pub(crate) fn publish_replicated(&self, batch: Arc<Batch>, defer_ns: Option<u64>) {
         if let Err(e) = self.accept(batch, defer_ns) {
-            tracing::warn!("TOPIC({}): committed publish not delivered locally: {e}", self.name);
+            tracing::warn!(
+                "TOPIC({}): committed publish not delivered locally: {e}",
+                self.name
+            );
         }
     }
 

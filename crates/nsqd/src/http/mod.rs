@@ -531,7 +531,9 @@ async fn publish<'a>(
 /// cause is in our log. A publish refused by a topic's `max_depth` (our policy) is a 503
 /// whose message names the limit.
 fn publish_error(e: &crate::topic::PublishError) -> ApiError {
-    if let crate::topic::PublishError::MaxDepth { .. } | crate::topic::PublishError::Replication(_) = e {
+    if let crate::topic::PublishError::MaxDepth { .. }
+    | crate::topic::PublishError::Replication(_) = e
+    {
         return ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: Cow::Owned(format!("E_PUB_FAILED {e}")),
@@ -818,10 +820,12 @@ async fn topic_create(State(nsqd): Shared, uri: Uri) -> ApiResult {
             format!("TOPIC_EXISTS topic {name} exists on this node and is not replicated"),
         ));
     }
-    r.cluster
-        .create(name, n)
-        .await
-        .map_err(|e| message(StatusCode::SERVICE_UNAVAILABLE, format!("REPLICATION_FAILED {e}")))?;
+    r.cluster.create(name, n).await.map_err(|e| {
+        message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("REPLICATION_FAILED {e}"),
+        )
+    })?;
     Ok(Reply::Empty)
 }
 
@@ -840,7 +844,9 @@ async fn topic_delete(State(nsqd): Shared, uri: Uri) -> ApiResult {
     if nsqd.is_replicated(name) {
         return Err(message(
             StatusCode::BAD_REQUEST,
-            format!("REPLICATED_TOPIC topic {name} is replicated; deleting it is not supported yet"),
+            format!(
+                "REPLICATED_TOPIC topic {name} is replicated; deleting it is not supported yet"
+            ),
         ));
     }
     nsqd.delete_topic(name).map_err(|_| TOPIC_NOT_FOUND)?;

@@ -21,7 +21,7 @@ const PROGRAM_TIMEOUT: Duration = Duration::from_secs(120);
 /// The program's internal overall timeout, in seconds.
 const PROGRAM_INTERNAL_TIMEOUT_SECS: u64 = 90;
 
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     let venv = workspace_root().join(".venv-interop/bin/python");
     if venv.exists() {
         venv
@@ -30,7 +30,7 @@ fn python() -> PathBuf {
     }
 }
 
-fn missing(what: &str) -> ! {
+pub(crate) fn missing(what: &str) -> ! {
     panic!(
         "{what}\nThe interop test dependencies are not installed. Run `bash scripts/test.sh` \
          once from the workspace root (it creates .venv-interop with pynsq), then rerun the tests."

@@ -115,6 +115,10 @@ impl Lookupd {
         }
     }
 
+    pub(crate) fn http_addr(&self) -> SocketAddr {
+        self.http
+    }
+
     pub(crate) fn tcp_flag(&self) -> String {
         format!("--lookupd-tcp-address={}", self.tcp)
     }

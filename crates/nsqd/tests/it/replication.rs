@@ -27,7 +27,9 @@ struct Member {
 }
 
 fn start_cluster(lookupd: &Lookupd, n: u64) -> BTreeMap<u64, Member> {
-    let raft: Vec<String> = (0..n).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+    let raft: Vec<String> = (0..n)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
     let mut out = BTreeMap::new();
     for i in 0..n {
         let id = i + 1;
@@ -42,7 +44,13 @@ fn start_cluster(lookupd: &Lookupd, n: u64) -> BTreeMap<u64, Member> {
             lookupd.tcp_flag(),
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        out.insert(id, Member { id, nsqd: TestNsqd::start(&args) });
+        out.insert(
+            id,
+            Member {
+                id,
+                nsqd: TestNsqd::start(&args),
+            },
+        );
     }
     out
 }
@@ -82,7 +90,10 @@ fn consume(
             want.iter().filter(|b| !seen.contains_key(*b)).count(),
             want.len()
         );
-        let Some(f) = c.try_read_frame(Duration::from_millis(200)).expect("consumer connection") else {
+        let Some(f) = c
+            .try_read_frame(Duration::from_millis(200))
+            .expect("consumer connection")
+        else {
             continue;
         };
         if f.frame_type != FrameType::Message {
@@ -103,10 +114,18 @@ fn a_replicated_topic_loses_nothing_acknowledged_when_its_leader_is_killed() {
     let topic = "orders";
 
     // Refusals first: replicas beyond the cluster size, and on a plain topic name clash.
-    let r = members[&1].nsqd.http_post(&format!("/topic/create?topic={topic}&replicas=4"), b"");
+    let r = members[&1]
+        .nsqd
+        .http_post(&format!("/topic/create?topic={topic}&replicas=4"), b"");
     assert_eq!(r.status, 503, "{}", r.text());
-    assert!(r.text().contains("replicas=4 but the cluster has 3 nodes"), "{}", r.text());
-    let r = members[&1].nsqd.http_post(&format!("/topic/create?topic={topic}&replicas=3"), b"");
+    assert!(
+        r.text().contains("replicas=4 but the cluster has 3 nodes"),
+        "{}",
+        r.text()
+    );
+    let r = members[&1]
+        .nsqd
+        .http_post(&format!("/topic/create?topic={topic}&replicas=3"), b"");
     assert_eq!(r.status, 200, "{}", r.text());
     let leader = active_leader(&members, topic, Duration::from_secs(10));
     let st = replication(&members[&leader].nsqd, topic).unwrap();
@@ -127,13 +146,18 @@ fn a_replicated_topic_loses_nothing_acknowledged_when_its_leader_is_killed() {
     let f = c.read_frame(Duration::from_secs(5));
     assert_eq!(f.frame_type, FrameType::Error);
     let text = String::from_utf8_lossy(&f.data).to_string();
-    assert!(text.contains("E_SUB_FAILED") && text.contains(&format!("leader: node {leader}")), "{text}");
+    assert!(
+        text.contains("E_SUB_FAILED") && text.contains(&format!("leader: node {leader}")),
+        "{text}"
+    );
 
     let mut consumer = members[&leader].nsqd.client();
     consumer.sub_ok(topic, "ch", 1000);
     // The channel's creation is committed before messages count for it.
     harness::wait_until(Duration::from_secs(5), "channel replicated", || {
-        members.values().all(|m| replication(&m.nsqd, topic).is_some())
+        members
+            .values()
+            .all(|m| replication(&m.nsqd, topic).is_some())
     });
 
     // 200 messages: PUBs through a follower (forwarded) and an MPUB to the leader.
@@ -150,9 +174,21 @@ fn a_replicated_topic_loses_nothing_acknowledged_when_its_leader_is_killed() {
     // FIN the first 100 (read in order), keep the other 100 in flight.
     let mut seen = BTreeMap::new();
     let first: BTreeSet<Vec<u8>> = (0..100).map(body).collect();
-    consume(&mut consumer, &first, &mut seen, true, Duration::from_secs(10));
+    consume(
+        &mut consumer,
+        &first,
+        &mut seen,
+        true,
+        Duration::from_secs(10),
+    );
     let rest: BTreeSet<Vec<u8>> = (100..200).map(body).collect();
-    consume(&mut consumer, &rest, &mut seen, false, Duration::from_secs(10));
+    consume(
+        &mut consumer,
+        &rest,
+        &mut seen,
+        false,
+        Duration::from_secs(10),
+    );
     // The FINs are committed (a follower's replicated state keeps only the unFINed).
     harness::wait_until(Duration::from_secs(5), "FINs replicated", || {
         replication(&members[&follower].nsqd, topic).is_some_and(|s| s["messages"] == 100)
@@ -163,20 +199,33 @@ fn a_replicated_topic_loses_nothing_acknowledged_when_its_leader_is_killed() {
     let mut dead = members.remove(&leader).unwrap();
     dead.nsqd.kill();
     let new_leader = active_leader(&members, topic, Duration::from_secs(15));
-    println!("failover: node {new_leader} delivers {:?} after the kill", killed_at.elapsed());
+    println!(
+        "failover: node {new_leader} delivers {:?} after the kill",
+        killed_at.elapsed()
+    );
     assert_ne!(new_leader, leader);
-    let producers = harness::wait_for(Duration::from_secs(10), "lookupd lists the new leader", || {
-        let p = lookupd.lookup(topic).1;
-        let port = members[&new_leader].nsqd.tcp_addr().port() as u64;
-        (p.len() == 1 && p[0]["tcp_port"].as_u64() == Some(port)).then_some(p)
-    });
+    let producers = harness::wait_for(
+        Duration::from_secs(10),
+        "lookupd lists the new leader",
+        || {
+            let p = lookupd.lookup(topic).1;
+            let port = members[&new_leader].nsqd.tcp_addr().port() as u64;
+            (p.len() == 1 && p[0]["tcp_port"].as_u64() == Some(port)).then_some(p)
+        },
+    );
     assert_eq!(producers.len(), 1);
 
     // The new leader owes exactly the 100 unFINed; 50 more arrive through both survivors.
     let mut consumer = members[&new_leader].nsqd.client();
     consumer.sub_ok(topic, "ch", 1000);
     let mut after = BTreeMap::new();
-    consume(&mut consumer, &rest, &mut after, true, Duration::from_secs(10));
+    consume(
+        &mut consumer,
+        &rest,
+        &mut after,
+        true,
+        Duration::from_secs(10),
+    );
     let other = *members.keys().find(|&&id| id != new_leader).unwrap();
     let mut acked_after = BTreeSet::new();
     for (k, id) in [(0, other), (1, new_leader)] {
@@ -187,7 +236,13 @@ fn a_replicated_topic_loses_nothing_acknowledged_when_its_leader_is_killed() {
             acked_after.insert(b);
         }
     }
-    consume(&mut consumer, &acked_after, &mut after, true, Duration::from_secs(10));
+    consume(
+        &mut consumer,
+        &acked_after,
+        &mut after,
+        true,
+        Duration::from_secs(10),
+    );
 
     let all_acked: BTreeSet<Vec<u8>> = acked.union(&acked_after).cloned().collect();
     let delivered: BTreeSet<Vec<u8>> = seen.keys().chain(after.keys()).cloned().collect();
@@ -199,5 +254,58 @@ fn a_replicated_topic_loses_nothing_acknowledged_when_its_leader_is_killed() {
         delivered.len()
     );
     assert_eq!(lost, 0);
-    assert_eq!(redelivered_fined, 0, "FINs committed before the kill stay FINed");
+    assert_eq!(
+        redelivered_fined, 0,
+        "FINs committed before the kill stay FINed"
+    );
+}
+
+/// pynsq's `Reader`, knowing only nsqlookupd, consumes a replicated topic while its leader is
+/// SIGKILLed mid-stream (`interop/python/test_pynsq_replicated.py`): nothing acknowledged to
+/// the HTTP publisher is lost. Fails (never skips) when pynsq is not installed.
+#[test]
+fn pynsq_reader_keeps_consuming_through_a_leader_kill() {
+    let script = harness::workspace_root().join("interop/python/test_pynsq_replicated.py");
+    let py = super::interop_cluster::python();
+    match std::process::Command::new(&py)
+        .args(["-c", "import nsq"])
+        .output()
+    {
+        Ok(o) if o.status.success() => {}
+        _ => super::interop_cluster::missing(&format!("`{} -c 'import nsq'` failed", py.display())),
+    }
+    let lookupd = Lookupd::start();
+    let members = start_cluster(&lookupd, 3);
+    let topic = "py_replicated";
+    let r = members[&1]
+        .nsqd
+        .http_post(&format!("/topic/create?topic={topic}&replicas=3"), b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    active_leader(&members, topic, Duration::from_secs(10));
+    lookupd.wait_producers(topic, 1, Duration::from_secs(10));
+    let mut cmd = std::process::Command::new(&py);
+    cmd.arg(&script)
+        .arg(format!("--lookupd-http={}", lookupd.http_addr()))
+        .arg(format!("--topic={topic}"))
+        .arg("--timeout=60")
+        .env("PYTHONUNBUFFERED", "1");
+    for m in members.values() {
+        cmd.arg(format!(
+            "--member={},{},{}",
+            m.id,
+            m.nsqd.http_addr(),
+            m.nsqd.pid()
+        ));
+    }
+    let out = harness::run_program(cmd, Duration::from_secs(90));
+    eprintln!(
+        "--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.stdout, out.stderr
+    );
+    assert!(
+        !out.timed_out && out.status.is_some_and(|s| s.success()),
+        "test_pynsq_replicated.py failed: {}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("lost 0"), "{}", out.stdout);
 }
