@@ -135,7 +135,11 @@ async fn a_replicated_topic_survives_its_leader() {
     let term = members[&l1].cluster.status("orders").unwrap().term;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let st = members[&l1].cluster.status("orders").unwrap();
-    assert_eq!((st.term, st.active), (term, true), "an idle leader stays leader");
+    assert_eq!(
+        (st.term, st.active),
+        (term, true),
+        "an idle leader stays leader"
+    );
     let follower = *members.keys().find(|&&id| id != l1).unwrap();
     let deadline = Duration::from_secs(5);
     let c = &members[&follower].cluster;
