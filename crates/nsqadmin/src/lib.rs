@@ -122,7 +122,7 @@ impl Admin {
             index_html: assets::index_html(&base_path),
             base_path,
             cluster: RwLock::new(cluster),
-            log_level: Mutex::new(opts.log_level),
+            log_level: Mutex::new(opts.common.log_level),
             config_cidr,
             history,
             prom,

@@ -976,9 +976,9 @@ async fn config_put(
     match opt.as_str() {
         "nsqlookupd_tcp_addresses" => nsqd.lookup.set_addresses(opts.lookupd_tcp_addresses),
         "log_level" => {
-            if let Err(e) = nsq_cli::daemon::set_log_level(opts.log_level) {
+            if let Err(e) = nsq_cli::daemon::set_log_level(opts.common.log_level) {
                 // Only inside another program's logging (in-process tests, an embedding).
-                tracing::warn!("PUT /config/log_level = {}: {e}", opts.log_level);
+                tracing::warn!("PUT /config/log_level = {}: {e}", opts.common.log_level);
             }
         }
         _ => {}
