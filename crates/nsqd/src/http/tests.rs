@@ -16,6 +16,7 @@ use super::*;
 use crate::client::ClientInfo;
 use crate::config::Options;
 use crate::state::channel::MsgRef;
+use nsq_http::api::JSON_CONTENT_TYPE;
 
 struct Resp {
     status: StatusCode,

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::config::Options;
+use nsq_http::api::{JSON_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 
 struct Resp {
     status: StatusCode,
