@@ -15,8 +15,9 @@
 //! pub common: nsq_cli::CommonArgs,
 //! ```
 //!
-//! and gives `--log-prefix` its own default (`[nsqd] `) with
-//! `#[command(mut_arg("log_prefix", |a| a.default_value("[nsqd] ")))]`, so `--help` shows it.
+//! gives `--log-prefix` its own default (`[nsqd] `) with
+//! `#[command(mut_arg("log_prefix", |a| a.default_value("[nsqd] ")))]`, so `--help` shows it,
+//! and gets the rest from [`daemon_options!`](crate::daemon_options).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -94,6 +95,67 @@ pub trait DaemonOptions: Parser {
     fn common(&self) -> &CommonArgs;
     /// The common flags, to record the config file's warnings.
     fn common_mut(&mut self) -> &mut CommonArgs;
+}
+
+/// Implements [`DaemonOptions`] for a daemon's `Options` (whose [`CommonArgs`] field is named
+/// `common`), its `Default` (the built-in defaults, as the daemon with no arguments uses
+/// them), and the inherent `version_string()`, `parse_from(args)` and `parse_from_env()` its
+/// `main` and tests call. Inherent, so that they win over clap's `Parser::parse_from` (which
+/// exits instead of returning the error, and knows nothing of Go spellings or `--config`).
+///
+/// ```ignore
+/// nsq_cli::daemon_options!(Options, "nsqd", renames = CONFIG_RENAMES, cli_only = CLI_ONLY);
+/// ```
+#[macro_export]
+macro_rules! daemon_options {
+    ($ty:ty, $name:literal $(, renames = $renames:expr)? $(, cli_only = $cli_only:expr)? $(,)?) => {
+        impl $crate::DaemonOptions for $ty {
+            const NAME: &'static str = $name;
+            $(const CONFIG_RENAMES: &'static [(&'static str, &'static str)] = $renames;)?
+            $(const CLI_ONLY: &'static [&'static str] = $cli_only;)?
+
+            fn common(&self) -> &$crate::CommonArgs {
+                &self.common
+            }
+
+            fn common_mut(&mut self) -> &mut $crate::CommonArgs {
+                &mut self.common
+            }
+        }
+
+        impl ::std::default::Default for $ty {
+            /// The built-in defaults, as the daemon with no arguments uses them.
+            fn default() -> Self {
+                // The defaults are constants of the options' definition, checked by its unit
+                // tests; failing to parse them is a programming error, not an input error.
+                <$ty>::parse_from([$name]).expect(concat!($name, "'s built-in defaults must parse"))
+            }
+        }
+
+        impl $ty {
+            #[doc = concat!("The `--version` line: `", $name, " v1.3.0 (nsq-rs <version>)`.")]
+            pub fn version_string() -> ::std::string::String {
+                $crate::version_string($name)
+            }
+
+            /// Parses the process's own command line (and the `--config` file it names).
+            pub fn parse_from_env() -> ::std::result::Result<Self, $crate::ConfigError> {
+                $crate::parse_from_env()
+            }
+
+            /// Parses `args` (program name first) with Go's flag spellings, reads the
+            /// `--config` file if one is named (not with `--version`), and resolves each
+            /// option as command line > config file > default ([`nsq_cli::parse_from`]). The
+            /// result is not validated.
+            pub fn parse_from<I, T>(args: I) -> ::std::result::Result<Self, $crate::ConfigError>
+            where
+                I: ::std::iter::IntoIterator<Item = T>,
+                T: ::std::convert::Into<::std::ffi::OsString>,
+            {
+                $crate::parse_from(args)
+            }
+        }
+    };
 }
 
 /// Why options could not be loaded or are not acceptable.
@@ -235,20 +297,15 @@ mod tests {
         once: bool,
     }
 
-    impl DaemonOptions for Toy {
-        const NAME: &'static str = "toyd";
-        const CONFIG_RENAMES: &'static [(&'static str, &'static str)] = &[("peers", "peer")];
-        const CLI_ONLY: &'static [&'static str] = &["verbose", "once"];
-        fn common(&self) -> &CommonArgs {
-            &self.common
-        }
-        fn common_mut(&mut self) -> &mut CommonArgs {
-            &mut self.common
-        }
-    }
+    crate::daemon_options!(
+        Toy,
+        "toyd",
+        renames = &[("peers", "peer")],
+        cli_only = &["verbose", "once"],
+    );
 
     fn parse(args: &[&str]) -> Result<Toy, ConfigError> {
-        parse_from(std::iter::once("toyd").chain(args.iter().copied()))
+        Toy::parse_from(std::iter::once("toyd").chain(args.iter().copied()))
     }
 
     fn file(text: &str) -> tempfile::NamedTempFile {
@@ -325,6 +382,9 @@ mod tests {
 
     #[test]
     fn version_line() {
-        assert!(version_string("toyd").starts_with("toyd v1.3.0 (nsq-rs "));
+        assert!(Toy::version_string().starts_with("toyd v1.3.0 (nsq-rs "));
+        assert_eq!(Toy::default().timeout, Duration::from_secs(5));
+        // What `main` calls (the test binary's own arguments are not the toy's).
+        let _: fn() -> Result<Toy, ConfigError> = Toy::parse_from_env;
     }
 }

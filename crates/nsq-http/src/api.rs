@@ -318,7 +318,9 @@ mod tests {
     }
 
     async fn body(res: Response) -> String {
-        let b = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();
+        let b = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .unwrap();
         String::from_utf8(b.to_vec()).unwrap()
     }
 
@@ -327,14 +329,20 @@ mod tests {
             .route("/ping", get(|| async { Reply::OK }))
             .route("/thing", get(|| async { Reply::Json(b"{}".to_vec()) }))
             .route("/bad", get(|| async { ApiResult::Err(bad_request("X_Y")) }));
-        decorated(with_bearer_token(with_fallbacks(r), token, vec!["/ping"]), &[])
+        decorated(
+            with_bearer_token(with_fallbacks(r), token, vec!["/ping"]),
+            &[],
+        )
     }
 
     #[tokio::test]
     async fn replies_errors_fallbacks_and_header() {
         let (s, res) = call(app(""), "/ping", None).await;
         assert_eq!(s, StatusCode::OK);
-        assert_eq!(res.headers()[NSQ_CONTENT_TYPE_HEADER], NSQ_CONTENT_TYPE_VALUE);
+        assert_eq!(
+            res.headers()[NSQ_CONTENT_TYPE_HEADER],
+            NSQ_CONTENT_TYPE_VALUE
+        );
         assert_eq!(res.headers()[header::CONTENT_TYPE], TEXT_CONTENT_TYPE);
         assert_eq!(body(res).await, "OK");
         let (s, res) = call(app(""), "/bad", None).await;
@@ -343,10 +351,18 @@ mod tests {
         assert_eq!(body(res).await, r#"{"message":"X_Y"}"#);
         let (s, res) = call(app(""), "/nope", None).await;
         assert_eq!(s, StatusCode::NOT_FOUND);
-        assert_eq!(res.headers()[NSQ_CONTENT_TYPE_HEADER], NSQ_CONTENT_TYPE_VALUE);
+        assert_eq!(
+            res.headers()[NSQ_CONTENT_TYPE_HEADER],
+            NSQ_CONTENT_TYPE_VALUE
+        );
         assert_eq!(body(res).await, r#"{"message":"NOT_FOUND"}"#);
-        let only_get = with_fallbacks(Router::new().route("/thing", get(|| async { Reply::Empty })));
-        let res = oneshot(only_get, Request::post("/thing").body(Body::empty()).unwrap()).await;
+        let only_get =
+            with_fallbacks(Router::new().route("/thing", get(|| async { Reply::Empty })));
+        let res = oneshot(
+            only_get,
+            Request::post("/thing").body(Body::empty()).unwrap(),
+        )
+        .await;
         assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(body(res).await, r#"{"message":"METHOD_NOT_ALLOWED"}"#);
     }
@@ -355,11 +371,19 @@ mod tests {
     async fn bearer_token() {
         let (s, _) = call(app("sekrit"), "/ping", None).await;
         assert_eq!(s, StatusCode::OK, "open path");
-        for auth in [None, Some("Bearer sekri"), Some("Bearer sekrit2"), Some("sekrit")] {
+        for auth in [
+            None,
+            Some("Bearer sekri"),
+            Some("Bearer sekrit2"),
+            Some("sekrit"),
+        ] {
             let (s, res) = call(app("sekrit"), "/thing", auth).await;
             assert_eq!(s, StatusCode::UNAUTHORIZED, "{auth:?}");
             assert_eq!(res.headers()[header::WWW_AUTHENTICATE], "Bearer");
-            assert_eq!(res.headers()[NSQ_CONTENT_TYPE_HEADER], NSQ_CONTENT_TYPE_VALUE);
+            assert_eq!(
+                res.headers()[NSQ_CONTENT_TYPE_HEADER],
+                NSQ_CONTENT_TYPE_VALUE
+            );
             assert_eq!(body(res).await, r#"{"message":"UNAUTHORIZED"}"#);
         }
         let (s, _) = call(app("sekrit"), "/thing", Some("Bearer sekrit")).await;
@@ -370,7 +394,10 @@ mod tests {
     fn topic_and_channel_args_like_go() {
         let q = |s: &str| Query::parse_strict(Some(s)).unwrap();
         let err = |s: &str| topic_channel_args(&q(s)).unwrap_err().message;
-        assert_eq!(topic_channel_args(&q("topic=t&channel=c")).unwrap(), ("t", "c"));
+        assert_eq!(
+            topic_channel_args(&q("topic=t&channel=c")).unwrap(),
+            ("t", "c")
+        );
         assert_eq!(err("channel=c"), "MISSING_ARG_TOPIC");
         assert_eq!(err("topic=a*b&channel=c"), "INVALID_ARG_TOPIC");
         assert_eq!(err("topic=t"), "MISSING_ARG_CHANNEL");

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use clap::{ArgAction, Parser};
-use nsq_cli::{CommonArgs, DaemonOptions, GoBoolArg};
+use nsq_cli::{CommonArgs, GoBoolArg};
 
 pub use nsq_cli::daemon::{hostname, LogLevel, LogLevelError};
 /// Why options could not be loaded (shared by the daemons).
@@ -176,48 +176,9 @@ impl Cidr {
     }
 }
 
-impl Default for Options {
-    /// The built-in defaults, as `nsqadmin` with no arguments would use them.
-    fn default() -> Self {
-        Options::parse_from(["nsqadmin"]).expect("nsqadmin's built-in defaults must parse")
-    }
-}
-
-impl DaemonOptions for Options {
-    const NAME: &'static str = "nsqadmin";
-    const CONFIG_RENAMES: &'static [(&'static str, &'static str)] = CONFIG_RENAMES;
-
-    fn common(&self) -> &CommonArgs {
-        &self.common
-    }
-
-    fn common_mut(&mut self) -> &mut CommonArgs {
-        &mut self.common
-    }
-}
+nsq_cli::daemon_options!(Options, "nsqadmin", renames = CONFIG_RENAMES);
 
 impl Options {
-    /// The `--version` line: `nsqadmin v1.3.0 (nsq-rs <version>)`.
-    pub fn version_string() -> String {
-        nsq_cli::version_string("nsqadmin")
-    }
-
-    /// Parses the process's own command line (and the `--config` file it names).
-    pub fn parse_from_env() -> Result<Options, ConfigError> {
-        nsq_cli::parse_from_env()
-    }
-
-    /// Parses `args` (program name first) with Go's flag spellings, reads the `--config` file
-    /// if one is named, and resolves each option as command line > config file > default
-    /// ([`nsq_cli::parse_from`]).
-    pub fn parse_from<I, T>(args: I) -> Result<Options, ConfigError>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString>,
-    {
-        nsq_cli::parse_from(args)
-    }
-
     /// Go's `nsqadmin.New` checks: exactly one kind of upstream address, cert and key
     /// together, a sane base path.
     pub fn validate(&self) -> Result<(), String> {

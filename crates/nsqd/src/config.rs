@@ -20,7 +20,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser};
-use nsq_cli::{CommonArgs, DaemonOptions, GoBoolArg};
+use nsq_cli::{CommonArgs, GoBoolArg};
 use serde_json::{json, Value};
 
 /// Why options could not be loaded or are not acceptable (shared by the daemons; `validate`
@@ -474,54 +474,14 @@ pub struct Options {
     pub enable_experiments: Vec<String>,
 }
 
-impl Default for Options {
-    /// The built-in defaults, as `nsqd` with no arguments would use them.
-    fn default() -> Self {
-        // The defaults are constants of this file, checked by the unit tests; failing to parse
-        // them is a programming error, not an input error.
-        Options::parse_from(["nsqd"]).expect("nsqd's built-in defaults must parse")
-    }
-}
-
-impl DaemonOptions for Options {
-    const NAME: &'static str = "nsqd";
-    const CONFIG_RENAMES: &'static [(&'static str, &'static str)] = CONFIG_RENAMES;
-    const CLI_ONLY: &'static [&'static str] = CLI_ONLY;
-
-    fn common(&self) -> &CommonArgs {
-        &self.common
-    }
-
-    fn common_mut(&mut self) -> &mut CommonArgs {
-        &mut self.common
-    }
-}
+nsq_cli::daemon_options!(
+    Options,
+    "nsqd",
+    renames = CONFIG_RENAMES,
+    cli_only = CLI_ONLY
+);
 
 impl Options {
-    /// The `--version` line: `nsqd v1.3.0 (nsq-rs <version>)`.
-    pub fn version_string() -> String {
-        nsq_cli::version_string("nsqd")
-    }
-
-    /// Parses the process's own command line (and the `--config` file it names).
-    pub fn parse_from_env() -> Result<Options, ConfigError> {
-        nsq_cli::parse_from_env()
-    }
-
-    /// Parses `args` (program name first) with Go's flag spellings, reads the `--config` file
-    /// if one is named, and resolves each option as command line > config file > default
-    /// ([`nsq_cli::parse_from`]).
-    ///
-    /// When `--version` is given the config file is not read (as in Go); the caller prints
-    /// [`Options::version_string`] and exits. The result is not [validated](Options::validate).
-    pub fn parse_from<I, T>(args: I) -> Result<Options, ConfigError>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString>,
-    {
-        nsq_cli::parse_from(args)
-    }
-
     /// `--tls-required` as Go applies it: a client certificate policy implies `true`.
     pub fn effective_tls_required(&self) -> TlsRequired {
         if !self.tls_client_auth_policy.is_empty() && self.tls_required == TlsRequired::Off {

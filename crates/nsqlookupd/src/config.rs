@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use nsq_cli::{CommonArgs, DaemonOptions};
+use nsq_cli::CommonArgs;
 
 pub use nsq_cli::daemon::{hostname, LogLevel, LogLevelError};
 /// Why options could not be loaded (shared by the daemons).
@@ -53,47 +53,7 @@ pub struct Options {
     pub tombstone_lifetime: Duration,
 }
 
-impl Default for Options {
-    /// The built-in defaults, as `nsqlookupd` with no arguments would use them.
-    fn default() -> Self {
-        Options::parse_from(["nsqlookupd"]).expect("nsqlookupd's built-in defaults must parse")
-    }
-}
-
-impl DaemonOptions for Options {
-    const NAME: &'static str = "nsqlookupd";
-
-    fn common(&self) -> &CommonArgs {
-        &self.common
-    }
-
-    fn common_mut(&mut self) -> &mut CommonArgs {
-        &mut self.common
-    }
-}
-
-impl Options {
-    /// The `--version` line: `nsqlookupd v1.3.0 (nsq-rs <version>)`.
-    pub fn version_string() -> String {
-        nsq_cli::version_string("nsqlookupd")
-    }
-
-    /// Parses the process's own command line (and the `--config` file it names).
-    pub fn parse_from_env() -> Result<Options, ConfigError> {
-        nsq_cli::parse_from_env()
-    }
-
-    /// Parses `args` (program name first) with Go's flag spellings, reads the `--config` file
-    /// if one is named (not when `--version` is given), and resolves each option as
-    /// command line > config file > default ([`nsq_cli::parse_from`]).
-    pub fn parse_from<I, T>(args: I) -> Result<Options, ConfigError>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString>,
-    {
-        nsq_cli::parse_from(args)
-    }
-}
+nsq_cli::daemon_options!(Options, "nsqlookupd");
 
 #[cfg(test)]
 mod tests {
