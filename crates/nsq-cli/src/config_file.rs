@@ -41,7 +41,7 @@ const CLI_ONLY: &[&str] = &["config", "version", "help"];
 
 /// A config file that cannot be turned into arguments.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub enum ConfigFileError {
     /// The text is not valid TOML.
     #[error("invalid TOML: {0}")]
     Toml(#[from] toml::de::Error),
@@ -75,7 +75,7 @@ pub fn config_to_args(
     toml_text: &str,
     renames: &[(&str, &str)],
     cmd: &Command,
-) -> Result<ConfigArgs, ConfigError> {
+) -> Result<ConfigArgs, ConfigFileError> {
     config_to_args_except(toml_text, renames, &[], cmd)
 }
 
@@ -89,7 +89,7 @@ pub fn config_to_args_except(
     renames: &[(&str, &str)],
     cli_only: &[&str],
     cmd: &Command,
-) -> Result<ConfigArgs, ConfigError> {
+) -> Result<ConfigArgs, ConfigFileError> {
     let table: toml::Table = toml::from_str(toml_text)?;
     let mut cmd = cmd.clone();
     cmd.build();
@@ -153,8 +153,8 @@ fn push_value(
     flag: &str,
     arg: &Arg,
     value: &toml::Value,
-) -> Result<(), ConfigError> {
-    let invalid = |message: String| ConfigError::InvalidValue {
+) -> Result<(), ConfigFileError> {
+    let invalid = |message: String| ConfigFileError::InvalidValue {
         key: key.to_owned(),
         message,
     };
@@ -387,13 +387,13 @@ mod tests {
             ("mem_queue_size = 1979-05-27", "mem_queue_size"),
         ] {
             match config_to_args(text, RENAMES, &cmd()) {
-                Err(ConfigError::InvalidValue { key: k, .. }) => assert_eq!(k, key, "{text}"),
+                Err(ConfigFileError::InvalidValue { key: k, .. }) => assert_eq!(k, key, "{text}"),
                 other => panic!("{text}: {other:?}"),
             }
         }
         assert!(matches!(
             config_to_args("mem_queue_size = ", RENAMES, &cmd()),
-            Err(ConfigError::Toml(_))
+            Err(ConfigFileError::Toml(_))
         ));
     }
 

@@ -184,6 +184,36 @@ impl Signals {
     }
 }
 
+/// The daemons' runtime: tokio's multi-thread scheduler with I/O and timers.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+/// A daemon's life in `main`: installs the SIGINT/SIGTERM handlers, runs `start` (a failure is
+/// logged as an error and exits with code 1), waits for a signal, then awaits
+/// `shutdown(handle)`. The handlers exist before `start` binds anything, so a signal that
+/// arrives as soon as the ports are open still stops the daemon cleanly.
+pub async fn serve_until_signal<H, E, D>(
+    start: impl std::future::Future<Output = Result<H, E>>,
+    shutdown: impl FnOnce(H) -> D,
+) where
+    E: fmt::Display,
+    D: std::future::Future<Output = ()>,
+{
+    let mut signals = Signals::install();
+    let handle = match start.await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!("{e}");
+            std::process::exit(1);
+        }
+    };
+    signals.wait().await;
+    shutdown(handle).await;
+}
+
 /// Resolves on SIGINT or SIGTERM (logging which). Handlers exist only from the first poll:
 /// daemons use [`Signals::install`] before binding instead.
 pub async fn wait_for_signal() {

@@ -18,6 +18,10 @@
 //! * [`config_file`]: a TOML config file is turned into synthetic `--flag=value` arguments, so
 //!   a single clap definition validates flags and config values alike.
 //!
+//! [`options`] puts these together for the daemons: the flags all three share
+//! ([`CommonArgs`]), one [`parse_from`] (command line > `--config` file > default) and its
+//! [`ConfigError`]. [`daemon`] is what their `main`s share at run time (logging, signals).
+//!
 //! # Putting it together
 //!
 //! ```
@@ -58,9 +62,13 @@ pub mod args;
 pub mod config_file;
 pub mod daemon;
 pub mod duration;
+pub mod options;
 pub mod value;
 
 pub use args::{drop_overridden, long_flag_names, normalize_go_args};
-pub use config_file::{config_to_args, config_to_args_except, ConfigArgs, ConfigError};
+pub use config_file::{config_to_args, config_to_args_except, ConfigArgs, ConfigFileError};
 pub use duration::{format_go_duration, parse_go_duration, DurationError, GoDuration};
-pub use value::{go_bool_flag, parse_go_bool, parse_go_int, BoolError, IntError};
+pub use options::{
+    parse_from, parse_from_env, version_string, CommonArgs, ConfigError, DaemonOptions, NSQ_VERSION,
+};
+pub use value::{go_bool_flag, parse_go_bool, parse_go_int, BoolError, GoBoolArg, IntError};

@@ -36,7 +36,8 @@
 //!
 //! `require_equals = true` is what keeps `--snappy false` from being read as a value, and
 //! `num_args = 0..=1` with `default_missing_value = "true"` is what makes the bare form mean
-//! true. Builder-style commands can apply the same settings with [`go_bool_flag`].
+//! true. Builder-style commands can apply the same settings with [`go_bool_flag`], derived
+//! ones with `#[arg(long, go_bool = true)]` and [`GoBoolArg`] in scope.
 //!
 //! # Integer flags
 //!
@@ -69,6 +70,28 @@ pub fn go_bool_flag(arg: Arg) -> Arg {
         .require_equals(true)
         .default_missing_value("true")
         .default_value("false")
+}
+
+/// [`go_bool_flag`] as a method, so that derive-based options can write a Go boolean flag as
+/// `#[arg(long, go_bool = false)]` instead of repeating eight settings: clap's derive turns an
+/// unknown `name = value` attribute into the method call `.name(value)` on the [`Arg`], after
+/// the settings it infers from the field type, so this trait (in scope where the options are
+/// defined) replaces the inferred presence-only switch.
+///
+/// `default` is the value without the flag; a false default is hidden from `--help` (Go's
+/// help says nothing for a false boolean), a true one is shown.
+pub trait GoBoolArg {
+    /// The Go boolean flag settings, `value_name = "BOOL"` and the default.
+    fn go_bool(self, default: bool) -> Arg;
+}
+
+impl GoBoolArg for Arg {
+    fn go_bool(self, default: bool) -> Arg {
+        go_bool_flag(self)
+            .value_name("BOOL")
+            .default_value(if default { "true" } else { "false" })
+            .hide_default_value(!default)
+    }
 }
 
 /// A string that `strconv.ParseInt(s, 0, 64)` rejects.

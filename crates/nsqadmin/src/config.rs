@@ -6,17 +6,16 @@
 //! `admin_users`). [`nsq_cli`] supplies the Go compatibility layer; resolution is
 //! command line > config file > default.
 
-use std::ffi::OsString;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgAction, CommandFactory, Parser};
+use clap::{ArgAction, Parser};
+use nsq_cli::{CommonArgs, GoBoolArg};
 
+pub use nsq_cli::daemon::{hostname, LogLevel, LogLevelError};
+/// Why options could not be loaded (shared by the daemons).
+pub use nsq_cli::ConfigError;
 /// The NSQ release whose interface nsq-rs implements.
-pub const NSQ_VERSION: &str = "1.3.0";
-
-/// Flags that are not options in Go (deprecated no-ops), hence not config file keys either.
-const CLI_ONLY: &[&str] = &["verbose"];
+pub use nsq_cli::NSQ_VERSION;
 
 /// Config file keys that differ from their flag's name (Go's `cfg` tags).
 const CONFIG_RENAMES: &[(&str, &str)] = &[
@@ -24,47 +23,6 @@ const CONFIG_RENAMES: &[(&str, &str)] = &[
     ("nsqd_http_addresses", "nsqd-http-address"),
     ("admin_users", "admin-user"),
 ];
-
-/// Why options could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// A command-line problem, or a request for `--help`: `main` should call
-    /// [`clap::Error::exit`].
-    #[error(transparent)]
-    Clap(#[from] clap::Error),
-    /// The `--config` file could not be read.
-    #[error("failed to read config file {} - {source}", path.display())]
-    ReadConfig {
-        /// The `--config` path.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The `--config` file is not valid TOML or has a value of the wrong shape.
-    #[error("failed to load config file {} - {source}", path.display())]
-    ConfigFile {
-        /// The `--config` path.
-        path: PathBuf,
-        /// What is wrong with it.
-        source: nsq_cli::ConfigError,
-    },
-    /// A value from the `--config` file was rejected by the flag's parser.
-    #[error("failed to load config file {} - {}", path.display(), clap_message(source))]
-    ConfigValue {
-        /// The `--config` path.
-        path: PathBuf,
-        /// The parser's complaint.
-        source: clap::Error,
-    },
-}
-
-fn clap_message(e: &clap::Error) -> String {
-    let text = e.to_string();
-    let line = text.lines().next().unwrap_or_default();
-    line.strip_prefix("error: ").unwrap_or(line).to_owned()
-}
-
-pub use nsq_cli::daemon::{hostname, LogLevel, LogLevelError};
 
 /// Every nsqadmin option, named after its Go flag.
 #[derive(Debug, Clone, PartialEq, Parser)]
@@ -74,32 +32,13 @@ pub use nsq_cli::daemon::{hostname, LogLevel, LogLevelError};
     long_about = None,
     args_override_self = true,
     disable_version_flag = true,
-    max_term_width = 100
+    max_term_width = 100,
+    mut_arg("log_prefix", |a| a.default_value("[nsqadmin] "))
 )]
 pub struct Options {
-    /// Read options from this TOML file; flags given on the command line take precedence.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-
-    /// Print the version and exit.
-    #[arg(long, action = ArgAction::Set, value_parser = nsq_cli::parse_go_bool, value_name = "BOOL",
-          num_args = 0..=1, require_equals = true, default_missing_value = "true",
-          default_value = "false", hide_default_value = true)]
-    pub version: bool,
-
-    /// How much to log: debug, info, warn, error or fatal.
-    #[arg(long, value_name = "LEVEL", default_value = "info")]
-    pub log_level: LogLevel,
-
-    /// Text put in front of every log line.
-    #[arg(long, value_name = "PREFIX", default_value = "[nsqadmin] ")]
-    pub log_prefix: String,
-
-    /// Deprecated and ignored; use --log-level.
-    #[arg(long, action = ArgAction::Set, value_parser = nsq_cli::parse_go_bool, value_name = "BOOL",
-          num_args = 0..=1, require_equals = true, default_missing_value = "true",
-          default_value = "false", hide_default_value = true)]
-    pub verbose: bool,
+    /// `--config`, `--version`, `--log-level`, `--log-prefix`, `--verbose`.
+    #[command(flatten)]
+    pub common: CommonArgs,
 
     /// `<addr>:<port>` to listen on for HTTP clients (port 0 picks a free one).
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:4171")]
@@ -122,9 +61,7 @@ pub struct Options {
     pub graphite_url: String,
 
     /// Proxy HTTP requests to graphite (not yet supported).
-    #[arg(long, action = ArgAction::Set, value_parser = nsq_cli::parse_go_bool, value_name = "BOOL",
-          num_args = 0..=1, require_equals = true, default_missing_value = "true",
-          default_value = "false", hide_default_value = true)]
+    #[arg(long, go_bool = false)]
     pub proxy_graphite: bool,
 
     /// Prefix used for keys sent to statsd (%s for host replacement, must match nsqd).
@@ -167,9 +104,7 @@ pub struct Options {
     pub http_api_token: String,
 
     /// Configure the HTTP client to skip verification of TLS certificates.
-    #[arg(long, action = ArgAction::Set, value_parser = nsq_cli::parse_go_bool, value_name = "BOOL",
-          num_args = 0..=1, require_equals = true, default_missing_value = "true",
-          default_value = "false", hide_default_value = true)]
+    #[arg(long, go_bool = false)]
     pub http_client_tls_insecure_skip_verify: bool,
 
     /// Path to CA file for the HTTP client.
@@ -215,123 +150,35 @@ pub struct Options {
     /// is off.
     #[arg(long, value_name = "URL", default_value = "")]
     pub prometheus_url: String,
-
-    /// Ignored config file keys (unknown or command-line only), for `main` to log.
-    #[arg(skip)]
-    pub config_warnings: Vec<String>,
 }
 
-/// An IP network (`--allow-config-from-cidr`), as Go's `net.ParseCIDR` reads it.
+/// An IP network (`--allow-config-from-cidr`), as Go's `net.ParseCIDR` reads it (an address
+/// and a prefix length; the host bits may be set, as in Go's default `127.0.0.1/8`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    net: std::net::IpAddr,
-    prefix: u8,
-}
+pub struct Cidr(ipnet::IpNet);
 
 impl std::str::FromStr for Cidr {
     type Err = String;
 
+    /// Go's error text: `invalid CIDR address: <s>`.
     fn from_str(s: &str) -> Result<Cidr, String> {
-        let bad = || format!("invalid CIDR address: {s}");
-        let (ip, prefix) = s.split_once('/').ok_or_else(bad)?;
-        let net: std::net::IpAddr = ip.parse().map_err(|_| bad())?;
-        let prefix: u8 = prefix.parse().map_err(|_| bad())?;
-        let max = if net.is_ipv4() { 32 } else { 128 };
-        if prefix > max || prefix.to_string().len() != s.len() - ip.len() - 1 {
-            return Err(bad());
-        }
-        Ok(Cidr { net, prefix })
+        s.parse()
+            .map(Cidr)
+            .map_err(|_| format!("invalid CIDR address: {s}"))
     }
 }
 
 impl Cidr {
-    /// Whether `ip` is inside the network (an IPv4-mapped IPv6 address counts as IPv4).
+    /// Whether `ip` is inside the network (an IPv4-mapped IPv6 address counts as IPv4, as Go
+    /// stores IPv4 addresses in their mapped form).
     pub fn contains(&self, ip: std::net::IpAddr) -> bool {
-        use std::net::IpAddr;
-        let mask = |bits: u32, width: u32| -> u128 {
-            if bits == 0 {
-                0
-            } else {
-                (!0u128 << (width - bits)) & (!0u128 >> (128 - width))
-            }
-        };
-        let p = u32::from(self.prefix);
-        match (self.net, ip.to_canonical()) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let m = mask(p, 32);
-                (u128::from(u32::from(n)) & m) == (u128::from(u32::from(a)) & m)
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let m = mask(p, 128);
-                (u128::from(n) & m) == (u128::from(a) & m)
-            }
-            _ => false,
-        }
+        self.0.contains(&ip.to_canonical())
     }
 }
 
-impl Default for Options {
-    /// The built-in defaults, as `nsqadmin` with no arguments would use them.
-    fn default() -> Self {
-        Options::parse_from(["nsqadmin"]).expect("nsqadmin's built-in defaults must parse")
-    }
-}
+nsq_cli::daemon_options!(Options, "nsqadmin", renames = CONFIG_RENAMES);
 
 impl Options {
-    /// The `--version` line: `nsqadmin v1.3.0 (nsq-rs <version>)`.
-    pub fn version_string() -> String {
-        format!(
-            "nsqadmin v{NSQ_VERSION} (nsq-rs {})",
-            env!("CARGO_PKG_VERSION")
-        )
-    }
-
-    /// Parses the process's own command line (and the `--config` file it names).
-    pub fn parse_from_env() -> Result<Options, ConfigError> {
-        Self::parse_from(std::env::args_os())
-    }
-
-    /// Parses `args` (program name first) with Go's flag spellings, reads the `--config` file
-    /// if one is named, and resolves each option as command line > config file > default.
-    pub fn parse_from<I, T>(args: I) -> Result<Options, ConfigError>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<OsString>,
-    {
-        let mut args = args.into_iter().map(Into::into);
-        let program = args.next().unwrap_or_else(|| OsString::from("nsqadmin"));
-        let cmd = Options::command();
-        let long_flags = nsq_cli::long_flag_names(&cmd);
-        let long_flags: Vec<&str> = long_flags.iter().map(String::as_str).collect();
-        let user_args = nsq_cli::normalize_go_args(args, &long_flags);
-
-        let argv = std::iter::once(program.clone()).chain(user_args.iter().cloned());
-        let from_command_line = Options::try_parse_from(argv)?;
-        if from_command_line.version {
-            return Ok(from_command_line);
-        }
-        let path = match &from_command_line.config {
-            Some(path) if !path.as_os_str().is_empty() => path.clone(),
-            _ => return Ok(from_command_line),
-        };
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::ReadConfig {
-            path: path.clone(),
-            source,
-        })?;
-        let config = nsq_cli::config_to_args_except(&text, CONFIG_RENAMES, CLI_ONLY, &cmd)
-            .map_err(|source| ConfigError::ConfigFile {
-                path: path.clone(),
-                source,
-            })?;
-        let mut argv = vec![program];
-        argv.extend(nsq_cli::drop_overridden(&config.args, &user_args, &cmd));
-        argv.extend(user_args);
-        let mut options = Options::try_parse_from(argv)
-            .map_err(|source| ConfigError::ConfigValue { path, source })?;
-        options.config_warnings = config.warnings;
-        Ok(options)
-    }
-
     /// Go's `nsqadmin.New` checks: exactly one kind of upstream address, cert and key
     /// together, a sane base path.
     pub fn validate(&self) -> Result<(), String> {
@@ -395,7 +242,7 @@ impl Options {
         let ns = |d: Duration| json!(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         Some(match opt {
             "log_level" => json!(log_level.go_value()),
-            "log_prefix" => json!(self.log_prefix),
+            "log_prefix" => json!(self.common.log_prefix),
             "http_address" => json!(self.http_address),
             "base_path" => json!(self.base_path),
             "dev_static_dir" => json!(self.dev_static_dir),
@@ -458,6 +305,7 @@ impl Options {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
     use std::io::Write;
 
     fn parse(args: &[&str]) -> Options {
@@ -470,7 +318,7 @@ mod tests {
         let o = parse(&[]);
         assert_eq!(o.http_address, "0.0.0.0:4171");
         assert_eq!(o.base_path, "/");
-        assert_eq!(o.log_prefix, "[nsqadmin] ");
+        assert_eq!(o.common.log_prefix, "[nsqadmin] ");
         assert_eq!(o.http_client_connect_timeout, Duration::from_secs(2));
         assert_eq!(o.http_client_request_timeout, Duration::from_secs(5));
         assert_eq!(o.statsd_interval, Duration::from_secs(60));
@@ -530,7 +378,7 @@ mod tests {
         let both = parse(&["--lookupd-http-address=a:1", "--nsqd-http-address=b:2"]);
         assert!(both.validate().unwrap_err().contains("not both"));
         assert_eq!(parse(&["--base-path=/"]).normalized_base_path(), "");
-        assert!(parse(&["-version"]).version);
+        assert!(parse(&["-version"]).common.version);
     }
 
     #[test]

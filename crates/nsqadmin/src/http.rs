@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, Request, State};
@@ -19,59 +19,25 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use serde::Serialize;
+use nsq_http::api::{decorated, json_response, not_found, with_fallbacks, ApiError};
 use serde_json::{json, Value};
 
 use crate::model::{self, NodeError};
 use crate::{assets, Admin};
 
-const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
 /// The header go-nsq and nsqjs look for to recognise 1.0-format bodies.
-pub const NSQ_CONTENT_TYPE_HEADER: &str = "x-nsq-content-type";
+pub use nsq_http::api::NSQ_CONTENT_TYPE_HEADER;
 
-/// An API error: status and `message`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// The `message` field.
-    pub message: Cow<'static, str>,
-}
-
-impl ApiError {
-    const fn new(status: StatusCode, message: &'static str) -> ApiError {
-        ApiError {
-            status,
-            message: Cow::Borrowed(message),
-        }
-    }
-
-    fn upstream(errors: &[NodeError]) -> ApiError {
-        let parts: Vec<String> = errors
-            .iter()
-            .map(|e| format!("{}: {}", e.node, e.error))
-            .collect();
-        ApiError {
-            status: StatusCode::BAD_GATEWAY,
-            message: Cow::Owned(format!("UPSTREAM_ERROR: {}", parts.join("; "))),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        json_response(self.status, &json!({ "message": self.message }))
-    }
-}
-
-fn json_response<T: Serialize + ?Sized>(status: StatusCode, v: &T) -> Response {
-    let mut res = Response::new(Body::from(nsq_http::json::to_vec(v)));
-    *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(JSON_CONTENT_TYPE),
-    );
-    res
+/// 502 `UPSTREAM_ERROR: <node>: <error>; …`: every upstream failed.
+fn upstream_error(errors: &[NodeError]) -> ApiError {
+    let parts: Vec<String> = errors
+        .iter()
+        .map(|e| format!("{}: {}", e.node, e.error))
+        .collect();
+    ApiError::owned(
+        StatusCode::BAD_GATEWAY,
+        format!("UPSTREAM_ERROR: {}", parts.join("; ")),
+    )
 }
 
 type Shared = State<Arc<Admin>>;
@@ -147,38 +113,8 @@ pub fn router(admin: Arc<Admin>) -> Router {
     if !base.is_empty() {
         r = r.route(&base, get(index));
     }
-    r.fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
-        })
-        .layer(middleware::from_fn(gzip))
-        .layer(middleware::from_fn(decorate))
-        .with_state(admin)
-}
-
-async fn decorate(req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = req.method().clone();
-    let uri = req.uri().clone();
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.to_string())
-        .unwrap_or_default();
-    let mut res = next.run(req).await;
-    res.headers_mut().insert(
-        NSQ_CONTENT_TYPE_HEADER,
-        HeaderValue::from_static("nsq; version=1.0"),
-    );
-    tracing::info!(
-        "{} {} {} ({}) {:?}",
-        res.status().as_u16(),
-        method,
-        uri,
-        peer,
-        start.elapsed()
-    );
-    res
+    let r = with_fallbacks(r).layer(middleware::from_fn(gzip));
+    decorated(r, &[]).with_state(admin)
 }
 
 async fn index(State(admin): Shared) -> Response {
@@ -217,7 +153,7 @@ async fn static_asset(State(admin): Shared, Path(asset): Path<String>) -> Respon
     }
     match assets::find(&asset) {
         Some((body, ct)) => asset_response(Bytes::from_static(body.as_bytes()), ct),
-        None => ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND").into_response(),
+        None => not_found("NOT_FOUND").into_response(),
     }
 }
 
@@ -243,7 +179,11 @@ const GZIP_MAX: usize = 64 << 20;
 
 /// gzip-compresses responses when the client accepts it, as Go nsqadmin does (its handlers
 /// are wrapped in a gzip handler). Every response here is a buffered body, so it is
-/// compressed in one go.
+/// compressed in one go and keeps its `Content-Length`.
+///
+/// Not tower-http's `CompressionLayer`: that one streams (every compressed response becomes
+/// chunked), writes `Vary: accept-encoding` where Go writes `Vary: Accept-Encoding`, and adds
+/// three crates to the build, to replace the few lines below.
 async fn gzip(req: Request, next: Next) -> Response {
     let wants = req
         .headers()
@@ -464,7 +404,7 @@ async fn api_topics(State(admin): Shared, uri: Uri) -> ApiResult {
         .unwrap_or(false);
     let (topics, errors, asked) = admin.cluster().topics().await;
     if all_failed(&errors, asked) {
-        return Err(ApiError::upstream(&errors));
+        return Err(upstream_error(&errors));
     }
     if !inactive {
         return Ok(ok_with(json!({ "topics": topics }), &errors));
@@ -503,7 +443,7 @@ async fn topic_stats(
 ) -> Result<(Vec<(model::Producer, model::NsqdStats)>, Vec<NodeError>), ApiError> {
     let (producers, mut errors, asked) = admin.cluster().topic_producers(topic).await;
     if all_failed(&errors, asked) {
-        return Err(ApiError::upstream(&errors));
+        return Err(upstream_error(&errors));
     }
     if producers.is_empty() {
         return Err(no_producers(topic, &errors));
@@ -513,7 +453,7 @@ async fn topic_stats(
         .producer_stats(&producers, Some(topic), channel, channel.is_some())
         .await;
     if stats.is_empty() {
-        return Err(ApiError::upstream(&errs));
+        return Err(upstream_error(&errs));
     }
     errors.extend(errs);
     Ok((stats, errors))
@@ -554,7 +494,7 @@ async fn api_channel(
         return Ok(ok_with(json!(c), &errors));
     }
     if !errors.is_empty() {
-        return Err(ApiError::upstream(&errors));
+        return Err(upstream_error(&errors));
     }
     // With --nsqd-http-address every nsqd was asked: does any of them have the topic at all?
     // (With lookupds, having producers already says the topic exists.)
@@ -573,7 +513,7 @@ async fn api_channel(
 async fn api_nodes(State(admin): Shared) -> ApiResult {
     let (answers, mut errors, asked) = admin.cluster().nodes().await;
     if all_failed(&errors, asked) {
-        return Err(ApiError::upstream(&errors));
+        return Err(upstream_error(&errors));
     }
     let nodes = model::merge_nodes(&answers);
     if matches!(
@@ -621,32 +561,14 @@ pub fn basic_auth_user(header: &str) -> Option<String> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = base64_decode(b64.trim())?;
+    use base64::Engine as _;
+    // Go's `Request.BasicAuth`: standard alphabet, padding required.
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (user, _) = text.split_once(':')?;
     Some(user.to_owned())
-}
-
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.bytes().take_while(|&c| c != b'=') {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push(u8::try_from((acc >> bits) & 0xff).ok()?);
-        }
-    }
-    Some(out)
 }
 
 fn check_admin(admin: &Admin, a: &Actor) -> Result<(), ApiError> {
@@ -697,7 +619,7 @@ async fn apply_config(
                 message: Cow::Owned(first.trim_start_matches("400 ").to_owned()),
             });
         }
-        return Err(ApiError::upstream(&errors));
+        return Err(upstream_error(&errors));
     }
     Ok(errors)
 }
@@ -705,7 +627,7 @@ async fn apply_config(
 /// Result of a fan-out action: `{"message": ""}` or a warning; 502 if nothing succeeded.
 fn action_result(errors: &[NodeError], asked: usize) -> ApiResult {
     if all_failed(errors, asked) {
-        return Err(ApiError::upstream(errors));
+        return Err(upstream_error(errors));
     }
     Ok(ok_with(json!({}), errors))
 }
@@ -739,7 +661,7 @@ async fn producer_addrs(
 ) -> Result<(Vec<String>, Vec<NodeError>), ApiError> {
     let (producers, errors, asked) = admin.cluster().topic_producers(topic).await;
     if all_failed(&errors, asked) {
-        return Err(ApiError::upstream(&errors));
+        return Err(upstream_error(&errors));
     }
     Ok((
         producers
@@ -784,7 +706,7 @@ async fn api_topic_action(
     if !failed {
         admin.notify(&format!("{action}_topic"), &topic, None, &a);
     } else {
-        return Err(ApiError::upstream(&errors));
+        return Err(upstream_error(&errors));
     }
     action_result(&errors, 0)
 }
@@ -820,7 +742,7 @@ async fn api_channel_action(
     let (_, errs) = admin.cluster().fan_post(&addrs, &path, false).await;
     if all_failed(&errs, addrs.len()) {
         errors.extend(errs);
-        return Err(ApiError::upstream(&errors));
+        return Err(upstream_error(&errors));
     }
     errors.extend(errs);
     admin.notify(&format!("{action}_channel"), &topic, Some(&channel), &a);
@@ -854,7 +776,7 @@ async fn api_topic_delete(
         .await;
     errors.extend(errs);
     if all_failed(&errors, lookupds.len() + addrs.len()) {
-        return Err(ApiError::upstream(&errors));
+        return Err(upstream_error(&errors));
     }
     admin.notify("delete_topic", &topic, None, &a);
     action_result(&errors, 0)
@@ -890,7 +812,7 @@ async fn api_channel_delete(
         .await;
     errors.extend(errs);
     if all_failed(&errors, lookupds.len() + addrs.len()) {
-        return Err(ApiError::upstream(&errors));
+        return Err(upstream_error(&errors));
     }
     admin.notify("delete_channel", &topic, Some(&channel), &a);
     action_result(&errors, 0)
@@ -962,7 +884,7 @@ async fn api_create(State(admin): Shared, ctx: ActionCtx, body: Bytes) -> ApiRes
         errors.extend(errs);
     }
     if all_failed(&errors, asked) {
-        return Err(ApiError::upstream(&errors));
+        return Err(upstream_error(&errors));
     }
     admin.notify("create_topic", topic, None, &a);
     if !channel.is_empty() {
@@ -976,7 +898,7 @@ async fn api_create(State(admin): Shared, ctx: ActionCtx, body: Bytes) -> ApiRes
 async fn api_counter(State(admin): Shared) -> ApiResult {
     let (answers, mut errors, asked) = admin.cluster().nodes().await;
     if all_failed(&errors, asked) {
-        return Err(ApiError::upstream(&errors));
+        return Err(upstream_error(&errors));
     }
     let mut producers: Vec<model::Producer> = Vec::new();
     for p in answers.into_iter().flatten() {
@@ -1021,7 +943,7 @@ async fn api_counter(State(admin): Shared) -> ApiResult {
 async fn find_node(admin: &Admin, node: &str) -> Result<model::Producer, ApiError> {
     let (answers, errors, asked) = admin.cluster().nodes().await;
     if all_failed(&errors, asked) {
-        return Err(ApiError::upstream(&errors));
+        return Err(upstream_error(&errors));
     }
     answers
         .into_iter()
@@ -1038,7 +960,7 @@ async fn api_node(State(admin): Shared, Path(node): Path<String>) -> ApiResult {
         .producer_stats(std::slice::from_ref(&producer), None, None, true)
         .await;
     let Some((_, s)) = stats.first() else {
-        return Err(ApiError::upstream(&errors));
+        return Err(upstream_error(&errors));
     };
     let now = now_s();
     let topics: Vec<model::TopicStats> = s
@@ -1112,7 +1034,7 @@ async fn api_node_tombstone(
         .await;
     errors.extend(errs);
     if all_failed(&errors, lookupds.len() + 1) {
-        return Err(ApiError::upstream(&errors));
+        return Err(upstream_error(&errors));
     }
     admin.notify_node("tombstone_topic_producer", topic, &node, &a);
     action_result(&errors, 0)
@@ -1204,7 +1126,7 @@ mod tests {
         assert!(!all_failed(&[], 0));
         assert!(!all_failed(std::slice::from_ref(&e), 2));
         assert!(all_failed(&[e.clone(), e.clone()], 2));
-        let err = ApiError::upstream(&[e]);
+        let err = upstream_error(&[e]);
         assert_eq!(err.status, StatusCode::BAD_GATEWAY);
         assert_eq!(err.message, "UPSTREAM_ERROR: a:1: down");
     }

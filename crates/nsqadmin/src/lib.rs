@@ -34,7 +34,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::serve::ListenerExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Client;
@@ -122,7 +121,7 @@ impl Admin {
             index_html: assets::index_html(&base_path),
             base_path,
             cluster: RwLock::new(cluster),
-            log_level: Mutex::new(opts.log_level),
+            log_level: Mutex::new(opts.common.log_level),
             config_cidr,
             history,
             prom,
@@ -174,8 +173,8 @@ impl AdminHandle {
     /// Stops accepting and waits (up to 5 s) for requests in progress.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
+        // The server logs `HTTP: closing <addr>` when it has stopped.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
-        tracing::info!("HTTP: closing {}", self.http_addr);
     }
 }
 
@@ -191,11 +190,6 @@ pub async fn start(opts: Options) -> Result<AdminHandle, StartError> {
     let http_addr = listener.local_addr().map_err(err)?;
     tracing::info!("HTTP: listening on {}", http_addr);
     let shutdown = CancellationToken::new();
-    let app = http::router(admin.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    // Non-HTTP first lines get Go's 400 once they end (see `nsq_http::first_line`).
-    let listener = nsq_http::first_line::FirstLineListener::new(listener).tap_io(|conn| {
-        let _ = conn.get_ref().set_nodelay(true);
-    });
     if let Some(h) = &admin.history {
         tracing::info!(
             "sampler: reading /stats every {:?}, keeping {} samples per topic and channel",
@@ -205,14 +199,12 @@ pub async fn start(opts: Options) -> Result<AdminHandle, StartError> {
         tokio::spawn(history::run(admin.clone(), h.clone(), shutdown.clone()));
     }
     let stop = shutdown.clone();
-    let task = tokio::spawn(async move {
-        let r = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = r {
-            tracing::error!("HTTP: serve() failed - {e}");
-        }
-    });
+    // Non-HTTP first lines get Go's 400 once they end (see `nsq_http::first_line`).
+    let task = tokio::spawn(nsq_http::api::serve(
+        listener,
+        http::router(admin.clone()),
+        async move { stop.cancelled().await },
+    ));
     Ok(AdminHandle {
         admin,
         http_addr,

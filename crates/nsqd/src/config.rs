@@ -15,13 +15,12 @@
 //! working, and [`Options::unsupported_in_use`] lists the ones that were actually set so the
 //! daemon can say so instead of silently ignoring them.
 
-use std::ffi::OsString;
 use std::fmt;
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use clap::{ArgAction, CommandFactory, Parser};
+use clap::{ArgAction, Parser};
+use nsq_cli::{CommonArgs, GoBoolArg};
 use serde_json::{json, Value};
 
 /// `HOST:PORT` with a non-empty host and a numeric port.
@@ -30,8 +29,11 @@ fn host_port_ok(a: &str) -> bool {
         .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
 }
 
+/// Why options could not be loaded or are not acceptable (shared by the daemons; `validate`
+/// gives [`ConfigError::Invalid`]).
+pub use nsq_cli::ConfigError;
 /// The NSQ release whose interface nsq-rs implements.
-pub const NSQ_VERSION: &str = "1.3.0";
+pub use nsq_cli::NSQ_VERSION;
 
 /// Config file keys whose flag name differs from the key (Go's `cfg` struct tags).
 const CONFIG_RENAMES: &[(&str, &str)] = &[
@@ -51,64 +53,6 @@ const CLI_ONLY: &[&str] = &["verbose", "worker-id", "export-go-data"];
 
 /// The only experiment Go nsqd knows (added on its master after v1.3.0, which has none).
 const EXPERIMENTS: &[&str] = &["topology-aware-consumption"];
-
-/// Why options could not be loaded or are not acceptable.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// A command-line problem, or a request for `--help`: `main` should call
-    /// [`clap::Error::exit`], which prints help to stdout or the error to stderr.
-    #[error(transparent)]
-    Clap(#[from] clap::Error),
-    /// The `--config` file could not be read.
-    #[error("failed to read config file {} - {source}", path.display())]
-    ReadConfig {
-        /// The `--config` path.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The `--config` file is not valid TOML or has a value of the wrong shape.
-    #[error("failed to load config file {} - {source}", path.display())]
-    ConfigFile {
-        /// The `--config` path.
-        path: PathBuf,
-        /// What is wrong with it.
-        source: nsq_cli::ConfigError,
-    },
-    /// A value from the `--config` file was rejected by the flag's parser.
-    #[error("failed to load config file {} - {}", path.display(), clap_message(source))]
-    ConfigValue {
-        /// The `--config` path.
-        path: PathBuf,
-        /// The parser's complaint (phrased in terms of the flag).
-        source: clap::Error,
-    },
-    /// The options parse but are not acceptable together (see [`Options::validate`]).
-    #[error("{0}")]
-    Invalid(String),
-}
-
-impl ConfigError {
-    /// Reports the error the way the Go binary would and exits: clap errors and `--help` go
-    /// through clap (exit code 0 for help, 2 for usage errors), anything else is printed as a
-    /// fatal error with exit code 1.
-    pub fn exit(&self) -> ! {
-        match self {
-            ConfigError::Clap(e) => e.exit(),
-            other => {
-                eprintln!("[nsqd] FATAL: {other}");
-                std::process::exit(1)
-            }
-        }
-    }
-}
-
-/// The first line of a clap error without its `error: ` prefix, for embedding in a sentence.
-fn clap_message(e: &clap::Error) -> String {
-    let text = e.to_string();
-    let line = text.lines().next().unwrap_or_default();
-    line.strip_prefix("error: ").unwrap_or(line).to_owned()
-}
 
 pub use nsq_cli::daemon::{hostname, LogLevel, LogLevelError};
 
@@ -220,50 +164,14 @@ fn default_node_id() -> i64 {
     long_about = None,
     args_override_self = true,
     disable_version_flag = true,
-    max_term_width = 100
+    max_term_width = 100,
+    mut_arg("log_prefix", |a| a.default_value("[nsqd] "))
 )]
 pub struct Options {
     // ---- basics ----------------------------------------------------------------------------
-    /// Read options from this TOML file (keys are flag names with '_' for '-'); flags given on
-    /// the command line take precedence.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-
-    /// Print the version and exit.
-    #[arg(
-        long,
-        action = ArgAction::Set,
-        value_parser = nsq_cli::parse_go_bool,
-        value_name = "BOOL",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "true",
-        default_value = "false",
-        hide_default_value = true
-    )]
-    pub version: bool,
-
-    /// How much to log: debug, info, warn, error or fatal.
-    #[arg(long, value_name = "LEVEL", default_value = "info")]
-    pub log_level: LogLevel,
-
-    /// Text put in front of every log line.
-    #[arg(long, value_name = "PREFIX", default_value = "[nsqd] ")]
-    pub log_prefix: String,
-
-    /// Deprecated and ignored; use --log-level.
-    #[arg(
-        long,
-        action = ArgAction::Set,
-        value_parser = nsq_cli::parse_go_bool,
-        value_name = "BOOL",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "true",
-        default_value = "false",
-        hide_default_value = true
-    )]
-    pub verbose: bool,
+    /// `--config`, `--version`, `--log-level`, `--log-prefix`, `--verbose`.
+    #[command(flatten)]
+    pub common: CommonArgs,
 
     /// This node's part of every message ID, in [0,1024). Defaults to a hash of the hostname.
     #[arg(
@@ -275,32 +183,12 @@ pub struct Options {
     pub node_id: i64,
 
     /// Deprecated and ignored; use --node-id.
-    #[arg(
-        long,
-        action = ArgAction::Set,
-        value_parser = nsq_cli::parse_go_bool,
-        value_name = "BOOL",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "true",
-        default_value = "false",
-        hide_default_value = true
-    )]
+    #[arg(long, go_bool = false)]
     pub worker_id: bool,
 
     /// nsq-rs: write every queued message of a stopped node's --data-path to go-diskqueue
     /// files (as a clean shutdown does), so Go nsqd 1.3 can take the directory over, and exit.
-    #[arg(
-        long,
-        action = ArgAction::Set,
-        value_parser = nsq_cli::parse_go_bool,
-        value_name = "BOOL",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "true",
-        default_value = "false",
-        hide_default_value = true
-    )]
+    #[arg(long, go_bool = false)]
     pub export_go_data: bool,
 
     // ---- listeners -------------------------------------------------------------------------
@@ -331,17 +219,7 @@ pub struct Options {
 
     /// nsq-rs extension: serve Prometheus `GET /metrics` without `--http-api-token`'s bearer
     /// token (a scraper then needs no token that would also let it publish and delete).
-    #[arg(
-        long,
-        action = ArgAction::Set,
-        value_parser = nsq_cli::parse_go_bool,
-        value_name = "BOOL",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "true",
-        default_value = "false",
-        hide_default_value = true
-    )]
+    #[arg(long, go_bool = false)]
     pub metrics_without_token: bool,
 
     /// Host name announced to nsqlookupd. Defaults to the OS hostname.
@@ -520,16 +398,7 @@ pub struct Options {
     pub statsd_interval: Duration,
 
     /// Also push process memory statistics to statsd.
-    #[arg(
-        long,
-        action = ArgAction::Set,
-        value_parser = nsq_cli::parse_go_bool,
-        value_name = "BOOL",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "true",
-        default_value = "true"
-    )]
+    #[arg(long, go_bool = true)]
     pub statsd_mem_stats: bool,
 
     /// Largest statsd UDP packet, in bytes.
@@ -537,17 +406,7 @@ pub struct Options {
     pub statsd_udp_packet_size: i64,
 
     /// Leave ephemeral topics and channels out of statsd.
-    #[arg(
-        long,
-        action = ArgAction::Set,
-        value_parser = nsq_cli::parse_go_bool,
-        value_name = "BOOL",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "true",
-        default_value = "false",
-        hide_default_value = true
-    )]
+    #[arg(long, go_bool = false)]
     pub statsd_exclude_ephemeral: bool,
 
     // ---- end-to-end latency ----------------------------------------------------------------
@@ -619,16 +478,7 @@ pub struct Options {
 
     // ---- compression -----------------------------------------------------------------------
     /// Let clients negotiate deflate compression.
-    #[arg(
-        long,
-        action = ArgAction::Set,
-        value_parser = nsq_cli::parse_go_bool,
-        value_name = "BOOL",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "true",
-        default_value = "true"
-    )]
+    #[arg(long, go_bool = true)]
     pub deflate: bool,
 
     /// Highest deflate level a client may ask for, 1-9 (higher costs more CPU).
@@ -636,94 +486,23 @@ pub struct Options {
     pub max_deflate_level: i64,
 
     /// Let clients negotiate snappy compression.
-    #[arg(
-        long,
-        action = ArgAction::Set,
-        value_parser = nsq_cli::parse_go_bool,
-        value_name = "BOOL",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "true",
-        default_value = "true"
-    )]
+    #[arg(long, go_bool = true)]
     pub snappy: bool,
 
     // ---- experiments -----------------------------------------------------------------------
     /// Turn on an experimental feature (repeatable): topology-aware-consumption.
     #[arg(long = "enable-experiment", value_name = "NAME", action = ArgAction::Append)]
     pub enable_experiments: Vec<String>,
-
-    /// Ignored config file keys (unknown or command-line only), for `main` to log as warnings.
-    #[arg(skip)]
-    pub config_warnings: Vec<String>,
 }
 
-impl Default for Options {
-    /// The built-in defaults, as `nsqd` with no arguments would use them.
-    fn default() -> Self {
-        // The defaults are constants of this file, checked by the unit tests; failing to parse
-        // them is a programming error, not an input error.
-        Options::parse_from(["nsqd"]).expect("nsqd's built-in defaults must parse")
-    }
-}
+nsq_cli::daemon_options!(
+    Options,
+    "nsqd",
+    renames = CONFIG_RENAMES,
+    cli_only = CLI_ONLY
+);
 
 impl Options {
-    /// The `--version` line: `nsqd v1.3.0 (nsq-rs <version>)`.
-    pub fn version_string() -> String {
-        format!("nsqd v{NSQ_VERSION} (nsq-rs {})", env!("CARGO_PKG_VERSION"))
-    }
-
-    /// Parses the process's own command line (and the `--config` file it names).
-    pub fn parse_from_env() -> Result<Options, ConfigError> {
-        Self::parse_from(std::env::args_os())
-    }
-
-    /// Parses `args` (program name first) with Go's flag spellings, reads the `--config` file
-    /// if one is named, and resolves each option as command line > config file > default.
-    ///
-    /// When `--version` is given the config file is not read (as in Go); the caller prints
-    /// [`Options::version_string`] and exits. The result is not [validated](Options::validate).
-    pub fn parse_from<I, T>(args: I) -> Result<Options, ConfigError>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<OsString>,
-    {
-        let mut args = args.into_iter().map(Into::into);
-        let program = args.next().unwrap_or_else(|| OsString::from("nsqd"));
-        let cmd = Options::command();
-        let long_flags = nsq_cli::long_flag_names(&cmd);
-        let long_flags: Vec<&str> = long_flags.iter().map(String::as_str).collect();
-        let user_args = nsq_cli::normalize_go_args(args, &long_flags);
-
-        let argv = std::iter::once(program.clone()).chain(user_args.iter().cloned());
-        let from_command_line = Options::try_parse_from(argv)?;
-        if from_command_line.version {
-            return Ok(from_command_line);
-        }
-        let path = match &from_command_line.config {
-            Some(path) if !path.as_os_str().is_empty() => path.clone(),
-            _ => return Ok(from_command_line),
-        };
-
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::ReadConfig {
-            path: path.clone(),
-            source,
-        })?;
-        let config = nsq_cli::config_to_args_except(&text, CONFIG_RENAMES, CLI_ONLY, &cmd)
-            .map_err(|source| ConfigError::ConfigFile {
-                path: path.clone(),
-                source,
-            })?;
-        let mut argv = vec![program];
-        argv.extend(nsq_cli::drop_overridden(&config.args, &user_args, &cmd));
-        argv.extend(user_args);
-        // The command line alone parsed, so an error now comes from a config value.
-        let mut options = Options::try_parse_from(argv)
-            .map_err(|source| ConfigError::ConfigValue { path, source })?;
-        options.config_warnings = config.warnings;
-        Ok(options)
-    }
-
     /// `--raft-peers` as id → address, checked: each `ID@HOST:PORT` well formed, ids distinct
     /// and not this node's `--node-id`, and only with `--raft-address`.
     pub fn raft_peer_map(&self) -> Result<std::collections::BTreeMap<u64, String>, String> {
@@ -932,8 +711,8 @@ impl Options {
     pub fn http_config_value(&self, name: &str) -> Option<String> {
         let value = match name {
             "id" => json!(self.node_id),
-            "log_level" => json!(self.log_level.go_value()),
-            "log_prefix" => json!(self.log_prefix),
+            "log_level" => json!(self.common.log_level.go_value()),
+            "log_prefix" => json!(self.common.log_prefix),
             "tcp_address" => json!(self.tcp_address),
             "http_address" => json!(self.http_address),
             "https_address" => json!(self.https_address),
@@ -1009,7 +788,7 @@ impl Options {
             }
             "log_level" => {
                 let text = std::str::from_utf8(body).map_err(|_| SetConfigError::InvalidValue)?;
-                self.log_level = text.parse().map_err(|_| SetConfigError::InvalidValue)?;
+                self.common.log_level = text.parse().map_err(|_| SetConfigError::InvalidValue)?;
             }
             _ => return Err(SetConfigError::InvalidOption),
         }
@@ -1047,6 +826,7 @@ fn go_float(f: f64) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
     use std::io::Write;
 
     fn parse(args: &[&str]) -> Options {
@@ -1078,11 +858,11 @@ mod tests {
     #[test]
     fn defaults_match_go_nsqd_help() {
         let o = parse(&[]);
-        assert_eq!(o.config, None);
-        assert!(!o.version);
-        assert_eq!(o.log_level, LogLevel::Info);
-        assert_eq!(o.log_prefix, "[nsqd] ");
-        assert!(!o.verbose);
+        assert_eq!(o.common.config, None);
+        assert!(!o.common.version);
+        assert_eq!(o.common.log_level, LogLevel::Info);
+        assert_eq!(o.common.log_prefix, "[nsqd] ");
+        assert!(!o.common.verbose);
         assert_eq!(o.node_id, node_id_for_hostname(&hostname()));
         assert!(!o.worker_id);
         assert_eq!(o.tcp_address, "0.0.0.0:4150");
@@ -1135,7 +915,7 @@ mod tests {
         assert_eq!(o.max_deflate_level, 6);
         assert!(o.snappy);
         assert!(o.enable_experiments.is_empty());
-        assert!(o.config_warnings.is_empty());
+        assert!(o.common.config_warnings.is_empty());
         assert_eq!(o, Options::default());
         o.validate().unwrap();
         assert!(o.unsupported_in_use().is_empty());
@@ -1225,9 +1005,9 @@ mod tests {
         assert!(!parse(&["--snappy=0", "--deflate=F"]).deflate);
         assert!(parse(&["--deflate"]).deflate);
         assert!(parse(&["-deflate=false", "-deflate"]).deflate);
-        assert!(parse(&["--verbose"]).verbose);
+        assert!(parse(&["--verbose"]).common.verbose);
         assert!(parse(&["-worker-id"]).worker_id);
-        assert!(parse(&["-version"]).version);
+        assert!(parse(&["-version"]).common.version);
         assert!(parse(&["--statsd-exclude-ephemeral=true"]).statsd_exclude_ephemeral);
         assert!(!parse(&["--statsd-mem-stats=false"]).statsd_mem_stats);
         // A Go bool flag never takes the next argument as its value.
@@ -1245,8 +1025,14 @@ mod tests {
 
     #[test]
     fn special_values() {
-        assert_eq!(parse(&["--log-level=DEBUG"]).log_level, LogLevel::Debug);
-        assert_eq!(parse(&["-log-level", "Warn"]).log_level, LogLevel::Warn);
+        assert_eq!(
+            parse(&["--log-level=DEBUG"]).common.log_level,
+            LogLevel::Debug
+        );
+        assert_eq!(
+            parse(&["-log-level", "Warn"]).common.log_level,
+            LogLevel::Warn
+        );
         assert!(matches!(
             parse_err(&["--log-level=verbose"]),
             ConfigError::Clap(_)
@@ -1328,20 +1114,25 @@ mod tests {
         let path = f.path().to_str().unwrap();
 
         let o = parse(&["--config", path]);
-        assert_eq!(o.config.as_deref(), Some(f.path()));
+        assert_eq!(o.common.config.as_deref(), Some(f.path()));
         assert_eq!(o.node_id, 12);
         assert_eq!(o.mem_queue_size, 77);
         assert_eq!(o.msg_timeout, secs(5));
         assert_eq!(o.max_req_timeout, secs(7200));
         assert!(!o.snappy);
-        assert_eq!(o.log_level, LogLevel::Debug);
+        assert_eq!(o.common.log_level, LogLevel::Debug);
         assert_eq!(o.tls_required, TlsRequired::TcpHttps);
         assert_eq!(o.lookupd_tcp_addresses, ["c1:4160", "c2:4160"]);
         assert_eq!(o.auth_http_addresses, ["http://auth"]);
         assert_eq!(o.e2e_processing_latency_percentiles, [0.99, 1.0]);
         assert_eq!(o.enable_experiments, ["topology-aware-consumption"]);
-        assert!(!o.verbose);
-        assert_eq!(o.config_warnings.len(), 2, "{:?}", o.config_warnings);
+        assert!(!o.common.verbose);
+        assert_eq!(
+            o.common.config_warnings.len(),
+            2,
+            "{:?}",
+            o.common.config_warnings
+        );
         // Untouched options keep their defaults.
         assert_eq!(o.max_rdy_count, 2500);
 
@@ -1380,7 +1171,7 @@ mod tests {
     fn config_file_errors() {
         match parse_err(&["--config=/nonexistent/nsqd.toml"]) {
             ConfigError::ReadConfig { path, .. } => {
-                assert_eq!(path, PathBuf::from("/nonexistent/nsqd.toml"))
+                assert_eq!(path, std::path::PathBuf::from("/nonexistent/nsqd.toml"))
             }
             other => panic!("{other:?}"),
         }
@@ -1405,7 +1196,11 @@ mod tests {
             3
         );
         // --version does not read the config file.
-        assert!(parse(&["--config=/nonexistent/nsqd.toml", "--version"]).version);
+        assert!(
+            parse(&["--config=/nonexistent/nsqd.toml", "--version"])
+                .common
+                .version
+        );
     }
 
     #[test]
@@ -1636,7 +1431,7 @@ mod tests {
             .unwrap();
         assert_eq!(o.lookupd_tcp_addresses, ["x:4160", "y:4160"]);
         o.set_http_config_value("log_level", b"ERROR").unwrap();
-        assert_eq!(o.log_level, LogLevel::Error);
+        assert_eq!(o.common.log_level, LogLevel::Error);
         assert_eq!(
             o.set_http_config_value("log_level", b"loud"),
             Err(SetConfigError::InvalidValue)

@@ -229,6 +229,119 @@ async fn a_server_certificate_from_another_ca_is_refused() {
     );
 }
 
+/// A stand-in nsqd whose TLS stops at 1.2 (as an old server's would; nsqd itself always
+/// offers 1.3): it reads the magic and IDENTIFY, answers `tls_v1: true`, takes the TLS
+/// handshake and answers `OK` over it. Each connection's outcome (the version negotiated, or
+/// the handshake error) is sent on the returned channel.
+async fn tls12_only_nsqd(
+    pki: &Pki,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<Result<String, String>>,
+) {
+    use nsq_net::rustls;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            nsq_net::tls::load_certs(&pki.server_cert).unwrap(),
+            nsq_net::tls::load_key(&pki.server_key).unwrap(),
+        )
+        .unwrap();
+    let acceptor = nsq_net::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let frame = |data: &[u8]| {
+        let mut f = Vec::new();
+        f.extend_from_slice(&(4 + data.len() as u32).to_be_bytes());
+        f.extend_from_slice(&0u32.to_be_bytes()); // FrameTypeResponse
+        f.extend_from_slice(data);
+        f
+    };
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                let mut magic = [0u8; 4];
+                tcp.read_exact(&mut magic).await.unwrap();
+                let mut line = Vec::new();
+                while line.last() != Some(&b'\n') {
+                    line.push(tcp.read_u8().await.unwrap());
+                }
+                assert_eq!(line, b"IDENTIFY\n");
+                let len = tcp.read_u32().await.unwrap();
+                let mut body = vec![0u8; len as usize];
+                tcp.read_exact(&mut body).await.unwrap();
+                let response = serde_json::json!({
+                    "max_rdy_count": 2500, "version": "1.3.0", "max_msg_timeout": 900000,
+                    "msg_timeout": 60000, "tls_v1": true, "deflate": false,
+                    "deflate_level": 6, "max_deflate_level": 6, "snappy": false,
+                    "sample_rate": 0, "auth_required": false,
+                    "output_buffer_size": 16384, "output_buffer_timeout": 250,
+                });
+                tcp.write_all(&frame(response.to_string().as_bytes()))
+                    .await
+                    .unwrap();
+                match acceptor.accept(tcp).await {
+                    Ok(mut tls) => {
+                        let version = tls.get_ref().1.protocol_version();
+                        let _ = tx.send(Ok(format!("{version:?}")));
+                        let _ = tls.write_all(&frame(b"OK")).await;
+                        let _ = tls.flush().await;
+                        // Hold the connection until the client goes away.
+                        let _ = tls.read(&mut [0u8; 1024]).await;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string()));
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// The client's `tls_min_version`, through the wire: with `tls1.3` it refuses a server that
+/// offers only TLS 1.2 (the handshake fails, `Error::Tls`), with the default it negotiates
+/// TLS 1.2 with the same server; against nsqd `--tls-min-version=tls1.3` a `tls1.3` client is
+/// served over TLS 1.3 (nsqd's `/stats` says so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_min_version_is_enforced() {
+    let pki = pki();
+    let (old, mut outcomes) = tls12_only_nsqd(&pki).await;
+    let mut config = tls_config(&pki);
+    config.set("tls_min_version", "tls1.3").unwrap();
+    let err = Producer::connect(old.to_string(), config.clone())
+        .await
+        .expect_err("a tls1.3 client must refuse a TLS 1.2 server");
+    assert!(matches!(err, Error::Tls(_)), "{err:?}");
+    let server_saw = outcomes.recv().await.unwrap();
+    assert!(
+        server_saw
+            .as_ref()
+            .is_err_and(|e| e.contains("ProtocolVersion") || e.contains("incompatible")),
+        "the server's side of the refused handshake: {server_saw:?} (client: {err})"
+    );
+
+    let p = Producer::connect(old.to_string(), tls_config(&pki))
+        .await
+        .expect("the default (tls1.2) accepts a TLS 1.2 server");
+    assert_eq!(
+        outcomes.recv().await.unwrap().as_deref(),
+        Ok("Some(TLSv1_2)")
+    );
+    p.stop().await;
+
+    let mut flags = pki.nsqd_flags();
+    flags.push("--tls-min-version=tls1.3".into());
+    let n = nsqd(&flags);
+    let client = round_trip(&n, "tls13_only", config).await;
+    assert_eq!(client["tls_version"], "TLS1.3", "{client}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_certificates_with_require_verify() {
     let pki = pki();

@@ -47,19 +47,21 @@ mod tests;
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
 use futures::StreamExt;
-use nsq_http::first_line::FirstLineListener;
-use nsq_protocol::names::{is_valid_channel_name, is_valid_topic_name};
+use nsq_http::api::{
+    bad_request, decorated, not_found, parse_query, too_large, topic_channel_args,
+    with_bearer_token, with_content_type, with_fallbacks, ApiError, ApiResult, Reply,
+    TEXT_CONTENT_TYPE,
+};
+use nsq_protocol::names::is_valid_topic_name;
 use serde::Serialize;
 
 use crate::clock::unix_secs;
@@ -69,43 +71,9 @@ use crate::{DeleteError, Nsqd};
 
 use self::query::{go_bool, Query};
 
-/// The header go-nsq and nsqjs look for to recognise 1.0-format bodies.
-pub const NSQ_CONTENT_TYPE_HEADER: &str = "x-nsq-content-type";
-/// Its value.
-pub const NSQ_CONTENT_TYPE_VALUE: &str = "nsq; version=1.0";
-const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
-const TEXT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+/// The V1 header (shared with the other daemons).
+pub use nsq_http::api::{NSQ_CONTENT_TYPE_HEADER, NSQ_CONTENT_TYPE_VALUE};
 
-/// An API error: the status and the `message` code Go answers with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// The `message` field, e.g. `MISSING_ARG_TOPIC`.
-    pub message: Cow<'static, str>,
-}
-
-impl ApiError {
-    /// An error with a fixed code.
-    pub const fn new(status: StatusCode, message: &'static str) -> ApiError {
-        ApiError {
-            status,
-            message: Cow::Borrowed(message),
-        }
-    }
-}
-
-const fn bad_request(message: &'static str) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, message)
-}
-const fn too_large(message: &'static str) -> ApiError {
-    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, message)
-}
-const fn not_found(message: &'static str) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, message)
-}
-
-const INVALID_REQUEST: ApiError = bad_request("INVALID_REQUEST");
 const MISSING_ARG_TOPIC: ApiError = bad_request("MISSING_ARG_TOPIC");
 const INVALID_TOPIC: ApiError = bad_request("INVALID_TOPIC");
 const TOPIC_NOT_FOUND: ApiError = not_found("TOPIC_NOT_FOUND");
@@ -118,56 +86,12 @@ const BAD_MESSAGE: ApiError = too_large("BAD_MESSAGE");
 const EXITING: ApiError = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "EXITING");
 const INTERNAL_ERROR: ApiError = ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR");
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        #[derive(Serialize)]
-        struct Message<'a> {
-            message: &'a str,
-        }
-        let body = json::to_vec(&Message {
-            message: &self.message,
-        });
-        with_content_type(self.status, JSON_CONTENT_TYPE, body)
-    }
-}
-
-/// A successful result, written as Go's `RespondV1` writes it.
-#[derive(Debug)]
-pub enum Reply {
-    /// A string result (`OK`, text stats): written raw.
-    Text(Cow<'static, str>),
-    /// A value: JSON bytes.
-    Json(Vec<u8>),
-    /// No result: an empty body.
-    Empty,
-}
-
-impl IntoResponse for Reply {
-    fn into_response(self) -> Response {
-        match self {
-            Reply::Text(s) => with_content_type(StatusCode::OK, TEXT_CONTENT_TYPE, s.into_owned()),
-            Reply::Json(b) => with_content_type(StatusCode::OK, JSON_CONTENT_TYPE, b),
-            // Go's net/http sets no Content-Type when nothing is written.
-            Reply::Empty => Response::new(Body::empty()),
-        }
-    }
-}
-
-fn with_content_type(status: StatusCode, ct: &'static str, body: impl Into<Body>) -> Response {
-    let mut res = Response::new(body.into());
-    *res.status_mut() = status;
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
-    res
-}
-
-type ApiResult = Result<Reply, ApiError>;
 type Shared = State<Arc<Nsqd>>;
 
 /// The routing table. Every response, fallbacks included, gets the `X-NSQ-Content-Type`
 /// header from the outermost layer.
 pub fn router(nsqd: Arc<Nsqd>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/ping", get(ping))
         .route("/info", get(info))
         .route("/stats", get(stats))
@@ -196,57 +120,21 @@ pub fn router(nsqd: Arc<Nsqd>) -> Router {
         .route(
             "/channel/config",
             get(channel_config_get).post(channel_config_post),
-        )
-        .fallback(|| async { not_found("NOT_FOUND") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
-        })
-        .layer(middleware::from_fn_with_state(nsqd.clone(), require_token))
-        .layer(middleware::from_fn(decorate))
-        .with_state(nsqd)
-}
-
-/// `--http-api-token`: every request but `/ping` (health checks), and `/metrics` with
-/// `--metrics-without-token`, needs `Authorization: Bearer <token>`, else 401 `UNAUTHORIZED`.
-async fn require_token(State(nsqd): Shared, req: Request, next: Next) -> Response {
-    let want = nsqd.opts.http_api_token.as_bytes();
-    let path = req.uri().path();
-    if want.is_empty() || path == "/ping" || (path == "/metrics" && nsqd.opts.metrics_without_token)
-    {
-        return next.run(req).await;
+        );
+    // `--http-api-token`: every request but `/ping` (health checks), and `/metrics` with
+    // `--metrics-without-token`, needs `Authorization: Bearer <token>`.
+    let mut open = vec!["/ping"];
+    if nsqd.opts.metrics_without_token {
+        open.push("/metrics");
     }
-    let given = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-        .unwrap_or_default();
-    // Compare without stopping at the first difference (no timing hint about the prefix).
-    let same = given.len() == want.len()
-        && given
-            .iter()
-            .zip(want)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if same {
-        return next.run(req).await;
-    }
-    let mut res = ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED").into_response();
-    res.headers_mut().insert(
-        axum::http::header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer"),
-    );
-    res
+    let router = with_bearer_token(with_fallbacks(router), &nsqd.opts.http_api_token, open);
+    // Go does not log `/pub` and `/mpub` (hot paths); we log them at debug level.
+    decorated(router, &["/pub", "/mpub"]).with_state(nsqd)
 }
 
 /// Serves HTTP on `listener` until `nsqd.shutdown` is cancelled, then lets requests in
 /// progress finish (idle keep-alive connections are closed).
 pub async fn serve(nsqd: Arc<Nsqd>, listener: tokio::net::TcpListener) {
-    let addr = listener.local_addr().ok();
-    // Non-HTTP first lines get Go's 400 once they end (see `nsq_http::first_line`).
-    let listener = FirstLineListener::new(listener).tap_io(|conn| {
-        // Responses are small and written whole: don't let Nagle delay them.
-        let _ = conn.get_ref().set_nodelay(true);
-    });
     // Go's `httpServer.ServeHTTP` with `tlsRequired`: with `--tls-required=true` (not
     // `tcp-https`) plain HTTP answers every request with 403 and the HTTPS port.
     let app = if nsqd.opts.effective_tls_required() == crate::config::TlsRequired::On {
@@ -255,18 +143,8 @@ pub async fn serve(nsqd: Arc<Nsqd>, listener: tokio::net::TcpListener) {
     } else {
         router(nsqd.clone())
     };
-    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let shutdown = nsqd.shutdown.clone();
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-    if let Err(e) = result {
-        tracing::error!("HTTP: serve() failed - {e}");
-    }
-    match addr {
-        Some(a) => tracing::info!("HTTP: closing {a}"),
-        None => tracing::info!("HTTP: closing"),
-    }
+    nsq_http::api::serve(listener, app, async move { shutdown.cancelled().await }).await
 }
 
 /// Go's exact answer (its JSON has spaces, and no content type is set, so Go's sniffing makes
@@ -366,43 +244,9 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
-/// Adds the V1 header and logs the request as Go's `http_api.Log` does:
-/// `<status> <method> <uri> (<peer>) <elapsed>`. Go does not log `/pub` and `/mpub`
-/// (they are hot paths); we log them at debug level.
-async fn decorate(req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = req.method().clone();
-    let uri = req.uri().clone();
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.to_string())
-        .unwrap_or_default();
-    let mut res = next.run(req).await;
-    res.headers_mut().insert(
-        NSQ_CONTENT_TYPE_HEADER,
-        HeaderValue::from_static(NSQ_CONTENT_TYPE_VALUE),
-    );
-    let status = res.status().as_u16();
-    let elapsed = start.elapsed();
-    if matches!(uri.path(), "/pub" | "/mpub") {
-        tracing::debug!("{status} {method} {uri} ({peer}) {elapsed:?}");
-    } else {
-        tracing::info!("{status} {method} {uri} ({peer}) {elapsed:?}");
-    }
-    res
-}
-
 // ---------------------------------------------------------------------------------------------
 // Helpers shared by handlers
 // ---------------------------------------------------------------------------------------------
-
-fn query(uri: &Uri) -> Result<Query, ApiError> {
-    Query::parse_strict(uri.query()).map_err(|e| {
-        tracing::error!("failed to parse request params - {e}");
-        INVALID_REQUEST
-    })
-}
 
 /// The declared body length, if any (Go's `req.ContentLength`, -1 when unknown).
 fn content_length(headers: &HeaderMap) -> Option<u64> {
@@ -478,23 +322,9 @@ async fn publish_replicated<'a>(
     }
 }
 
-/// Go's `http_api.GetTopicChannelArgs` (note `INVALID_ARG_TOPIC`, unlike `/pub`'s
-/// `INVALID_TOPIC`).
-fn topic_channel_args(q: &Query) -> Result<(&str, &str), ApiError> {
-    let topic = q.get("topic").ok_or(MISSING_ARG_TOPIC)?;
-    if !is_valid_topic_name(topic.as_bytes()) {
-        return Err(bad_request("INVALID_ARG_TOPIC"));
-    }
-    let channel = q.get("channel").ok_or(bad_request("MISSING_ARG_CHANNEL"))?;
-    if !is_valid_channel_name(channel.as_bytes()) {
-        return Err(bad_request("INVALID_ARG_CHANNEL"));
-    }
-    Ok((topic, channel))
-}
-
 /// Go's `getExistingTopicFromQuery`: valid topic and channel names, and the topic exists.
 fn existing_topic_and_channel(nsqd: &Nsqd, uri: &Uri) -> Result<(Arc<Topic>, String), ApiError> {
-    let q = query(uri)?;
+    let q = parse_query(uri)?;
     let (topic, channel) = topic_channel_args(&q)?;
     let t = nsqd.topic(topic).ok_or(TOPIC_NOT_FOUND)?;
     Ok((t, channel.to_string()))
@@ -550,7 +380,7 @@ fn publish_error(e: &crate::topic::PublishError) -> ApiError {
 /// `GET /ping`: `OK` (Go answers 500 `NOK - <reason>` when unhealthy, i.e. after a failed
 /// disk write; nsq-rs has no such state yet).
 async fn ping() -> Reply {
-    Reply::Text(Cow::Borrowed("OK"))
+    Reply::OK
 }
 
 /// `GET /info`.
@@ -595,7 +425,7 @@ async fn info(State(nsqd): Shared) -> ApiResult {
 /// As in Go, `include_clients` / `include_mem` values other than `true`/`1`/`false`/`0`
 /// (or absent) mean true; only a malformed query string is 400 `INVALID_REQUEST`.
 async fn stats(State(nsqd): Shared, uri: Uri) -> ApiResult {
-    let q = query(&uri)?;
+    let q = parse_query(&uri)?;
     let flag = |k: &str| q.get(k).and_then(go_bool).unwrap_or(true);
     let filter = StatsFilter {
         topic: q.get("topic").unwrap_or(""),
@@ -629,7 +459,7 @@ async fn do_pub(State(nsqd): Shared, req: Request) -> ApiResult {
     if body.is_empty() {
         return Err(bad_request("MSG_EMPTY"));
     }
-    let q = query(&parts.uri)?;
+    let q = parse_query(&parts.uri)?;
     let replicated = replicated_topic(&nsqd, &q)?;
     let topic = match replicated {
         Some(_) => None,
@@ -668,7 +498,7 @@ async fn do_pub(State(nsqd): Shared, req: Request) -> ApiResult {
         dedup_id,
     )
     .await?;
-    Ok(Reply::Text(Cow::Borrowed("OK")))
+    Ok(Reply::OK)
 }
 
 /// `POST /mpub?topic=<t>[&binary=true]`: many messages, published as one batch. Each
@@ -681,7 +511,7 @@ async fn do_mpub(State(nsqd): Shared, req: Request) -> ApiResult {
         return Err(BODY_TOO_BIG);
     }
     let (parts, body) = req.into_parts();
-    let q = query(&parts.uri)?;
+    let q = parse_query(&parts.uri)?;
     let replicated = replicated_topic(&nsqd, &q)?;
     let topic = match replicated {
         Some(_) => None,
@@ -712,7 +542,7 @@ async fn do_mpub(State(nsqd): Shared, req: Request) -> ApiResult {
         return Ok(Reply::Text(Cow::Borrowed("OK")));
     };
     publish(&nsqd, &topic, msgs.iter().copied(), count, None, None).await?;
-    Ok(Reply::Text(Cow::Borrowed("OK")))
+    Ok(Reply::OK)
 }
 
 /// Text-mode `/mpub` (Go's loop over `ReadBytes('\n')` on `LimitReader(body, max+1)`):
@@ -786,7 +616,7 @@ fn parse_binary_mpub(buf: &[u8], max_msg: u64, max_body: u64) -> Result<Vec<&[u8
 /// `POST /topic/create?topic=<t>`. nsq-rs: `&replicas=N` creates it replicated on N members
 /// of the replication cluster (`--raft-address`), answered once it has a leader.
 async fn topic_create(State(nsqd): Shared, uri: Uri) -> ApiResult {
-    let q = query(&uri)?;
+    let q = parse_query(&uri)?;
     let Some(replicas) = q.get("replicas") else {
         if replicated_topic(&nsqd, &q)?.is_some() {
             return Ok(Reply::Empty);
@@ -839,7 +669,7 @@ fn message(status: StatusCode, m: String) -> ApiError {
 /// `POST /topic/delete?topic=<t>`: the name is not validated (an invalid one is simply not
 /// found), as in Go.
 async fn topic_delete(State(nsqd): Shared, uri: Uri) -> ApiResult {
-    let q = query(&uri)?;
+    let q = parse_query(&uri)?;
     let name = q.get("topic").ok_or(MISSING_ARG_TOPIC)?;
     if nsqd.is_replicated(name) {
         return Err(message(
@@ -856,7 +686,7 @@ async fn topic_delete(State(nsqd): Shared, uri: Uri) -> ApiResult {
 /// `POST /topic/empty?topic=<t>`: drops the messages the topic itself holds (not its
 /// channels').
 async fn topic_empty(State(nsqd): Shared, uri: Uri) -> ApiResult {
-    let q = query(&uri)?;
+    let q = parse_query(&uri)?;
     let name = q.get("topic").ok_or(MISSING_ARG_TOPIC)?;
     if !is_valid_topic_name(name.as_bytes()) {
         return Err(INVALID_TOPIC);
@@ -870,7 +700,7 @@ async fn topic_empty(State(nsqd): Shared, uri: Uri) -> ApiResult {
 /// Go also persists `nsqd.dat` here so a crash cannot undo the change; nsq-rs has no
 /// metadata file yet.
 fn set_topic_paused(nsqd: &Nsqd, uri: &Uri, paused: bool) -> ApiResult {
-    let q = query(uri)?;
+    let q = parse_query(uri)?;
     let name = q.get("topic").ok_or(MISSING_ARG_TOPIC)?;
     nsqd.topic(name).ok_or(TOPIC_NOT_FOUND)?.set_paused(paused);
     Ok(Reply::Empty)
@@ -948,7 +778,7 @@ fn policy_error(e: crate::state::policy::PolicyError) -> ApiError {
 }
 
 fn existing_topic(nsqd: &Nsqd, uri: &Uri) -> Result<Arc<Topic>, ApiError> {
-    let q = query(uri)?;
+    let q = parse_query(uri)?;
     let name = q.get("topic").ok_or(MISSING_ARG_TOPIC)?;
     if !is_valid_topic_name(name.as_bytes()) {
         return Err(bad_request("INVALID_ARG_TOPIC"));
@@ -979,7 +809,7 @@ async fn topic_config_get(State(nsqd): Shared, uri: Uri) -> ApiResult {
 /// role, leader, members, term, log and applied index, followers' lag (on the leader), and
 /// how many messages the replicated state keeps. 404 `TOPIC_NOT_FOUND` when not replicated.
 async fn topic_replication(State(nsqd): Shared, uri: Uri) -> ApiResult {
-    let q = query(&uri)?;
+    let q = parse_query(&uri)?;
     let name = q.get("topic").ok_or(MISSING_ARG_TOPIC)?;
     let st = nsqd
         .replicas()
@@ -1101,9 +931,9 @@ async fn config_put(
     match opt.as_str() {
         "nsqlookupd_tcp_addresses" => nsqd.lookup.set_addresses(opts.lookupd_tcp_addresses),
         "log_level" => {
-            if let Err(e) = nsq_cli::daemon::set_log_level(opts.log_level) {
+            if let Err(e) = nsq_cli::daemon::set_log_level(opts.common.log_level) {
                 // Only inside another program's logging (in-process tests, an embedding).
-                tracing::warn!("PUT /config/log_level = {}: {e}", opts.log_level);
+                tracing::warn!("PUT /config/log_level = {}: {e}", opts.common.log_level);
             }
         }
         _ => {}

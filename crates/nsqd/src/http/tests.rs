@@ -1,5 +1,5 @@
 //! Handler tests through [`router`] with no socket: requests go straight into the axum
-//! service (`any_service(router).call(..)` is axum's own in-process entry point, so no
+//! service (`nsq_http::testing::call`: axum's own in-process entry point, so no
 //! `tower` dependency is needed). A few tests at the end use a real listener for what only
 //! hyper's connection handling decides (non-HTTP bytes, graceful shutdown).
 
@@ -8,57 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::handler::Handler;
-use axum::http::{HeaderMap, Request, StatusCode};
+use axum::http::{Request, StatusCode};
 use serde_json::{json, Value};
 
 use super::*;
 use crate::client::ClientInfo;
 use crate::config::Options;
 use crate::state::channel::MsgRef;
-
-struct Resp {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Resp {
-    fn text(&self) -> &str {
-        std::str::from_utf8(&self.body).expect("utf-8 body")
-    }
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().unwrap())
-    }
-    /// Asserts a Go V1 error response.
-    #[track_caller]
-    fn assert_err(&self, status: u16, message: &str) {
-        assert_eq!(self.status.as_u16(), status, "body: {}", self.text());
-        assert_eq!(self.text(), format!(r#"{{"message":"{message}"}}"#));
-        assert_eq!(self.header("content-type"), Some(JSON_CONTENT_TYPE));
-        assert_eq!(self.header("x-nsq-content-type"), Some("nsq; version=1.0"));
-    }
-    /// Asserts an empty 200.
-    #[track_caller]
-    fn assert_empty_ok(&self) {
-        assert_eq!(self.status, StatusCode::OK, "body: {}", self.text());
-        assert!(self.body.is_empty(), "body: {}", self.text());
-        assert_eq!(self.header("content-type"), None);
-        assert_eq!(self.header("x-nsq-content-type"), Some("nsq; version=1.0"));
-    }
-    /// Asserts a raw `OK`.
-    #[track_caller]
-    fn assert_ok_text(&self) {
-        assert_eq!(self.status, StatusCode::OK, "body: {}", self.text());
-        assert_eq!(self.text(), "OK");
-        assert_eq!(self.header("content-type"), Some(TEXT_CONTENT_TYPE));
-        assert_eq!(self.header("x-nsq-content-type"), Some("nsq; version=1.0"));
-    }
-}
+use nsq_http::api::JSON_CONTENT_TYPE;
+use nsq_http::testing::Resp;
 
 fn nsqd(args: &[&str]) -> Arc<Nsqd> {
     let opts = Options::parse_from(std::iter::once("nsqd").chain(args.iter().copied()))
@@ -67,19 +25,7 @@ fn nsqd(args: &[&str]) -> Arc<Nsqd> {
 }
 
 async fn send(n: &Arc<Nsqd>, req: Request<Body>) -> Resp {
-    let res = axum::routing::any_service(router(n.clone()))
-        .call(req, ())
-        .await;
-    let status = res.status();
-    let headers = res.headers().clone();
-    let body = axum::body::to_bytes(res.into_body(), usize::MAX)
-        .await
-        .expect("response body");
-    Resp {
-        status,
-        headers,
-        body,
-    }
+    nsq_http::testing::call(router(n.clone()), req).await
 }
 
 /// A request with a correct Content-Length, as real clients send.

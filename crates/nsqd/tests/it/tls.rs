@@ -508,6 +508,61 @@ async fn client_certificate_policies() {
         .expect_err("require still needs a certificate");
 }
 
+/// A client configuration trusting the test CA that offers TLS 1.2 only (an old client).
+fn tls12_only_client(pki: &Pki) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in nsq_net::tls::load_certs(&pki.path("ca.pem")).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// `--tls-min-version`: a client offering only older versions is refused at the handshake
+/// (and no command gets through); clients from the minimum up are served, and `/stats` shows
+/// the version negotiated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_min_version_refuses_older_clients() {
+    let pki = Pki::new();
+    let nsqd = start_tls(&pki, &["--tls-min-version=tls1.3"]);
+    let err = publish_over_tls(&nsqd, tls12_only_client(&pki))
+        .await
+        .expect_err("a TLS 1.2 client must be refused with --tls-min-version=tls1.3");
+    eprintln!("TLS 1.2 client against tls1.3: {err}");
+    assert!(
+        err.contains("ProtocolVersion"),
+        "refused for the wrong reason: {err}"
+    );
+    let topics = nsqd.stats("")["topics"].clone();
+    assert!(
+        !topics.to_string().contains("cert_topic"),
+        "nothing was published: {topics}"
+    );
+    let mut w = Wire::connect(nsqd.tcp_addr()).await;
+    let resp = w.identify(json!({"tls_v1": true})).await;
+    w.follow_upgrades(&resp, Some(pki.client_config(None)))
+        .await;
+    w.send_cmd("SUB tls_versions ch", None).await;
+    w.expect_ok().await;
+    let client = &client_stats(&nsqd)[0];
+    assert_eq!(client["tls_version"], "TLS1.3", "{client}");
+    drop(w);
+    drop(nsqd);
+
+    // tls1.2 (and Go's default tls1.0, which rustls reads as 1.2) serves the old client.
+    for flag in ["--tls-min-version=tls1.2", "--tls-min-version=tls1.0"] {
+        let nsqd = start_tls(&pki, &[flag]);
+        publish_over_tls(&nsqd, tls12_only_client(&pki))
+            .await
+            .unwrap_or_else(|e| panic!("{flag}: a TLS 1.2 client is served: {e}"));
+    }
+}
+
 /// A one-request HTTP/1.1 GET over TLS; returns (status, body).
 pub async fn https_get(
     addr: SocketAddr,

@@ -32,122 +32,43 @@ pub use nsq_http::query;
 #[cfg(test)]
 mod tests;
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
-use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderValue, StatusCode, Uri};
-use axum::middleware::{self, Next};
+use axum::extract::State;
+use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::Router;
-use nsq_http::first_line::FirstLineListener;
-use nsq_protocol::names::{is_valid_channel_name, is_valid_topic_name};
+use nsq_http::api::{
+    bad_request, decorated, not_found, parse_query, topic_channel_args, with_fallbacks, ApiError,
+    ApiResult, Reply,
+};
+use nsq_protocol::names::is_valid_topic_name;
 use serde::Serialize;
 
 use crate::registration_db::{Category, PeerInfo, Registration};
 use crate::Nsqlookupd;
 
-use self::query::Query;
-
-/// The header go-nsq and nsqjs look for to recognise 1.0-format bodies.
-pub const NSQ_CONTENT_TYPE_HEADER: &str = "x-nsq-content-type";
-/// Its value.
-pub const NSQ_CONTENT_TYPE_VALUE: &str = "nsq; version=1.0";
-const JSON_CONTENT_TYPE: &str = "application/json; charset=utf-8";
-const TEXT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+/// The V1 header (shared with the other daemons).
+pub use nsq_http::api::{NSQ_CONTENT_TYPE_HEADER, NSQ_CONTENT_TYPE_VALUE};
 
 /// What Go's `time.Time{}.UnixNano()` returns: `/debug`'s `tombstoned_at` for a producer
 /// that was never tombstoned.
 pub const GO_ZERO_TIME_UNIX_NANO: i64 = -6_795_364_578_871_345_152;
 
-/// An API error: the status and the `message` code Go answers with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// The `message` field, e.g. `MISSING_ARG_TOPIC`.
-    pub message: Cow<'static, str>,
-}
-
-impl ApiError {
-    /// An error with a fixed code.
-    pub const fn new(status: StatusCode, message: &'static str) -> ApiError {
-        ApiError {
-            status,
-            message: Cow::Borrowed(message),
-        }
-    }
-}
-
-const fn bad_request(message: &'static str) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, message)
-}
-
-const INVALID_REQUEST: ApiError = bad_request("INVALID_REQUEST");
 const MISSING_ARG_TOPIC: ApiError = bad_request("MISSING_ARG_TOPIC");
 const INVALID_ARG_TOPIC: ApiError = bad_request("INVALID_ARG_TOPIC");
-const MISSING_ARG_CHANNEL: ApiError = bad_request("MISSING_ARG_CHANNEL");
-const INVALID_ARG_CHANNEL: ApiError = bad_request("INVALID_ARG_CHANNEL");
 const MISSING_ARG_NODE: ApiError = bad_request("MISSING_ARG_NODE");
-const TOPIC_NOT_FOUND: ApiError = ApiError::new(StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND");
-const CHANNEL_NOT_FOUND: ApiError = ApiError::new(StatusCode::NOT_FOUND, "CHANNEL_NOT_FOUND");
+const TOPIC_NOT_FOUND: ApiError = not_found("TOPIC_NOT_FOUND");
+const CHANNEL_NOT_FOUND: ApiError = not_found("CHANNEL_NOT_FOUND");
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        #[derive(Serialize)]
-        struct Message<'a> {
-            message: &'a str,
-        }
-        let body = json::to_vec(&Message {
-            message: &self.message,
-        });
-        with_content_type(self.status, JSON_CONTENT_TYPE, body)
-    }
-}
-
-/// A successful result, written as Go's `RespondV1` writes it.
-#[derive(Debug)]
-pub enum Reply {
-    /// A string result (`OK`): written raw.
-    Text(&'static str),
-    /// A value: JSON bytes.
-    Json(Vec<u8>),
-    /// No result: an empty body.
-    Empty,
-}
-
-impl IntoResponse for Reply {
-    fn into_response(self) -> Response {
-        match self {
-            Reply::Text(s) => with_content_type(StatusCode::OK, TEXT_CONTENT_TYPE, s),
-            Reply::Json(b) => with_content_type(StatusCode::OK, JSON_CONTENT_TYPE, b),
-            // Go's net/http sets no Content-Type when nothing is written.
-            Reply::Empty => Response::new(Body::empty()),
-        }
-    }
-}
-
-fn with_content_type(status: StatusCode, ct: &'static str, body: impl Into<Body>) -> Response {
-    let mut res = Response::new(body.into());
-    *res.status_mut() = status;
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
-    res
-}
-
-type ApiResult = Result<Reply, ApiError>;
 type Shared = State<Arc<Nsqlookupd>>;
 
 /// The routing table. Every response, fallbacks included, gets the `X-NSQ-Content-Type`
 /// header from the outermost layer.
 pub fn router(lookupd: Arc<Nsqlookupd>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/ping", get(ping))
         .route("/info", get(info))
         .route("/debug", get(debug))
@@ -164,86 +85,23 @@ pub fn router(lookupd: Arc<Nsqlookupd>) -> Router {
         .route("/topic/delete", post(topic_delete))
         .route("/topic/tombstone", post(topic_tombstone))
         .route("/channel/create", post(channel_create))
-        .route("/channel/delete", post(channel_delete))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
-        })
-        .layer(middleware::from_fn(decorate))
-        .with_state(lookupd)
+        .route("/channel/delete", post(channel_delete));
+    // `/lookup` and `/ping` are polled constantly, so they are logged at debug level.
+    decorated(with_fallbacks(router), &["/lookup", "/ping"]).with_state(lookupd)
 }
 
 /// Serves HTTP on `listener` until shutdown, then lets requests in progress finish.
 pub async fn serve(lookupd: Arc<Nsqlookupd>, listener: tokio::net::TcpListener) {
-    let addr = listener.local_addr().ok();
-    // Non-HTTP first lines get Go's 400 once they end (see `nsq_http::first_line`).
-    let listener = FirstLineListener::new(listener).tap_io(|conn| {
-        let _ = conn.get_ref().set_nodelay(true);
-    });
-    let app = router(lookupd.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let shutdown = lookupd.shutdown.clone();
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-    if let Err(e) = result {
-        tracing::error!("HTTP: serve() failed - {e}");
-    }
-    match addr {
-        Some(a) => tracing::info!("HTTP: closing {a}"),
-        None => tracing::info!("HTTP: closing"),
-    }
-}
-
-/// Adds the V1 header and logs the request as Go's `http_api.Log` does:
-/// `<status> <method> <uri> (<peer>) <elapsed>`. `/lookup` and `/ping` are polled
-/// constantly, so they are logged at debug level.
-async fn decorate(req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = req.method().clone();
-    let uri = req.uri().clone();
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.to_string())
-        .unwrap_or_default();
-    let mut res = next.run(req).await;
-    res.headers_mut().insert(
-        NSQ_CONTENT_TYPE_HEADER,
-        HeaderValue::from_static(NSQ_CONTENT_TYPE_VALUE),
-    );
-    let status = res.status().as_u16();
-    let elapsed = start.elapsed();
-    if matches!(uri.path(), "/lookup" | "/ping") {
-        tracing::debug!("{status} {method} {uri} ({peer}) {elapsed:?}");
-    } else {
-        tracing::info!("{status} {method} {uri} ({peer}) {elapsed:?}");
-    }
-    res
+    nsq_http::api::serve(listener, router(lookupd), async move {
+        shutdown.cancelled().await
+    })
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-fn query(uri: &Uri) -> Result<Query, ApiError> {
-    Query::parse_strict(uri.query()).map_err(|e| {
-        tracing::error!("failed to parse request params - {e}");
-        INVALID_REQUEST
-    })
-}
-
-/// Go's `http_api.GetTopicChannelArgs`.
-fn topic_channel_args(q: &Query) -> Result<(&str, &str), ApiError> {
-    let topic = q.get("topic").ok_or(MISSING_ARG_TOPIC)?;
-    if !is_valid_topic_name(topic.as_bytes()) {
-        return Err(INVALID_ARG_TOPIC);
-    }
-    let channel = q.get("channel").ok_or(MISSING_ARG_CHANNEL)?;
-    if !is_valid_channel_name(channel.as_bytes()) {
-        return Err(INVALID_ARG_CHANNEL);
-    }
-    Ok((topic, channel))
-}
 
 fn keys(regs: Vec<Registration>) -> Vec<String> {
     regs.into_iter().map(|r| r.key).collect()
@@ -287,7 +145,7 @@ impl<'a> From<&'a PeerInfo> for PeerJson<'a> {
 
 /// `GET /ping`: `OK`.
 async fn ping() -> Reply {
-    Reply::Text("OK")
+    Reply::OK
 }
 
 /// `GET /info`: `{"version":"1.3.0"}`.
@@ -318,7 +176,7 @@ async fn channels(State(l): Shared, uri: Uri) -> ApiResult {
     struct Channels {
         channels: Vec<String>,
     }
-    let q = query(&uri)?;
+    let q = parse_query(&uri)?;
     let topic = q.get("topic").ok_or(MISSING_ARG_TOPIC)?;
     let channels = subkeys(l.db().find_registrations(Category::Channel, topic, "*"));
     Ok(Reply::Json(json::to_vec(&Channels { channels })))
@@ -327,7 +185,7 @@ async fn channels(State(l): Shared, uri: Uri) -> ApiResult {
 /// `GET /lookup?topic=<t>`: the topic's channels and its active, non-tombstoned producers;
 /// 404 `TOPIC_NOT_FOUND` when the topic is not registered at all.
 async fn lookup(State(l): Shared, uri: Uri) -> ApiResult {
-    let q = query(&uri)?;
+    let q = parse_query(&uri)?;
     let topic = q.get("topic").ok_or(MISSING_ARG_TOPIC)?;
     lookup_body(&l, topic)
         .map(Reply::Json)
@@ -348,7 +206,7 @@ const WATCH_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 /// an idle stream; the stream ends at shutdown.
 async fn lookup_watch(State(l): Shared, uri: Uri) -> Result<Response, ApiError> {
     use axum::response::sse::{Event, KeepAlive, Sse};
-    let q = query(&uri)?;
+    let q = parse_query(&uri)?;
     let topic = q.get("topic").ok_or(MISSING_ARG_TOPIC)?.to_owned();
     if !is_valid_topic_name(topic.as_bytes()) {
         return Err(bad_request("INVALID_ARG_TOPIC"));
@@ -487,7 +345,7 @@ async fn nodes(State(l): Shared) -> ApiResult {
 
 /// `POST /topic/create?topic=<t>`: a topic registration without producers.
 async fn topic_create(State(l): Shared, uri: Uri) -> ApiResult {
-    let q = query(&uri)?;
+    let q = parse_query(&uri)?;
     let topic = q.get("topic").ok_or(MISSING_ARG_TOPIC)?;
     if !is_valid_topic_name(topic.as_bytes()) {
         return Err(INVALID_ARG_TOPIC);
@@ -500,7 +358,7 @@ async fn topic_create(State(l): Shared, uri: Uri) -> ApiResult {
 /// `POST /topic/delete?topic=<t>`: removes the topic's channel registrations and the topic
 /// registration, producers and all (200 even when there was nothing to remove).
 async fn topic_delete(State(l): Shared, uri: Uri) -> ApiResult {
-    let q = query(&uri)?;
+    let q = parse_query(&uri)?;
     let topic = q.get("topic").ok_or(MISSING_ARG_TOPIC)?;
     let mut db = l.db();
     for r in db.find_registrations(Category::Channel, topic, "*") {
@@ -518,7 +376,7 @@ async fn topic_delete(State(l): Shared, uri: Uri) -> ApiResult {
 /// from `/lookup` for the topic for `--tombstone-lifetime`, so it can delete the topic
 /// without consumers rediscovering it.
 async fn topic_tombstone(State(l): Shared, uri: Uri) -> ApiResult {
-    let q = query(&uri)?;
+    let q = parse_query(&uri)?;
     let topic = q.get("topic").ok_or(MISSING_ARG_TOPIC)?;
     let node = q.get("node").ok_or(MISSING_ARG_NODE)?;
     tracing::info!("DB: setting tombstone for producer@{node} of topic({topic})");
@@ -530,7 +388,7 @@ async fn topic_tombstone(State(l): Shared, uri: Uri) -> ApiResult {
 /// `POST /channel/create?topic=<t>&channel=<c>`: channel and topic registrations without
 /// producers.
 async fn channel_create(State(l): Shared, uri: Uri) -> ApiResult {
-    let q = query(&uri)?;
+    let q = parse_query(&uri)?;
     let (topic, channel) = topic_channel_args(&q)?;
     let mut db = l.db();
     tracing::info!("DB: adding channel({channel}) in topic({topic})");
@@ -542,7 +400,7 @@ async fn channel_create(State(l): Shared, uri: Uri) -> ApiResult {
 
 /// `POST /channel/delete?topic=<t>&channel=<c>`: 404 `CHANNEL_NOT_FOUND` if not registered.
 async fn channel_delete(State(l): Shared, uri: Uri) -> ApiResult {
-    let q = query(&uri)?;
+    let q = parse_query(&uri)?;
     let (topic, channel) = topic_channel_args(&q)?;
     let mut db = l.db();
     if !db.remove_registration(&Registration::channel(topic, channel)) {

@@ -3,49 +3,14 @@
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
-use axum::handler::Handler;
-use axum::http::{HeaderMap, Request, StatusCode};
-use serde_json::{json, Value};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::json;
 
 use super::*;
 use crate::config::Options;
-
-struct Resp {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Resp {
-    fn text(&self) -> &str {
-        std::str::from_utf8(&self.body).expect("utf-8 body")
-    }
-    fn json(&self) -> Value {
-        assert_eq!(self.status, StatusCode::OK, "body: {}", self.text());
-        assert_eq!(self.header("content-type"), Some(JSON_CONTENT_TYPE));
-        assert_eq!(self.header("x-nsq-content-type"), Some("nsq; version=1.0"));
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().unwrap())
-    }
-    #[track_caller]
-    fn assert_err(&self, status: u16, message: &str) {
-        assert_eq!(self.status.as_u16(), status, "body: {}", self.text());
-        assert_eq!(self.text(), format!(r#"{{"message":"{message}"}}"#));
-        assert_eq!(self.header("content-type"), Some(JSON_CONTENT_TYPE));
-        assert_eq!(self.header("x-nsq-content-type"), Some("nsq; version=1.0"));
-    }
-    #[track_caller]
-    fn assert_empty_ok(&self) {
-        assert_eq!(self.status, StatusCode::OK, "body: {}", self.text());
-        assert!(self.body.is_empty(), "body: {}", self.text());
-        assert_eq!(self.header("content-type"), None);
-        assert_eq!(self.header("x-nsq-content-type"), Some("nsq; version=1.0"));
-    }
-}
+use nsq_http::api::TEXT_CONTENT_TYPE;
+use nsq_http::testing::Resp;
 
 fn lookupd(args: &[&str]) -> Arc<Nsqlookupd> {
     let opts = Options::parse_from(std::iter::once("nsqlookupd").chain(args.iter().copied()))
@@ -63,19 +28,7 @@ async fn send(l: &Arc<Nsqlookupd>, method: &str, uri: &str) -> Resp {
         .uri(uri)
         .body(Body::empty())
         .unwrap();
-    let res = axum::routing::any_service(router(l.clone()))
-        .call(req, ())
-        .await;
-    let status = res.status();
-    let headers = res.headers().clone();
-    let body = axum::body::to_bytes(res.into_body(), usize::MAX)
-        .await
-        .expect("response body");
-    Resp {
-        status,
-        headers,
-        body,
-    }
+    nsq_http::testing::call(router(l.clone()), req).await
 }
 
 async fn get(l: &Arc<Nsqlookupd>, uri: &str) -> Resp {
@@ -198,11 +151,11 @@ async fn create_and_delete_registrations() {
         .await
         .assert_empty_ok();
     assert_eq!(
-        get(&l, "/topics").await.json(),
+        get(&l, "/topics").await.ok_json(),
         json!({"topics": ["a", "b"]})
     );
     assert_eq!(
-        get(&l, "/channels?topic=a").await.json(),
+        get(&l, "/channels?topic=a").await.ok_json(),
         json!({"channels": ["c1", "c2"]})
     );
     assert_eq!(
@@ -218,16 +171,16 @@ async fn create_and_delete_registrations() {
         .await
         .assert_empty_ok();
     assert_eq!(
-        get(&l, "/channels?topic=a").await.json(),
+        get(&l, "/channels?topic=a").await.ok_json(),
         json!({"channels": ["c2"]})
     );
     post(&l, "/topic/delete?topic=a").await.assert_empty_ok();
     post(&l, "/topic/delete?topic=never-existed")
         .await
         .assert_empty_ok();
-    assert_eq!(get(&l, "/topics").await.json(), json!({"topics": ["b"]}));
+    assert_eq!(get(&l, "/topics").await.ok_json(), json!({"topics": ["b"]}));
     assert_eq!(
-        get(&l, "/channels?topic=a").await.json(),
+        get(&l, "/channels?topic=a").await.ok_json(),
         json!({"channels": []})
     );
 }
@@ -258,7 +211,7 @@ async fn lookup_nodes_and_tombstones() {
     post(&l, "/topic/tombstone?topic=x&node=nowhere:1")
         .await
         .assert_empty_ok();
-    let v = get(&l, "/lookup?topic=t").await.json();
+    let v = get(&l, "/lookup?topic=t").await.ok_json();
     let addrs: Vec<&str> = v["producers"]
         .as_array()
         .unwrap()
@@ -268,14 +221,14 @@ async fn lookup_nodes_and_tombstones() {
     assert_eq!(addrs, ["127.0.0.1:1000"]);
     // Only for that topic.
     assert_eq!(
-        get(&l, "/lookup?topic=u").await.json()["producers"]
+        get(&l, "/lookup?topic=u").await.ok_json()["producers"]
             .as_array()
             .unwrap()
             .len(),
         1
     );
 
-    let nodes = get(&l, "/nodes").await.json();
+    let nodes = get(&l, "/nodes").await.ok_json();
     assert_eq!(
         nodes,
         json!({"producers": [
@@ -295,7 +248,7 @@ async fn lookup_nodes_and_tombstones() {
     );
     assert!(text.contains(r#""topology_region":"r","tombstones":[false],"topics":["t"]}"#));
 
-    let debug = get(&l, "/debug").await.json();
+    let debug = get(&l, "/debug").await.ok_json();
     let obj = debug.as_object().unwrap();
     let keys: Vec<&String> = obj.keys().collect();
     assert_eq!(keys, ["channel:t:c", "client::", "topic:t:", "topic:u:"]);
@@ -325,11 +278,11 @@ async fn inactive_producers_are_hidden() {
     );
     assert_eq!(get(&l, "/nodes").await.text(), r#"{"producers":[]}"#);
     // The topic is still listed; a PING brings the producer back.
-    assert_eq!(get(&l, "/topics").await.json(), json!({"topics": ["t"]}));
+    assert_eq!(get(&l, "/topics").await.ok_json(), json!({"topics": ["t"]}));
     let future = l.clock.now() + 60_000_000_000;
     l.db().touch("127.0.0.1:1000", future);
     assert_eq!(
-        get(&l, "/lookup?topic=t").await.json()["producers"]
+        get(&l, "/lookup?topic=t").await.ok_json()["producers"]
             .as_array()
             .unwrap()
             .len(),
