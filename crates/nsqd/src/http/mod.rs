@@ -521,27 +521,12 @@ async fn ping() -> Reply {
 
 /// `GET /info`.
 async fn info(State(nsqd): Shared) -> ApiResult {
-    #[derive(Serialize)]
-    struct Info<'a> {
-        version: &'static str,
-        broadcast_address: &'a str,
-        hostname: String,
-        http_port: i64,
-        tcp_port: i64,
-        start_time: i64,
-        max_heartbeat_interval: i64,
-        max_output_buffer_size: i64,
-        max_output_buffer_timeout: i64,
-        max_deflate_level: i64,
-        topology_zone: &'a str,
-        topology_region: &'a str,
-    }
     let o = &nsqd.opts;
     let port = |a: Option<SocketAddr>| a.map_or(0, |a| i64::from(a.port()));
     let nanos = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
-    let body = json::to_vec(&Info {
-        version: nsq_protocol::NSQ_VERSION,
-        broadcast_address: &o.broadcast_address,
+    let body = json::to_vec(&nsq_http::api::nsqd::Info {
+        version: nsq_protocol::NSQ_VERSION.into(),
+        broadcast_address: o.broadcast_address.clone(),
         hostname: crate::config::hostname(),
         http_port: port(*nsqd.http_addr.lock()),
         tcp_port: port(*nsqd.tcp_addr.lock()),
@@ -550,8 +535,8 @@ async fn info(State(nsqd): Shared) -> ApiResult {
         max_output_buffer_size: o.max_output_buffer_size,
         max_output_buffer_timeout: nanos(o.max_output_buffer_timeout),
         max_deflate_level: o.max_deflate_level,
-        topology_zone: &o.topology_zone,
-        topology_region: &o.topology_region,
+        topology_zone: o.topology_zone.clone(),
+        topology_region: o.topology_region.clone(),
     });
     Ok(Reply::Json(body))
 }
