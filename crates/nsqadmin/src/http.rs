@@ -478,7 +478,7 @@ async fn api_topics(State(admin): Shared, uri: Uri) -> ApiResult {
             let path = format!("/lookup?topic={}", crate::client::query_escape(t));
             let (ok, errs) = admin
                 .cluster()
-                .fan_get::<model::LookupResponse>(admin.cluster().lookupds(), &path)
+                .fan_get::<model::lookupd::Lookup>(admin.cluster().lookupds(), &path)
                 .await;
             (t, ok, errs)
         }
@@ -979,7 +979,7 @@ async fn api_counter(State(admin): Shared) -> ApiResult {
         return Err(ApiError::upstream(&errors));
     }
     let mut producers: Vec<model::Producer> = Vec::new();
-    for p in answers.into_iter().flatten() {
+    for p in answers.into_iter().flatten().map(|n| n.peer) {
         if !producers
             .iter()
             .any(|q| q.http_address() == p.http_address())
@@ -996,11 +996,11 @@ async fn api_counter(State(admin): Shared) -> ApiResult {
     for (p, s) in &stats {
         let node = p.http_address();
         for t in s.topics.iter().flatten() {
-            for c in t.channels.iter().flatten() {
+            for c in &t.channels {
                 let key = format!("{}:{}:{}", t.topic_name, c.channel_name, node);
                 let prev = out
                     .get(&key)
-                    .and_then(|v| v["message_count"].as_i64())
+                    .and_then(|v| v["message_count"].as_u64())
                     .unwrap_or(0);
                 out.insert(
                     key,
@@ -1026,6 +1026,7 @@ async fn find_node(admin: &Admin, node: &str) -> Result<model::Producer, ApiErro
     answers
         .into_iter()
         .flatten()
+        .map(|n| n.peer)
         .find(|p| p.http_address() == node)
         .ok_or(ApiError::new(StatusCode::NOT_FOUND, "NODE_NOT_FOUND"))
 }
