@@ -160,3 +160,22 @@ fn renders_nsq_rs_extensions_only_when_in_use() {
     );
     assert!(with.ends_with(r#""config":{"ttl":"1s"}}"#), "{with}");
 }
+
+#[test]
+fn reads_the_pre_1_0_envelope() {
+    let t: lookupd::Topics =
+        super::from_body(br#"{"status_code":200,"status_txt":"OK","data":{"topics":["a"]}}"#)
+            .unwrap();
+    assert_eq!(t.topics, ["a"]);
+    let t: lookupd::Topics = super::from_body(br#"{"topics":["b"]}"#).unwrap();
+    assert_eq!(t.topics, ["b"]);
+    let t: lookupd::Topics =
+        super::from_body(br#"{"status_code":200,"status_txt":"OK","data":null}"#).unwrap();
+    assert!(t.topics.is_empty());
+    let e = super::from_body::<lookupd::Topics>(
+        br#"{"status_code":500,"status_txt":"INTERNAL_ERROR","data":null}"#,
+    )
+    .unwrap_err();
+    assert_eq!(e.to_string(), "status_code 500 INTERNAL_ERROR");
+    assert!(super::from_body::<lookupd::Topics>(b"not json").is_err());
+}

@@ -22,7 +22,6 @@ use clap::{ArgAction, Parser};
 use nsq_http::api::nsqd::{ChannelStats, Stats};
 use nsq_http_client::Client;
 use nsq_tools::{fatal, go_bool, go_duration};
-use serde_json::Value;
 
 const TOOL: &str = "nsq_stat";
 
@@ -297,16 +296,8 @@ async fn get_stats(client: &Client, addr: &str, path: &str) -> anyhow::Result<St
             String::from_utf8_lossy(&body).trim()
         );
     }
-    let v: Value =
-        serde_json::from_slice(&body).with_context(|| format!("GET {url}: invalid JSON"))?;
-    // Pre-1.0 nsqd wrapped answers in {"status_code", "data"}.
-    let v = match v {
-        Value::Object(mut m) if m.contains_key("status_code") && m.contains_key("data") => {
-            m.remove("data").unwrap_or_default()
-        }
-        v => v,
-    };
-    serde_json::from_value(v).with_context(|| format!("GET {url}: unexpected /stats shape"))
+    // Pre-1.0 nsqd wrapped answers in {"status_code", "data"}: from_body accepts both.
+    nsq_http::api::from_body(&body).with_context(|| format!("GET {url}"))
 }
 
 fn stats_path(topic: &str, channel: Option<&str>) -> String {
@@ -402,6 +393,7 @@ async fn channel_totals(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn table_format_matches_go() {
