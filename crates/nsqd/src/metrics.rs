@@ -266,7 +266,7 @@ fn encode_topics(enc: &mut DescriptorEncoder, topics: &[&TopicStats]) -> Result<
         "nsq_channel_clients",
         "Consumers connected to the channel.",
         None,
-        per_channel(|c| c.client_count as u64),
+        per_channel(|c| c.client_count),
     )?;
     gauge_family(
         enc,
