@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
+use nsq_http::api::nsqd::Stats;
 pub use nsq_http_client::Method;
 
 /// A response.
@@ -98,14 +99,15 @@ impl Api {
         Ok(())
     }
 
-    /// Fetches `/stats?format=json` (optionally filtered to one topic) as JSON.
-    pub async fn stats(&self, topic: Option<&str>) -> anyhow::Result<serde_json::Value> {
+    /// Fetches `/stats?format=json` (optionally filtered to one topic), in NSQ 1.x's plain
+    /// form or the older `{"status_code":..,"data":{..}}` envelope.
+    pub async fn stats(&self, topic: Option<&str>) -> anyhow::Result<Stats> {
         let path = match topic {
             Some(t) => format!("/stats?format=json&topic={}", query_escape(t)),
             None => "/stats?format=json".to_string(),
         };
         let r = self.expect_ok(Method::GET, &path).await?;
-        serde_json::from_slice(&r.body).context("parsing /stats JSON")
+        nsq_http::api::from_body(&r.body).context("parsing /stats JSON")
     }
 }
 
@@ -145,7 +147,7 @@ impl BlockingApi {
     }
 
     /// [`Api::stats`].
-    pub fn stats(&self, topic: Option<&str>) -> anyhow::Result<serde_json::Value> {
+    pub fn stats(&self, topic: Option<&str>) -> anyhow::Result<Stats> {
         self.rt.block_on(self.api.stats(topic))
     }
 }
@@ -164,29 +166,18 @@ pub fn query_escape(s: &str) -> String {
     out
 }
 
-/// The depth of every channel of `topic` in a `/stats?format=json` document, in order.
-/// Accepts both NSQ 1.x's plain document and the older `{"status_code":..,"data":{..}}`
-/// envelope. `None` if the topic is absent.
-pub fn channel_depths(stats: &serde_json::Value, topic: &str) -> Option<Vec<(String, u64)>> {
-    let doc = stats.get("data").unwrap_or(stats);
-    let t = doc
-        .get("topics")?
-        .as_array()?
+/// The depth of every channel of `topic` in a `/stats` document, in order. `None` if the
+/// topic is absent.
+pub fn channel_depths(stats: &Stats, topic: &str) -> Option<Vec<(String, u64)>> {
+    let t = stats
+        .topics
+        .as_deref()?
         .iter()
-        .find(|t| t.get("topic_name").and_then(|n| n.as_str()) == Some(topic))?;
-    let chans = t.get("channels")?.as_array()?;
+        .find(|t| t.topic_name == topic)?;
     Some(
-        chans
+        t.channels
             .iter()
-            .map(|c| {
-                let name = c
-                    .get("channel_name")
-                    .and_then(|n| n.as_str())
-                    .unwrap_or("?")
-                    .to_string();
-                let depth = c.get("depth").and_then(|d| d.as_u64()).unwrap_or(0);
-                (name, depth)
-            })
+            .map(|c| (c.channel_name.clone(), c.depth))
             .collect(),
     )
 }
@@ -205,7 +196,7 @@ mod tests {
 
     #[test]
     fn finds_channel_depths() {
-        let plain = serde_json::json!({
+        let plain = br#"{
             "version": "1.3.0", "health": "OK",
             "topics": [
                 {"topic_name": "other", "channels": []},
@@ -214,13 +205,15 @@ mod tests {
                     {"channel_name": "ch1", "depth": 3}
                 ]}
             ]
-        });
+        }"#;
+        let wrapped = [br#"{"status_code": 200, "data": "#, &plain[..], b"}"].concat();
+        let plain: Stats = nsq_http::api::from_body(plain).unwrap();
         assert_eq!(
             channel_depths(&plain, "mem_bench").unwrap(),
             vec![("ch0".to_string(), 5), ("ch1".to_string(), 3)]
         );
         assert!(channel_depths(&plain, "missing").is_none());
-        let wrapped = serde_json::json!({"status_code": 200, "data": plain});
+        let wrapped: Stats = nsq_http::api::from_body(&wrapped).unwrap();
         assert_eq!(channel_depths(&wrapped, "other").unwrap(), vec![]);
     }
 
@@ -237,10 +230,7 @@ mod tests {
         });
         let api = BlockingApi::new(&srv.addr.to_string()).unwrap();
         api.create_topic("t#ephemeral").unwrap();
-        assert_eq!(
-            api.stats(Some("t")).unwrap()["topics"],
-            serde_json::json!([])
-        );
+        assert_eq!(api.stats(Some("t")).unwrap().topics.unwrap().len(), 0);
         let e = api.create_channel("t", "").unwrap_err().to_string();
         assert!(
             e.contains("HTTP 400 {\"message\":\"MISSING_ARG_CHANNEL\"}"),

@@ -10,6 +10,7 @@
 //! registered the topic yet: not an error, the consumer polls again later (go-nsq logs it
 //! and keeps polling).
 
+use nsq_http::api::lookupd::Lookup;
 use serde::Deserialize;
 
 use crate::config::Config;
@@ -37,53 +38,17 @@ pub(crate) fn http_client(config: &Config) -> Result<nsq_http_client::Client> {
     .map_err(|e| Error::Tls(format!("lookupd_tls_root_ca_file: {e}")))
 }
 
-/// One nsqd as nsqlookupd reports it (`PeerInfo`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct LookupProducer {
-    /// The address nsqd asked clients to use.
-    #[serde(default)]
-    pub broadcast_address: String,
-    /// nsqd's host name.
-    #[serde(default)]
-    pub hostname: String,
-    /// nsqd's TCP port.
-    pub tcp_port: u16,
-    /// nsqd's HTTP port.
-    #[serde(default)]
-    pub http_port: u16,
-    /// nsqd's version.
-    #[serde(default)]
-    pub version: String,
-}
+/// One nsqd as nsqlookupd reports it (Go's `PeerInfo`): the shared
+/// [`nsq_http::api::lookupd::Producer`], read leniently (missing fields are empty or 0).
+pub use nsq_http::api::lookupd::Producer as LookupProducer;
 
-impl LookupProducer {
-    /// `broadcast_address:tcp_port`, with brackets around IPv6 literals.
-    pub fn tcp_address(&self) -> String {
-        let host = if self.broadcast_address.is_empty() {
-            &self.hostname
-        } else {
-            &self.broadcast_address
-        };
-        if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]:{}", self.tcp_port)
-        } else {
-            format!("{host}:{}", self.tcp_port)
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct LookupBody {
-    #[serde(default)]
-    producers: Vec<LookupProducer>,
-}
-
+/// The pre-1.0 envelope around `/lookup`'s body.
 #[derive(Deserialize)]
 struct Legacy {
     status_code: Option<u16>,
     #[serde(default)]
     status_txt: String,
-    data: Option<LookupBody>,
+    data: Option<Lookup>,
 }
 
 /// Parses a `/lookup` response body of either shape.
@@ -92,7 +57,7 @@ pub fn parse_lookup_response(body: &[u8]) -> Result<Vec<LookupProducer>> {
         .map_err(|e| Error::Lookupd(format!("invalid JSON in /lookup response: {e}")))?;
     let invalid = |e: serde_json::Error| Error::Lookupd(format!("bad /lookup response: {e}"));
     if value.get("producers").is_some() {
-        let b: LookupBody = serde_json::from_value(value).map_err(invalid)?;
+        let b: Lookup = serde_json::from_value(value).map_err(invalid)?;
         return Ok(b.producers);
     }
     if value.get("data").is_some() || value.get("status_code").is_some() {

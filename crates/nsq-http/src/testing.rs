@@ -13,7 +13,7 @@ use axum::handler::Handler;
 use axum::http::{HeaderMap, Request, StatusCode};
 use axum::Router;
 
-use crate::api::{JSON_CONTENT_TYPE, NSQ_CONTENT_TYPE_VALUE, TEXT_CONTENT_TYPE};
+use crate::service::{JSON_CONTENT_TYPE, NSQ_CONTENT_TYPE_VALUE, TEXT_CONTENT_TYPE};
 
 /// Sends the V2 magic `"  V2"`, checks that nothing arrives and the connection stays open for
 /// 300 ms (Go's net/http waits for the end of the first line), sends `IDENTIFY\n`, and returns

@@ -6,7 +6,10 @@ use futures::future::join_all;
 use serde::de::DeserializeOwned;
 
 use crate::client::{query_escape, Client, ClientError};
-use crate::model::{LookupResponse, NodeError, NodesResponse, NsqdStats, Producer, TopicsResponse};
+use nsq_http::api::lookupd::{Lookup, Node, Nodes, Topics};
+use nsq_http::api::nsqd::Info;
+
+use crate::model::{NodeError, NsqdStats, Producer};
 
 /// Where the cluster is read from.
 #[derive(Debug, Clone)]
@@ -115,7 +118,7 @@ impl Cluster {
         let mut names = Vec::new();
         let (errors, asked) = match &self.upstream {
             Upstream::Lookupd(addrs) => {
-                let (ok, errs) = self.fan_get::<TopicsResponse>(addrs, "/topics").await;
+                let (ok, errs) = self.fan_get::<Topics>(addrs, "/topics").await;
                 for (_, r) in ok {
                     names.extend(r.topics);
                 }
@@ -146,7 +149,7 @@ impl Cluster {
             Upstream::Nsqd(addrs) => (
                 addrs
                     .iter()
-                    .map(|a| Producer::from_http_address(a))
+                    .map(|a| crate::model::producer_from_http_address(a))
                     .collect(),
                 Vec::new(),
                 0,
@@ -157,14 +160,10 @@ impl Cluster {
                     let path = &path;
                     async move {
                         let r = match self.client.get(a, path).await {
-                            Ok(body) => {
-                                serde_json::from_slice::<LookupResponse>(&body).map_err(|e| {
-                                    format!("GET {}: bad JSON: {e}", self.client.url(a, path))
-                                })
-                            }
-                            Err(ClientError::Status { status: 404, .. }) => {
-                                Ok(LookupResponse::default())
-                            }
+                            Ok(body) => serde_json::from_slice::<Lookup>(&body).map_err(|e| {
+                                format!("GET {}: bad JSON: {e}", self.client.url(a, path))
+                            }),
+                            Err(ClientError::Status { status: 404, .. }) => Ok(Lookup::default()),
                             Err(e) => Err(e.to_string()),
                         };
                         (a.clone(), r)
@@ -228,10 +227,10 @@ impl Cluster {
 
     /// `/nodes` of every lookupd, or (`--nsqd-http-address`) `/info` and `/stats` of every nsqd
     /// presented as lookupd would. Errors name the unreachable daemons.
-    pub async fn nodes(&self) -> (Vec<Vec<Producer>>, Vec<NodeError>, usize) {
+    pub async fn nodes(&self) -> (Vec<Vec<Node>>, Vec<NodeError>, usize) {
         match &self.upstream {
             Upstream::Lookupd(addrs) => {
-                let (ok, errs) = self.fan_get::<NodesResponse>(addrs, "/nodes").await;
+                let (ok, errs) = self.fan_get::<Nodes>(addrs, "/nodes").await;
                 (
                     ok.into_iter().map(|(_, n)| n.producers).collect(),
                     errs,
@@ -239,17 +238,6 @@ impl Cluster {
                 )
             }
             Upstream::Nsqd(addrs) => {
-                #[derive(serde::Deserialize, Default)]
-                #[serde(default)]
-                struct Info {
-                    version: String,
-                    broadcast_address: String,
-                    hostname: String,
-                    http_port: i64,
-                    tcp_port: i64,
-                    topology_zone: String,
-                    topology_region: String,
-                }
                 let results = join_all(addrs.iter().map(|a| async move {
                     let info = self.get_json::<Info>(a, "/info").await;
                     let stats = self
@@ -266,15 +254,17 @@ impl Cluster {
                             .flatten()
                             .map(|t| t.topic_name)
                             .collect();
-                        Ok(Producer {
-                            remote_address: crate::client::host_port(a).to_owned(),
-                            hostname: i.hostname,
-                            broadcast_address: i.broadcast_address,
-                            tcp_port: i.tcp_port,
-                            http_port: i.http_port,
-                            version: i.version,
-                            topology_zone: i.topology_zone,
-                            topology_region: i.topology_region,
+                        Ok(Node {
+                            peer: Producer {
+                                remote_address: crate::client::host_port(a).to_owned(),
+                                hostname: i.hostname,
+                                broadcast_address: i.broadcast_address,
+                                tcp_port: i.tcp_port,
+                                http_port: i.http_port,
+                                version: i.version.into_owned(),
+                                topology_zone: i.topology_zone,
+                                topology_region: i.topology_region,
+                            },
                             tombstones: vec![false; topics.len()],
                             topics,
                         })
@@ -336,11 +326,11 @@ impl Cluster {
         let (addrs, mut complete) = match &self.upstream {
             Upstream::Nsqd(addrs) => (addrs.clone(), true),
             Upstream::Lookupd(addrs) => {
-                let (ok, errs) = self.fan_get::<NodesResponse>(addrs, "/nodes").await;
+                let (ok, errs) = self.fan_get::<Nodes>(addrs, "/nodes").await;
                 let mut nodes: Vec<String> = ok
                     .into_iter()
                     .flat_map(|(_, n)| n.producers)
-                    .map(|p| p.http_address())
+                    .map(|n| n.peer.http_address())
                     .collect();
                 nodes.sort();
                 nodes.dedup();

@@ -212,6 +212,10 @@ impl History {
     }
 }
 
+fn count(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 /// Sums every node's `/stats` into one tick at `ts_ms`.
 pub fn fold(stats: &[NsqdStats], ts_ms: i64) -> Tick {
     let mut tick: Tick = HashMap::new();
@@ -228,18 +232,18 @@ pub fn fold(stats: &[NsqdStats], ts_ms: i64) -> Tick {
                     HashMap::new(),
                 )
             });
-            ts.message_count += t.message_count;
-            ts.depth += t.depth;
-            for c in t.channels.iter().flatten() {
+            ts.message_count += count(t.message_count);
+            ts.depth += count(t.depth);
+            for c in &t.channels {
                 let cs = chans.entry(c.channel_name.clone()).or_insert(Sample {
                     ts_ms,
                     message_count: 0,
                     depth: 0,
                     in_flight: 0,
                 });
-                cs.message_count += c.message_count;
-                cs.depth += c.depth;
-                cs.in_flight += c.in_flight_count;
+                cs.message_count += count(c.message_count);
+                cs.depth += count(c.depth);
+                cs.in_flight += count(c.in_flight_count);
             }
         }
     }

@@ -19,14 +19,14 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use nsq_http::api::{decorated, json_response, not_found, with_fallbacks, ApiError};
+use nsq_http::service::{decorated, json_response, not_found, with_fallbacks, ApiError};
 use serde_json::{json, Value};
 
 use crate::model::{self, NodeError};
 use crate::{assets, Admin};
 
 /// The header go-nsq and nsqjs look for to recognise 1.0-format bodies.
-pub use nsq_http::api::NSQ_CONTENT_TYPE_HEADER;
+pub use nsq_http::service::NSQ_CONTENT_TYPE_HEADER;
 
 /// 502 `UPSTREAM_ERROR: <node>: <error>; …`: every upstream failed.
 fn upstream_error(errors: &[NodeError]) -> ApiError {
@@ -418,7 +418,7 @@ async fn api_topics(State(admin): Shared, uri: Uri) -> ApiResult {
             let path = format!("/lookup?topic={}", crate::client::query_escape(t));
             let (ok, errs) = admin
                 .cluster()
-                .fan_get::<model::LookupResponse>(admin.cluster().lookupds(), &path)
+                .fan_get::<model::lookupd::Lookup>(admin.cluster().lookupds(), &path)
                 .await;
             (t, ok, errs)
         }
@@ -901,7 +901,7 @@ async fn api_counter(State(admin): Shared) -> ApiResult {
         return Err(upstream_error(&errors));
     }
     let mut producers: Vec<model::Producer> = Vec::new();
-    for p in answers.into_iter().flatten() {
+    for p in answers.into_iter().flatten().map(|n| n.peer) {
         if !producers
             .iter()
             .any(|q| q.http_address() == p.http_address())
@@ -918,11 +918,11 @@ async fn api_counter(State(admin): Shared) -> ApiResult {
     for (p, s) in &stats {
         let node = p.http_address();
         for t in s.topics.iter().flatten() {
-            for c in t.channels.iter().flatten() {
+            for c in &t.channels {
                 let key = format!("{}:{}:{}", t.topic_name, c.channel_name, node);
                 let prev = out
                     .get(&key)
-                    .and_then(|v| v["message_count"].as_i64())
+                    .and_then(|v| v["message_count"].as_u64())
                     .unwrap_or(0);
                 out.insert(
                     key,
@@ -948,6 +948,7 @@ async fn find_node(admin: &Admin, node: &str) -> Result<model::Producer, ApiErro
     answers
         .into_iter()
         .flatten()
+        .map(|n| n.peer)
         .find(|p| p.http_address() == node)
         .ok_or(ApiError::new(StatusCode::NOT_FOUND, "NODE_NOT_FOUND"))
 }

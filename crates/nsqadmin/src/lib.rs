@@ -200,7 +200,7 @@ pub async fn start(opts: Options) -> Result<AdminHandle, StartError> {
     }
     let stop = shutdown.clone();
     // Non-HTTP first lines get Go's 400 once they end (see `nsq_http::first_line`).
-    let task = tokio::spawn(nsq_http::api::serve(
+    let task = tokio::spawn(nsq_http::service::serve(
         listener,
         http::router(admin.clone()),
         async move { stop.cancelled().await },

@@ -1,193 +1,39 @@
 //! What nsqadmin reads from the daemons and what it answers with, and the sans-I/O
 //! aggregation between the two (Go's `nsqadmin/clusterinfo/types.go`).
 //!
-//! Upstream shapes are parsed leniently (every field defaults), so an nsqd of another
-//! version or a missing field never fails a page. Output shapes are Go nsqadmin 1.3's, plus
+//! Upstream shapes are the shared [`nsq_http::api`] types (nsqd `/stats` as [`NsqdStats`],
+//! lookupd's [`Producer`], [`lookupd::Lookup`], [`lookupd::Nodes`], ...), read leniently
+//! (every field defaults, unknown ones are ignored), so an nsqd of another version or a
+//! missing field never fails a page. Output shapes are Go nsqadmin 1.3's, plus
 //! one addition: `node_errors`, the per-node failures that Go only reports in `message`,
 //! so the UI can show a dead node as an error row.
 
+pub use nsq_http::api::lookupd::{self, join_host_port, Producer};
+/// nsqd `/stats?format=json`, as nsqadmin reads it.
+pub use nsq_http::api::nsqd::Stats as NsqdStats;
+use nsq_http::api::nsqd::{ChannelStats as NsqdChannel, E2eLatency};
 use nsq_http::json::go_float;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
-/// A producer as nsqlookupd's `/lookup` and `/nodes` describe it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(default)]
-pub struct Producer {
-    /// Address of its connection to lookupd.
-    pub remote_address: String,
-    /// Its hostname.
-    pub hostname: String,
-    /// Where clients reach it.
-    pub broadcast_address: String,
-    /// TCP port.
-    pub tcp_port: i64,
-    /// HTTP port.
-    pub http_port: i64,
-    /// nsqd version.
-    pub version: String,
-    /// Topology zone.
-    pub topology_zone: String,
-    /// Topology region.
-    pub topology_region: String,
-    /// `/nodes` only: per-topic tombstone flags.
-    #[serde(skip_serializing)]
-    pub tombstones: Vec<bool>,
-    /// `/nodes` only: its topics.
-    #[serde(skip_serializing)]
-    pub topics: Vec<String>,
-}
-
-impl Producer {
-    /// `broadcast_address:http_port`, as Go's `net.JoinHostPort` writes it.
-    pub fn http_address(&self) -> String {
-        join_host_port(&self.broadcast_address, self.http_port)
-    }
-
-    /// A producer known only by its HTTP address (`--nsqd-http-address` mode).
-    pub fn from_http_address(addr: &str) -> Producer {
-        let addr = crate::client::host_port(addr);
-        let (host, port) = match addr.rsplit_once(':') {
-            Some((h, p)) => (h.trim_matches(['[', ']']), p.parse().unwrap_or(0)),
-            None => (addr, 0),
-        };
-        Producer {
-            hostname: host.to_owned(),
-            broadcast_address: host.to_owned(),
-            http_port: port,
-            ..Producer::default()
-        }
+/// A producer known only by its HTTP address (`--nsqd-http-address` mode).
+pub fn producer_from_http_address(addr: &str) -> Producer {
+    let addr = crate::client::host_port(addr);
+    let (host, port) = match addr.rsplit_once(':') {
+        Some((h, p)) => (h.trim_matches(['[', ']']), p.parse().unwrap_or(0)),
+        None => (addr, 0),
+    };
+    Producer {
+        hostname: host.to_owned(),
+        broadcast_address: host.to_owned(),
+        http_port: port,
+        ..Producer::default()
     }
 }
 
-/// `host:port`, bracketing IPv6 hosts.
-pub fn join_host_port(host: &str, port: i64) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
-/// lookupd `/lookup`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct LookupResponse {
-    /// Channels registered for the topic.
-    pub channels: Vec<String>,
-    /// Producers of the topic.
-    pub producers: Vec<Producer>,
-}
-
-/// lookupd `/nodes`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct NodesResponse {
-    /// Every active producer.
-    pub producers: Vec<Producer>,
-}
-
-/// lookupd `/topics`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct TopicsResponse {
-    /// Every topic.
-    pub topics: Vec<String>,
-}
-
-/// nsqd `/stats?format=json`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct NsqdStats {
-    /// nsqd's version.
-    pub version: String,
-    /// `null` when a topic filter matched nothing.
-    pub topics: Option<Vec<NsqdTopic>>,
-}
-
-/// One topic of nsqd `/stats`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct NsqdTopic {
-    /// Name.
-    pub topic_name: String,
-    /// Channels (may be `null`).
-    pub channels: Option<Vec<NsqdChannel>>,
-    /// Memory + backend depth.
-    pub depth: i64,
-    /// Backend depth.
-    pub backend_depth: i64,
-    /// Messages received.
-    pub message_count: i64,
-    /// Paused?
-    pub paused: bool,
-    /// Passed through.
-    pub e2e_processing_latency: Value,
-    /// nsq-rs: the policy (absent on Go nsqd and when none is set).
-    pub config: Option<Value>,
-}
-
-/// One channel of nsqd `/stats`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct NsqdChannel {
-    /// Name.
-    pub channel_name: String,
-    /// Memory + backend depth.
-    pub depth: i64,
-    /// Backend depth.
-    pub backend_depth: i64,
-    /// In flight.
-    pub in_flight_count: i64,
-    /// Deferred.
-    pub deferred_count: i64,
-    /// Messages received.
-    pub message_count: i64,
-    /// Requeued.
-    pub requeue_count: i64,
-    /// Timed out.
-    pub timeout_count: i64,
-    /// Connected consumers.
-    pub client_count: i64,
-    /// Consumers (`null` without `include_clients`).
-    pub clients: Option<Vec<NsqdClient>>,
-    /// Paused?
-    pub paused: bool,
-    /// Passed through.
-    pub e2e_processing_latency: Value,
-    /// nsq-rs: the policy (absent on Go nsqd and when none is set).
-    pub config: Option<Value>,
-}
-
-/// One client of nsqd `/stats`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct NsqdClient {
-    pub client_id: String,
-    pub hostname: String,
-    pub version: String,
-    pub remote_address: String,
-    pub state: i64,
-    pub ready_count: i64,
-    pub in_flight_count: i64,
-    pub message_count: i64,
-    pub finish_count: i64,
-    pub requeue_count: i64,
-    pub connect_ts: i64,
-    pub sample_rate: i64,
-    pub deflate: bool,
-    pub snappy: bool,
-    pub user_agent: String,
-    pub authed: bool,
-    pub auth_identity: String,
-    pub auth_identity_url: String,
-    pub tls: bool,
-    pub tls_cipher_suite: String,
-    pub tls_version: String,
-    pub tls_negotiated_protocol: String,
-    pub tls_negotiated_protocol_is_mutual: bool,
-    pub topology_zone: String,
-    pub topology_region: String,
+/// A count from nsqd's `/stats` (`u64`) in nsqadmin's Go-typed (`int64`) figures.
+fn n(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// Go's `quantile.E2eProcessingLatencyAggregate`: one node's e2e latency as nsqd reported
@@ -238,22 +84,18 @@ fn go_float_opt<S: serde::Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S:
 }
 
 impl E2eAggregate {
-    /// One node's `e2e_processing_latency` object (Go's `UnmarshalJSON`); anything
-    /// unreadable counts as no percentiles.
-    pub fn from_node(v: &Value) -> E2eAggregate {
-        let count = v["count"].as_i64().unwrap_or(0);
-        let percentiles = v["percentiles"].as_array().map(|ps| {
+    /// One node's `e2e_processing_latency` object (Go's `UnmarshalJSON`).
+    pub fn from_node(v: &E2eLatency) -> E2eAggregate {
+        let count = n(v.count);
+        let percentiles = v.percentiles.as_ref().map(|ps| {
             ps.iter()
-                .map(|p| {
-                    let value = p["value"].as_f64().unwrap_or(0.0);
-                    E2ePercentile {
-                        average: value,
-                        count: count as f64,
-                        max: value,
-                        min: value,
-                        quantile: p["quantile"].as_f64().unwrap_or(0.0),
-                        value: Some(value),
-                    }
+                .map(|p| E2ePercentile {
+                    average: p.value,
+                    count: count as f64,
+                    max: p.value,
+                    min: p.value,
+                    quantile: p.quantile,
+                    value: Some(p.value),
                 })
                 .collect()
         });
@@ -418,17 +260,17 @@ fn channel_from(node: &Producer, topic: &str, c: &NsqdChannel, now_s: i64) -> Ch
         .map(|cl| ClientStats {
             node: addr.clone(),
             remote_address: cl.remote_address.clone(),
-            version: cl.version.clone(),
+            version: cl.version.to_string(),
             client_id: cl.client_id.clone(),
             hostname: cl.hostname.clone(),
             user_agent: cl.user_agent.clone(),
             connect_ts: cl.connect_ts,
             connected: (now_s - cl.connect_ts).max(0).saturating_mul(1_000_000_000),
-            in_flight_count: cl.in_flight_count,
-            ready_count: cl.ready_count,
-            finish_count: cl.finish_count,
-            requeue_count: cl.requeue_count,
-            message_count: cl.message_count,
+            in_flight_count: n(cl.in_flight_count),
+            ready_count: n(cl.ready_count),
+            finish_count: n(cl.finish_count),
+            requeue_count: n(cl.requeue_count),
+            message_count: n(cl.message_count),
             sample_rate: cl.sample_rate,
             deflate: cl.deflate,
             snappy: cl.snappy,
@@ -436,8 +278,8 @@ fn channel_from(node: &Producer, topic: &str, c: &NsqdChannel, now_s: i64) -> Ch
             auth_identity: cl.auth_identity.clone(),
             auth_identity_url: cl.auth_identity_url.clone(),
             tls: cl.tls,
-            tls_cipher_suite: cl.tls_cipher_suite.clone(),
-            tls_version: cl.tls_version.clone(),
+            tls_cipher_suite: cl.tls_cipher_suite.to_string(),
+            tls_version: cl.tls_version.to_string(),
             tls_negotiated_protocol: cl.tls_negotiated_protocol.clone(),
             tls_negotiated_protocol_is_mutual: cl.tls_negotiated_protocol_is_mutual,
             topology_zone: cl.topology_zone.clone(),
@@ -449,15 +291,15 @@ fn channel_from(node: &Producer, topic: &str, c: &NsqdChannel, now_s: i64) -> Ch
         hostname: node.hostname.clone(),
         topic_name: topic.to_owned(),
         channel_name: c.channel_name.clone(),
-        depth: c.depth,
-        memory_depth: c.depth - c.backend_depth,
-        backend_depth: c.backend_depth,
-        in_flight_count: c.in_flight_count,
-        deferred_count: c.deferred_count,
-        requeue_count: c.requeue_count,
-        timeout_count: c.timeout_count,
-        message_count: c.message_count,
-        client_count: c.client_count,
+        depth: n(c.depth),
+        memory_depth: n(c.depth) - n(c.backend_depth),
+        backend_depth: n(c.backend_depth),
+        in_flight_count: n(c.in_flight_count),
+        deferred_count: n(c.deferred_count),
+        requeue_count: n(c.requeue_count),
+        timeout_count: n(c.timeout_count),
+        message_count: n(c.message_count),
+        client_count: n(c.client_count),
         nodes: Vec::new(),
         clients,
         paused: c.paused,
@@ -533,13 +375,13 @@ pub fn aggregate_topic(topic: &str, per_node: &[(Producer, NsqdStats)], now_s: i
             let channels: Vec<ChannelStats> = t
                 .channels
                 .iter()
-                .flatten()
                 .map(|c| channel_from(node, topic, c, now_s))
                 .collect();
-            all.depth += t.depth;
-            all.memory_depth += t.depth - t.backend_depth;
-            all.backend_depth += t.backend_depth;
-            all.message_count += t.message_count;
+            let (depth, backend_depth) = (n(t.depth), n(t.backend_depth));
+            all.depth += depth;
+            all.memory_depth += depth - backend_depth;
+            all.backend_depth += backend_depth;
+            all.message_count += n(t.message_count);
             all.paused |= t.paused;
             for c in &channels {
                 match all
@@ -575,10 +417,10 @@ pub fn aggregate_topic(topic: &str, per_node: &[(Producer, NsqdStats)], now_s: i
                 node: node.http_address(),
                 hostname: node.hostname.clone(),
                 topic_name: topic.to_owned(),
-                depth: t.depth,
-                memory_depth: t.depth - t.backend_depth,
-                backend_depth: t.backend_depth,
-                message_count: t.message_count,
+                depth,
+                memory_depth: depth - backend_depth,
+                backend_depth,
+                message_count: n(t.message_count),
                 nodes: Vec::new(),
                 channels,
                 paused: t.paused,
@@ -611,13 +453,14 @@ pub fn aggregate_channel(
 /// Merges lookupds' `/nodes` answers into Go's producer list: one entry per
 /// `broadcast_address:http_port`, remote addresses and topics unioned, `out_of_date` for
 /// versions below the newest seen.
-pub fn merge_nodes(answers: &[Vec<Producer>]) -> Vec<Node> {
+pub fn merge_nodes(answers: &[Vec<lookupd::Node>]) -> Vec<Node> {
     let mut nodes: Vec<Node> = Vec::new();
-    for p in answers.iter().flatten() {
+    for node in answers.iter().flatten() {
+        let p = &node.peer;
         let key = p.http_address();
-        let topics = p.topics.iter().enumerate().map(|(i, t)| NodeTopic {
+        let topics = node.topics.iter().enumerate().map(|(i, t)| NodeTopic {
             topic: t.clone(),
-            tombstoned: p.tombstones.get(i).copied().unwrap_or(false),
+            tombstoned: node.tombstones.get(i).copied().unwrap_or(false),
         });
         match nodes
             .iter_mut()
@@ -809,16 +652,19 @@ mod tests {
 
     #[test]
     fn merges_nodes_from_several_lookupds() {
-        let mut p1 = node("h1", 4151);
-        p1.remote_address = "127.0.0.1:5000".into();
-        p1.topics = vec!["b".into(), "a".into()];
-        p1.tombstones = vec![false, true];
-        let mut p1b = p1.clone();
-        p1b.remote_address = "127.0.0.1:5001".into();
-        p1b.topics = vec!["c".into()];
-        p1b.tombstones = vec![false];
-        let mut p2 = node("h2", 4152);
-        p2.version = "1.2.1".into();
+        let lookupd_node = |p: Producer, topics: &[&str], tombstones: &[bool]| lookupd::Node {
+            peer: p,
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            tombstones: tombstones.to_vec(),
+        };
+        let mut h1 = node("h1", 4151);
+        h1.remote_address = "127.0.0.1:5000".into();
+        let p1 = lookupd_node(h1.clone(), &["b", "a"], &[false, true]);
+        h1.remote_address = "127.0.0.1:5001".into();
+        let p1b = lookupd_node(h1, &["c"], &[false]);
+        let mut h2 = node("h2", 4152);
+        h2.version = "1.2.1".into();
+        let p2 = lookupd_node(h2, &[], &[]);
         let nodes = merge_nodes(&[vec![p1, p2], vec![p1b]]);
         assert_eq!(nodes.len(), 2);
         assert_eq!(
@@ -847,7 +693,7 @@ mod tests {
             "WARNING: n:1: boom; n:1: boom"
         );
         assert_eq!(join_host_port("::1", 5), "[::1]:5");
-        let p = Producer::from_http_address("http://127.0.0.1:4151/");
+        let p = producer_from_http_address("http://127.0.0.1:4151/");
         assert_eq!(p.http_address(), "127.0.0.1:4151");
     }
 }

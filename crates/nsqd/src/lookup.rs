@@ -562,7 +562,8 @@ impl Registered {
 
 /// Asks a lookupd's HTTP API which channels a topic has (`GET /channels?topic=`, Go's
 /// `GetLookupdTopicChannels`), accepting both the 1.0 body `{"channels":[...]}` and the older
-/// wrapped `{"data":{"channels":[...]}}`; a 404 (topic unknown there) is no channels.
+/// `{"status_code":200,"data":{"channels":[...]}}` ([`nsq_http::api::from_body`]); a 404
+/// (topic unknown there) is no channels.
 ///
 /// Through the daemon's one lookupd HTTP client ([`LookupHandle::http_client`], kept alive
 /// across queries as Go keeps one client).
@@ -578,17 +579,9 @@ pub async fn query_channels(
         return Ok(Vec::new());
     }
     let resp = resp.ok().map_err(|e| e.to_string())?;
-    let v: serde_json::Value =
-        serde_json::from_slice(&resp.body).map_err(|e| format!("bad JSON: {e}"))?;
-    let list = v
-        .get("channels")
-        .or_else(|| v.get("data").and_then(|d| d.get("channels")))
-        .and_then(|c| c.as_array())
-        .ok_or("no channels in response")?;
-    Ok(list
-        .iter()
-        .filter_map(|c| c.as_str().map(String::from))
-        .collect())
+    let c: nsq_http::api::lookupd::Channels =
+        nsq_http::api::from_body(&resp.body).map_err(|e| e.to_string())?;
+    Ok(c.channels)
 }
 
 #[cfg(test)]

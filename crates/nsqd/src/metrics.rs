@@ -102,13 +102,13 @@ type TopicLabel<'a> = [(&'static str, &'a str); 1];
 type ChannelLabels<'a> = [(&'static str, &'a str); 2];
 
 fn topic_label(t: &TopicStats) -> TopicLabel<'_> {
-    [("topic", t.topic.name.as_str())]
+    [("topic", t.topic_name.name.as_str())]
 }
 
 fn channel_labels<'a>(t: &'a TopicStats, c: &'a ChannelStats) -> ChannelLabels<'a> {
     [
-        ("topic", t.topic.name.as_str()),
-        ("channel", c.channel.name.as_str()),
+        ("topic", t.topic_name.name.as_str()),
+        ("channel", c.channel_name.name.as_str()),
     ]
 }
 
@@ -120,17 +120,20 @@ impl Collector for NsqdCollector {
             ..StatsFilter::default()
         };
         let stats = crate::stats::collect(&self.0, &filter);
-        let all = stats.topics.as_deref().unwrap_or_default();
+        let all = stats.doc.topics.as_deref().unwrap_or_default();
         // Topics whose policy says `"metrics": false` are left out of the per-topic and
         // per-channel families (cardinality), but still counted in the node-wide gauges.
-        let shown: Vec<&TopicStats> = all.iter().filter(|t| t.topic.metrics_enabled()).collect();
+        let shown: Vec<&TopicStats> = all
+            .iter()
+            .filter(|t| t.topic_name.metrics_enabled())
+            .collect();
         let topics = all;
         encode_topics(&mut enc, &shown)?;
         let channels = topics.iter().map(|t| t.channels.len()).sum::<usize>();
         let clients = topics
             .iter()
             .flat_map(|t| &t.channels)
-            .map(|c| c.client_count)
+            .map(|c| c.client_count as usize)
             .sum::<usize>();
         let e = &mut enc;
         gauge(e, "nsq_topics", "Topics.", None, topics.len())?;
@@ -263,7 +266,7 @@ fn encode_topics(enc: &mut DescriptorEncoder, topics: &[&TopicStats]) -> Result<
         "nsq_channel_clients",
         "Consumers connected to the channel.",
         None,
-        per_channel(|c| c.client_count as u64),
+        per_channel(|c| c.client_count),
     )?;
     gauge_family(
         enc,
@@ -319,7 +322,12 @@ fn encode_topics(enc: &mut DescriptorEncoder, topics: &[&TopicStats]) -> Result<
         topics.iter().flat_map(|t| {
             quantile_rows(&t.e2e_processing_latency)
                 .into_iter()
-                .map(move |(q, v)| (vec![("topic", t.topic.name.clone()), ("quantile", q)], v))
+                .map(move |(q, v)| {
+                    (
+                        vec![("topic", t.topic_name.name.clone()), ("quantile", q)],
+                        v,
+                    )
+                })
         }),
     )?;
     gauge_family(
@@ -334,8 +342,8 @@ fn encode_topics(enc: &mut DescriptorEncoder, topics: &[&TopicStats]) -> Result<
                     .map(move |(q, v)| {
                         (
                             vec![
-                                ("topic", t.topic.name.clone()),
-                                ("channel", c.channel.name.clone()),
+                                ("topic", t.topic_name.name.clone()),
+                                ("channel", c.channel_name.name.clone()),
                                 ("quantile", q),
                             ],
                             v,

@@ -1,9 +1,9 @@
 //! `/stats`: a snapshot of every topic, channel and client, rendered as Go nsqd 1.3 renders
 //! it, in JSON (`format=json`) or text (the default).
 //!
-//! nsqadmin, `nsq_stat`, monitoring scripts and client libraries parse this output, so the
-//! shape follows Go's `nsqd/stats.go` field for field and in Go's order (serde writes fields
-//! in declaration order), including its quirks:
+//! The JSON document's types are the shared ones in [`nsq_http::api::nsqd`] (nsqadmin,
+//! `nsq_stat` and scripts read the same types); this module collects a snapshot into them
+//! and writes the text format. What Go does and we follow:
 //! - topics and channels are sorted by name;
 //! - a `topic` filter naming no topic gives `"topics": null` *and* `"producers": null`
 //!   (Go's `GetStats` returns early); a `channel` filter skips topics without that channel,
@@ -16,8 +16,8 @@
 //!   `--e2e-processing-latency-percentile` is unset, and for a topic without channels;
 //!   otherwise `{"count":N,"percentiles":[{"quantile":0.99,"value":NS},...]}` (see
 //!   [`crate::state::e2e`]); a topic's merges all its channels', whatever the filter;
-//! - `memory` (Go runtime stats) is omitted when `include_mem=false`; see [`MemStats`] for
-//!   what we put in its Go-named fields.
+//! - `memory` (Go runtime stats) is omitted when `include_mem=false`; see [`read_mem_stats`]
+//!   for what we put in its Go-named fields.
 //! - nsq-rs policies add fields only where they are in use, so a node without policies
 //!   answers NSQ 1.3's shape: a channel's `expired_count` (ttl) when non-zero, a topic's
 //!   `deduplicated_count` when non-zero and its `dedup` block ([`DedupStats`]) while it has
@@ -26,15 +26,20 @@
 //! Collecting takes each topic's and channel's lock briefly, one at a time, and never two
 //! at once, so `/stats` never stalls publishing for long; 10,000 topics take a few
 //! milliseconds. The snapshot holds `Arc`s of the topics and channels rather than copies of
-//! their names.
+//! their names ([`TopicRef`], [`ChannelRef`] are the shared types' name parameters).
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use nsq_http::api::nsqd as api;
 use serde::{Serialize, Serializer};
 use sketches_ddsketch::DDSketch;
+
+pub use nsq_http::api::nsqd::{
+    ClientStats, DedupStats, E2eLatency, MemStats, Percentile, PubCount,
+};
 
 use crate::channel::Channel;
 use crate::client::ClientInfo;
@@ -66,274 +71,93 @@ impl Default for StatsFilter<'_> {
     }
 }
 
-/// The whole `/stats` document.
-#[derive(Serialize)]
+/// A topic in a snapshot: serialized as its name; the `Arc` lets readers of the snapshot
+/// (`/metrics`' per-topic opt-out) ask the topic itself.
+#[derive(Clone)]
+pub struct TopicRef(pub Arc<Topic>);
+
+impl Deref for TopicRef {
+    type Target = Topic;
+    fn deref(&self) -> &Topic {
+        &self.0
+    }
+}
+
+impl Serialize for TopicRef {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.name)
+    }
+}
+
+/// A channel in a snapshot: serialized as its name.
+#[derive(Clone)]
+pub struct ChannelRef(pub Arc<Channel>);
+
+impl Deref for ChannelRef {
+    type Target = Channel;
+    fn deref(&self) -> &Channel {
+        &self.0
+    }
+}
+
+impl Serialize for ChannelRef {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.name)
+    }
+}
+
+/// One topic of a snapshot.
+pub type TopicStats = api::TopicStats<TopicRef, ChannelRef>;
+/// One channel of a snapshot.
+pub type ChannelStats = api::ChannelStats<ChannelRef>;
+
+/// A snapshot: the `/stats` document, and what only the text format shows.
 pub struct Stats {
-    /// Always NSQ's version ([`nsq_protocol::NSQ_VERSION`]).
-    pub version: &'static str,
-    /// `OK` (nsq-rs has no unhealthy state yet; Go's is "last disk write failed").
-    pub health: String,
-    /// Daemon start, Unix seconds.
-    pub start_time: i64,
-    /// `None` when a `topic` filter matched nothing.
-    pub topics: Option<Vec<TopicStats>>,
-    /// `None` when `include_mem=false` (then omitted, Go's `omitempty`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub memory: Option<MemStats>,
-    /// Connections that have published; `None` (JSON `null`) when there are none.
-    pub producers: Option<Vec<ClientStats>>,
+    /// The JSON document.
+    pub doc: api::Stats<TopicRef, ChannelRef>,
     /// Nanoseconds since start (text format only).
-    #[serde(skip)]
     pub uptime_ns: u64,
 }
 
-/// One topic.
-#[derive(Serialize)]
-pub struct TopicStats {
-    /// The topic (serialized as its name).
-    #[serde(rename = "topic_name", serialize_with = "ser_topic_name")]
-    pub topic: Arc<Topic>,
-    /// Its (selected) channels, sorted by name.
-    pub channels: Vec<ChannelStats>,
-    /// Messages held by the topic itself (memory + disk).
-    pub depth: u64,
-    /// The disk part of `depth`.
-    pub backend_depth: u64,
-    /// Messages published.
-    pub message_count: u64,
-    /// Body bytes published.
-    pub message_bytes: u64,
-    /// Whether paused.
-    pub paused: bool,
-    /// Its channels' latencies merged (Go's `AggregateChannelE2eProcessingLatency`).
-    pub e2e_processing_latency: E2eLatency,
-    /// nsq-rs: its policy as `GET /topic/config` answers it; omitted when none is set.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub config: Option<serde_json::Value>,
-    /// nsq-rs dedup window: messages acknowledged but not queued as repeats; omitted when 0
-    /// (NSQ 1.3's shape on a node without policies).
-    #[serde(skip_serializing_if = "is_zero")]
-    pub deduplicated_count: u64,
-    /// nsq-rs dedup window: its settings and filter; omitted when the topic has none.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dedup: Option<DedupStats>,
-}
-
-/// A topic's dedup window in `/stats`.
-#[derive(Debug, Clone, Serialize)]
-pub struct DedupStats {
-    /// `dedup_window`, as a Go duration.
-    pub window: String,
-    /// `dedup_capacity`: distinct messages per window the filter is sized for.
-    pub capacity: u64,
-    /// `dedup_false_positive_rate`: the rate at capacity, per generation.
-    pub false_positive_rate: f64,
-    /// The chance now that a new message is taken for a repeat (from the filter's fill).
-    pub estimated_false_positive_rate: f64,
-    /// The filter's size, in bits (both generations).
-    pub bits: u64,
-    /// Bits probed per message.
-    pub hashes: u32,
-    /// Same as the topic's `deduplicated_count`.
-    pub deduplicated_count: u64,
-}
-
-/// One channel.
-#[derive(Serialize)]
-pub struct ChannelStats {
-    /// The channel (serialized as its name).
-    #[serde(rename = "channel_name", serialize_with = "ser_channel_name")]
-    pub channel: Arc<Channel>,
-    /// Ready messages (memory + disk); excludes in-flight and deferred ones.
-    pub depth: u64,
-    /// The disk part of `depth`.
-    pub backend_depth: u64,
-    /// Messages in flight.
-    pub in_flight_count: u64,
-    /// Messages deferred.
-    pub deferred_count: u64,
-    /// Messages received from the topic.
-    pub message_count: u64,
-    /// Topology-aware consumption (Go after v1.3.0): deliveries to same-zone consumers;
-    /// omitted when 0, as Go's `omitempty`.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub zone_local_msg_count: u64,
-    /// Deliveries to same-region consumers; omitted when 0.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub region_local_msg_count: u64,
-    /// Deliveries to other consumers while the experiment is on; omitted when 0.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub global_msg_count: u64,
-    /// Explicit requeues.
-    pub requeue_count: u64,
-    /// In-flight timeouts.
-    pub timeout_count: u64,
-    /// nsq-rs ttl policy: messages dropped instead of delivered; omitted when 0, so a node
-    /// without policies answers NSQ 1.3's shape.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub expired_count: u64,
-    /// nsq-rs `max_attempts` policy: messages moved to the dead-letter topic; omitted when 0.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub dead_lettered_count: u64,
-    /// nsq-rs `overflow: drop_oldest`: messages dropped to stay within `max_depth`; omitted
-    /// when 0.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub dropped_count: u64,
-    /// Consumers.
-    pub client_count: usize,
-    /// The consumers; `None` when `include_clients=false`.
-    pub clients: Option<Vec<ClientStats>>,
-    /// Whether paused.
-    pub paused: bool,
-    /// Publish-to-FIN latency over the window.
-    pub e2e_processing_latency: E2eLatency,
-    /// nsq-rs: its policy as `GET /channel/config` answers it; omitted when none is set.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub config: Option<serde_json::Value>,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
-/// Go's `quantile.Result`.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct E2eLatency {
-    /// Samples in the window.
-    pub count: u64,
-    /// One entry per `--e2e-processing-latency-percentile`, in flag order; `None` (JSON
-    /// `null`) when none was given.
-    pub percentiles: Option<Vec<Percentile>>,
-}
-
-impl E2eLatency {
-    /// From a merged sketch (`None`: no samples, or not tracked).
-    fn new(cfg: Option<&E2eConfig>, sketch: Option<&DDSketch>) -> E2eLatency {
-        match cfg {
-            None => E2eLatency::default(),
-            Some(cfg) => E2eLatency {
-                count: e2e::count(sketch),
-                percentiles: Some(
-                    e2e::percentiles(sketch, cfg)
-                        .into_iter()
-                        .map(|(quantile, value)| Percentile { quantile, value })
-                        .collect(),
-                ),
-            },
-        }
-    }
-
-    /// Go's `Result.String`: each value as `stringy.NanoSecondToHuman`, comma-separated.
-    fn write_text(&self, w: &mut String) {
-        for (i, p) in self.percentiles.iter().flatten().enumerate() {
-            if i > 0 {
-                w.push_str(", ");
-            }
-            let v = p.value;
-            let (v, unit) = if v > 1e9 {
-                (v / 1e9, "s")
-            } else if v > 1e6 {
-                (v / 1e6, "ms")
-            } else if v > 1e3 {
-                (v / 1e3, "us")
-            } else {
-                (v, "ns")
-            };
-            let _ = write!(w, "{v:.1}{unit}");
-        }
+/// A latency block from a merged sketch (`None`: no samples, or not tracked).
+fn e2e_latency(cfg: Option<&E2eConfig>, sketch: Option<&DDSketch>) -> E2eLatency {
+    match cfg {
+        None => E2eLatency::default(),
+        Some(cfg) => E2eLatency {
+            count: e2e::count(sketch),
+            percentiles: Some(
+                e2e::percentiles(sketch, cfg)
+                    .into_iter()
+                    .map(|(quantile, value)| Percentile { quantile, value })
+                    .collect(),
+            ),
+        },
     }
 }
 
-/// One percentile (Go: a `map[string]float64` with these two keys, which encoding/json
-/// writes sorted, so `quantile` first).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Percentile {
-    /// The quantile asked for, e.g. 0.99.
-    #[serde(serialize_with = "nsq_http::json::go_float")]
-    pub quantile: f64,
-    /// Latency at that quantile, in nanoseconds (a whole number).
-    #[serde(serialize_with = "nsq_http::json::go_float")]
-    pub value: f64,
+/// Go's `Result.String`: each value as `stringy.NanoSecondToHuman`, comma-separated.
+fn write_e2e_text(e: &E2eLatency, w: &mut String) {
+    for (i, p) in e.percentiles.iter().flatten().enumerate() {
+        if i > 0 {
+            w.push_str(", ");
+        }
+        let v = p.value;
+        let (v, unit) = if v > 1e9 {
+            (v / 1e9, "s")
+        } else if v > 1e6 {
+            (v / 1e6, "ms")
+        } else if v > 1e3 {
+            (v / 1e3, "us")
+        } else {
+            (v, "ns")
+        };
+        let _ = write!(w, "{v:.1}{unit}");
+    }
 }
 
-/// Messages a producer published to one topic.
-#[derive(Debug, Clone, Serialize)]
-pub struct PubCount {
-    /// Topic name.
-    pub topic: String,
-    /// Messages.
-    pub count: u64,
-}
-
-/// One client connection (Go's `ClientV2Stats`).
-#[derive(Debug, Serialize)]
-pub struct ClientStats {
-    /// IDENTIFY `client_id`.
-    pub client_id: String,
-    /// IDENTIFY `hostname`.
-    pub hostname: String,
-    /// Protocol: always `V2`.
-    pub version: &'static str,
-    /// `ip:port` of the peer.
-    #[serde(serialize_with = "ser_display")]
-    pub remote_address: SocketAddr,
-    /// Go's client state number.
-    pub state: u8,
-    /// Current RDY.
-    pub ready_count: u64,
-    /// Messages in flight to this client (in the channel being listed).
-    pub in_flight_count: u64,
-    /// Messages delivered.
-    pub message_count: u64,
-    /// FINs.
-    pub finish_count: u64,
-    /// REQs.
-    pub requeue_count: u64,
-    /// Connect time, Unix seconds.
-    pub connect_ts: i64,
-    /// IDENTIFY `sample_rate`.
-    pub sample_rate: i64,
-    /// Deflate negotiated.
-    pub deflate: bool,
-    /// Snappy negotiated.
-    pub snappy: bool,
-    /// IDENTIFY `user_agent`.
-    pub user_agent: String,
-    /// The auth server granted this client something (omitted when false, Go's `omitempty`).
-    #[serde(skip_serializing_if = "is_false")]
-    pub authed: bool,
-    /// Auth identity (omitted when empty).
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub auth_identity: String,
-    /// Auth identity URL (omitted when empty).
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub auth_identity_url: String,
-    /// IDENTIFY `topology_zone`.
-    pub topology_zone: String,
-    /// IDENTIFY `topology_region`.
-    pub topology_region: String,
-    /// Per-topic publish counts (omitted when empty).
-    ///
-    /// Go 1.3 lists only the first topic of a producer's map because of a stray `break` in
-    /// `clientV2.Stats` (nsqio/nsq PR #1497); we list every topic, sorted by first publish.
-    /// With a `topic` filter, only that topic's count is listed, as in Go.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub pub_counts: Vec<PubCount>,
-    /// TLS negotiated.
-    pub tls: bool,
-    /// Cipher suite, Go's spelling (empty without TLS).
-    pub tls_cipher_suite: &'static str,
-    /// `TLS1.2` / `TLS1.3` (empty without TLS).
-    pub tls_version: &'static str,
-    /// ALPN protocol (empty without TLS or ALPN).
-    pub tls_negotiated_protocol: String,
-    /// TLS details (false without TLS).
-    pub tls_negotiated_protocol_is_mutual: bool,
-}
-
-/// The `memory` block. Go fills it from `runtime.ReadMemStats`; a Rust process has no
-/// garbage collector and its allocator's internals are not exposed here, so we report the
-/// one figure we can measure honestly and zeros for the rest:
+/// This process's figures for the `memory` block. Go fills it from `runtime.ReadMemStats`;
+/// a Rust process has no garbage collector and its allocator's internals are not exposed
+/// here, so we report the one figure we can measure honestly and zeros for the rest:
 /// - `heap_in_use_bytes`: the resident set size (`VmRSS` in `/proc/self/status`), the
 ///   closest equivalent of Go's "heap in use" for watching a daemon's memory;
 /// - every other field (`heap_objects`, `heap_idle_bytes`, `heap_released_bytes`,
@@ -342,162 +166,120 @@ pub struct ClientStats {
 ///   reported as such.
 ///
 /// On systems without `/proc` every field is 0.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct MemStats {
-    /// Always 0.
-    pub heap_objects: u64,
-    /// Always 0.
-    pub heap_idle_bytes: u64,
-    /// `VmRSS`.
-    pub heap_in_use_bytes: u64,
-    /// Always 0.
-    pub heap_released_bytes: u64,
-    /// Always 0 (no GC).
-    pub gc_pause_usec_100: u64,
-    /// Always 0 (no GC).
-    pub gc_pause_usec_99: u64,
-    /// Always 0 (no GC).
-    pub gc_pause_usec_95: u64,
-    /// Always 0 (no GC).
-    pub next_gc_bytes: u64,
-    /// Always 0 (no GC).
-    pub gc_total_runs: u32,
+pub fn read_mem_stats() -> MemStats {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| mem_stats_from_proc_status(&s))
+        .unwrap_or_default()
 }
 
-impl MemStats {
-    /// Reads this process's memory figures.
-    pub fn read() -> MemStats {
-        std::fs::read_to_string("/proc/self/status")
-            .map(|s| MemStats::from_proc_status(&s))
-            .unwrap_or_default()
-    }
-
-    fn from_proc_status(status: &str) -> MemStats {
-        let kb = |key: &str| -> u64 {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|rest| {
-                    rest.trim()
-                        .trim_end_matches("kB")
-                        .trim()
-                        .parse::<u64>()
-                        .ok()
-                })
-                .map_or(0, |v| v * 1024)
-        };
-        MemStats {
-            heap_in_use_bytes: kb("VmRSS:"),
-            ..MemStats::default()
-        }
-    }
-}
-
-fn is_false(b: &bool) -> bool {
-    !*b
-}
-
-fn ser_topic_name<S: Serializer>(t: &Arc<Topic>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&t.name)
-}
-
-fn ser_channel_name<S: Serializer>(c: &Arc<Channel>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&c.name)
-}
-
-fn ser_display<S: Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
-}
-
-impl ClientStats {
-    /// Stats of `c`; `in_flight` comes from the channel it consumes from; `topic_filter`
-    /// (when not empty) restricts `pub_counts` to that topic.
-    pub fn new(c: &ClientInfo, in_flight: u64, topic_filter: &str) -> ClientStats {
-        let pub_counts = c
-            .pub_counts
-            .lock()
-            .iter()
-            .filter(|(t, _)| topic_filter.is_empty() || t == topic_filter)
-            .map(|(t, n)| PubCount {
-                topic: t.clone(),
-                count: n.load(std::sync::atomic::Ordering::Relaxed),
+fn mem_stats_from_proc_status(status: &str) -> MemStats {
+    let kb = |key: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
             })
-            .collect();
-        let id = c.identity.lock().clone();
-        let auth = c.auth.lock().clone();
-        let tls = c.tls.get().cloned();
-        ClientStats {
-            client_id: id.client_id,
-            hostname: id.hostname,
-            version: "V2",
-            remote_address: c.remote_addr,
-            state: c.state(),
-            ready_count: c.ready_count.load(Ordering::Relaxed),
-            in_flight_count: in_flight,
-            message_count: c.message_count.load(Ordering::Relaxed),
-            finish_count: c.finish_count.load(Ordering::Relaxed),
-            requeue_count: c.requeue_count.load(Ordering::Relaxed),
-            connect_ts: c.connect_ts,
-            sample_rate: id.sample_rate,
-            deflate: c.deflate.load(Ordering::Relaxed),
-            snappy: c.snappy.load(Ordering::Relaxed),
-            user_agent: id.user_agent,
-            authed: auth.authed,
-            auth_identity: auth.identity,
-            auth_identity_url: auth.identity_url,
-            topology_zone: id.topology_zone,
-            topology_region: id.topology_region,
-            pub_counts,
-            tls: tls.is_some(),
-            tls_cipher_suite: tls.as_ref().map_or("", |t| t.cipher_suite),
-            tls_version: tls.as_ref().map_or("", |t| t.version),
-            tls_negotiated_protocol_is_mutual: tls
-                .as_ref()
-                .is_some_and(|t| t.negotiated_protocol_is_mutual),
-            tls_negotiated_protocol: tls.map(|t| t.negotiated_protocol).unwrap_or_default(),
-        }
+            .map_or(0, |v| v * 1024)
+    };
+    MemStats {
+        heap_in_use_bytes: kb("VmRSS:"),
+        ..MemStats::default()
     }
+}
 
-    /// Go's `ClientV2Stats.String()`: the producer form when the client has published.
-    fn write_text(&self, out: &mut String, now_secs: i64) {
-        let connected = go_duration((now_secs - self.connect_ts).max(0) as u64 * 1_000_000_000);
-        let id = format!(
-            "{}:{} {}",
-            self.hostname,
-            self.remote_address.port(),
-            self.user_agent
+/// Stats of `c`; `in_flight` comes from the channel it consumes from; `topic_filter` (when
+/// not empty) restricts `pub_counts` to that topic.
+///
+/// Go 1.3 lists only the first topic of a producer's map because of a stray `break` in
+/// `clientV2.Stats` (nsqio/nsq PR #1497); we list every topic, sorted by first publish.
+/// With a `topic` filter, only that topic's count is listed, as in Go.
+pub fn client_stats(c: &ClientInfo, in_flight: u64, topic_filter: &str) -> ClientStats {
+    let pub_counts = c
+        .pub_counts
+        .lock()
+        .iter()
+        .filter(|(t, _)| topic_filter.is_empty() || t == topic_filter)
+        .map(|(t, n)| PubCount {
+            topic: t.clone(),
+            count: n.load(Ordering::Relaxed),
+        })
+        .collect();
+    let id = c.identity.lock().clone();
+    let auth = c.auth.lock().clone();
+    let tls = c.tls.get().cloned();
+    ClientStats {
+        client_id: id.client_id,
+        hostname: id.hostname,
+        version: "V2".into(),
+        remote_address: c.remote_addr.to_string(),
+        state: i32::from(c.state()),
+        ready_count: c.ready_count.load(Ordering::Relaxed),
+        in_flight_count: in_flight,
+        message_count: c.message_count.load(Ordering::Relaxed),
+        finish_count: c.finish_count.load(Ordering::Relaxed),
+        requeue_count: c.requeue_count.load(Ordering::Relaxed),
+        connect_ts: c.connect_ts,
+        sample_rate: id.sample_rate,
+        deflate: c.deflate.load(Ordering::Relaxed),
+        snappy: c.snappy.load(Ordering::Relaxed),
+        user_agent: id.user_agent,
+        authed: auth.authed,
+        auth_identity: auth.identity,
+        auth_identity_url: auth.identity_url,
+        topology_zone: id.topology_zone,
+        topology_region: id.topology_region,
+        pub_counts,
+        tls: tls.is_some(),
+        tls_cipher_suite: tls.as_ref().map_or("", |t| t.cipher_suite).into(),
+        tls_version: tls.as_ref().map_or("", |t| t.version).into(),
+        tls_negotiated_protocol_is_mutual: tls
+            .as_ref()
+            .is_some_and(|t| t.negotiated_protocol_is_mutual),
+        tls_negotiated_protocol: tls.map(|t| t.negotiated_protocol).unwrap_or_default(),
+    }
+}
+
+/// Go's `ClientV2Stats.String()`: the producer form when the client has published.
+fn write_client_text(c: &ClientStats, out: &mut String, now_secs: i64) {
+    let connected = go_duration((now_secs - c.connect_ts).max(0) as u64 * 1_000_000_000);
+    // Go prints the peer's port (`RemoteAddress` split at its last colon).
+    let port = c.remote_address.rsplit_once(':').map_or("", |(_, p)| p);
+    let id = format!("{}:{} {}", c.hostname, port, c.user_agent);
+    if !c.pub_counts.is_empty() {
+        let total: u64 = c.pub_counts.iter().map(|p| p.count).sum();
+        let topics: Vec<String> = c
+            .pub_counts
+            .iter()
+            .map(|p| format!("{}={}", p.topic, p.count))
+            .collect();
+        let _ = write!(
+            out,
+            "[{} {:<21}] msgs: {:<8} topics: {} connected: {}",
+            c.version,
+            id,
+            total,
+            topics.join(","),
+            connected
         );
-        if !self.pub_counts.is_empty() {
-            let total: u64 = self.pub_counts.iter().map(|p| p.count).sum();
-            let topics: Vec<String> = self
-                .pub_counts
-                .iter()
-                .map(|p| format!("{}={}", p.topic, p.count))
-                .collect();
-            let _ = write!(
-                out,
-                "[{} {:<21}] msgs: {:<8} topics: {} connected: {}",
-                self.version,
-                id,
-                total,
-                topics.join(","),
-                connected
-            );
-        } else {
-            let _ = write!(
-                out,
-                "[{} {:<21}] state: {} inflt: {:<4} rdy: {:<4} fin: {:<8} re-q: {:<8} msgs: {:<8} connected: {}",
-                self.version,
-                id,
-                self.state,
-                self.in_flight_count,
-                self.ready_count,
-                self.finish_count,
-                self.requeue_count,
-                self.message_count,
-                connected
-            );
-        }
+    } else {
+        let _ = write!(
+            out,
+            "[{} {:<21}] state: {} inflt: {:<4} rdy: {:<4} fin: {:<8} re-q: {:<8} msgs: {:<8} connected: {}",
+            c.version,
+            id,
+            c.state,
+            c.in_flight_count,
+            c.ready_count,
+            c.finish_count,
+            c.requeue_count,
+            c.message_count,
+            connected
+        );
     }
 }
 
@@ -530,7 +312,7 @@ fn channel_stats(
         clients
             .iter()
             .zip(&in_flight)
-            .map(|(c, &n)| ClientStats::new(c, n as u64, f.topic))
+            .map(|(c, &n)| client_stats(c, n as u64, f.topic))
             .collect()
     });
     let config = {
@@ -538,7 +320,7 @@ fn channel_stats(
         (!p.is_empty()).then(|| p.to_json())
     };
     let stats = ChannelStats {
-        channel: ch,
+        channel_name: ChannelRef(ch),
         depth,
         backend_depth,
         in_flight_count,
@@ -552,10 +334,10 @@ fn channel_stats(
         expired_count: counters.expired_count,
         dead_lettered_count: counters.dead_lettered_count,
         dropped_count: counters.dropped_count,
-        client_count: clients.len(),
+        client_count: clients.len() as u64,
         clients: client_stats,
         paused,
-        e2e_processing_latency: E2eLatency::new(e2e_cfg, sketch.as_ref()),
+        e2e_processing_latency: e2e_latency(e2e_cfg, sketch.as_ref()),
         config,
     };
     (stats, sketch)
@@ -564,12 +346,14 @@ fn channel_stats(
 /// Takes a snapshot (Go: `NSQD.GetStats` plus the handler's memory and producer parts).
 pub fn collect(nsqd: &Nsqd, f: &StatsFilter<'_>) -> Stats {
     let mut stats = Stats {
-        version: nsq_protocol::NSQ_VERSION,
-        health: "OK".to_string(),
-        start_time: nsqd.start_time,
-        topics: None,
-        memory: f.include_mem.then(MemStats::read),
-        producers: None,
+        doc: api::Stats {
+            version: nsq_protocol::NSQ_VERSION.into(),
+            health: "OK".to_string(),
+            start_time: nsqd.start_time,
+            topics: None,
+            memory: f.include_mem.then(read_mem_stats),
+            producers: None,
+        },
         uptime_ns: nsqd.clock.now(),
     };
     let topics = if f.topic.is_empty() {
@@ -639,22 +423,22 @@ pub fn collect(nsqd: &Nsqd, f: &StatsFilter<'_>) -> Stats {
             message_bytes: t.message_bytes(),
             paused: t.is_paused(),
             channels,
-            topic: t,
+            topic_name: TopicRef(t),
             // A topic without channels has no stream (Go: a nil aggregate, as when off).
             e2e_processing_latency: match agg {
-                Some(a) => E2eLatency::new(e2e_cfg, Some(&a)),
+                Some(a) => e2e_latency(e2e_cfg, Some(&a)),
                 None => E2eLatency::default(),
             },
         });
     }
-    stats.topics = Some(out);
+    stats.doc.topics = Some(out);
     if f.include_clients {
         let producers = nsqd.producers();
         if !producers.is_empty() {
-            stats.producers = Some(
+            stats.doc.producers = Some(
                 producers
                     .iter()
-                    .map(|c| ClientStats::new(c, 0, f.topic))
+                    .map(|c| client_stats(c, 0, f.topic))
                     .collect(),
             );
         }
@@ -666,9 +450,9 @@ impl Stats {
     /// The `format=json` body, with Go's string escaping.
     pub fn to_json(&self) -> Vec<u8> {
         // A topic with one channel and no clients is about 400 bytes of JSON.
-        let n = self.topics.as_ref().map_or(0, |t| t.len());
+        let n = self.doc.topics.as_ref().map_or(0, |t| t.len());
         let mut out = Vec::with_capacity(512 + n * 448);
-        crate::http::json::to_writer(&mut out, self);
+        crate::http::json::to_writer(&mut out, &self.doc);
         out
     }
 
@@ -677,12 +461,13 @@ impl Stats {
     ///
     /// Go prints `start_time` in the server's local time zone; we print UTC (`Z`).
     pub fn to_text(&self, now_secs: i64) -> String {
+        let doc = &self.doc;
         let mut w = String::with_capacity(1024);
-        let _ = writeln!(w, "nsqd v{} (nsq-rs)", self.version);
-        let _ = writeln!(w, "start_time {}", rfc3339_utc(self.start_time));
+        let _ = writeln!(w, "nsqd v{} (nsq-rs)", doc.version);
+        let _ = writeln!(w, "start_time {}", rfc3339_utc(doc.start_time));
         let _ = writeln!(w, "uptime {}", go_duration(self.uptime_ns));
-        let _ = writeln!(w, "\nHealth: {}", self.health);
-        if let Some(m) = &self.memory {
+        let _ = writeln!(w, "\nHealth: {}", doc.health);
+        if let Some(m) = &doc.memory {
             w.push_str("\nMemory:\n");
             for (k, v) in [
                 ("heap_objects", m.heap_objects),
@@ -698,7 +483,7 @@ impl Stats {
                 let _ = writeln!(w, "   {k:<25}\t{v}");
             }
         }
-        let topics = self.topics.as_deref().unwrap_or_default();
+        let topics = doc.topics.as_deref().unwrap_or_default();
         if topics.is_empty() {
             w.push_str("\nTopics: None\n");
         } else {
@@ -709,19 +494,19 @@ impl Stats {
                 w,
                 "\n{}[{:<15}] depth: {:<5} be-depth: {:<5} msgs: {:<8} e2e%: ",
                 if t.paused { "*P " } else { "   " },
-                t.topic.name,
+                t.topic_name.name,
                 t.depth,
                 t.backend_depth,
                 t.message_count
             );
-            t.e2e_processing_latency.write_text(&mut w);
+            write_e2e_text(&t.e2e_processing_latency, &mut w);
             w.push('\n');
             for c in &t.channels {
                 let _ = write!(
                     w,
                     "{}[{:<25}] depth: {:<5} be-depth: {:<5} inflt: {:<4} def: {:<4} re-q: {:<5} timeout: {:<5} msgs: {:<8} e2e%: ",
                     if c.paused { "   *P " } else { "      " },
-                    c.channel.name,
+                    c.channel_name.name,
                     c.depth,
                     c.backend_depth,
                     c.in_flight_count,
@@ -730,7 +515,7 @@ impl Stats {
                     c.timeout_count,
                     c.message_count
                 );
-                c.e2e_processing_latency.write_text(&mut w);
+                write_e2e_text(&c.e2e_processing_latency, &mut w);
                 // nsq-rs policies: only when they acted, so NSQ's lines stay as they are.
                 if c.expired_count > 0 {
                     let _ = write!(w, " expired: {}", c.expired_count);
@@ -744,18 +529,18 @@ impl Stats {
                 w.push('\n');
                 for client in c.clients.as_deref().unwrap_or_default() {
                     w.push_str("        ");
-                    client.write_text(&mut w, now_secs);
+                    write_client_text(client, &mut w, now_secs);
                     w.push('\n');
                 }
             }
         }
-        match self.producers.as_deref() {
+        match doc.producers.as_deref() {
             None | Some([]) => w.push_str("\nProducers: None\n"),
             Some(producers) => {
                 w.push_str("\nProducers:\n");
                 for p in producers {
                     w.push_str("   ");
-                    p.write_text(&mut w, now_secs);
+                    write_client_text(p, &mut w, now_secs);
                     w.push('\n');
                 }
             }
@@ -854,10 +639,10 @@ mod tests {
 
     #[test]
     fn proc_status() {
-        let m = MemStats::from_proc_status("Name:\tx\nVmSize:\t  1000 kB\nVmRSS:\t   300 kB\n");
+        let m = mem_stats_from_proc_status("Name:\tx\nVmSize:\t  1000 kB\nVmRSS:\t   300 kB\n");
         assert_eq!(m.heap_in_use_bytes, 300 * 1024);
         assert_eq!(m.heap_idle_bytes, 0);
-        assert_eq!(MemStats::from_proc_status(""), MemStats::default());
+        assert_eq!(mem_stats_from_proc_status(""), MemStats::default());
     }
 
     #[test]
@@ -889,7 +674,7 @@ mod tests {
             br#"{"count":3,"percentiles":[{"quantile":1,"value":2500000000},{"quantile":0.99,"value":1234567},{"quantile":0.5,"value":999}]}"#
         );
         let mut text = String::new();
-        e.write_text(&mut text);
+        write_e2e_text(&e, &mut text);
         assert_eq!(text, "2.5s, 1.2ms, 999.0ns");
     }
 }

@@ -164,12 +164,13 @@ impl Snapshot {
     /// Keeps what [`lines`] needs from a `/stats` snapshot.
     pub fn from_stats(s: &Stats) -> Snapshot {
         let topics = s
+            .doc
             .topics
             .as_deref()
             .unwrap_or_default()
             .iter()
             .map(|t| TopicSnap {
-                name: t.topic.name.to_string(),
+                name: t.topic_name.name.to_string(),
                 message_count: t.message_count,
                 message_bytes: t.message_bytes,
                 depth: t.depth,
@@ -179,7 +180,7 @@ impl Snapshot {
                     .channels
                     .iter()
                     .map(|c| ChannelSnap {
-                        name: c.channel.name.to_string(),
+                        name: c.channel_name.name.to_string(),
                         message_count: c.message_count,
                         requeue_count: c.requeue_count,
                         timeout_count: c.timeout_count,
@@ -187,7 +188,7 @@ impl Snapshot {
                         backend_depth: c.backend_depth,
                         in_flight_count: c.in_flight_count,
                         deferred_count: c.deferred_count,
-                        clients: c.client_count as u64,
+                        clients: c.client_count,
                         e2e: e2e_quantiles(&c.e2e_processing_latency),
                     })
                     .collect(),
@@ -195,7 +196,7 @@ impl Snapshot {
             .collect();
         Snapshot {
             topics,
-            mem_in_use_bytes: s.memory.map(|m| m.heap_in_use_bytes),
+            mem_in_use_bytes: s.doc.memory.map(|m| m.heap_in_use_bytes),
         }
     }
 }

@@ -6,6 +6,9 @@
 //! `--count N` prints N rows and exits 0 (the first poll only sets the baseline for the
 //! rates, as in Go). Errors (unreachable address, unknown topic/channel) are fatal.
 //!
+//! `/stats` is read into the shared [`nsq_http::api::nsqd`] types (leniently: fields another
+//! nsqd version lacks read as 0).
+//!
 //! HTTP goes through `nsq_http_client` (one kept-alive connection per daemon across polls).
 //! As Go, addresses are `host:port` and `http://` is refused ("should not contain scheme");
 //! nsq-rs also accepts `https://host:port`, and follows an nsqd with `--tls-required` from its
@@ -16,9 +19,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use clap::{ArgAction, Parser};
+use nsq_http::api::nsqd::{ChannelStats, Stats};
 use nsq_http_client::Client;
 use nsq_tools::{fatal, go_bool, go_duration};
-use serde_json::Value;
 
 const TOOL: &str = "nsq_stat";
 
@@ -158,26 +161,27 @@ struct ChannelTotals {
 }
 
 impl ChannelTotals {
-    fn add(&mut self, c: &Value) {
-        let n = |f: &str| c[f].as_i64().unwrap_or(0);
-        let depth = n("depth");
-        let backend = n("backend_depth");
+    fn add(&mut self, c: &ChannelStats) {
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let depth = n(c.depth);
+        let backend = n(c.backend_depth);
         self.depth += depth;
         self.backend_depth += backend;
         self.memory_depth += depth - backend;
-        self.in_flight += n("in_flight_count");
-        self.deferred += n("deferred_count");
-        self.requeued += n("requeue_count");
-        self.timed_out += n("timeout_count");
-        self.messages += n("message_count");
-        self.expired += n("expired_count");
-        self.dropped += n("dropped_count");
-        self.dead_lettered += n("dead_lettered_count");
-        self.has_policy |= c.get("config").is_some_and(|v| !v.is_null())
-            || self.expired + self.dropped + self.dead_lettered > 0;
-        self.clients += match c.get("client_count").and_then(Value::as_i64) {
-            Some(v) => v,
-            None => c["clients"].as_array().map_or(0, |a| a.len() as i64),
+        self.in_flight += n(c.in_flight_count);
+        self.deferred += n(c.deferred_count);
+        self.requeued += n(c.requeue_count);
+        self.timed_out += n(c.timeout_count);
+        self.messages += n(c.message_count);
+        self.expired += n(c.expired_count);
+        self.dropped += n(c.dropped_count);
+        self.dead_lettered += n(c.dead_lettered_count);
+        self.has_policy |=
+            c.config.is_some() || self.expired + self.dropped + self.dead_lettered > 0;
+        // An nsqd that does not send `client_count` (read as 0) may still list its clients.
+        self.clients += match c.client_count {
+            0 => c.clients.as_ref().map_or(0, |a| a.len() as i64),
+            v => n(v),
         };
     }
 }
@@ -283,7 +287,7 @@ async fn stat_loop(args: &Args, client: &Client) -> anyhow::Result<()> {
     }
 }
 
-async fn get_json(client: &Client, addr: &str, path: &str) -> anyhow::Result<Value> {
+async fn get_stats(client: &Client, addr: &str, path: &str) -> anyhow::Result<Stats> {
     let (status, body) = nsq_tools::http_get(client, addr, path).await?;
     let url = nsq_http_client::endpoint(addr, path);
     if status != 200 {
@@ -292,13 +296,8 @@ async fn get_json(client: &Client, addr: &str, path: &str) -> anyhow::Result<Val
             String::from_utf8_lossy(&body).trim()
         );
     }
-    let v: Value =
-        serde_json::from_slice(&body).with_context(|| format!("GET {url}: invalid JSON"))?;
-    // Pre-1.0 nsqd wrapped answers in {"status_code", "data"}.
-    Ok(match v.get("data") {
-        Some(d) if v.get("status_code").is_some() => d.clone(),
-        _ => v,
-    })
+    // Pre-1.0 nsqd wrapped answers in {"status_code", "data"}: from_body accepts both.
+    nsq_http::api::from_body(&body).with_context(|| format!("GET {url}"))
 }
 
 fn stats_path(topic: &str, channel: Option<&str>) -> String {
@@ -322,19 +321,16 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-fn topics(stats: &Value) -> &[Value] {
-    stats["topics"].as_array().map_or(&[], Vec::as_slice)
+fn topics(stats: &Stats) -> &[nsq_http::api::nsqd::TopicStats] {
+    stats.topics.as_deref().unwrap_or_default()
 }
 
 /// The nsqd HTTP addresses (of those given) that have the topic.
 async fn nsqd_topic_producers(args: &Args, client: &Client) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::new();
     for addr in &args.nsqd_http_address {
-        let stats = get_json(client, addr, &stats_path(&args.topic, None)).await?;
-        if topics(&stats)
-            .iter()
-            .any(|t| t["topic_name"] == *args.topic)
-        {
+        let stats = get_stats(client, addr, &stats_path(&args.topic, None)).await?;
+        if topics(&stats).iter().any(|t| t.topic_name == args.topic) {
             out.push(addr.clone());
         }
     }
@@ -374,13 +370,10 @@ async fn channel_totals(
     let mut totals = ChannelTotals::default();
     let mut found = false;
     for addr in producers {
-        let stats = get_json(client, addr, &stats_path(&args.topic, Some(&args.channel))).await?;
-        for t in topics(&stats)
-            .iter()
-            .filter(|t| t["topic_name"] == *args.topic)
-        {
-            for c in t["channels"].as_array().map_or(&[][..], Vec::as_slice) {
-                if c["channel_name"] == *args.channel {
+        let stats = get_stats(client, addr, &stats_path(&args.topic, Some(&args.channel))).await?;
+        for t in topics(&stats).iter().filter(|t| t.topic_name == args.topic) {
+            for c in &t.channels {
+                if c.channel_name == args.channel {
                     totals.add(c);
                     found = true;
                 }
@@ -400,6 +393,7 @@ async fn channel_totals(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn table_format_matches_go() {
@@ -445,11 +439,13 @@ mod tests {
         assert!(r.ends_with(" |       7      4      2"), "{r}");
         // The group is as wide as its header.
         assert_eq!(r.len(), lines[1].len(), "{r}\n{}", lines[1]);
+        let channel = |v: Value| serde_json::from_value::<ChannelStats>(v).unwrap();
         let mut t = ChannelTotals::default();
-        t.add(&serde_json::json!({"config": {"ttl": "1h0m0s"}}));
+        t.add(&channel(serde_json::json!({"config": {"ttl": "1h0m0s"}})));
         assert!(t.has_policy);
         let mut plain = ChannelTotals::default();
-        plain.add(&serde_json::json!({"depth": 1}));
+        plain.add(&channel(serde_json::json!({"depth": 1, "config": null})));
         assert!(!plain.has_policy);
+        assert_eq!(plain.depth, 1);
     }
 }

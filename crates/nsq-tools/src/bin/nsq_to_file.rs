@@ -363,14 +363,8 @@ async fn lookupd_topics(
         let r = nsq_tools::http_get(client, addr, "/topics").await;
         match r {
             Ok((200, body)) => {
-                let v: serde_json::Value = serde_json::from_slice(&body)?;
-                let list = v
-                    .get("topics")
-                    .or_else(|| v.get("data").and_then(|d| d.get("topics")))
-                    .and_then(|t| t.as_array())
-                    .cloned()
-                    .unwrap_or_default();
-                all.extend(list.iter().filter_map(|t| t.as_str().map(str::to_owned)));
+                let t: nsq_http::api::lookupd::Topics = nsq_http::api::from_body(&body)?;
+                all.extend(t.topics);
             }
             Ok((status, _)) => errors.push(format!("{addr}: status {status}")),
             Err(e) => errors.push(format!("{addr}: {e:#}")),

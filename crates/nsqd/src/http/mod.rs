@@ -56,13 +56,12 @@ use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
 use futures::StreamExt;
-use nsq_http::api::{
+use nsq_http::service::{
     bad_request, decorated, not_found, parse_query, too_large, topic_channel_args,
     with_bearer_token, with_content_type, with_fallbacks, ApiError, ApiResult, Reply,
     TEXT_CONTENT_TYPE,
 };
 use nsq_protocol::names::is_valid_topic_name;
-use serde::Serialize;
 
 use crate::clock::unix_secs;
 use crate::stats::StatsFilter;
@@ -72,7 +71,7 @@ use crate::{DeleteError, Nsqd};
 use self::query::{go_bool, Query};
 
 /// The V1 header (shared with the other daemons).
-pub use nsq_http::api::{NSQ_CONTENT_TYPE_HEADER, NSQ_CONTENT_TYPE_VALUE};
+pub use nsq_http::service::{NSQ_CONTENT_TYPE_HEADER, NSQ_CONTENT_TYPE_VALUE};
 
 const MISSING_ARG_TOPIC: ApiError = bad_request("MISSING_ARG_TOPIC");
 const INVALID_TOPIC: ApiError = bad_request("INVALID_TOPIC");
@@ -144,7 +143,7 @@ pub async fn serve(nsqd: Arc<Nsqd>, listener: tokio::net::TcpListener) {
         router(nsqd.clone())
     };
     let shutdown = nsqd.shutdown.clone();
-    nsq_http::api::serve(listener, app, async move { shutdown.cancelled().await }).await
+    nsq_http::service::serve(listener, app, async move { shutdown.cancelled().await }).await
 }
 
 /// Go's exact answer (its JSON has spaces, and no content type is set, so Go's sniffing makes
@@ -385,27 +384,12 @@ async fn ping() -> Reply {
 
 /// `GET /info`.
 async fn info(State(nsqd): Shared) -> ApiResult {
-    #[derive(Serialize)]
-    struct Info<'a> {
-        version: &'static str,
-        broadcast_address: &'a str,
-        hostname: String,
-        http_port: i64,
-        tcp_port: i64,
-        start_time: i64,
-        max_heartbeat_interval: i64,
-        max_output_buffer_size: i64,
-        max_output_buffer_timeout: i64,
-        max_deflate_level: i64,
-        topology_zone: &'a str,
-        topology_region: &'a str,
-    }
     let o = &nsqd.opts;
     let port = |a: Option<SocketAddr>| a.map_or(0, |a| i64::from(a.port()));
     let nanos = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
-    let body = json::to_vec(&Info {
-        version: nsq_protocol::NSQ_VERSION,
-        broadcast_address: &o.broadcast_address,
+    let body = json::to_vec(&nsq_http::api::nsqd::Info {
+        version: nsq_protocol::NSQ_VERSION.into(),
+        broadcast_address: o.broadcast_address.clone(),
         hostname: crate::config::hostname(),
         http_port: port(*nsqd.http_addr.lock()),
         tcp_port: port(*nsqd.tcp_addr.lock()),
@@ -414,8 +398,8 @@ async fn info(State(nsqd): Shared) -> ApiResult {
         max_output_buffer_size: o.max_output_buffer_size,
         max_output_buffer_timeout: nanos(o.max_output_buffer_timeout),
         max_deflate_level: o.max_deflate_level,
-        topology_zone: &o.topology_zone,
-        topology_region: &o.topology_region,
+        topology_zone: o.topology_zone.clone(),
+        topology_region: o.topology_region.clone(),
     });
     Ok(Reply::Json(body))
 }

@@ -15,7 +15,7 @@ use super::*;
 use crate::client::ClientInfo;
 use crate::config::Options;
 use crate::state::channel::MsgRef;
-use nsq_http::api::JSON_CONTENT_TYPE;
+use nsq_http::service::JSON_CONTENT_TYPE;
 use nsq_http::testing::Resp;
 
 fn nsqd(args: &[&str]) -> Arc<Nsqd> {

@@ -16,6 +16,8 @@
 //! - Parameters come from the query string only, parsed like Go's `url.ParseQuery`
 //!   ([`query`]); a malformed one is 400 `INVALID_REQUEST`. Presence matters: `topic=` is an
 //!   empty topic, no `topic` is `MISSING_ARG_TOPIC`.
+//! - `/lookup`, `/nodes`, `/topics`, `/channels` and `/info` bodies are the shared
+//!   [`nsq_http::api::lookupd`] types, which nsqadmin and the clients read.
 //! - JSON objects that Go builds from maps have sorted keys; lists are sorted here too
 //!   (Go's are in map order) and are `[]`, never `null`, when empty.
 //! - `/lookup` lists only producers that pinged within `--inactive-producer-timeout` and
@@ -40,7 +42,8 @@ use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use nsq_http::api::{
+use nsq_http::api::lookupd as api;
+use nsq_http::service::{
     bad_request, decorated, not_found, parse_query, topic_channel_args, with_fallbacks, ApiError,
     ApiResult, Reply,
 };
@@ -51,7 +54,7 @@ use crate::registration_db::{Category, PeerInfo, Registration};
 use crate::Nsqlookupd;
 
 /// The V1 header (shared with the other daemons).
-pub use nsq_http::api::{NSQ_CONTENT_TYPE_HEADER, NSQ_CONTENT_TYPE_VALUE};
+pub use nsq_http::service::{NSQ_CONTENT_TYPE_HEADER, NSQ_CONTENT_TYPE_VALUE};
 
 /// What Go's `time.Time{}.UnixNano()` returns: `/debug`'s `tombstoned_at` for a producer
 /// that was never tombstoned.
@@ -93,7 +96,7 @@ pub fn router(lookupd: Arc<Nsqlookupd>) -> Router {
 /// Serves HTTP on `listener` until shutdown, then lets requests in progress finish.
 pub async fn serve(lookupd: Arc<Nsqlookupd>, listener: tokio::net::TcpListener) {
     let shutdown = lookupd.shutdown.clone();
-    nsq_http::api::serve(listener, router(lookupd), async move {
+    nsq_http::service::serve(listener, router(lookupd), async move {
         shutdown.cancelled().await
     })
     .await
@@ -111,31 +114,17 @@ fn subkeys(regs: Vec<Registration>) -> Vec<String> {
     regs.into_iter().map(|r| r.subkey).collect()
 }
 
-/// Go's `PeerInfo` JSON.
-#[derive(Serialize)]
-struct PeerJson<'a> {
-    remote_address: &'a str,
-    hostname: &'a str,
-    broadcast_address: &'a str,
-    tcp_port: i64,
-    http_port: i64,
-    version: &'a str,
-    topology_zone: &'a str,
-    topology_region: &'a str,
-}
-
-impl<'a> From<&'a PeerInfo> for PeerJson<'a> {
-    fn from(p: &'a PeerInfo) -> Self {
-        PeerJson {
-            remote_address: &p.remote_address,
-            hostname: &p.hostname,
-            broadcast_address: &p.broadcast_address,
-            tcp_port: p.tcp_port,
-            http_port: p.http_port,
-            version: &p.version,
-            topology_zone: &p.topology_zone,
-            topology_region: &p.topology_region,
-        }
+/// Go's `PeerInfo` JSON (the shared [`api::Producer`]).
+fn producer_json(p: &PeerInfo) -> api::Producer {
+    api::Producer {
+        remote_address: p.remote_address.clone(),
+        hostname: p.hostname.clone(),
+        broadcast_address: p.broadcast_address.clone(),
+        tcp_port: p.tcp_port,
+        http_port: p.http_port,
+        version: p.version.clone(),
+        topology_zone: p.topology_zone.clone(),
+        topology_region: p.topology_region.clone(),
     }
 }
 
@@ -150,36 +139,24 @@ async fn ping() -> Reply {
 
 /// `GET /info`: `{"version":"1.3.0"}`.
 async fn info() -> ApiResult {
-    #[derive(Serialize)]
-    struct Info {
-        version: &'static str,
-    }
-    Ok(Reply::Json(json::to_vec(&Info {
-        version: crate::config::NSQ_VERSION,
+    Ok(Reply::Json(json::to_vec(&api::Info {
+        version: crate::config::NSQ_VERSION.into(),
     })))
 }
 
 /// `GET /topics`: every topic registration, with or without producers.
 async fn topics(State(l): Shared) -> ApiResult {
-    #[derive(Serialize)]
-    struct Topics {
-        topics: Vec<String>,
-    }
     let topics = keys(l.db().find_registrations(Category::Topic, "*", ""));
-    Ok(Reply::Json(json::to_vec(&Topics { topics })))
+    Ok(Reply::Json(json::to_vec(&api::Topics { topics })))
 }
 
 /// `GET /channels?topic=<t>`: the topic's channel registrations (`[]` for an unknown
 /// topic; the name is not validated, as in Go).
 async fn channels(State(l): Shared, uri: Uri) -> ApiResult {
-    #[derive(Serialize)]
-    struct Channels {
-        channels: Vec<String>,
-    }
     let q = parse_query(&uri)?;
     let topic = q.get("topic").ok_or(MISSING_ARG_TOPIC)?;
     let channels = subkeys(l.db().find_registrations(Category::Channel, topic, "*"));
-    Ok(Reply::Json(json::to_vec(&Channels { channels })))
+    Ok(Reply::Json(json::to_vec(&api::Channels { channels })))
 }
 
 /// `GET /lookup?topic=<t>`: the topic's channels and its active, non-tombstoned producers;
@@ -250,11 +227,6 @@ async fn lookup_watch(State(l): Shared, uri: Uri) -> Result<Response, ApiError> 
 
 /// `/lookup`'s JSON body for `topic`; `None` when lookupd does not know the topic.
 fn lookup_body(l: &Nsqlookupd, topic: &str) -> Option<Vec<u8>> {
-    #[derive(Serialize)]
-    struct Lookup<'a> {
-        channels: Vec<String>,
-        producers: Vec<PeerJson<'a>>,
-    }
     let now = l.clock.now();
     let db = l.db();
     if db.find_registrations(Category::Topic, topic, "").is_empty() {
@@ -271,9 +243,9 @@ fn lookup_body(l: &Nsqlookupd, topic: &str) -> Option<Vec<u8>> {
             l.tombstone_lifetime(),
         )
         .into_iter()
-        .map(|p| PeerJson::from(p.peer))
+        .map(|p| producer_json(p.peer))
         .collect();
-    Some(json::to_vec(&Lookup {
+    Some(json::to_vec(&api::Lookup {
         channels,
         producers,
     }))
@@ -282,23 +254,6 @@ fn lookup_body(l: &Nsqlookupd, topic: &str) -> Option<Vec<u8>> {
 /// `GET /nodes`: every active nsqd (by inactivity only) with its topics and, per topic,
 /// whether it is tombstoned there.
 async fn nodes(State(l): Shared) -> ApiResult {
-    #[derive(Serialize)]
-    struct Node<'a> {
-        remote_address: &'a str,
-        hostname: &'a str,
-        broadcast_address: &'a str,
-        tcp_port: i64,
-        http_port: i64,
-        version: &'a str,
-        topology_zone: &'a str,
-        topology_region: &'a str,
-        tombstones: Vec<bool>,
-        topics: Vec<String>,
-    }
-    #[derive(Serialize)]
-    struct Nodes<'a> {
-        producers: Vec<Node<'a>>,
-    }
     let now = l.clock.now();
     let lifetime = l.tombstone_lifetime();
     let db = l.db();
@@ -327,20 +282,13 @@ async fn nodes(State(l): Shared) -> ApiResult {
                     .is_some_and(|tp| tp.is_tombstoned(now, lifetime))
             })
             .collect();
-        producers.push(Node {
-            remote_address: &peer.remote_address,
-            hostname: &peer.hostname,
-            broadcast_address: &peer.broadcast_address,
-            tcp_port: peer.tcp_port,
-            http_port: peer.http_port,
-            version: &peer.version,
-            topology_zone: &peer.topology_zone,
-            topology_region: &peer.topology_region,
+        producers.push(api::Node {
+            peer: producer_json(peer),
             tombstones,
             topics,
         });
     }
-    Ok(Reply::Json(json::to_vec(&Nodes { producers })))
+    Ok(Reply::Json(json::to_vec(&api::Nodes { producers })))
 }
 
 /// `POST /topic/create?topic=<t>`: a topic registration without producers.

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::*;
 use crate::config::Options;
-use nsq_http::api::TEXT_CONTENT_TYPE;
+use nsq_http::service::TEXT_CONTENT_TYPE;
 use nsq_http::testing::Resp;
 
 fn lookupd(args: &[&str]) -> Arc<Nsqlookupd> {
