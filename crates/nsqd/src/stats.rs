@@ -343,6 +343,23 @@ fn channel_stats(
     (stats, sketch)
 }
 
+/// A replicated topic's state on this member, in `/stats`'s shape.
+fn replication_stats(nsqd: &Nsqd, topic: &str) -> Option<api::ReplicationStats> {
+    let s = nsqd.replicas()?.cluster.status(topic)?;
+    Some(api::ReplicationStats {
+        topic_name: topic.to_string(),
+        role: s.role.to_string(),
+        leader: s.leader,
+        members: s.members,
+        term: s.term,
+        log_index: s.log_index,
+        applied_index: s.applied_index,
+        lag: s.lag,
+        messages: s.messages as u64,
+        active: s.active,
+    })
+}
+
 /// Takes a snapshot (Go: `NSQD.GetStats` plus the handler's memory and producer parts).
 pub fn collect(nsqd: &Nsqd, f: &StatsFilter<'_>) -> Stats {
     let mut stats = Stats {
@@ -353,6 +370,7 @@ pub fn collect(nsqd: &Nsqd, f: &StatsFilter<'_>) -> Stats {
             topics: None,
             memory: f.include_mem.then(read_mem_stats),
             producers: None,
+            replicated_topics: Vec::new(),
         },
         uptime_ns: nsqd.clock.now(),
     };
@@ -423,6 +441,11 @@ pub fn collect(nsqd: &Nsqd, f: &StatsFilter<'_>) -> Stats {
             message_bytes: t.message_bytes(),
             paused: t.is_paused(),
             channels,
+            replication: if t.replicated {
+                replication_stats(nsqd, &t.name)
+            } else {
+                None
+            },
             topic_name: TopicRef(t),
             // A topic without channels has no stream (Go: a nil aggregate, as when off).
             e2e_processing_latency: match agg {
@@ -432,6 +455,15 @@ pub fn collect(nsqd: &Nsqd, f: &StatsFilter<'_>) -> Stats {
         });
     }
     stats.doc.topics = Some(out);
+    if let Some(r) = nsqd.replicas() {
+        stats.doc.replicated_topics = r
+            .cluster
+            .topics()
+            .iter()
+            .filter(|t| f.topic.is_empty() || f.topic == t.as_str())
+            .filter_map(|t| replication_stats(nsqd, t))
+            .collect();
+    }
     if f.include_clients {
         let producers = nsqd.producers();
         if !producers.is_empty() {

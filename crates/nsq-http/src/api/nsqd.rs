@@ -35,6 +35,40 @@ pub struct Stats<T = String, C = String> {
     /// Connections that have published; `None` (JSON `null`) when there are none or with
     /// `include_clients=false`.
     pub producers: Option<Vec<ClientStats>>,
+    /// nsq-rs replicated topics this node is a member of (leader or not), sorted by name;
+    /// omitted when there are none (and always by Go nsqd).
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
+    pub replicated_topics: Vec<ReplicationStats>,
+}
+
+/// A replicated topic's state on one member (nsq-rs; `GET /topic/replication` answers the
+/// same fields without `topic_name`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReplicationStats {
+    /// The topic.
+    pub topic_name: String,
+    /// `leader`, `follower`, `candidate` or `learner`.
+    pub role: String,
+    /// The leader's node id, when known.
+    pub leader: Option<u64>,
+    /// Voting members' node ids.
+    pub members: Vec<u64>,
+    /// Raft term.
+    pub term: u64,
+    /// Last log index on this member.
+    pub log_index: u64,
+    /// Last applied index on this member.
+    pub applied_index: u64,
+    /// On the leader: entries each follower is behind, by node id.
+    pub lag: std::collections::BTreeMap<u64, u64>,
+    /// Messages the replicated state keeps (owed to a channel, or held).
+    pub messages: u64,
+    /// Whether this member delivers the topic (the leader).
+    pub active: bool,
 }
 
 /// One topic.
@@ -71,6 +105,10 @@ pub struct TopicStats<T = String, C = String> {
     /// nsq-rs dedup window: its settings and filter; omitted when the topic has none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dedup: Option<DedupStats>,
+    /// nsq-rs: a replicated topic's state (on its leader, the only member serving it);
+    /// omitted for other topics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicationStats>,
 }
 
 /// A topic's dedup window (nsq-rs).

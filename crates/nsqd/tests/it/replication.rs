@@ -131,6 +131,18 @@ fn a_replicated_topic_loses_nothing_acknowledged_when_its_leader_is_killed() {
     let st = replication(&members[&leader].nsqd, topic).unwrap();
     assert_eq!(st["role"], "leader");
     assert_eq!(st["members"], serde_json::json!([1, 2, 3]));
+    // /stats: the leader's topic carries its replication state; every member lists it.
+    let t = members[&leader]
+        .nsqd
+        .topic_stats(topic)
+        .expect("the leader serves the topic");
+    assert_eq!(t["replication"]["role"], "leader");
+    for m in members.values() {
+        let s = m.nsqd.stats("");
+        let rt = &s["replicated_topics"][0];
+        assert_eq!(rt["topic_name"], topic, "node {}: {s}", m.id);
+        assert_eq!(rt["leader"].as_u64(), Some(leader));
+    }
 
     // Only the leader is listed by lookupd.
     let producers = lookupd.wait_producers(topic, 1, Duration::from_secs(10));
