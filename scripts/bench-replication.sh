@@ -99,7 +99,7 @@ run() { # label topic node
   out=$(timeout 120 "$BIN/bench_writer" --nsqd-tcp-address="127.0.0.1:$(tcp "$3")" --topic="$2" \
     --runfor="$RUNFOR" --size=200 --batch-size=200 2>&1)
   after=$(cpu_ticks)
-  msgs=$(echo "$out" | sed -n 's/^published \([0-9]*\) msgs.*/\1/p')
+  msgs=$(echo "$out" | sed -n 's/.*published \([0-9]*\) msgs.*/\1/p')
   echo "$out" | grep -E 'msg/s|p99' | sed "s/^/# $1: /"
   awk -v t=$((after - before)) -v hz="$HZ" -v n="$msgs" -v l="$1" \
     'BEGIN { if (n > 0) printf "# %s: nsqd CPU (all 3 members) %.0f ns per published message\n", l, t / hz * 1e9 / n }'

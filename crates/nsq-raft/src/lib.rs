@@ -185,6 +185,9 @@ pub struct Cluster {
     client: nsq_http_client::Client,
     config: Arc<openraft::Config>,
     groups: RwLock<HashMap<String, Arc<Group>>>,
+    /// Replicated topics whose group this node is not in: their members (writes are sent
+    /// there; the node serves nothing of them).
+    remote: RwLock<HashMap<String, BTreeMap<NodeId, String>>>,
     /// Serialises group creation.
     creating: tokio::sync::Mutex<()>,
     factory: DeliverFactory,
@@ -220,6 +223,7 @@ impl Cluster {
             client,
             config: Arc::new(config),
             groups: RwLock::new(HashMap::new()),
+            remote: RwLock::new(HashMap::new()),
             creating: tokio::sync::Mutex::new(()),
             factory,
         });
@@ -237,6 +241,10 @@ impl Cluster {
                 serde_json::from_slice(&members).map_err(|e| {
                     ClusterError::Raft(format!("{}/members: {e}", ent.path().display()))
                 })?;
+            if !members.contains_key(&c.opts.me) {
+                c.remote.write().insert(topic.clone(), members);
+                continue;
+            }
             c.open_group(&topic, &members).await?;
             tracing::info!(
                 "RAFT: topic {topic}: re-opened (members {:?})",
@@ -256,9 +264,35 @@ impl Cluster {
         self.groups.read().get(topic).cloned()
     }
 
-    /// Whether `topic` is replicated (on this node).
+    /// Whether `topic` is replicated (this node a member of its group, or told of it as a
+    /// non-member).
     pub fn is_replicated(&self, topic: &str) -> bool {
-        self.groups.read().contains_key(topic)
+        self.groups.read().contains_key(topic) || self.remote.read().contains_key(topic)
+    }
+
+    /// The members of a replicated topic this node is not a member of.
+    pub fn remote_members(&self, topic: &str) -> Option<Vec<NodeId>> {
+        self.remote
+            .read()
+            .get(topic)
+            .map(|m| m.keys().copied().collect())
+    }
+
+    /// Records that `topic` is replicated on `members`, this node not among them.
+    fn note_remote(
+        &self,
+        topic: &str,
+        members: &BTreeMap<NodeId, String>,
+    ) -> Result<(), ClusterError> {
+        let dir = self.opts.dir.join(topic);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| nsq_store::StoreError::io("creating", &dir, e))?;
+        let b = serde_json::to_vec(members).expect("a map of strings");
+        nsq_store::entrylog::write_small(&dir, "members", &b)?;
+        self.remote
+            .write()
+            .insert(topic.to_string(), members.clone());
+        Ok(())
     }
 
     /// Names of the replicated topics here.
@@ -383,6 +417,24 @@ impl Cluster {
                 topic: topic.to_string(),
                 after,
             })?;
+        // Every other node learns the topic is replicated (and where), so that a publish it
+        // takes goes to the members instead of creating a plain local topic of that name.
+        for (id, addr) in &self.opts.peers {
+            if members.contains_key(id) {
+                continue;
+            }
+            let r: Result<Result<(), String>, _> =
+                net::post(&self.client, addr, topic, "join", &members).await;
+            let why = match r {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e,
+                Err(e) => e.to_string(),
+            };
+            tracing::error!(
+                "RAFT: topic {topic}: node {id} ({addr}) was not told that the topic is replicated \
+                 ({why}); until it is, a publish it takes to {topic} creates a plain local topic"
+            );
+        }
         tracing::info!("RAFT: topic {topic}: created on {:?}", members.keys());
         Ok(())
     }
@@ -391,7 +443,11 @@ impl Cluster {
     /// until `deadline` has passed. `Ok` means a majority has it.
     pub async fn write(&self, topic: &str, op: Op, deadline: Duration) -> Result<(), String> {
         let Some(g) = self.group(topic) else {
-            return Err(format!("topic {topic} is not replicated here"));
+            let members = self.remote.read().get(topic).cloned();
+            return match members {
+                Some(m) => self.write_remote(topic, &m, op, deadline).await,
+                None => Err(format!("topic {topic} is not replicated here")),
+            };
         };
         let start = Instant::now();
         let mut last_err = String::from("no leader");
@@ -422,6 +478,33 @@ impl Cluster {
                 return Err(format!(
                     "not committed within {deadline:?} ({last_err}; a majority of the topic's members must be reachable)"
                 ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A write from a non-member: offered to each member in turn (a member forwards it to
+    /// the leader only once, so a member that is not the leader answers `NotLeader`).
+    async fn write_remote(
+        &self,
+        topic: &str,
+        members: &BTreeMap<NodeId, String>,
+        op: Op,
+        deadline: Duration,
+    ) -> Result<(), String> {
+        let start = Instant::now();
+        let mut last_err = String::from("no member answered");
+        loop {
+            for addr in members.values() {
+                match net::post::<Op, WireWrite>(&self.client, addr, topic, "write", &op).await {
+                    Ok(WireWrite::Done) => return Ok(()),
+                    Ok(WireWrite::NotLeader) => last_err = "no leader among the members".into(),
+                    Ok(WireWrite::Failed(e)) => return Err(e),
+                    Err(e) => last_err = format!("member {addr}: {e}"),
+                }
+            }
+            if start.elapsed() >= deadline {
+                return Err(format!("not committed within {deadline:?} ({last_err})"));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -607,10 +690,21 @@ async fn join(
         Ok(m) => m,
         Err(e) => return e,
     };
+    if !nsq_protocol::names::is_valid_topic_name(topic.as_bytes()) {
+        return bin(&Err::<(), String>(format!("invalid topic name {topic:?}")));
+    }
     if !members.contains_key(&c.opts.me) {
+        if c.group(&topic).is_some() {
+            return bin(&Err::<(), String>(format!(
+                "node {} is a member of topic {topic}'s group",
+                c.opts.me
+            )));
+        }
+        return bin(&c.note_remote(&topic, &members).map_err(|e| e.to_string()));
+    }
+    if c.remote.read().contains_key(&topic) {
         return bin(&Err::<(), String>(format!(
-            "node {} is not in the member list",
-            c.opts.me
+            "topic {topic} is already replicated on other members"
         )));
     }
     if nsq_protocol::names::is_valid_topic_name(topic.as_bytes()) {

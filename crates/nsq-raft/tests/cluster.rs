@@ -72,12 +72,11 @@ async fn wait_until(what: &str, deadline: Duration, mut f: impl FnMut() -> bool)
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replicated_topic_survives_its_leader() {
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+async fn start_members(dirs: &[tempfile::TempDir]) -> BTreeMap<NodeId, Member> {
+    let n = dirs.len();
     let listeners: Vec<tokio::net::TcpListener> = {
         let mut v = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..n {
             v.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
         }
         v
@@ -89,7 +88,7 @@ async fn a_replicated_topic_survives_its_leader() {
     let mut members: BTreeMap<NodeId, Member> = BTreeMap::new();
     for (i, l) in listeners.into_iter().enumerate() {
         let me = i as NodeId + 1;
-        let peers = (0..3)
+        let peers = (0..n)
             .filter(|&j| j != i)
             .map(|j| (j as NodeId + 1, addrs[j].clone()))
             .collect();
@@ -115,7 +114,13 @@ async fn a_replicated_topic_survives_its_leader() {
             },
         );
     }
+    members
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicated_topic_survives_its_leader() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut members = start_members(&dirs).await;
     members[&1].cluster.create("orders", 3).await.unwrap();
     // Creation is idempotent.
     members[&1].cluster.create("orders", 3).await.unwrap();
@@ -209,4 +214,48 @@ async fn a_replicated_topic_survives_its_leader() {
             .unwrap();
     }
     assert_eq!(members[&l2].cluster.status("orders").unwrap().messages, 17);
+}
+
+/// `replicas=2` on a three-node cluster: the third node is told the topic is replicated and
+/// where, so a write it takes is committed by the members (never a topic of its own); it
+/// keeps knowing after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_member_sends_writes_to_the_members() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let members = start_members(&dirs).await;
+    members[&1].cluster.create("two", 2).await.unwrap();
+    let outsider = *members
+        .keys()
+        .find(|id| members[id].cluster.group("two").is_none())
+        .expect("one node is not a member");
+    let c = &members[&outsider].cluster;
+    assert!(c.is_replicated("two"));
+    assert_eq!(c.remote_members("two").unwrap().len(), 2);
+    assert!(c.status("two").is_none());
+    let deadline = Duration::from_secs(5);
+    c.write("two", Op::CreateChannel("ch".into()), deadline)
+        .await
+        .unwrap();
+    c.write("two", Op::Publish((0..3).map(msg).collect()), deadline)
+        .await
+        .unwrap();
+    let leader = members
+        .values()
+        .find(|m| *m.rec.active.lock())
+        .expect("an active leader");
+    assert_eq!(leader.rec.owed.lock()["ch"].len(), 3);
+    // The outsider still knows after a restart (from its data directory).
+    let me = members.keys().position(|id| *id == outsider).unwrap();
+    let again = Cluster::start(
+        ClusterOptions::new(
+            outsider,
+            "127.0.0.1:1".into(),
+            BTreeMap::new(),
+            dirs[me].path().join("raft"),
+        ),
+        Arc::new(|_t: &str| Arc::new(Recorder::default()) as Arc<dyn Deliver>),
+    )
+    .await
+    .unwrap();
+    assert!(again.is_replicated("two") && again.group("two").is_none());
 }

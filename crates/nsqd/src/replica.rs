@@ -156,6 +156,9 @@ impl Replicas {
 
     /// The leader this node knows for `topic`, for error messages.
     pub fn leader_of(&self, topic: &str) -> String {
+        if let Some(m) = self.cluster.remote_members(topic) {
+            return format!("this node is not a member; members are nodes {m:?}");
+        }
         match self.cluster.status(topic).and_then(|s| s.leader) {
             Some(l) => format!("node {l}"),
             None => "not elected yet".into(),
