@@ -483,6 +483,116 @@ impl Cluster {
         }
     }
 
+    /// Changes `topic`'s voting members to `want` (node ids: this node or `--raft-peers`),
+    /// with openraft's safety: new nodes join as learners and catch up first, then one joint
+    /// consensus change replaces the voters. Nodes that leave drop their copy and, like every
+    /// other non-member, are told where the topic lives now. Called on a member that is not
+    /// the leader, it is forwarded to the leader.
+    pub async fn change_members(
+        self: &Arc<Self>,
+        topic: &str,
+        want: BTreeSet<NodeId>,
+    ) -> Result<(), String> {
+        let g = self
+            .group(topic)
+            .ok_or_else(|| format!("this node is not a member of topic {topic}'s group"))?;
+        if want.is_empty() {
+            return Err("the member list is empty".into());
+        }
+        let mut addrs = BTreeMap::new();
+        for id in &want {
+            let addr = if *id == self.opts.me {
+                self.opts.addr.clone()
+            } else {
+                self.opts
+                    .peers
+                    .get(id)
+                    .cloned()
+                    .ok_or_else(|| format!("node {id} is not in --raft-peers"))?
+            };
+            addrs.insert(*id, addr);
+        }
+        let (leader, current) = {
+            let m = g.raft.metrics().borrow().clone();
+            let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+            (m.current_leader, voters)
+        };
+        if leader != Some(self.opts.me) {
+            let Some(l) = leader else {
+                return Err(format!("topic {topic} has no leader now"));
+            };
+            let addr = self
+                .opts
+                .peers
+                .get(&l)
+                .ok_or_else(|| format!("leader {l} is not in --raft-peers"))?;
+            let r: Result<Result<(), String>, _> =
+                net::post(&self.client, addr, topic, "members", &want).await;
+            return r.map_err(|e| e.to_string())?;
+        }
+        for (id, addr) in &addrs {
+            if current.contains(id) {
+                continue;
+            }
+            let r: Result<Result<(), String>, _> =
+                net::post(&self.client, addr, topic, "join", &addrs).await;
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(format!("node {id} did not join: {e}")),
+                Err(e) => return Err(format!("node {id} did not join: {e}")),
+            }
+            g.raft
+                .add_learner(*id, BasicNode::new(addr), true)
+                .await
+                .map_err(|e| format!("adding node {id} as a learner: {e}"))?;
+        }
+        g.raft
+            .change_membership(want.clone(), false)
+            .await
+            .map_err(|e| format!("changing the members: {e}"))?;
+        tracing::info!("RAFT: topic {topic}: members now {want:?} (were {current:?})");
+        for (id, addr) in &self.opts.peers {
+            if want.contains(id) {
+                continue;
+            }
+            let what = if current.contains(id) {
+                "leave"
+            } else {
+                "join"
+            };
+            let r: Result<Result<(), String>, _> =
+                net::post(&self.client, addr, topic, what, &addrs).await;
+            if !matches!(r, Ok(Ok(()))) {
+                tracing::error!(
+                    "RAFT: topic {topic}: node {id} ({addr}) was not told its new members: {r:?}"
+                );
+            }
+        }
+        if !want.contains(&self.opts.me) {
+            self.leave(topic, &addrs).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// This node is no longer a member: stop the group, drop its files, remember the members.
+    async fn leave(
+        &self,
+        topic: &str,
+        members: &BTreeMap<NodeId, String>,
+    ) -> Result<(), ClusterError> {
+        let g = self.groups.write().remove(topic);
+        if let Some(g) = g {
+            g.sm.step_down();
+            let _ = g.raft.shutdown().await;
+            let dir = self.opts.dir.join(topic);
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!("RAFT: topic {topic}: removing {}: {e}", dir.display());
+            }
+            tracing::info!("RAFT: topic {topic}: this node left the group");
+        }
+        self.note_remote(topic, members)
+    }
+
     /// A write from a non-member: offered to each member in turn (a member forwards it to
     /// the leader only once, so a member that is not the leader answers `NotLeader`).
     async fn write_remote(
@@ -567,6 +677,8 @@ impl Cluster {
             .route("/raft/{topic}/snapshot", post(snapshot))
             .route("/raft/{topic}/write", post(write))
             .route("/raft/{topic}/join", post(join))
+            .route("/raft/{topic}/leave", post(leave))
+            .route("/raft/{topic}/members", post(members))
             .with_state(self.clone())
     }
 }
@@ -681,6 +793,35 @@ async fn write(
     })
 }
 
+async fn leave(
+    State(c): State<Arc<Cluster>>,
+    Path(topic): Path<String>,
+    body: Bytes,
+) -> axum::response::Response {
+    let members: BTreeMap<NodeId, String> = match decode(&body) {
+        Ok(m) => m,
+        Err(e) => return e,
+    };
+    if members.contains_key(&c.opts.me) {
+        return bin(&Err::<(), String>(
+            "this node is in the new member list".into(),
+        ));
+    }
+    bin(&c.leave(&topic, &members).await.map_err(|e| e.to_string()))
+}
+
+async fn members(
+    State(c): State<Arc<Cluster>>,
+    Path(topic): Path<String>,
+    body: Bytes,
+) -> axum::response::Response {
+    let want: BTreeSet<NodeId> = match decode(&body) {
+        Ok(m) => m,
+        Err(e) => return e,
+    };
+    bin(&c.change_members(&topic, want).await)
+}
+
 async fn join(
     State(c): State<Arc<Cluster>>,
     Path(topic): Path<String>,
@@ -702,10 +843,9 @@ async fn join(
         }
         return bin(&c.note_remote(&topic, &members).map_err(|e| e.to_string()));
     }
-    if c.remote.read().contains_key(&topic) {
-        return bin(&Err::<(), String>(format!(
-            "topic {topic} is already replicated on other members"
-        )));
+    // A node that knew the topic as a non-member becomes a member (a membership change).
+    if c.remote.write().remove(&topic).is_some() {
+        let _ = std::fs::remove_file(c.opts.dir.join(&topic).join("members"));
     }
     if nsq_protocol::names::is_valid_topic_name(topic.as_bytes()) {
         bin(&c

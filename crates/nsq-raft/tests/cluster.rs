@@ -259,3 +259,68 @@ async fn a_non_member_sends_writes_to_the_members() {
     .unwrap();
     assert!(again.is_replicated("two") && again.group("two").is_none());
 }
+
+/// Membership changes through the cluster API: a topic on 2 of 3 nodes grows to all 3 (the
+/// new node joins as a learner, catches up, then votes) and shrinks back to 2 without its
+/// leader; the node that left becomes a non-member that still sends writes to the members.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_can_be_added_and_removed() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let members = start_members(&dirs).await;
+    let deadline = Duration::from_secs(5);
+    members[&1].cluster.create("grow", 2).await.unwrap();
+    let c1 = &members[&1].cluster;
+    c1.write("grow", Op::CreateChannel("ch".into()), deadline)
+        .await
+        .unwrap();
+    c1.write("grow", Op::Publish((0..5).map(msg).collect()), deadline)
+        .await
+        .unwrap();
+    let outsider = *members
+        .keys()
+        .find(|id| members[id].cluster.group("grow").is_none())
+        .unwrap();
+    // Asked of a member (forwarded to the leader if needed).
+    c1.change_members("grow", [1, 2, 3].into()).await.unwrap();
+    let newcomer = &members[&outsider].cluster;
+    assert!(
+        newcomer.group("grow").is_some(),
+        "the outsider is a member now"
+    );
+    wait_until("the newcomer to catch up", Duration::from_secs(10), || {
+        newcomer
+            .status("grow")
+            .is_some_and(|s| s.messages == 5 && s.members == vec![1, 2, 3])
+    })
+    .await;
+    // Remove a member that is not the leader.
+    let leader = c1.status("grow").unwrap().leader.unwrap();
+    let gone = *[1u64, 2, 3]
+        .iter()
+        .find(|id| **id != leader && **id != outsider)
+        .unwrap();
+    let keep: std::collections::BTreeSet<u64> =
+        [1u64, 2, 3].into_iter().filter(|id| *id != gone).collect();
+    members[&outsider]
+        .cluster
+        .change_members("grow", keep.clone())
+        .await
+        .unwrap();
+    let g = &members[&gone].cluster;
+    wait_until("the removed node to leave", Duration::from_secs(5), || {
+        g.group("grow").is_none()
+    })
+    .await;
+    assert_eq!(
+        g.remote_members("grow").unwrap(),
+        keep.iter().copied().collect::<Vec<_>>()
+    );
+    g.write("grow", Op::Publish(vec![msg(9)]), deadline)
+        .await
+        .unwrap();
+    assert_eq!(members[&leader].cluster.status("grow").unwrap().messages, 6);
+    assert_eq!(
+        members[&leader].cluster.status("grow").unwrap().members,
+        keep.into_iter().collect::<Vec<_>>()
+    );
+}

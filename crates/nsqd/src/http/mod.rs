@@ -101,7 +101,10 @@ pub fn router(nsqd: Arc<Nsqd>) -> Router {
         .route("/pub", post(do_pub))
         .route("/mpub", post(do_mpub))
         .route("/topic/create", post(topic_create))
-        .route("/topic/replication", get(topic_replication))
+        .route(
+            "/topic/replication",
+            get(topic_replication).post(topic_replication_members),
+        )
         .route("/topic/delete", post(topic_delete))
         .route("/topic/empty", post(topic_empty))
         .route("/topic/pause", post(topic_pause))
@@ -800,6 +803,29 @@ async fn topic_replication(State(nsqd): Shared, uri: Uri) -> ApiResult {
         .and_then(|r| r.cluster.status(name))
         .ok_or(TOPIC_NOT_FOUND)?;
     Ok(Reply::Json(json::to_vec(&st)))
+}
+
+/// `POST /topic/replication?topic=T&members=1,2,4` (nsq-rs): replaces the replicated topic's
+/// members (node ids: this node or `--raft-peers`) with openraft's joint consensus; new
+/// members catch up as learners first. Answered once the change is committed.
+async fn topic_replication_members(State(nsqd): Shared, uri: Uri) -> ApiResult {
+    let q = parse_query(&uri)?;
+    let name = q.get("topic").ok_or(MISSING_ARG_TOPIC)?;
+    let r = nsqd.replicas().ok_or(TOPIC_NOT_FOUND)?;
+    if !r.is_replicated(name) {
+        return Err(TOPIC_NOT_FOUND);
+    }
+    let list = q.get("members").ok_or(bad_request("MISSING_ARG_MEMBERS"))?;
+    let want: Result<std::collections::BTreeSet<u64>, _> =
+        list.split(',').map(|s| s.trim().parse::<u64>()).collect();
+    let want = want.map_err(|_| bad_request("INVALID_ARG_MEMBERS"))?;
+    r.cluster.change_members(name, want).await.map_err(|e| {
+        message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("REPLICATION_FAILED {e}"),
+        )
+    })?;
+    Ok(Reply::Empty)
 }
 
 /// `POST /topic/config?topic=T` with a JSON body merged into the policy; answers the result.

@@ -383,3 +383,49 @@ fn a_restarted_member_catches_up_and_can_take_over() {
     );
     assert_eq!(seen.len(), 150, "exactly the acknowledged messages");
 }
+
+/// `POST /topic/replication?members=` grows a topic from 2 to 3 members through the HTTP API;
+/// the node that was outside first sends publishes to the members, then holds a copy.
+#[test]
+fn members_change_through_the_http_api() {
+    let lookupd = Lookupd::start();
+    let members = start_cluster(&lookupd, 3);
+    let topic = "grow";
+    let r = members[&1]
+        .nsqd
+        .http_post(&format!("/topic/create?topic={topic}&replicas=2"), b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let outsider = *members
+        .keys()
+        .find(|id| replication(&members[id].nsqd, topic).is_none())
+        .expect("one node is outside the group");
+    // A publish taken by the outsider is committed by the members.
+    members[&outsider]
+        .nsqd
+        .client()
+        .pub_ok(topic, b"from outside");
+    assert!(
+        members[&outsider].nsqd.topic_stats(topic).is_none(),
+        "no plain local topic"
+    );
+    let r = members[&1]
+        .nsqd
+        .http_post(&format!("/topic/replication?topic={topic}&members=x"), b"");
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = members[&1].nsqd.http_post(
+        &format!("/topic/replication?topic={topic}&members=1,2,3"),
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    harness::wait_until(
+        Duration::from_secs(10),
+        "all three members caught up",
+        || {
+            members.values().all(|m| {
+                replication(&m.nsqd, topic).is_some_and(|s| {
+                    s["members"] == serde_json::json!([1, 2, 3]) && s["messages"] == 1
+                })
+            })
+        },
+    );
+}
