@@ -162,6 +162,15 @@ if [ "${CI:-}" != "true" ]; then
     NOT_RUN+=("Prometheus scrape test")
   fi
 fi
+# The network-namespace partition test (crates/nsqd/tests/it/netns.rs) needs root and
+# `ip netns`; without them it returns after saying NOT RUN, so count it here as not run.
+probe="nsqrs-probe-$$"
+if [ "$(id -u)" -ne 0 ] || ! ip netns add "$probe" >/dev/null 2>&1; then
+  log "NOT RUN: replicated-topic partition test in network namespaces (needs root and iproute2's ip netns)"
+  NOT_RUN+=("netns partition test")
+else
+  ip netns del "$probe" >/dev/null 2>&1 || true
+fi
 if cargo nextest --version >/dev/null 2>&1; then
   run_test 2700 "cargo nextest run" cargo nextest run --workspace --no-fail-fast "$@"
   run_test 1200 "doc tests" cargo test --doc --workspace --no-fail-fast

@@ -44,6 +44,11 @@ use serde::{Deserialize, Serialize};
 pub use store::Deliver;
 pub use topic::{Msg, Op, OpReply, TopicData};
 
+/// How long one forwarded write may wait for the leader's answer before it is tried again
+/// (through whoever leads by then): a leader cut off mid-request must not hold a publish for
+/// the HTTP client's whole request timeout.
+const FORWARD_TTL: Duration = Duration::from_secs(2);
+
 /// A member's id: nsqd's `--node-id`.
 pub type NodeId = u64;
 
@@ -456,12 +461,13 @@ impl Cluster {
                 Ok(_) => return Ok(()),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     if let Some(node) = f.leader_node {
-                        match net::post::<Op, WireWrite>(
+                        match net::post_within::<Op, WireWrite>(
                             &self.client,
                             &node.addr,
                             topic,
                             "write",
                             &op,
+                            Some(FORWARD_TTL),
                         )
                         .await
                         {
@@ -606,7 +612,16 @@ impl Cluster {
         let mut last_err = String::from("no member answered");
         loop {
             for addr in members.values() {
-                match net::post::<Op, WireWrite>(&self.client, addr, topic, "write", &op).await {
+                match net::post_within::<Op, WireWrite>(
+                    &self.client,
+                    addr,
+                    topic,
+                    "write",
+                    &op,
+                    Some(FORWARD_TTL),
+                )
+                .await
+                {
                     Ok(WireWrite::Done) => return Ok(()),
                     Ok(WireWrite::NotLeader) => last_err = "no leader among the members".into(),
                     Ok(WireWrite::Failed(e)) => return Err(e),

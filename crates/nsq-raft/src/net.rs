@@ -37,6 +37,34 @@ pub(crate) async fn post<Req: Serialize, Resp: DeserializeOwned>(
     what: &str,
     req: &Req,
 ) -> Result<Resp, TransportError> {
+    post_within(client, addr, topic, what, req, None).await
+}
+
+/// [`post`] bounded by `ttl` (a request on a kept-alive connection to a host that was cut off
+/// would otherwise wait for the client's whole request timeout).
+pub(crate) async fn post_within<Req: Serialize, Resp: DeserializeOwned>(
+    client: &nsq_http_client::Client,
+    addr: &str,
+    topic: &str,
+    what: &str,
+    req: &Req,
+    ttl: Option<std::time::Duration>,
+) -> Result<Resp, TransportError> {
+    match ttl {
+        None => post_once(client, addr, topic, what, req).await,
+        Some(t) => tokio::time::timeout(t, post_once(client, addr, topic, what, req))
+            .await
+            .map_err(|_| TransportError::Failed(format!("{addr}: no answer within {t:?}")))?,
+    }
+}
+
+async fn post_once<Req: Serialize, Resp: DeserializeOwned>(
+    client: &nsq_http_client::Client,
+    addr: &str,
+    topic: &str,
+    what: &str,
+    req: &Req,
+) -> Result<Resp, TransportError> {
     let body = bincode::serialize(req).map_err(|e| TransportError::Encode(e.to_string()))?;
     let url = format!("http://{addr}/raft/{}/{what}", seg(topic));
     let r = client
@@ -120,12 +148,13 @@ impl Peer {
         &self,
         what: &str,
         req: &Req,
+        ttl: std::time::Duration,
     ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
     where
         E: std::error::Error + DeserializeOwned,
     {
         let r: Result<Resp, RaftError<NodeId, E>> =
-            match post(&self.client, &self.addr, &self.topic, what, req).await {
+            match post_within(&self.client, &self.addr, &self.topic, what, req, Some(ttl)).await {
                 Ok(r) => {
                     if self.down.lock().remove(&self.target) {
                         tracing::info!(
@@ -157,27 +186,27 @@ impl RaftNetwork<TypeConfig> for Peer {
     async fn append_entries(
         &mut self,
         req: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call("append", &req).await
+        self.call("append", &req, option.hard_ttl()).await
     }
 
     async fn install_snapshot(
         &mut self,
         req: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
+        option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.call("snapshot", &req).await
+        self.call("snapshot", &req, option.hard_ttl()).await
     }
 
     async fn vote(
         &mut self,
         req: VoteRequest<NodeId>,
-        _option: RPCOption,
+        option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call("vote", &req).await
+        self.call("vote", &req, option.hard_ttl()).await
     }
 }

@@ -583,6 +583,11 @@ pub async fn start(opts: Options) -> Result<NsqdHandle, StartError> {
         })?;
     *nsqd.tcp_addr.lock() = Some(tcp_addr);
     tracing::info!("TCP: listening on {}", tcp_addr);
+    // Before any API serves: a publish to a replicated topic must never find replication
+    // missing and land in a plain local topic of that name.
+    if !nsqd.opts.raft_address.is_empty() {
+        start_replication(&nsqd, &data).await?;
+    }
 
     if let Some(cfg) = tls_server_config(&nsqd.opts)? {
         let _ = nsqd.tls_acceptor.set(nsq_net::TlsAcceptor::from(cfg));
@@ -666,9 +671,6 @@ pub async fn start(opts: Options) -> Result<NsqdHandle, StartError> {
         nsqd.tracker.spawn(http::serve(nsqd.clone(), l));
     }
     warn_if_exposed(&nsqd.opts, tcp_addr, http_addr);
-    if !nsqd.opts.raft_address.is_empty() {
-        start_replication(&nsqd, &data).await?;
-    }
     nsqd.tracker.spawn(tcp::serve(nsqd.clone(), tcp_listener));
     nsqd.tracker.spawn(lookup::run(nsqd.clone()));
     // After the HTTP bind: the statsd prefix names the HTTP port announced to lookupd.

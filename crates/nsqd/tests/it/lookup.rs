@@ -24,7 +24,7 @@ const CHANGE: Duration = Duration::from_secs(10);
 const RECONNECT: Duration = Duration::from_secs(30);
 
 /// Path of the `nsqlookupd` binary next to `nsqd`, built on first use if missing.
-fn nsqlookupd_bin() -> PathBuf {
+pub(crate) fn nsqlookupd_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     static BUILD: Mutex<()> = Mutex::new(());
     BIN.get_or_init(|| {

@@ -12,6 +12,7 @@ mod interop;
 mod interop_cluster;
 mod lookup;
 mod metrics;
+mod netns;
 mod persistence;
 mod policy;
 mod protocol;
