@@ -51,6 +51,69 @@ struct LogInner {
     log: nsq_store::EntryLog,
     meta: LogMeta,
     last: Option<LogId<NodeId>>,
+    /// The most recent entries as appended (consecutive, ending at `last`): replication reads
+    /// them back right away, so they are served from here instead of a `pread` and a decode.
+    recent: std::collections::VecDeque<Entry<TypeConfig>>,
+    /// Body bytes held by `recent`.
+    recent_bytes: usize,
+}
+
+/// Bound on [`LogInner::recent`].
+const RECENT_MAX_ENTRIES: usize = 4096;
+/// Bound on the bodies [`LogInner::recent`] holds.
+const RECENT_MAX_BYTES: usize = 64 << 20;
+
+fn entry_bytes(e: &Entry<TypeConfig>) -> usize {
+    match &e.payload {
+        EntryPayload::Normal(crate::Op::Publish(m)) => m.iter().map(|m| m.body.len()).sum(),
+        _ => 0,
+    }
+}
+
+impl LogInner {
+    fn remember(&mut self, entries: Vec<Entry<TypeConfig>>) {
+        for e in entries {
+            self.recent_bytes += entry_bytes(&e);
+            self.recent.push_back(e);
+        }
+        while self.recent.len() > RECENT_MAX_ENTRIES || self.recent_bytes > RECENT_MAX_BYTES {
+            match self.recent.pop_front() {
+                Some(e) => self.recent_bytes -= entry_bytes(&e),
+                None => break,
+            }
+        }
+    }
+
+    /// Entries `[from, to)` from `recent`, if it holds all of them.
+    fn cached(&self, from: u64, to: u64) -> Option<Vec<Entry<TypeConfig>>> {
+        let first = self.recent.front()?.log_id.index;
+        let last = self.recent.back()?.log_id.index;
+        let to = to.min(last + 1);
+        if from < first || from >= to {
+            return None;
+        }
+        Some(
+            self.recent
+                .range((from - first) as usize..(to - first) as usize)
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// Forgets cached entries with index ≥ `from` (truncate) or ≤ `upto` (purge).
+    fn forget_from(&mut self, from: u64) {
+        while self.recent.back().is_some_and(|e| e.log_id.index >= from) {
+            let e = self.recent.pop_back().unwrap();
+            self.recent_bytes -= entry_bytes(&e);
+        }
+    }
+
+    fn forget_upto(&mut self, upto: u64) {
+        while self.recent.front().is_some_and(|e| e.log_id.index <= upto) {
+            let e = self.recent.pop_front().unwrap();
+            self.recent_bytes -= entry_bytes(&e);
+        }
+    }
 }
 
 /// The consensus log of one group (see the module doc). Clones share the file.
@@ -88,7 +151,13 @@ impl LogStore {
             None => meta.purged,
         };
         Ok(LogStore {
-            inner: Arc::new(Mutex::new(LogInner { log, meta, last })),
+            inner: Arc::new(Mutex::new(LogInner {
+                log,
+                meta,
+                last,
+                recent: Default::default(),
+                recent_bytes: 0,
+            })),
             sync,
         })
     }
@@ -125,6 +194,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(&b) => b,
             Bound::Unbounded => u64::MAX,
         };
+        if let Some(hit) = self.inner.lock().cached(from, to) {
+            return Ok(hit);
+        }
         self.blocking(move |i| {
             let raw = i.log.read(from, to).map_err(read_err)?;
             raw.iter()
@@ -180,9 +252,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut enc = Vec::new();
         let mut last = None;
+        let mut kept = Vec::new();
         for e in entries {
             last = Some(e.log_id);
             enc.push((e.log_id.index, bincode::serialize(&e).map_err(io_err)?));
+            kept.push(e);
         }
         let sync = self.sync;
         let inner = self.inner.clone();
@@ -194,6 +268,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             if last.is_some() {
                 i.last = last;
             }
+            // Only a run that continues the cached one is cached.
+            let follows = match (i.recent.back(), kept.first()) {
+                (Some(b), Some(f)) => f.log_id.index == b.log_id.index + 1,
+                _ => true,
+            };
+            if !follows {
+                i.recent.clear();
+                i.recent_bytes = 0;
+            }
+            i.remember(kept);
             Ok::<_, nsq_store::StoreError>(())
         })
         .await
@@ -213,6 +297,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), SErr> {
         self.blocking(move |i| {
+            i.forget_from(log_id.index);
             i.log.truncate(log_id.index).map_err(io_err)?;
             i.last = match i.log.range() {
                 Some((_, l)) => {
@@ -230,6 +315,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), SErr> {
         self.blocking(move |i| {
             i.meta.purged = Some(log_id);
+            i.forget_upto(log_id.index);
             LogStore::save_meta(i)?;
             i.log.purge(log_id.index).map_err(io_err)?;
             if i.last.is_none_or(|l| l.index < log_id.index) {

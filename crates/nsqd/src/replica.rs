@@ -80,17 +80,30 @@ impl Replicas {
             Some(d) if d > 0 => now.saturating_add(d as i64),
             _ => 0,
         };
-        bodies
+        // One allocation for all bodies; each message's body is a slice of it.
+        let mut buf = bytes::BytesMut::new();
+        let mut ends = Vec::with_capacity(n as usize);
+        for b in bodies {
+            buf.extend_from_slice(b);
+            ends.push(buf.len());
+        }
+        let all = buf.freeze();
+        let mut start = 0;
+        ends.into_iter()
             .enumerate()
-            .map(|(i, b)| Msg {
-                id: nsq_protocol::MessageId::from_u64(crate::state::guid::id_for(
-                    node,
-                    first + i as u64,
-                ))
-                .0,
-                timestamp: now,
-                defer_until,
-                body: bytes::Bytes::copy_from_slice(b),
+            .map(|(i, end)| {
+                let body = all.slice(start..end);
+                start = end;
+                Msg {
+                    id: nsq_protocol::MessageId::from_u64(crate::state::guid::id_for(
+                        node,
+                        first + i as u64,
+                    ))
+                    .0,
+                    timestamp: now,
+                    defer_until,
+                    body,
+                }
             })
             .collect()
     }
