@@ -209,6 +209,9 @@ impl Cluster {
             heartbeat_interval: opts.heartbeat_ms,
             election_timeout_min: opts.election_min_ms,
             election_timeout_max: opts.election_min_ms * 2,
+            // Entries kept past a snapshot (for followers slightly behind): fewer than
+            // openraft's 1,000, since a purge rewrites what is kept (an MPUB entry is ~40 KB).
+            max_in_snapshot_log_to_keep: 256,
             ..Default::default()
         }
         .validate()

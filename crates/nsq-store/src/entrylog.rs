@@ -62,6 +62,8 @@ pub struct EntryLog {
     /// Bytes before `slots[0]` that a purge made dead.
     dead: u64,
     buf: Vec<u8>,
+    /// [`REWRITE_AT`], lowered by unit tests.
+    rewrite_at: u64,
 }
 
 impl EntryLog {
@@ -148,6 +150,7 @@ impl EntryLog {
             end,
             dead,
             buf: Vec::new(),
+            rewrite_at: REWRITE_AT,
         })
     }
 
@@ -280,7 +283,7 @@ impl EntryLog {
         self.slots.drain(..n);
         self.first = upto + 1;
         self.dead = self.slots[0].off;
-        if self.dead >= REWRITE_AT && self.dead * 2 > self.end {
+        if self.dead >= self.rewrite_at && self.dead * 2 > self.end {
             let skip = self.dead;
             self.rewrite(Some(skip))?;
         }
@@ -291,16 +294,19 @@ impl EntryLog {
     /// temporary file).
     fn rewrite(&mut self, skip: Option<u64>) -> Result<(), StoreError> {
         let tmp = self.dir.join("entries.log.tmp");
-        let mut data = Vec::new();
-        if let Some(skip) = skip {
-            data = vec![0u8; (self.end - skip) as usize];
-            self.file
-                .read_exact_at(&mut data, skip)
-                .map_err(|e| StoreError::io("reading", &self.path, e))?;
-        }
-        fs::write(&tmp, &data)
-            .and_then(|_| File::open(&tmp)?.sync_all())
-            .map_err(|e| StoreError::io("writing", &tmp, e))?;
+        // File to file (the kernel's copy_file_range where it can), no buffer of the tail's
+        // size in this process.
+        (|| -> std::io::Result<()> {
+            let mut out = File::create(&tmp)?;
+            if let Some(skip) = skip {
+                use std::io::{Read, Seek, SeekFrom};
+                let mut src = File::open(&self.path)?;
+                src.seek(SeekFrom::Start(skip))?;
+                std::io::copy(&mut src.take(self.end - skip), &mut out)?;
+            }
+            out.sync_all()
+        })()
+        .map_err(|e| StoreError::io("writing", &tmp, e))?;
         fs::rename(&tmp, &self.path).map_err(|e| StoreError::io("renaming", &tmp, e))?;
         crate::sync_dir(&self.dir)?;
         self.file = OpenOptions::new()
@@ -430,6 +436,28 @@ mod tests {
         drop(log);
         let log = EntryLog::open(dir.path()).unwrap();
         assert_eq!(entries(&log), vec![(5, b"e".to_vec())]);
+    }
+
+    #[test]
+    fn a_large_purged_prefix_is_rewritten_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = EntryLog::open(dir.path()).unwrap();
+        log.rewrite_at = 100;
+        let body = [7u8; 40];
+        for i in 1..=10u64 {
+            log.append([(i, &body[..])]).unwrap();
+        }
+        let before = fs::metadata(dir.path().join("entries.log")).unwrap().len();
+        log.purge(7).unwrap();
+        let after = fs::metadata(dir.path().join("entries.log")).unwrap().len();
+        assert!(after * 3 < before, "{before} -> {after}");
+        assert_eq!(log.range(), Some((8, 10)));
+        log.append([(11, &b"x"[..])]).unwrap();
+        assert_eq!(log.read(8, 12).unwrap().len(), 4);
+        drop(log);
+        let log = EntryLog::open(dir.path()).unwrap();
+        assert_eq!(log.range(), Some((8, 11)));
+        assert_eq!(log.read(11, 12).unwrap()[0].1.as_ref(), b"x");
     }
 
     #[test]
