@@ -180,6 +180,18 @@
       out, input, " ", apply, status);
   }
 
+  // nsq-rs replicated topics: what the serving node (the leader) reports of the Raft group.
+  function replicationPanel(r) {
+    if (!r) return null;
+    var lag = Object.keys(r.lag || {}).map(function (id) { return "node " + id + ": " + r.lag[id]; }).join(", ");
+    return el("div", { class: "replication-panel" },
+      el("h2", { text: "Replication" }),
+      table([["Leader"], ["Members"], ["Term", 1], ["Log index", 1], ["Applied", 1], ["Followers behind (entries)"], ["Messages kept", 1]],
+        [el("tr", null, el("td", { text: r.leader == null ? "none" : "node " + r.leader }),
+          el("td", { text: (r.members || []).map(function (m) { return "node " + m; }).join(", ") }),
+          num(r.term), num(r.log_index), num(r.applied_index), el("td", { text: lag || "-" }), num(r.messages))]));
+  }
+
   function actionButtons(path, isPaused, what) {
     function act(action, label, verb) {
       return el("button", {
@@ -266,6 +278,7 @@
         actionButtons("/topics/" + enc(topic), t.paused, "topic " + topic),
         charts(hist.samples || [], false),
         policyPanel("/topics/" + enc(topic), t, '{"ttl":"1h","max_depth":1000000}'),
+        replicationPanel(t.replication),
         el("h2", { text: "Nodes" }),
         table([["nsqd host"], ["Depth", 1], ["Memory", 1], ["Disk", 1], ["Messages", 1], ["Channels", 1], [""]].concat(e2eHeaders(qs)), nodeRows),
         el("h2", { text: "Channels" }),

@@ -166,6 +166,10 @@ pub struct TopicStats {
     pub config: Option<Value>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub config_differs: bool,
+    /// nsq-rs replicated topics: the state its serving node (the leader) reports — leader,
+    /// members, term, log index, followers' lag. Omitted for other topics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication: Option<nsq_http::api::nsqd::ReplicationStats>,
 }
 
 /// Go's `clusterinfo.ChannelStats`.
@@ -405,6 +409,9 @@ pub fn aggregate_topic(topic: &str, per_node: &[(Producer, NsqdStats)], now_s: i
             let e2e = E2eAggregate::from_node(&t.e2e_processing_latency);
             let first = all.nodes.is_empty();
             merge_config(&mut all.config, &mut all.config_differs, first, &t.config);
+            if all.replication.is_none() {
+                all.replication = t.replication.clone();
+            }
             // Go's `TopicStats.Add`: the aggregate is made at the first node.
             all.e2e_processing_latency
                 .get_or_insert_with(|| E2eAggregate {
@@ -427,6 +434,7 @@ pub fn aggregate_topic(topic: &str, per_node: &[(Producer, NsqdStats)], now_s: i
                 e2e_processing_latency: Some(e2e),
                 config: t.config.clone(),
                 config_differs: false,
+                replication: t.replication.clone(),
             });
         }
     }

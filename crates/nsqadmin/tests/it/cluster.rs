@@ -574,3 +574,47 @@ fn nsqd_reachable_only_over_https() {
     let msg = r.json()["message"].as_str().unwrap_or_default().to_owned();
     assert!(msg.contains("certificate"), "{msg}");
 }
+
+/// A replicated topic (nsq-rs) on three nsqd members: lookupd lists only the leader, and
+/// nsqadmin's topic shows the leader's view of the Raft group (leader, members, log index).
+#[test]
+fn a_replicated_topic_shows_its_raft_group() {
+    let _guard = cluster_lock();
+    let lookupd = start_lookupd();
+    let raft: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", closed_port()))
+        .collect();
+    let nodes: Vec<Proc> = (0..3)
+        .map(|i| {
+            let peers: Vec<String> = (0..3)
+                .filter(|j| *j != i)
+                .map(|j| format!("{}@{}", j + 1, raft[j]))
+                .collect();
+            let args = [
+                format!("--node-id={}", i + 1),
+                format!("--raft-address={}", raft[i]),
+                format!("--raft-peers={}", peers.join(",")),
+            ];
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            start_nsqd_with(&lookupd, &refs)
+        })
+        .collect();
+    nsqd_post(&nodes[0], "/topic/create?topic=replicated&replicas=3", "");
+    nsqd_post(&nodes[1], "/pub?topic=replicated", "through a member");
+    let admin = start_admin(&[format!("--lookupd-http-address={}", lookupd.http)]);
+    wait_until(WAIT, "nsqadmin to show the replicated topic", || {
+        let r = admin.http("GET", "/api/topics/replicated", None);
+        r.status == 200 && r.json()["replication"]["role"] == "leader"
+    });
+    let t = admin.get_json("/api/topics/replicated");
+    assert_eq!(
+        t["nodes"].as_array().map(Vec::len),
+        Some(1),
+        "only the leader serves it: {t}"
+    );
+    let r = &t["replication"];
+    assert_eq!(r["members"], serde_json::json!([1, 2, 3]));
+    assert!(r["log_index"].as_u64().unwrap() >= 2, "{r}");
+    assert_eq!(r["messages"], 1);
+    assert_eq!(t["depth"], 1);
+}
