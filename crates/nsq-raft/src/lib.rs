@@ -177,6 +177,8 @@ pub struct GroupStatus {
     pub lag: BTreeMap<NodeId, u64>,
     /// Messages the replicated state keeps.
     pub messages: usize,
+    /// Messages each channel still owes, by channel name.
+    pub owed: BTreeMap<String, u64>,
     /// Whether this member delivers.
     pub active: bool,
 }
@@ -335,7 +337,7 @@ impl Cluster {
         let raft = Raft::new(self.opts.me, self.config.clone(), net, log, sm.clone())
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        sm.set_live();
+        sm.set_live(raft.metrics());
         let g = Arc::new(Group {
             topic: topic.to_string(),
             raft,
@@ -643,7 +645,7 @@ impl Cluster {
         let g = self.group(topic)?;
         let m = g.raft.metrics().borrow().clone();
         let log_index = m.last_log_index.unwrap_or(0);
-        let (messages, _) = g.sm.figures();
+        let (messages, owed) = g.sm.figures();
         Some(GroupStatus {
             role: match m.state {
                 ServerState::Leader => "leader",
@@ -673,6 +675,7 @@ impl Cluster {
                 })
                 .unwrap_or_default(),
             messages,
+            owed,
             active: g.sm.is_active(),
         })
     }
@@ -721,6 +724,9 @@ async fn watch_leadership(g: Arc<Group>, election_max_ms: u64) {
                     .is_some_and(|ms| ms > 2 * election_max_ms),
             )
         };
+        if !stale {
+            g.sm.observe_role();
+        }
         if (!leader || stale) && g.sm.is_active() {
             let why = if leader {
                 "no majority heard from"

@@ -7,11 +7,15 @@
 //!   on disk on a majority. The vote and the last purged id are in the log's state file
 //!   (tmp + fsync + rename). Only each entry's offset is in memory.
 //! - [`StateMachine`]: [`TopicData`] applied in log order, plus the hand-over to the node's
-//!   local delivery ([`Deliver`]): the member whose own election entry (openraft's blank entry of
-//!   its term) is applied becomes the one that delivers, with exactly the state the log gives;
-//!   it stops at the first applied entry of another leader, or when it loses leadership
-//!   ([`StateMachine::step_down`]). Snapshots are the whole [`TopicData`], written to a file.
+//!   local delivery ([`Deliver`]): the member that leads, once it has applied every entry its
+//!   log held when its leadership began (later entries are its own), becomes the one that
+//!   delivers, with exactly the state the log gives; it stops at the first applied entry of
+//!   another leader, or when it loses leadership ([`StateMachine::step_down`]). (Not at its
+//!   election entry: openraft can resume a leadership after a restart without one, and an old
+//!   term's election entry re-applied then would start a stale copy — seen in the five-kills
+//!   test before this rule.) Snapshots are the whole [`TopicData`], written to a file.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::RangeBounds;
@@ -21,8 +25,8 @@ use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
-    BasicNode, Entry, EntryPayload, LogId, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta,
-    StorageError, StorageIOError, StoredMembership, Vote,
+    BasicNode, Entry, EntryPayload, LogId, RaftLogReader, RaftMetrics, RaftSnapshotBuilder,
+    SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
 };
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -356,6 +360,16 @@ type StoredSnapshot = (SnapshotMeta<NodeId, BasicNode>, Arc<Vec<u8>>);
 struct SmInner {
     file: SmFile,
     active: bool,
+    /// The term `active` was set in.
+    active_term: Option<u64>,
+    /// This node leads in `term`, and every entry up to `target` (the log's last index when
+    /// the leadership was first seen) must be applied before delivery starts: entries after it
+    /// are this leader's own, so from then on the state plus what is applied next is exactly
+    /// what the log says. (openraft may resume a leadership after a restart without a new
+    /// election entry, so an election entry is not a safe trigger.)
+    lead: Option<(u64, u64)>,
+    /// A term delivery was stepped down in (lost majority contact): not started again in it.
+    stepped: Option<u64>,
     /// The last snapshot built or installed (its encoded bytes and meta).
     snapshot: Option<StoredSnapshot>,
 }
@@ -369,6 +383,8 @@ pub struct StateMachine {
     deliver: Arc<dyn Deliver>,
     /// Set once the `Raft` is built: entries re-applied at start never activate delivery.
     live: Arc<AtomicBool>,
+    /// The group's metrics (set with `live`): whether this node leads, and in which term.
+    metrics: Arc<std::sync::OnceLock<tokio::sync::watch::Receiver<RaftMetrics<NodeId, BasicNode>>>>,
 }
 
 impl StateMachine {
@@ -402,23 +418,82 @@ impl StateMachine {
             inner: Arc::new(Mutex::new(SmInner {
                 file,
                 active: false,
+                active_term: None,
+                lead: None,
+                stepped: None,
                 snapshot,
             })),
             deliver,
             live: Arc::new(AtomicBool::new(false)),
+            metrics: Arc::new(std::sync::OnceLock::new()),
         })
     }
 
-    /// Entries applied from now on may activate delivery.
-    pub fn set_live(&self) {
+    /// Entries applied from now on may activate delivery; `metrics` tells whether (and in which
+    /// term) this node leads.
+    pub fn set_live(&self, metrics: tokio::sync::watch::Receiver<RaftMetrics<NodeId, BasicNode>>) {
+        let _ = self.metrics.set(metrics);
         self.live.store(true, Ordering::Release);
+    }
+
+    /// Starts delivery once this node leads and has applied everything up to its leadership's
+    /// target (see `SmInner::lead`), unless it is already on for that term (a copy from an
+    /// older term is replaced). Called after each applied entry and when the metrics change.
+    fn try_activate(&self, i: &mut SmInner) {
+        let Some((t, target)) = i.lead else { return };
+        if !self.live.load(Ordering::Acquire) || i.active_term == Some(t) {
+            return;
+        }
+        if i.file.last_applied.map_or(0, |l| l.index) < target {
+            return;
+        }
+        let leads = self.metrics.get().is_some_and(|rx| {
+            let m = rx.borrow();
+            m.state == openraft::ServerState::Leader && m.current_term == t
+        });
+        if !leads {
+            return;
+        }
+        if i.active {
+            self.deliver.deactivate();
+        }
+        i.active = true;
+        i.active_term = Some(t);
+        self.deliver.activate(&i.file.data);
+    }
+
+    /// Takes note of the role openraft reports (called when its metrics change): a new
+    /// leadership gets its target, a lost one none; then delivery starts if it can.
+    pub fn observe_role(&self) {
+        let Some(rx) = self.metrics.get() else { return };
+        let (leader, term, last) = {
+            let m = rx.borrow();
+            (
+                m.state == openraft::ServerState::Leader,
+                m.current_term,
+                m.last_log_index.unwrap_or(0),
+            )
+        };
+        let mut i = self.inner.lock();
+        if !leader {
+            i.lead = None;
+            return;
+        }
+        if i.lead.is_none_or(|(t, _)| t != term) && i.stepped != Some(term) {
+            i.lead = Some((term, last));
+        }
+        self.try_activate(&mut i);
     }
 
     /// Leadership lost without a new entry (e.g. cut off from the majority): stop delivering.
     pub fn step_down(&self) {
         let mut i = self.inner.lock();
+        // Not again in this term: a new election starts it again.
+        i.stepped = i.lead.map(|(t, _)| t).or(i.active_term);
+        i.lead = None;
         if i.active {
             i.active = false;
+            i.active_term = None;
             self.deliver.deactivate();
         }
     }
@@ -429,11 +504,14 @@ impl StateMachine {
     }
 
     /// Messages the replicated state keeps, and the number of channels.
-    pub fn figures(&self) -> (usize, usize) {
+    pub fn figures(&self) -> (usize, BTreeMap<String, u64>) {
         let i = self.inner.lock();
+        let d = &i.file.data;
         (
-            i.file.data.message_count(),
-            i.file.data.channel_names().count(),
+            d.message_count(),
+            d.channel_names()
+                .map(|c| (c.to_string(), d.owed_count(c)))
+                .collect(),
         )
     }
 
@@ -509,23 +587,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
     {
-        let live = self.live.load(Ordering::Acquire);
         let mut out = Vec::new();
         let mut i = self.inner.lock();
         for e in entries {
             let leader = e.log_id.leader_id.node_id;
             i.file.last_applied = Some(e.log_id);
-            if i.active && leader != self.me {
+            // After delivery started, entries are this leader's own; one of another leader's
+            // means it was deposed.
+            if leader != self.me && i.active {
                 i.active = false;
+                i.active_term = None;
+                i.lead = None;
                 self.deliver.deactivate();
             }
             match e.payload {
-                EntryPayload::Blank => {
-                    if live && leader == self.me && !i.active {
-                        i.active = true;
-                        self.deliver.activate(&i.file.data);
-                    }
-                }
+                EntryPayload::Blank => {}
                 EntryPayload::Normal(op) => {
                     i.file.data.apply(&op);
                     if i.active {
@@ -540,6 +616,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Membership(m) => {
                     i.file.membership = StoredMembership::new(Some(e.log_id), m);
                 }
+            }
+            if !i.active && i.lead.is_some() {
+                self.try_activate(&mut i);
             }
             out.push(OpReply::default());
         }
@@ -579,8 +658,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             enc?
         };
         let mut i = self.inner.lock();
+        i.lead = None;
         if i.active {
             i.active = false;
+            i.active_term = None;
             self.deliver.deactivate();
         }
         i.file = file;

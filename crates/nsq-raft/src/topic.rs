@@ -222,7 +222,16 @@ impl TopicData {
         self.msgs.values().filter(move |_| none)
     }
 
-    /// Messages kept (owed to at least one channel, or held).
+    /// How many messages `channel` still owes (0 for an unknown channel). O(1): a channel's
+    /// messages are the dense sequences from its low-water mark on, less its FINed set.
+    pub fn owed_count(&self, channel: &str) -> u64 {
+        self.channels
+            .get(channel)
+            .map_or(0, |c| self.next_seq - c.low - c.done.len() as u64)
+    }
+
+    /// Messages kept (owed to at least one channel, or held; a FINed message stays until
+    /// every channel's low-water mark is past it).
     pub fn message_count(&self) -> usize {
         self.msgs.len()
     }
@@ -363,6 +372,7 @@ mod tests {
                 }
                 for (name, owed) in &model {
                     prop_assert_eq!(bodies(t.owed(name)), owed.iter().copied().collect::<Vec<_>>());
+                    prop_assert_eq!(t.owed_count(name), owed.len() as u64);
                 }
                 prop_assert_eq!(bodies(t.held()), held.clone());
                 // Nothing is kept that no channel owes (beyond each channel's done-set window).

@@ -356,6 +356,7 @@ fn replication_stats(nsqd: &Nsqd, topic: &str) -> Option<api::ReplicationStats> 
         applied_index: s.applied_index,
         lag: s.lag,
         messages: s.messages as u64,
+        owed: s.owed,
         active: s.active,
     })
 }

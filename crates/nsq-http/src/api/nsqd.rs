@@ -65,8 +65,11 @@ pub struct ReplicationStats {
     pub applied_index: u64,
     /// On the leader: entries each follower is behind, by node id.
     pub lag: std::collections::BTreeMap<u64, u64>,
-    /// Messages the replicated state keeps (owed to a channel, or held).
+    /// Messages the replicated state keeps (owed to a channel, or held; a FINed message stays
+    /// until every channel has FINed everything before it).
     pub messages: u64,
+    /// Messages each channel still owes in the replicated state, by channel name.
+    pub owed: std::collections::BTreeMap<String, u64>,
     /// Whether this member delivers the topic (the leader).
     pub active: bool,
 }

@@ -429,3 +429,120 @@ fn members_change_through_the_http_api() {
         },
     );
 }
+
+/// The leader SIGKILLed five times in a row (each time restarted on its data directory before
+/// the next round), then a rolling clean restart (SIGTERM) of all three members, with
+/// publishing and FINing between every step: every acknowledged message is delivered, and a
+/// message FINed with its FIN committed is not delivered again.
+#[test]
+fn five_leader_kills_and_a_rolling_restart_lose_nothing() {
+    let lookupd = Lookupd::start();
+    let mut members = start_cluster(&lookupd, 3);
+    let topic = "churn";
+    let r = members[&1]
+        .nsqd
+        .http_post(&format!("/topic/create?topic={topic}&replicas=3"), b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let leader = active_leader(&members, topic, Duration::from_secs(10));
+    members[&leader].nsqd.client().sub_ok(topic, "ch", 0);
+    harness::wait_until(Duration::from_secs(5), "channel replicated", || {
+        members.values().all(|m| {
+            replication(&m.nsqd, topic).is_some_and(|s| s["applied_index"].as_u64() >= Some(2))
+        })
+    });
+    let mut acked = BTreeSet::new();
+    let mut fined = BTreeSet::new();
+    let mut seq = 0usize;
+    let mut kills = Vec::new();
+    // One round: 30 publishes through a member that is not the leader, then FIN 10 of what the
+    // leader delivers, waiting until those FINs are committed on every member.
+    let mut round = |members: &BTreeMap<u64, Member>,
+                     acked: &mut BTreeSet<Vec<u8>>,
+                     fined: &mut BTreeSet<Vec<u8>>| {
+        let leader = active_leader(members, topic, Duration::from_secs(15));
+        let via = *members.keys().find(|id| **id != leader).unwrap();
+        let mut p = members[&via].nsqd.client();
+        for _ in 0..30 {
+            p.pub_ok(topic, &body(seq));
+            acked.insert(body(seq));
+            seq += 1;
+        }
+        let mut c = members[&leader].nsqd.client();
+        c.sub_ok(topic, "ch", 10);
+        let mut got = 0;
+        while got < 10 {
+            let f = c.read_frame(Duration::from_secs(10));
+            if f.frame_type != FrameType::Message {
+                continue;
+            }
+            let m = nsq_protocol::Message::decode(f.data).unwrap();
+            c.fin(&m.id);
+            fined.insert(m.body.to_vec());
+            got += 1;
+        }
+        let owed = acked.len() - fined.len();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !members.values().all(|m| {
+            replication(&m.nsqd, topic)
+                .is_some_and(|s| s["owed"]["ch"].as_u64() == Some(owed as u64))
+        }) {
+            if Instant::now() > deadline {
+                let states: Vec<_> = members
+                    .values()
+                    .map(|m| (m.id, replication(&m.nsqd, topic)))
+                    .collect();
+                panic!("FINs not committed everywhere (owed {owed}): {states:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        leader
+    };
+    for _ in 0..5 {
+        let leader = round(&members, &mut acked, &mut fined);
+        let t = Instant::now();
+        members.get_mut(&leader).unwrap().nsqd.kill();
+        // A new leader among the two others.
+        harness::wait_for(Duration::from_secs(15), "a new leader", || {
+            members
+                .iter()
+                .filter(|(id, _)| **id != leader)
+                .find_map(|(id, m)| {
+                    let st = replication(&m.nsqd, topic)?;
+                    (st["active"] == true).then_some(*id)
+                })
+        });
+        kills.push(t.elapsed());
+        members.get_mut(&leader).unwrap().nsqd.restart(None);
+    }
+    println!("failover after each of 5 leader kills: {kills:?}");
+    // Rolling clean restart, one member at a time, a round after each.
+    for id in [1u64, 2, 3] {
+        round(&members, &mut acked, &mut fined);
+        let m = members.get_mut(&id).unwrap();
+        m.nsqd.terminate();
+        m.nsqd.restart(None);
+    }
+    // Everything acknowledged and not FINed is still owed.
+    let leader = active_leader(&members, topic, Duration::from_secs(15));
+    let mut c = members[&leader].nsqd.client();
+    c.sub_ok(topic, "ch", 1000);
+    let want: BTreeSet<Vec<u8>> = acked.difference(&fined).cloned().collect();
+    let mut seen = BTreeMap::new();
+    consume(&mut c, &want, &mut seen, true, Duration::from_secs(15));
+    let lost = want.iter().filter(|b| !seen.contains_key(*b)).count();
+    let fined_again = seen.keys().filter(|b| fined.contains(*b)).count();
+    let again: Vec<String> = seen
+        .keys()
+        .filter(|b| fined.contains(*b))
+        .map(|b| String::from_utf8_lossy(b).to_string())
+        .collect();
+
+    println!(
+        "verdict: acknowledged {}, FINed {}, delivered at the end {} unique, lost {lost}, FINed redelivered {fined_again}",
+        acked.len(),
+        fined.len(),
+        seen.len()
+    );
+    assert_eq!(lost, 0);
+    assert_eq!(fined_again, 0, "FINed and delivered again: {again:?}");
+}
