@@ -396,7 +396,7 @@ impl Cluster {
                 continue;
             }
             let r: Result<Result<(), String>, _> =
-                net::post(&self.client, addr, topic, "join", &members).await;
+                net::post(&self.client, addr, topic, "join", &members, None).await;
             let why = match r {
                 Ok(Ok(())) => continue,
                 Ok(Err(e)) => e,
@@ -434,7 +434,7 @@ impl Cluster {
                 continue;
             }
             let r: Result<Result<(), String>, _> =
-                net::post(&self.client, addr, topic, "join", &members).await;
+                net::post(&self.client, addr, topic, "join", &members, None).await;
             let why = match r {
                 Ok(Ok(())) => continue,
                 Ok(Err(e)) => e,
@@ -466,7 +466,7 @@ impl Cluster {
                 Ok(_) => return Ok(()),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     if let Some(node) = f.leader_node {
-                        match net::post_within::<Op, WireWrite>(
+                        match net::post::<Op, WireWrite>(
                             &self.client,
                             &node.addr,
                             topic,
@@ -538,7 +538,7 @@ impl Cluster {
                 .get(&l)
                 .ok_or_else(|| format!("leader {l} is not in --raft-peers"))?;
             let r: Result<Result<(), String>, _> =
-                net::post(&self.client, addr, topic, "members", &want).await;
+                net::post(&self.client, addr, topic, "members", &want, None).await;
             return r.map_err(|e| e.to_string())?;
         }
         for (id, addr) in &addrs {
@@ -546,7 +546,7 @@ impl Cluster {
                 continue;
             }
             let r: Result<Result<(), String>, _> =
-                net::post(&self.client, addr, topic, "join", &addrs).await;
+                net::post(&self.client, addr, topic, "join", &addrs, None).await;
             match r {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(format!("node {id} did not join: {e}")),
@@ -572,7 +572,7 @@ impl Cluster {
                 "join"
             };
             let r: Result<Result<(), String>, _> =
-                net::post(&self.client, addr, topic, what, &addrs).await;
+                net::post(&self.client, addr, topic, what, &addrs, None).await;
             if !matches!(r, Ok(Ok(()))) {
                 tracing::error!(
                     "RAFT: topic {topic}: node {id} ({addr}) was not told its new members: {r:?}"
@@ -617,7 +617,7 @@ impl Cluster {
         let mut last_err = String::from("no member answered");
         loop {
             for addr in members.values() {
-                match net::post_within::<Op, WireWrite>(
+                match net::post::<Op, WireWrite>(
                     &self.client,
                     addr,
                     topic,
@@ -754,67 +754,48 @@ fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, axum::respon
         .map_err(|e| (StatusCode::BAD_REQUEST, format!("undecodable request: {e}")).into_response())
 }
 
-fn group_of(c: &Cluster, topic: &str) -> Result<Arc<Group>, axum::response::Response> {
-    c.group(topic).ok_or_else(|| {
+/// A peer route's answer: a refusal (unknown group, undecodable body) is the `Err` side.
+type Reply = Result<axum::response::Response, axum::response::Response>;
+
+/// The group a peer request is for and its decoded body.
+fn group_request<T: serde::de::DeserializeOwned>(
+    c: &Cluster,
+    topic: &str,
+    body: &[u8],
+) -> Result<(Arc<Group>, T), axum::response::Response> {
+    let g = c.group(topic).ok_or_else(|| {
         (
             StatusCode::NOT_FOUND,
             format!("topic {topic} is not replicated here"),
         )
             .into_response()
-    })
+    })?;
+    Ok((g, decode(body)?))
 }
 
-async fn append(
-    State(c): State<Arc<Cluster>>,
-    Path(topic): Path<String>,
-    body: Bytes,
-) -> axum::response::Response {
-    let (g, req) = match (group_of(&c, &topic), decode(&body)) {
-        (Ok(g), Ok(r)) => (g, r),
-        (Err(e), _) | (_, Err(e)) => return e,
-    };
-    bin(&g.raft.append_entries(req).await)
+async fn append(State(c): State<Arc<Cluster>>, Path(topic): Path<String>, body: Bytes) -> Reply {
+    let (g, req) = group_request(&c, &topic, &body)?;
+    Ok(bin(&g.raft.append_entries(req).await))
 }
 
-async fn vote(
-    State(c): State<Arc<Cluster>>,
-    Path(topic): Path<String>,
-    body: Bytes,
-) -> axum::response::Response {
-    let (g, req) = match (group_of(&c, &topic), decode(&body)) {
-        (Ok(g), Ok(r)) => (g, r),
-        (Err(e), _) | (_, Err(e)) => return e,
-    };
-    bin(&g.raft.vote(req).await)
+async fn vote(State(c): State<Arc<Cluster>>, Path(topic): Path<String>, body: Bytes) -> Reply {
+    let (g, req) = group_request(&c, &topic, &body)?;
+    Ok(bin(&g.raft.vote(req).await))
 }
 
-async fn snapshot(
-    State(c): State<Arc<Cluster>>,
-    Path(topic): Path<String>,
-    body: Bytes,
-) -> axum::response::Response {
-    let (g, req) = match (group_of(&c, &topic), decode(&body)) {
-        (Ok(g), Ok(r)) => (g, r),
-        (Err(e), _) | (_, Err(e)) => return e,
-    };
+async fn snapshot(State(c): State<Arc<Cluster>>, Path(topic): Path<String>, body: Bytes) -> Reply {
+    let (g, req) = group_request(&c, &topic, &body)?;
     let r: Result<_, RaftError<NodeId, InstallSnapshotError>> = g.raft.install_snapshot(req).await;
-    bin(&r)
+    Ok(bin(&r))
 }
 
-async fn write(
-    State(c): State<Arc<Cluster>>,
-    Path(topic): Path<String>,
-    body: Bytes,
-) -> axum::response::Response {
-    let (g, op) = match (group_of(&c, &topic), decode::<Op>(&body)) {
-        (Ok(g), Ok(r)) => (g, r),
-        (Err(e), _) | (_, Err(e)) => return e,
-    };
-    bin(&match g.raft.client_write(op).await {
+async fn write(State(c): State<Arc<Cluster>>, Path(topic): Path<String>, body: Bytes) -> Reply {
+    let (g, op) = group_request::<Op>(&c, &topic, &body)?;
+    Ok(bin(&match g.raft.client_write(op).await {
         Ok(_) => WireWrite::Done,
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => WireWrite::NotLeader,
         Err(e) => WireWrite::Failed(e.to_string()),
-    })
+    }))
 }
 
 async fn leave(

@@ -29,20 +29,10 @@ pub(crate) fn seg(topic: &str) -> String {
     topic.replace('#', "%23")
 }
 
-/// `POST http://<addr>/raft/<topic>/<what>` with a bincode body; the reply is bincode.
+/// `POST http://<addr>/raft/<topic>/<what>` with a bincode body; the reply is bincode. `ttl`
+/// bounds it below the client's request timeout (a request on a kept-alive connection to a
+/// host that was cut off would otherwise wait for all of it).
 pub(crate) async fn post<Req: Serialize, Resp: DeserializeOwned>(
-    client: &nsq_http_client::Client,
-    addr: &str,
-    topic: &str,
-    what: &str,
-    req: &Req,
-) -> Result<Resp, TransportError> {
-    post_within(client, addr, topic, what, req, None).await
-}
-
-/// [`post`] bounded by `ttl` (a request on a kept-alive connection to a host that was cut off
-/// would otherwise wait for the client's whole request timeout).
-pub(crate) async fn post_within<Req: Serialize, Resp: DeserializeOwned>(
     client: &nsq_http_client::Client,
     addr: &str,
     topic: &str,
@@ -154,7 +144,7 @@ impl Peer {
         E: std::error::Error + DeserializeOwned,
     {
         let r: Result<Resp, RaftError<NodeId, E>> =
-            match post_within(&self.client, &self.addr, &self.topic, what, req, Some(ttl)).await {
+            match post(&self.client, &self.addr, &self.topic, what, req, Some(ttl)).await {
                 Ok(r) => {
                     if self.down.lock().remove(&self.target) {
                         tracing::info!(
