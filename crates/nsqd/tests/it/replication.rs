@@ -552,3 +552,53 @@ fn five_leader_kills_and_a_rolling_restart_lose_nothing() {
     assert_eq!(lost, 0);
     assert_eq!(fined_again, 0, "FINed and delivered again: {again:?}");
 }
+
+/// A DPUB to a replicated topic keeps its deferral across a failover: the new leader holds the
+/// message until it is due, then delivers it.
+#[test]
+fn a_deferred_publish_stays_deferred_across_a_failover() {
+    let lookupd = Lookupd::start();
+    let mut members = start_cluster(&lookupd, 3);
+    let topic = "later";
+    let r = members[&1]
+        .nsqd
+        .http_post(&format!("/topic/create?topic={topic}&replicas=3"), b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let leader = active_leader(&members, topic, Duration::from_secs(10));
+    let mut c = members[&leader].nsqd.client();
+    c.sub_ok(topic, "ch", 10);
+    harness::wait_until(Duration::from_secs(5), "channel replicated", || {
+        members
+            .values()
+            .all(|m| replication(&m.nsqd, topic).is_some_and(|s| s["owed"]["ch"].is_u64()))
+    });
+    let follower = *members.keys().find(|id| **id != leader).unwrap();
+    let mut p = members[&follower].nsqd.client();
+    p.dpub(topic, 3000, b"deferred");
+    p.expect_ok();
+    let published = Instant::now();
+    p.pub_ok(topic, b"now");
+    // Only the undeferred one comes now.
+    let m = c.read_message(Duration::from_secs(5));
+    assert_eq!(m.body.as_ref(), b"now");
+    c.fin(&m.id);
+    harness::wait_until(Duration::from_secs(5), "the FIN committed", || {
+        members
+            .values()
+            .all(|m| replication(&m.nsqd, topic).is_some_and(|s| s["owed"]["ch"] == 1))
+    });
+    drop(c);
+    members.remove(&leader).unwrap().nsqd.kill();
+    let new_leader = active_leader(&members, topic, Duration::from_secs(15));
+    let mut c = members[&new_leader].nsqd.client();
+    c.sub_ok(topic, "ch", 10);
+    let m = c.read_message(Duration::from_secs(10));
+    let at = published.elapsed();
+    assert_eq!(m.body.as_ref(), b"deferred");
+    assert!(
+        at >= Duration::from_millis(2900),
+        "delivered {at:?} after a 3 s DPUB"
+    );
+    c.fin(&m.id);
+    println!("deferred message delivered by the new leader {at:?} after its DPUB (3 s)");
+}
