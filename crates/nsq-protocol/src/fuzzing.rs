@@ -186,6 +186,13 @@ pub fn fuzz_command(data: &[u8]) {
         let mut enc = BytesMut::new();
         cmd.encode(&mut enc);
         let len = enc.len();
+        // A line's last parameter cannot end in `\r` on the wire: a reader (Go's, and ours)
+        // strips one `\r` before the `\n`. The decoder still accepts such a parameter when
+        // more parameters follow it (`TOUCH <16 bytes ending in \r> x`, extra parameters being
+        // ignored as in Go), so that command has no encoding that reads back the same.
+        if enc.ends_with(b"\r\n") {
+            continue;
+        }
         let back = round_trip.decode(&mut enc);
         assert_eq!(
             back,
@@ -433,4 +440,21 @@ fn identified(limits: LookupLimits) -> RequestDecoder {
         Ok(Some(LookupCommand::Identify(_)))
     ));
     d
+}
+
+#[cfg(test)]
+mod tests {
+    /// Found by the fuzz smoke (`command` target): `TOUCH` with a 16-byte id ending in `\r`,
+    /// followed by another parameter, must not fail the round-trip property.
+    #[test]
+    fn an_id_ending_in_cr_before_more_parameters_is_not_a_round_trip_failure() {
+        let input: &[u8] = &[
+            0, 7, 82, 69, 81, 32, 102, 101, 97, 116, 117, 114, 101, 95, 110, 101, 103, 111, 95,
+            105, 100, 70, 32, 49, 48, 48, 10, 84, 79, 85, 67, 72, 32, 48, 49, 60, 51, 52, 53, 13,
+            13, 13, 13, 93, 13, 13, 13, 48, 13, 32, 32, 32, 32, 58, 96, 32, 110, 34, 58, 32, 116,
+            44, 32, 34, 96, 34, 58, 32, 116, 97, 32, 116, 114, 117, 101, 44, 32, 34, 197, 49, 110,
+            101, 51, 112, 46, 49, 46, 46, 108, 10, 0, 0, 0, 5, 9, 25, 9, 9, 9, 105, 101, 110, 105,
+        ];
+        super::fuzz_command(input);
+    }
 }
