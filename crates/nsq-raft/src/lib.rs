@@ -466,16 +466,7 @@ impl Cluster {
                 Ok(_) => return Ok(()),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     if let Some(node) = f.leader_node {
-                        match net::post::<Op, WireWrite>(
-                            &self.client,
-                            &node.addr,
-                            topic,
-                            "write",
-                            &op,
-                            Some(FORWARD_TTL),
-                        )
-                        .await
-                        {
+                        match self.forward(&node.addr, topic, &op).await {
                             Ok(WireWrite::Done) => return Ok(()),
                             Ok(WireWrite::NotLeader) => last_err = "leader changed".into(),
                             Ok(WireWrite::Failed(e)) => return Err(e),
@@ -604,6 +595,17 @@ impl Cluster {
         self.note_remote(topic, members)
     }
 
+    /// Offers `op` once to the member at `addr` (`/raft/<topic>/write`, within
+    /// [`FORWARD_TTL`]).
+    async fn forward(
+        &self,
+        addr: &str,
+        topic: &str,
+        op: &Op,
+    ) -> Result<WireWrite, net::TransportError> {
+        net::post(&self.client, addr, topic, "write", op, Some(FORWARD_TTL)).await
+    }
+
     /// A write from a non-member: offered to each member in turn (a member forwards it to
     /// the leader only once, so a member that is not the leader answers `NotLeader`).
     async fn write_remote(
@@ -617,16 +619,7 @@ impl Cluster {
         let mut last_err = String::from("no member answered");
         loop {
             for addr in members.values() {
-                match net::post::<Op, WireWrite>(
-                    &self.client,
-                    addr,
-                    topic,
-                    "write",
-                    &op,
-                    Some(FORWARD_TTL),
-                )
-                .await
-                {
+                match self.forward(addr, topic, &op).await {
                     Ok(WireWrite::Done) => return Ok(()),
                     Ok(WireWrite::NotLeader) => last_err = "no leader among the members".into(),
                     Ok(WireWrite::Failed(e)) => return Err(e),

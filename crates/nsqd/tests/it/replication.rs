@@ -70,6 +70,24 @@ fn active_leader(members: &BTreeMap<u64, Member>, topic: &str, timeout: Duration
     })
 }
 
+/// Creates `topic` with `replicas=3` through member 1 and returns the member that delivers it.
+fn create_replicated(members: &BTreeMap<u64, Member>, topic: &str) -> u64 {
+    let r = members[&1]
+        .nsqd
+        .http_post(&format!("/topic/create?topic={topic}&replicas=3"), b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    active_leader(members, topic, Duration::from_secs(10))
+}
+
+/// Waits until every member has applied `channel`'s creation (so messages count for it).
+fn wait_channel_everywhere(members: &BTreeMap<u64, Member>, topic: &str, channel: &str) {
+    harness::wait_until(Duration::from_secs(5), "channel replicated", || {
+        members
+            .values()
+            .all(|m| replication(&m.nsqd, topic).is_some_and(|s| s["owed"][channel].is_u64()))
+    });
+}
+
 fn body(i: usize) -> Vec<u8> {
     format!("msg-{i:05}").into_bytes()
 }
@@ -123,11 +141,7 @@ fn a_replicated_topic_loses_nothing_acknowledged_when_its_leader_is_killed() {
         "{}",
         r.text()
     );
-    let r = members[&1]
-        .nsqd
-        .http_post(&format!("/topic/create?topic={topic}&replicas=3"), b"");
-    assert_eq!(r.status, 200, "{}", r.text());
-    let leader = active_leader(&members, topic, Duration::from_secs(10));
+    let leader = create_replicated(&members, topic);
     let st = replication(&members[&leader].nsqd, topic).unwrap();
     assert_eq!(st["role"], "leader");
     assert_eq!(st["members"], serde_json::json!([1, 2, 3]));
@@ -166,11 +180,7 @@ fn a_replicated_topic_loses_nothing_acknowledged_when_its_leader_is_killed() {
     let mut consumer = members[&leader].nsqd.client();
     consumer.sub_ok(topic, "ch", 1000);
     // The channel's creation is committed before messages count for it.
-    harness::wait_until(Duration::from_secs(5), "channel replicated", || {
-        members
-            .values()
-            .all(|m| replication(&m.nsqd, topic).is_some())
-    });
+    wait_channel_everywhere(&members, topic, "ch");
 
     // 200 messages: PUBs through a follower (forwarded) and an MPUB to the leader.
     let mut p1 = members[&follower].nsqd.client();
@@ -289,11 +299,7 @@ fn pynsq_reader_keeps_consuming_through_a_leader_kill() {
     let lookupd = Lookupd::start();
     let members = start_cluster(&lookupd, 3);
     let topic = "py_replicated";
-    let r = members[&1]
-        .nsqd
-        .http_post(&format!("/topic/create?topic={topic}&replicas=3"), b"");
-    assert_eq!(r.status, 200, "{}", r.text());
-    active_leader(&members, topic, Duration::from_secs(10));
+    create_replicated(&members, topic);
     lookupd.wait_producers(topic, 1, Duration::from_secs(10));
     let mut cmd = std::process::Command::new(&py);
     cmd.arg(&script)
@@ -330,18 +336,10 @@ fn a_restarted_member_catches_up_and_can_take_over() {
     let lookupd = Lookupd::start();
     let mut members = start_cluster(&lookupd, 3);
     let topic = "restarts";
-    let r = members[&1]
-        .nsqd
-        .http_post(&format!("/topic/create?topic={topic}&replicas=3"), b"");
-    assert_eq!(r.status, 200, "{}", r.text());
-    let leader = active_leader(&members, topic, Duration::from_secs(10));
+    let leader = create_replicated(&members, topic);
     let mut c = members[&leader].nsqd.client();
     c.sub_ok(topic, "ch", 0);
-    harness::wait_until(Duration::from_secs(5), "channel replicated", || {
-        members
-            .values()
-            .all(|m| replication(&m.nsqd, topic).is_some())
-    });
+    wait_channel_everywhere(&members, topic, "ch");
     let mut p = members[&leader].nsqd.client();
     let mut acked = BTreeSet::new();
     let mut publish = |p: &mut harness::RawClient, range: std::ops::Range<usize>| {
@@ -439,17 +437,9 @@ fn five_leader_kills_and_a_rolling_restart_lose_nothing() {
     let lookupd = Lookupd::start();
     let mut members = start_cluster(&lookupd, 3);
     let topic = "churn";
-    let r = members[&1]
-        .nsqd
-        .http_post(&format!("/topic/create?topic={topic}&replicas=3"), b"");
-    assert_eq!(r.status, 200, "{}", r.text());
-    let leader = active_leader(&members, topic, Duration::from_secs(10));
+    let leader = create_replicated(&members, topic);
     members[&leader].nsqd.client().sub_ok(topic, "ch", 0);
-    harness::wait_until(Duration::from_secs(5), "channel replicated", || {
-        members.values().all(|m| {
-            replication(&m.nsqd, topic).is_some_and(|s| s["applied_index"].as_u64() >= Some(2))
-        })
-    });
+    wait_channel_everywhere(&members, topic, "ch");
     let mut acked = BTreeSet::new();
     let mut fined = BTreeSet::new();
     let mut seq = 0usize;
@@ -560,18 +550,10 @@ fn a_deferred_publish_stays_deferred_across_a_failover() {
     let lookupd = Lookupd::start();
     let mut members = start_cluster(&lookupd, 3);
     let topic = "later";
-    let r = members[&1]
-        .nsqd
-        .http_post(&format!("/topic/create?topic={topic}&replicas=3"), b"");
-    assert_eq!(r.status, 200, "{}", r.text());
-    let leader = active_leader(&members, topic, Duration::from_secs(10));
+    let leader = create_replicated(&members, topic);
     let mut c = members[&leader].nsqd.client();
     c.sub_ok(topic, "ch", 10);
-    harness::wait_until(Duration::from_secs(5), "channel replicated", || {
-        members
-            .values()
-            .all(|m| replication(&m.nsqd, topic).is_some_and(|s| s["owed"]["ch"].is_u64()))
-    });
+    wait_channel_everywhere(&members, topic, "ch");
     let follower = *members.keys().find(|id| **id != leader).unwrap();
     let mut p = members[&follower].nsqd.client();
     p.dpub(topic, 3000, b"deferred");
